@@ -1,0 +1,156 @@
+#include "frame.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "macros.h"
+
+void frame_reader_init(struct frame_reader *r, size_t max_payload) {
+        *r = (struct frame_reader){.max = max_payload};
+}
+
+void frame_reader_free(struct frame_reader *r) {
+        free(r->buf);
+        *r = (struct frame_reader){.max = r->max};
+}
+
+static int reserve(struct frame_reader *r, size_t extra) {
+        size_t want = r->len + extra, cap = r->cap ? r->cap : 4096;
+        char *p;
+
+        if (want <= r->cap)
+                return 0;
+        while (cap < want)
+                cap *= 2;
+        p = realloc(r->buf, cap);
+        if (!p)
+                return -ENOMEM;
+        r->buf = p;
+        r->cap = cap;
+        return 0;
+}
+
+int frame_reader_feed(struct frame_reader *r, const void *data, size_t n) {
+        int e = reserve(r, n);
+
+        if (e < 0)
+                return e;
+        memcpy(r->buf + r->len, data, n);
+        r->len += n;
+        return 0;
+}
+
+long frame_reader_fill(struct frame_reader *r, int fd) {
+        ssize_t n;
+        int e = reserve(r, 65536);
+
+        if (e < 0)
+                return e;
+        do
+                n = read(fd, r->buf + r->len, r->cap - r->len);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        r->len += (size_t)n;
+        return n;
+}
+
+static uint32_t get_be32(const char *p) {
+        const unsigned char *u = (const unsigned char *)p;
+        return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+const char *frame_type(const json_t *msg) {
+        const char *t = json_string_value(json_object_get(msg, "type"));
+        return t ? t : "";
+}
+
+int frame_reader_next(struct frame_reader *r, json_t **msg) {
+        uint32_t n;
+        json_t *j;
+        json_error_t err;
+
+        if (r->len < FRAME_HEADER_BYTES)
+                return 0;
+        n = get_be32(r->buf);
+        /* Refuse before buffering: a hostile peer must not make us allocate
+         * more than max. */
+        if (n > r->max || n == 0)
+                return -EMSGSIZE;
+        if (r->len - FRAME_HEADER_BYTES < n)
+                return 0;
+        j = json_loadb(r->buf + FRAME_HEADER_BYTES, n, JSON_REJECT_DUPLICATES, &err);
+        memmove(r->buf, r->buf + FRAME_HEADER_BYTES + n, r->len - FRAME_HEADER_BYTES - n);
+        r->len -= FRAME_HEADER_BYTES + n;
+        if (!j)
+                return -EBADMSG;
+        if (!json_is_object(j) || !json_is_string(json_object_get(j, "type"))) {
+                json_decref(j);
+                return -EBADMSG;
+        }
+        *msg = j;
+        return 1;
+}
+
+int frame_encode(const json_t *msg, char **out, size_t *out_len) {
+        _cleanup_free_ char *text = NULL;
+        size_t n;
+        char *buf;
+
+        if (!json_is_object(msg))
+                return -EINVAL;
+        /* 15 significant digits: R's own precision for doubles. */
+        text = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        if (!text)
+                return -ENOMEM;
+        n = strlen(text);
+        if (n > FRAME_MAX_BYTES)
+                return -EMSGSIZE;
+        buf = malloc(FRAME_HEADER_BYTES + n);
+        if (!buf)
+                return -ENOMEM;
+        buf[0] = (char)(n >> 24);
+        buf[1] = (char)(n >> 16);
+        buf[2] = (char)(n >> 8);
+        buf[3] = (char)n;
+        memcpy(buf + FRAME_HEADER_BYTES, text, n);
+        *out = buf;
+        *out_len = FRAME_HEADER_BYTES + n;
+        return 0;
+}
+
+int frame_send(int fd, const json_t *msg) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len, off = 0;
+        int e = frame_encode(msg, &buf, &len);
+
+        if (e < 0)
+                return e;
+        while (off < len) {
+                ssize_t n = write(fd, buf + off, len - off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                off += (size_t)n;
+        }
+        return 0;
+}
+
+int frame_recv(int fd, struct frame_reader *r, json_t **msg) {
+        for (;;) {
+                int e = frame_reader_next(r, msg);
+                long n;
+
+                if (e != 0)
+                        return e;
+                n = frame_reader_fill(r, fd);
+                if (n == 0)
+                        return 0;
+                if (n < 0 && n != -EINTR)
+                        return (int)n;
+        }
+}
