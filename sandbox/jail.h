@@ -1,0 +1,44 @@
+/* The jail a worker runs in, built by the worker itself right after the
+ * zygote cloned it.
+ *
+ * Process context: jail_clone() runs in the zygote (host namespaces, the
+ * daemon's uid, no capabilities beyond the daemon's own).  jail_enter() runs
+ * in the child, which in strict mode is pid 1 of new user, pid, mount, net,
+ * ipc and uts namespaces and holds every capability *inside* its new user
+ * namespace only; it gives them all up before returning. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+enum jail_mode { JAIL_STRICT = 0, JAIL_NONE = 1 };
+
+struct jail_options {
+        enum jail_mode mode;
+        const char *const *r_libs; /* extra read-only R library directories */
+        size_t n_r_libs;
+        unsigned long long tmp_bytes;  /* size cap of the private /tmp (0: 64 MiB) */
+        unsigned long long work_bytes; /* size cap of /work (0: 64 MiB) */
+};
+
+/* Zygote side: clone a child whose parent is the zygote's parent (the daemon,
+ * through CLONE_PARENT) so that the daemon reaps it and sees its exit status.
+ * In strict mode the child is in new user/pid/mount/net/ipc/uts namespaces.
+ * Returns the child's pid (as seen by the zygote and the daemon) in the
+ * zygote, 0 in the child, or -errno. */
+pid_t jail_clone(const struct jail_options *o);
+
+/* Child side, right after jail_clone() returned 0: set PR_SET_PDEATHSIG, and
+ * in strict mode map uid/gid 1000 inside to the daemon's uid/gid, build the
+ * fresh read-only root (pivot_root, the old root detached), private /tmp and
+ * /work, fixed hostname, drop every capability and set no_new_privs; chdir to
+ * /work.  In none mode: make a private temporary directory on the host and
+ * chdir there.  On failure writes a one-line reason naming the step and the
+ * kernel feature into err (e.g. "mount proc on /proc: Operation not
+ * permitted") and returns -errno; the caller reports it and _exit()s. */
+int jail_enter(const struct jail_options *o, char *err, size_t errlen);
+
+/* The directory the worker should use as R's per-session temporary
+ * directory after jail_enter() succeeded ("/tmp/R" in strict mode, a private
+ * host directory in none mode).  Valid until exit. */
+const char *jail_tmpdir(void);
