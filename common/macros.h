@@ -15,11 +15,11 @@ static inline void closep(int *fd) {
                 errno = saved;
         }
 }
-static inline void json_decrefp(json_t **j) { json_decref(*j); }
+static inline void jsonp_unref(json_t **j) { json_decref(*j); }
 
 #define _cleanup_free_ __attribute__((cleanup(freep)))
 #define _cleanup_close_ __attribute__((cleanup(closep)))
-#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+#define _cleanup_json_ __attribute__((cleanup(jsonp_unref)))
 
 /* Hand ownership out of a _cleanup_ variable. */
 #define TAKE_PTR(p)                             \

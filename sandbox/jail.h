@@ -28,6 +28,15 @@ struct jail_options {
  * zygote, 0 in the child, or -errno. */
 pid_t jail_clone(const struct jail_options *o);
 
+/* A one-line reason for a jail_clone() failure (err: its return value or
+ * errno), naming the likely missing kernel feature for the errnos clone(2)
+ * gives when user namespaces are unavailable (EPERM, ENOSPC, EUSERS,
+ * EINVAL), e.g. "clone: user namespaces are not available
+ * (kernel.unprivileged_userns_clone=0 or user.max_user_namespaces=0?):
+ * Operation not permitted".  Points to a static buffer overwritten by the
+ * next call. */
+const char *jail_clone_error(int err);
+
 /* Child side, right after jail_clone() returned 0: set PR_SET_PDEATHSIG, and
  * in strict mode map uid/gid 1000 inside to the daemon's uid/gid, build the
  * fresh read-only root (pivot_root, the old root detached), private /tmp and

@@ -1,0 +1,35 @@
+/* A small event loop: epoll over file descriptors plus one-shot timers on
+ * CLOCK_MONOTONIC.  Callbacks run on the loop's thread and must never block;
+ * all session state is touched only from them, so nothing needs a lock. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct loop;
+struct loop_timer;
+
+typedef void (*loop_fd_fn)(int fd, uint32_t events, void *data);
+typedef void (*loop_timer_fn)(void *data);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t now_ns(void);
+
+int loop_new(struct loop **out);
+void loop_free(struct loop *l);
+
+/* Watch fd for EPOLL* events; fn gets them.  0 or -errno. */
+int loop_add_fd(struct loop *l, int fd, uint32_t events, loop_fd_fn fn, void *data);
+int loop_mod_fd(struct loop *l, int fd, uint32_t events);
+/* Stop watching fd (before closing it).  Events already collected for it in
+ * this iteration are dropped. */
+void loop_del_fd(struct loop *l, int fd);
+
+/* Timers: created disarmed; arm with an absolute now_ns() time, 0 disarms. */
+struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data);
+void loop_timer_arm(struct loop_timer *t, uint64_t due_ns);
+void loop_timer_free(struct loop_timer *t);
+
+/* Run until loop_stop().  Returns 0 or -errno from epoll. */
+int loop_run(struct loop *l);
+void loop_stop(struct loop *l);

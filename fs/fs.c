@@ -1,0 +1,1147 @@
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "options.h"
+#include "sessions/session.h"
+
+/* Inode numbers.  The fixed nodes are 1..N_LAST; a session's nodes are
+ * id * SF_STRIDE + kind, where id is the session's never-reused number, so
+ * a stale inode number can never name another session's file and there is
+ * no per-inode state: lookup counts need no bookkeeping (forget is a no-op). */
+enum node { N_ROOT = 1, N_README, N_CLONE, N_CONFIG, N_STATS, N_SESSIONS, N_LAST = N_SESSIONS };
+
+enum sfile {
+        SF_DIR = 0,
+        SF_INPUT,
+        SF_OUTPUT,
+        SF_ERROR,
+        SF_CONSOLE,
+        SF_STATUS,
+        SF_RESULT,
+        SF_VALUE,
+        SF_CTL,
+        SF_TIMEOUT,
+        SF_LIMITS,
+        SF_LOG,
+        SF_COUNT
+};
+#define SF_STRIDE 16
+
+static const struct {
+        const char *name;
+        mode_t mode;
+} sfiles[SF_COUNT] = {
+        [SF_DIR] = {"", S_IFDIR | 0755},         [SF_INPUT] = {"input", S_IFREG | 0200},
+        [SF_OUTPUT] = {"output", S_IFREG | 0444}, [SF_ERROR] = {"error", S_IFREG | 0444},
+        [SF_CONSOLE] = {"console", S_IFREG | 0444}, [SF_STATUS] = {"status", S_IFREG | 0444},
+        [SF_RESULT] = {"result.json", S_IFREG | 0444}, [SF_VALUE] = {"value.json", S_IFREG | 0444},
+        [SF_CTL] = {"ctl", S_IFREG | 0200},       [SF_TIMEOUT] = {"timeout", S_IFREG | 0644},
+        [SF_LIMITS] = {"limits", S_IFREG | 0644}, [SF_LOG] = {"log", S_IFREG | 0444},
+};
+
+static const struct {
+        const char *name;
+        enum node ino;
+        mode_t mode;
+} root_entries[] = {
+        {"README", N_README, S_IFREG | 0444}, {"clone", N_CLONE, S_IFREG | 0444},
+        {"config", N_CONFIG, S_IFREG | 0444}, {"stats", N_STATS, S_IFREG | 0444},
+        {"sessions", N_SESSIONS, S_IFDIR | 0755},
+};
+
+static const char readme_text[] =
+        "securerfs: run R code in sandboxed, persistent sessions through files.\n"
+        "\n"
+        "  s=$(cat clone)                       # new session (or: mkdir sessions/NAME)\n"
+        "  echo 'mean(1:100)' > sessions/$s/input   # runs when the file is closed\n"
+        "  cat sessions/$s/output               # 50.5 (waits for the run to end)\n"
+        "  cat sessions/$s/error                # the error, if the run failed\n"
+        "  cat sessions/$s/console              # what the code printed\n"
+        "  echo interrupt > sessions/$s/ctl     # or: restart\n"
+        "  rmdir sessions/$s                    # close it\n"
+        "\n"
+        "Also per session: status, result.json, value.json, timeout, limits, log.\n"
+        "Daemon-wide: config (defaults), stats (counters).\n";
+
+struct fs;
+
+/* A read of a result file waiting for the run to end. */
+struct parked {
+        fuse_req_t req;
+        struct handle *h;
+        size_t size;
+        off_t off;
+        bool registering; /* inside fuse_req_interrupt_func() */
+        bool interrupted;
+        struct session_fs *owner;
+        struct parked *prev, *next;
+};
+
+/* What the fs layer keeps per session (session->fs_data). */
+struct session_fs {
+        struct parked *parked;
+        struct handle *pollers; /* handles with a poll handle to notify */
+        fuse_req_t create_req;  /* mkdir or clone open waiting for the first worker */
+        struct fuse_file_info create_fi;
+        bool create_is_open;
+};
+
+/* An open file. */
+struct handle {
+        uint64_t ino;
+        uint64_t sid;           /* session id, 0 for root nodes */
+        int kind;               /* enum sfile, or enum node for root nodes */
+        int flags;
+        struct result *snap;    /* result files: what offsets > 0 read */
+        struct text text;       /* text files: snapshot taken at offset 0 */
+        struct text buf;        /* writable files: what was written */
+        bool dirty;             /* input: a run starts at flush */
+        bool failed;            /* input: over max_code_bytes */
+        bool applied;           /* limits: the buffer took effect */
+        struct fuse_pollhandle *ph;
+        struct handle *poll_next;
+};
+
+struct fs {
+        struct loop *loop;
+        const struct options *opt;
+        struct sessions *sessions;
+        struct fuse_session *se;
+        struct fuse_buf buf;
+        uid_t uid;
+        gid_t gid;
+        struct timespec mount_time;
+        bool mounted;
+};
+
+static struct fs *req_fs(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static uint64_t session_ino(const struct session *s, int kind) { return s->id * SF_STRIDE + (uint64_t)kind; }
+
+static bool is_result_file(int kind) {
+        return kind == SF_OUTPUT || kind == SF_ERROR || kind == SF_RESULT || kind == SF_VALUE;
+}
+
+/* Resolve a session inode: 0 with *s and *kind, or -ENOENT. */
+static int decode_ino(struct fs *fs, fuse_ino_t ino, struct session **s, int *kind) {
+        if (ino <= N_LAST)
+                return -ENOENT;
+        *kind = (int)(ino % SF_STRIDE);
+        if (*kind >= SF_COUNT)
+                return -ENOENT;
+        *s = sessions_find_id(fs->sessions, ino / SF_STRIDE);
+        return *s ? 0 : -ENOENT;
+}
+
+static struct session_fs *sfs(struct session *s) { return s->fs_data; }
+
+/* ---- content ------------------------------------------------------------ */
+
+static void text_set(struct text *t, const char *data, size_t n) {
+        t->len = 0;
+        text_append(t, data, n);
+}
+
+static void text_set_json(struct text *t, json_t *j) {
+        char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+
+        t->len = 0;
+        if (s) {
+                text_append(t, s, strlen(s));
+                text_append(t, "\n", 1);
+                free(s);
+        }
+        json_decref(j);
+}
+
+static void format_timeout(const struct session *s, struct text *t) {
+        char b[64];
+        int n = snprintf(b, sizeof(b), "%g\n", s->timeout_s);
+        text_set(t, b, (size_t)n);
+}
+
+static void format_limits(const struct session *s, struct text *t) {
+        json_t *j = limits_to_json(&s->limits);
+        char *str = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+        t->len = 0;
+        if (str) {
+                text_append(t, str, strlen(str));
+                text_append(t, "\n", 1);
+                free(str);
+        }
+        json_decref(j);
+}
+
+/* Fill a text snapshot of a file that is generated (not a run result). */
+static void generate_text(struct fs *fs, int kind, struct session *s, struct text *t) {
+        if (!s) {
+                switch (kind) {
+                case N_README: text_set(t, readme_text, sizeof(readme_text) - 1); break;
+                case N_CONFIG: text_set_json(t, options_to_json(fs->opt)); break;
+                case N_STATS: text_set_json(t, sessions_stats(fs->sessions)); break;
+                default: break; /* clone: set at open */
+                }
+                return;
+        }
+        switch (kind) {
+        case SF_STATUS: {
+                const char *w = session_state_word(s);
+                text_set(t, w, strlen(w));
+                text_append(t, "\n", 1);
+                break;
+        }
+        case SF_TIMEOUT: format_timeout(s, t); break;
+        case SF_LIMITS: format_limits(s, t); break;
+        case SF_LOG: text_set(t, s->log.data ? s->log.data : "", s->log.len); break;
+        default: t->len = 0; break;
+        }
+}
+
+static const struct text *result_part(const struct result *r, int kind) {
+        static const struct text empty = {(char *)"", 0, 0};
+
+        if (!r)
+                return &empty;
+        switch (kind) {
+        case SF_OUTPUT: return &r->output;
+        case SF_ERROR: return &r->error;
+        case SF_RESULT: return &r->result_json;
+        case SF_VALUE: return &r->value_json;
+        default: return &empty;
+        }
+}
+
+/* The size stat(2) reports: the content a read at offset 0 would give now
+ * (0 for a result file while a run is under way). */
+static size_t current_size(struct fs *fs, struct session *s, int kind) {
+        struct text t = {0};
+        size_t n;
+
+        if (is_result_file(kind))
+                return session_busy(s) ? 0 : result_part(s->last, kind)->len;
+        if (kind == SF_CONSOLE)
+                return session_console(s)->len;
+        if (kind == SF_LOG)
+                return s->log.len;
+        if (kind == SF_INPUT || kind == SF_CTL)
+                return 0;
+        generate_text(fs, kind, s, &t);
+        n = t.len;
+        text_free(&t);
+        return n;
+}
+
+/* ---- attributes --------------------------------------------------------- */
+
+static void fill_attr(struct fs *fs, fuse_ino_t ino, mode_t mode, size_t size, struct stat *st) {
+        *st = (struct stat){
+                .st_ino = ino,
+                .st_mode = mode,
+                .st_nlink = S_ISDIR(mode) ? 2 : 1,
+                .st_uid = fs->uid,
+                .st_gid = fs->gid,
+                .st_size = (off_t)size,
+                .st_blksize = 4096,
+                .st_blocks = (blkcnt_t)((size + 511) / 512),
+                .st_atim = fs->mount_time,
+                .st_mtim = fs->mount_time,
+                .st_ctim = fs->mount_time,
+        };
+}
+
+/* 0 with *st and the attribute timeout, or -ENOENT. */
+static int node_attr(struct fs *fs, fuse_ino_t ino, struct stat *st, double *attr_timeout) {
+        struct session *s;
+        int kind;
+
+        *attr_timeout = 1.0;
+        if (ino == N_ROOT || ino == N_SESSIONS) {
+                fill_attr(fs, ino, S_IFDIR | 0755, 0, st);
+                return 0;
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(root_entries); i++)
+                if (root_entries[i].ino == ino) {
+                        size_t size = 0;
+                        struct text t = {0};
+                        if (ino != N_CLONE) {
+                                generate_text(fs, (int)ino, NULL, &t);
+                                size = t.len;
+                                text_free(&t);
+                        }
+                        /* stats changes all the time: never cache its size. */
+                        if (ino == N_STATS)
+                                *attr_timeout = 0;
+                        fill_attr(fs, ino, root_entries[i].mode, size, st);
+                        return 0;
+                }
+        if (decode_ino(fs, ino, &s, &kind) < 0)
+                return -ENOENT;
+        if (kind == SF_DIR) {
+                fill_attr(fs, ino, S_IFDIR | 0755, 0, st);
+                return 0;
+        }
+        /* Sizes change with every run: attributes are not cached (direct_io
+         * keeps the data out of the page cache too). */
+        *attr_timeout = 0;
+        fill_attr(fs, ino, sfiles[kind].mode, current_size(fs, s, kind), st);
+        return 0;
+}
+
+static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino) {
+        struct fuse_entry_param e = {.ino = ino, .entry_timeout = 1.0};
+
+        if (node_attr(fs, ino, &e.attr, &e.attr_timeout) < 0) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        fuse_reply_entry(req, &e);
+}
+
+/* Valid replies: entry, err. */
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+        struct fs *fs = req_fs(req);
+        struct session *s;
+        int kind;
+
+        if (parent == N_ROOT) {
+                for (size_t i = 0; i < ARRAY_SIZE(root_entries); i++)
+                        if (strcmp(name, root_entries[i].name) == 0) {
+                                reply_entry(req, fs, root_entries[i].ino);
+                                return;
+                        }
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if (parent == N_SESSIONS) {
+                s = sessions_find(fs->sessions, name);
+                if (!s) {
+                        fuse_reply_err(req, ENOENT);
+                        return;
+                }
+                reply_entry(req, fs, session_ino(s, SF_DIR));
+                return;
+        }
+        if (decode_ino(fs, parent, &s, &kind) < 0 || kind != SF_DIR) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        for (int k = 1; k < SF_COUNT; k++)
+                if (strcmp(name, sfiles[k].name) == 0) {
+                        reply_entry(req, fs, session_ino(s, k));
+                        return;
+                }
+        fuse_reply_err(req, ENOENT);
+}
+
+/* No per-inode state exists (see the inode numbering above).  Valid reply: none. */
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) { fuse_reply_none(req); }
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+        fuse_reply_none(req);
+}
+
+/* Valid replies: attr, err. */
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        struct stat st;
+        double timeout;
+
+        if (node_attr(req_fs(req), ino, &st, &timeout) < 0) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        fuse_reply_attr(req, &st, timeout);
+}
+
+/* Truncation of the writable files is accepted (their content lives in the
+ * open handle), times are ignored so that touch works, anything else is
+ * refused.  Valid replies: attr, err. */
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct stat st;
+        double timeout;
+
+        if (node_attr(fs, ino, &st, &timeout) < 0) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        if ((to_set & FUSE_SET_ATTR_SIZE) && (!(st.st_mode & 0200) || S_ISDIR(st.st_mode))) {
+                fuse_reply_err(req, EACCES);
+                return;
+        }
+        fuse_reply_attr(req, &st, timeout);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+struct dirbuf {
+        char *p;
+        size_t size, len;
+};
+
+/* Add one entry; false when the buffer is full. */
+static bool dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_ino_t ino, mode_t mode, off_t next) {
+        struct stat st = {.st_ino = ino, .st_mode = mode};
+        size_t n = fuse_add_direntry(req, b->p + b->len, b->size - b->len, name, &st, next);
+
+        if (n > b->size - b->len)
+                return false;
+        b->len += n;
+        return true;
+}
+
+/* Offsets: fixed entries count 1, 2, ...; in sessions/ an entry's offset is
+ * its session id + 2 (after . and ..), so that a session closed between two
+ * readdir calls does not shift the others.  Valid replies: buf, err. */
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        _cleanup_free_ char *mem = malloc(size);
+        struct dirbuf b = {mem, size, 0};
+        struct session *s;
+        int kind;
+
+        if (!mem) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        if (off < 1 && !dirbuf_add(req, &b, ".", ino, S_IFDIR, 1))
+                goto done;
+        if (off < 2 && !dirbuf_add(req, &b, "..", N_ROOT, S_IFDIR, 2))
+                goto done;
+        if (ino == N_ROOT) {
+                for (size_t i = (size_t)MAX(off - 2, 0); i < ARRAY_SIZE(root_entries); i++)
+                        if (!dirbuf_add(req, &b, root_entries[i].name, root_entries[i].ino, root_entries[i].mode,
+                                        (off_t)i + 3))
+                                break;
+        } else if (ino == N_SESSIONS) {
+                for (s = sessions_next(fs->sessions, (uint64_t)MAX(off - 2, 0)); s;
+                     s = sessions_next(fs->sessions, s->id))
+                        if (!dirbuf_add(req, &b, s->name, session_ino(s, SF_DIR), S_IFDIR, (off_t)s->id + 2))
+                                break;
+        } else if (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR) {
+                for (int k = (int)MAX(off - 2, 0) + 1; k < SF_COUNT; k++)
+                        if (!dirbuf_add(req, &b, sfiles[k].name, session_ino(s, k), sfiles[k].mode, (off_t)k + 2))
+                                break;
+        } else {
+                fuse_reply_err(req, ENOTDIR);
+                return;
+        }
+done:
+        fuse_reply_buf(req, b.p, b.len);
+}
+
+/* Valid replies: open, err. */
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct session *s;
+        int kind;
+
+        if (ino == N_ROOT || ino == N_SESSIONS || (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR))
+                fuse_reply_open(req, fi);
+        else
+                fuse_reply_err(req, ENOTDIR);
+}
+
+static void session_fs_attach(struct session *s) {
+        if (!s->fs_data)
+                s->fs_data = calloc(1, sizeof(struct session_fs));
+}
+
+/* Valid replies: entry, err (now, or from the created event). */
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+        struct fs *fs = req_fs(req);
+        struct session *s;
+        int e;
+
+        if (parent != N_SESSIONS) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        e = sessions_create(fs->sessions, name, &s);
+        if (e < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        session_fs_attach(s);
+        if (!s->fs_data) {
+                session_close(s);
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        if (s->state == SESSION_STARTING && s->creating) {
+                sfs(s)->create_req = req; /* answered when its worker is ready */
+                sfs(s)->create_is_open = false;
+                return;
+        }
+        reply_entry(req, fs, session_ino(s, SF_DIR));
+}
+
+/* Valid replies: err. */
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+        struct fs *fs = req_fs(req);
+        struct session *s;
+
+        if (parent != N_SESSIONS) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        s = sessions_find(fs->sessions, name);
+        if (!s) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        session_close(s);
+        fuse_reply_err(req, 0);
+}
+
+/* Nothing may be created or removed but sessions.  Valid replies: err. */
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+        fuse_reply_err(req, EPERM);
+}
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+        fuse_reply_err(req, EPERM);
+}
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) { fuse_reply_err(req, EPERM); }
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+                      unsigned int flags) {
+        fuse_reply_err(req, EPERM);
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static void handle_free(struct handle *h) {
+        if (!h)
+                return;
+        result_unref(h->snap);
+        text_free(&h->text);
+        text_free(&h->buf);
+        if (h->ph)
+                fuse_pollhandle_destroy(h->ph);
+        free(h);
+}
+
+static void pollers_remove(struct session_fs *f, struct handle *h) {
+        for (struct handle **pp = &f->pollers; *pp; pp = &(*pp)->poll_next)
+                if (*pp == h) {
+                        *pp = h->poll_next;
+                        h->poll_next = NULL;
+                        return;
+                }
+}
+
+/* Valid replies: open, err. */
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        int acc = fi->flags & O_ACCMODE, kind = 0, e;
+        bool wants_write = acc != O_RDONLY, wants_read = acc != O_WRONLY;
+        struct session *s = NULL;
+        struct handle *h;
+        mode_t mode;
+
+        if (ino == N_ROOT || ino == N_SESSIONS) {
+                fuse_reply_err(req, EISDIR);
+                return;
+        }
+        if (ino <= N_LAST) {
+                kind = (int)ino;
+                mode = 0444;
+        } else {
+                if (decode_ino(fs, ino, &s, &kind) < 0) {
+                        fuse_reply_err(req, ENOENT);
+                        return;
+                }
+                if (kind == SF_DIR) {
+                        fuse_reply_err(req, EISDIR);
+                        return;
+                }
+                mode = sfiles[kind].mode;
+        }
+        if ((wants_write && !(mode & 0200)) || (wants_read && !(mode & 0400))) {
+                fuse_reply_err(req, EACCES);
+                return;
+        }
+        if (kind == SF_INPUT && s && (session_busy(s) || s->input_writer)) {
+                /* One run at a time, one writer at a time. */
+                fuse_reply_err(req, EBUSY);
+                return;
+        }
+        h = calloc(1, sizeof(*h));
+        if (!h) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        h->ino = ino;
+        h->sid = s ? s->id : 0;
+        h->kind = kind;
+        h->flags = fi->flags;
+        fi->fh = (uint64_t)(uintptr_t)h;
+        /* The content changes under the kernel's feet: no page cache. */
+        fi->direct_io = 1;
+        fi->keep_cache = 0;
+        /* Read-only opens need no FLUSH round trip on close. */
+        fi->noflush = !wants_write;
+        if (kind == SF_INPUT) {
+                s->input_writer = h;
+                h->dirty = (fi->flags & O_TRUNC) != 0;
+        }
+        if (kind == N_CLONE && !s) {
+                /* Plan 9's clone file: opening it makes a session. */
+                e = sessions_create(fs->sessions, NULL, &s);
+                if (e == 0) {
+                        session_fs_attach(s);
+                        if (!s->fs_data) {
+                                session_close(s);
+                                e = -ENOMEM;
+                        }
+                }
+                if (e < 0) {
+                        handle_free(h);
+                        fuse_reply_err(req, -e);
+                        return;
+                }
+                text_set(&h->text, s->name, strlen(s->name));
+                text_append(&h->text, "\n", 1);
+                if (s->state == SESSION_STARTING && s->creating) {
+                        sfs(s)->create_req = req;
+                        sfs(s)->create_fi = *fi;
+                        sfs(s)->create_is_open = true;
+                        return;
+                }
+        }
+        fuse_reply_open(req, fi);
+}
+
+static void reply_from(fuse_req_t req, const struct text *t, size_t size, off_t off) {
+        if ((size_t)off >= t->len)
+                fuse_reply_buf(req, NULL, 0);
+        else
+                fuse_reply_buf(req, t->data + off, MIN(size, t->len - (size_t)off));
+}
+
+static void parked_unlink(struct parked *p) {
+        if (p->prev)
+                p->prev->next = p->next;
+        else if (p->owner)
+                p->owner->parked = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        p->prev = p->next = NULL;
+}
+
+static void on_parked_interrupt(fuse_req_t req, void *data) {
+        struct parked *p = data;
+
+        if (p->registering) {
+                /* Called from inside fuse_req_interrupt_func(): replying here
+                 * would free the request under libfuse's lock; the caller
+                 * replies instead. */
+                p->interrupted = true;
+                return;
+        }
+        parked_unlink(p);
+        fuse_reply_err(p->req, EINTR);
+        free(p);
+}
+
+/* Valid replies: buf, err (now, or when the run ends). */
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct session *s = NULL;
+        struct parked *p;
+
+        if (h->sid) {
+                s = sessions_find_id(fs->sessions, h->sid);
+                if (!s) {
+                        fuse_reply_err(req, ENOENT);
+                        return;
+                }
+        }
+        if (s && is_result_file(h->kind)) {
+                if (off == 0 || !h->snap) {
+                        if (session_busy(s)) {
+                                if (h->flags & O_NONBLOCK) {
+                                        fuse_reply_err(req, EAGAIN);
+                                        return;
+                                }
+                                p = calloc(1, sizeof(*p));
+                                if (!p) {
+                                        fuse_reply_err(req, ENOMEM);
+                                        return;
+                                }
+                                *p = (struct parked){.req = req, .h = h, .size = size, .off = off,
+                                                     .owner = sfs(s), .registering = true};
+                                p->next = sfs(s)->parked;
+                                if (p->next)
+                                        p->next->prev = p;
+                                sfs(s)->parked = p;
+                                fuse_req_interrupt_func(req, on_parked_interrupt, p);
+                                p->registering = false;
+                                if (p->interrupted) {
+                                        parked_unlink(p);
+                                        fuse_reply_err(req, EINTR);
+                                        free(p);
+                                }
+                                return;
+                        }
+                        result_unref(h->snap);
+                        h->snap = result_ref(s->last);
+                }
+                reply_from(req, result_part(h->snap, h->kind), size, off);
+                return;
+        }
+        if (s && h->kind == SF_CONSOLE) {
+                reply_from(req, session_console(s), size, off);
+                return;
+        }
+        if (off == 0 && h->kind != N_CLONE)
+                generate_text(fs, h->kind, s, &h->text);
+        reply_from(req, &h->text, size, off);
+}
+
+/* Place data at off in a write buffer, refusing growth past max. */
+static int buffer_write(struct text *t, const char *data, size_t size, off_t off, size_t max) {
+        size_t end = (size_t)off + size;
+
+        if (off < 0 || end > max)
+                return -EFBIG;
+        if (end > t->len) {
+                size_t old = t->len;
+                int e = text_append(t, "", 0);
+                if (e < 0)
+                        return e;
+                /* grow with zeros up to end, then copy */
+                while (t->len < end) {
+                        size_t chunk = MIN(end - t->len, (size_t)4096);
+                        static const char zeros[4096];
+                        if (text_append(t, zeros, chunk) < 0)
+                                return -ENOMEM;
+                }
+                (void)old;
+        }
+        memcpy(t->data + off, data, size);
+        return 0;
+}
+
+static void trim(char *s) {
+        size_t n = strlen(s);
+        while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+                s[--n] = '\0';
+}
+
+/* Valid replies: write, err. */
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
+                     struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct session *s = sessions_find_id(fs->sessions, h->sid);
+        char err[256];
+        int e;
+
+        if (!s) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        switch (h->kind) {
+        case SF_INPUT:
+                if (h->failed) {
+                        fuse_reply_err(req, EFBIG);
+                        return;
+                }
+                e = buffer_write(&h->buf, data, size, off, (size_t)fs->opt->max_code_bytes);
+                if (e < 0) {
+                        if (e == -EFBIG) {
+                                /* Nothing of this code will run. */
+                                h->failed = true;
+                                log_info("session %s: input over max_code_bytes (%lld); refused", s->name,
+                                         fs->opt->max_code_bytes);
+                        }
+                        fuse_reply_err(req, -e);
+                        return;
+                }
+                h->dirty = true;
+                fuse_reply_write(req, size);
+                return;
+        case SF_CTL: {
+                char cmd[32];
+                if (size >= sizeof(cmd)) {
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                memcpy(cmd, data, size);
+                cmd[size] = '\0';
+                trim(cmd);
+                if (strcmp(cmd, "interrupt") == 0) {
+                        session_interrupt(s);
+                } else if (strcmp(cmd, "restart") == 0) {
+                        session_restart(s);
+                } else {
+                        log_info("session %s: ctl: unknown command \"%.31s\" (known: interrupt, restart)", s->name,
+                                 cmd);
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                fuse_reply_write(req, size);
+                return;
+        }
+        case SF_TIMEOUT: {
+                struct text copy = {0};
+                double v;
+                e = buffer_write(&h->buf, data, size, off, 64);
+                if (e == 0)
+                        e = text_append(&copy, h->buf.data, h->buf.len);
+                if (e == 0) {
+                        trim(copy.data);
+                        e = parse_seconds(copy.data, &v);
+                }
+                text_free(&copy);
+                if (e == 0)
+                        e = session_set_timeout(s, v);
+                if (e < 0) {
+                        log_info("session %s: timeout: expected a number of seconds (0: none); unchanged", s->name);
+                        h->buf.len = 0;
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                fuse_reply_write(req, size);
+                return;
+        }
+        case SF_LIMITS: {
+                struct limits l;
+                e = buffer_write(&h->buf, data, size, off, 4096);
+                if (e == 0)
+                        e = limits_parse_json(h->buf.data, h->buf.len, &s->limits, &l, err, sizeof(err));
+                if (e == -EAGAIN) { /* more of the JSON is coming */
+                        h->applied = false;
+                        fuse_reply_write(req, size);
+                        return;
+                }
+                if (e < 0) {
+                        log_info("session %s: %s; unchanged", s->name, e == -EFBIG ? "limits: over 4096 bytes" : err);
+                        h->buf.len = 0;
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                session_set_limits(s, &l);
+                h->applied = true;
+                fuse_reply_write(req, size);
+                return;
+        }
+        default:
+                fuse_reply_err(req, EBADF);
+        }
+}
+
+/* The run starts here, when the writer closes input: close(2) waits for
+ * FLUSH (but not for RELEASE), so a read right after close() already sees
+ * the run under way.  Valid replies: err. */
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
+        char *code;
+        int e;
+
+        if (!s) {
+                fuse_reply_err(req, h->sid ? ENOENT : 0);
+                return;
+        }
+        if (h->kind == SF_LIMITS && h->buf.len > 0 && !h->applied) {
+                log_info("session %s: limits: incomplete JSON; unchanged", s->name);
+                h->buf.len = 0;
+                fuse_reply_err(req, EINVAL);
+                return;
+        }
+        if (h->kind != SF_INPUT || !h->dirty) {
+                fuse_reply_err(req, h->failed ? EFBIG : 0);
+                return;
+        }
+        h->dirty = false;
+        if (h->failed) {
+                fuse_reply_err(req, EFBIG);
+                return;
+        }
+        code = malloc(h->buf.len + 1);
+        if (!code) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        memcpy(code, h->buf.data ? h->buf.data : "", h->buf.len);
+        code[h->buf.len] = '\0';
+        e = session_start_run(s, code, h->buf.len);
+        h->buf.len = 0;
+        fuse_reply_err(req, e < 0 ? -e : 0);
+}
+
+/* Valid replies: err. */
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
+
+        if (s) {
+                if (s->input_writer == h)
+                        s->input_writer = NULL;
+                if (h->ph || h->poll_next)
+                        pollers_remove(sfs(s), h);
+        }
+        handle_free(h);
+        fuse_reply_err(req, 0);
+}
+
+/* Result files are readable when no run is under way; the others always.
+ * Valid replies: poll, err. */
+static void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fuse_pollhandle *ph) {
+        struct fs *fs = req_fs(req);
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
+        unsigned revents;
+
+        if (h->sid && !s) {
+                if (ph)
+                        fuse_pollhandle_destroy(ph);
+                fuse_reply_poll(req, POLLERR | POLLHUP);
+                return;
+        }
+        if (s && is_result_file(h->kind)) {
+                revents = session_busy(s) ? 0 : POLLIN | POLLRDNORM;
+        } else if (s && h->kind == SF_INPUT) {
+                revents = session_busy(s) ? 0 : POLLOUT | POLLWRNORM;
+        } else {
+                revents = (h->flags & O_ACCMODE) == O_WRONLY ? POLLOUT | POLLWRNORM : POLLIN | POLLRDNORM;
+        }
+        if (ph) {
+                if (revents || !s) {
+                        fuse_pollhandle_destroy(ph);
+                } else {
+                        if (h->ph)
+                                fuse_pollhandle_destroy(h->ph);
+                        else {
+                                h->poll_next = sfs(s)->pollers;
+                                sfs(s)->pollers = h;
+                        }
+                        h->ph = ph;
+                }
+        }
+        fuse_reply_poll(req, revents);
+}
+
+/* ---- events from the sessions layer ------------------------------------ */
+
+static void wake_pollers(struct session_fs *f) {
+        struct handle *h, *next;
+
+        for (h = f->pollers; h; h = next) {
+                next = h->poll_next;
+                h->poll_next = NULL;
+                if (h->ph) {
+                        fuse_lowlevel_notify_poll(h->ph);
+                        fuse_pollhandle_destroy(h->ph);
+                        h->ph = NULL;
+                }
+        }
+        f->pollers = NULL;
+}
+
+static void on_run_ended(struct session *s) {
+        struct session_fs *f = sfs(s);
+        struct parked *p, *next;
+
+        if (!f)
+                return;
+        /* Answer every parked reader from the new result. */
+        p = f->parked;
+        f->parked = NULL;
+        for (; p; p = next) {
+                next = p->next;
+                result_unref(p->h->snap);
+                p->h->snap = result_ref(s->last);
+                reply_from(p->req, result_part(p->h->snap, p->h->kind), p->size, p->off);
+                free(p);
+        }
+        wake_pollers(f);
+}
+
+static void on_created(struct session *s, int err, const char *why) {
+        struct fs *fs = session_events_data(s);
+        struct session_fs *f = sfs(s);
+        fuse_req_t req;
+
+        if (!f || !f->create_req)
+                return;
+        req = f->create_req;
+        f->create_req = NULL;
+        if (err < 0) {
+                if (f->create_is_open) {
+                        /* The handle was made before the open parked. */
+                        handle_free((struct handle *)(uintptr_t)f->create_fi.fh);
+                }
+                fuse_reply_err(req, -err);
+                return;
+        }
+        if (f->create_is_open)
+                fuse_reply_open(req, &f->create_fi);
+        else
+                reply_entry(req, fs, session_ino(s, SF_DIR));
+}
+
+static void on_closing(struct session *s) {
+        struct session_fs *f = sfs(s);
+        struct parked *p, *next;
+
+        if (!f)
+                return;
+        if (f->create_req) {
+                if (f->create_is_open)
+                        handle_free((struct handle *)(uintptr_t)f->create_fi.fh);
+                fuse_reply_err(f->create_req, ENOENT);
+        }
+        for (p = f->parked; p; p = next) {
+                next = p->next;
+                fuse_reply_err(p->req, ENOENT);
+                free(p);
+        }
+        /* Handles still open keep their own memory; they find no session
+         * from now on.  Pollers are woken to see POLLHUP. */
+        wake_pollers(f);
+        free(f);
+        s->fs_data = NULL;
+}
+
+/* ---- set-up ------------------------------------------------------------- */
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn) {
+        /* O_TRUNC comes with OPEN instead of a separate SETATTR round trip. */
+        if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+                conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+        conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+        .init = fs_init,
+        .lookup = fs_lookup,
+        .forget = fs_forget,
+        .forget_multi = fs_forget_multi,
+        .getattr = fs_getattr,
+        .setattr = fs_setattr,
+        .mknod = fs_mknod,
+        .mkdir = fs_mkdir,
+        .unlink = fs_unlink,
+        .rmdir = fs_rmdir,
+        .rename = fs_rename,
+        .open = fs_open,
+        .read = fs_read,
+        .write = fs_write,
+        .flush = fs_flush,
+        .release = fs_release,
+        .opendir = fs_opendir,
+        .readdir = fs_readdir,
+        .create = fs_create,
+        .poll = fs_poll,
+};
+
+static void on_fuse_readable(int fd, uint32_t events, void *data) {
+        struct fs *fs = data;
+
+        /* A few requests per wake-up, then back to the loop so that workers
+         * and timers are served too. */
+        for (int i = 0; i < 32; i++) {
+                int r = fuse_session_receive_buf(fs->se, &fs->buf);
+                if (r == -EAGAIN || r == -EINTR)
+                        return;
+                if (r <= 0) {
+                        if (r < 0)
+                                log_error("reading the FUSE channel: %s", strerror(-r));
+                        loop_stop(fs->loop);
+                        return;
+                }
+                fuse_session_process_buf(fs->se, &fs->buf);
+                if (fuse_session_exited(fs->se)) {
+                        loop_stop(fs->loop);
+                        return;
+                }
+        }
+}
+
+void fs_reap(struct fs *fs) { sessions_reap(fs->sessions); }
+
+int fs_new(struct loop *l, const struct options *o, struct fuse_args *args, const char *mountpoint,
+           struct fs **out) {
+        struct fs *fs = calloc(1, sizeof(*fs));
+
+        if (!fs)
+                return -ENOMEM;
+        fs->loop = l;
+        fs->opt = o;
+        fs->uid = getuid();
+        fs->gid = getgid();
+        clock_gettime(CLOCK_REALTIME, &fs->mount_time);
+        fs->se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), fs);
+        if (!fs->se) {
+                free(fs);
+                return -EINVAL; /* libfuse said why */
+        }
+        if (fuse_session_mount(fs->se, mountpoint) != 0) {
+                fuse_session_destroy(fs->se);
+                free(fs);
+                return -EIO;
+        }
+        fs->mounted = true;
+        *out = fs;
+        return 0;
+}
+
+int fs_start(struct fs *fs) {
+        struct session_events ev = {.data = fs, .created = on_created, .run_ended = on_run_ended,
+                                    .closing = on_closing};
+        int fd = fuse_session_fd(fs->se), e;
+
+        e = sessions_new(fs->loop, fs->opt, &ev, &fs->sessions);
+        if (e < 0)
+                return e;
+        if (fs->opt->audit_log) {
+                e = sessions_open_audit(fs->sessions, fs->opt->audit_log);
+                if (e < 0)
+                        return e;
+        }
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                return -errno;
+        return loop_add_fd(fs->loop, fd, EPOLLIN, on_fuse_readable, fs);
+}
+
+void fs_unmount(struct fs *fs) {
+        if (fs && fs->mounted) {
+                loop_del_fd(fs->loop, fuse_session_fd(fs->se));
+                fuse_session_unmount(fs->se);
+                fs->mounted = false;
+        }
+}
+
+void fs_free(struct fs *fs) {
+        if (!fs)
+                return;
+        fs_unmount(fs);
+        sessions_free(fs->sessions);
+        fuse_session_destroy(fs->se);
+        free(fs->buf.mem);
+        free(fs);
+}

@@ -1,0 +1,31 @@
+/* The FUSE layer: the tree of DESIGN §1 over the low-level libfuse API,
+ * driven by the daemon's single event loop.
+ *
+ * Every handler ends in exactly one fuse_reply_* — now, or later for a
+ * parked request (a read of a result file while a run is under way, a mkdir
+ * or clone open waiting for its first worker).  Parked requests are answered
+ * from the sessions layer's events, or with EINTR when the kernel interrupts
+ * them (Ctrl-C on a blocked cat). */
+#pragma once
+
+struct loop;
+struct options;
+struct fs;
+
+struct fuse_args;
+
+/* Create the filesystem and mount it on mountpoint.  args are the libfuse
+ * arguments left after option parsing.  0 or -errno (libfuse has printed
+ * why). */
+int fs_new(struct loop *l, const struct options *o, struct fuse_args *args, const char *mountpoint,
+           struct fs **out);
+/* After the daemon went to the background: create the sessions table (which
+ * starts the zygote and the pool), open the audit log, and serve the FUSE
+ * channel from the loop.  0 or -errno. */
+int fs_start(struct fs *fs);
+/* Unmount (idempotent); the sessions stay until fs_free(). */
+void fs_unmount(struct fs *fs);
+/* Unmount, end every worker and free everything. */
+void fs_free(struct fs *fs);
+/* Reap exited children (from the daemon's SIGCHLD handling). */
+void fs_reap(struct fs *fs);

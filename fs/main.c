@@ -1,0 +1,248 @@
+/* securerfs: the daemon.  Parses options, mounts, and runs the one event
+ * loop that owns every session (see fs/fs.h and sessions/session.h). */
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fs.h"
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "options.h"
+#include "sessions/audit.h"
+
+static const char usage_text[] =
+        "usage: securerfs [-f] [-d] [-o opt[,opt...]] MOUNTPOINT\n"
+        "\n"
+        "Run R code in sandboxed, persistent sessions through files.\n"
+        "\n"
+        "securerfs options (-o key=value):\n"
+        "    timeout=SECONDS        per-run timeout of new sessions (30; 0: none)\n"
+        "    grace=SECONDS          after an interrupt, wait this long before killing (2)\n"
+        "    pool=N                 idle workers kept ready (1)\n"
+        "    max_sessions=N         sessions at once (256)\n"
+        "    max_code_bytes=SIZE    largest input (1M)\n"
+        "    console_max_bytes=SIZE console kept per run (1M)\n"
+        "    tmp_size=SIZE          size of each sandbox's /tmp and /work (64M)\n"
+        "    audit_log=PATH         JSON-lines audit log (mode 0600; never a symlink)\n"
+        "    sandbox=strict|none    the jail (strict); none runs workers unjailed\n"
+        "    r_libs=DIR[:DIR...]    extra R library directories, read-only inside\n"
+        "    cpu=SECONDS            default limits of new sessions: cpu per run (60),\n"
+        "    memory=SIZE            address space (512M), fsize (50M), nproc (50),\n"
+        "    fsize=SIZE nproc=N     nofile (256), stack (8M); 'none' for no limit\n"
+        "    nofile=N stack=SIZE\n"
+        "    worker=PATH            the securerfs-worker program\n"
+        "    allow_other            let other users use the mount (off)\n"
+        "SIZE takes K, M, G suffixes (powers of 1024).\n"
+        "\n"
+        "Unmount with: fusermount3 -u MOUNTPOINT (or SIGINT/SIGTERM to the daemon).\n"
+        "\n";
+
+struct cli {
+        struct options opt;
+        char err[512];
+        int bad;
+};
+
+static const char *const our_keys[] = {"timeout", "grace", "pool", "max_sessions", "max_code_bytes",
+                                       "console_max_bytes", "tmp_size", "audit_log", "sandbox", "r_libs",
+                                       "worker", "cpu", "memory", "fsize", "nproc", "nofile", "stack"};
+
+/* fuse_opt callback: our keys are applied and dropped; everything else is
+ * left for libfuse (which refuses what it does not know). */
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs) {
+        struct cli *c = data;
+        const char *eq;
+        char k[64];
+        int e;
+
+        if (key != FUSE_OPT_KEY_OPT)
+                return 1;
+        if (strcmp(arg, "allow_other") == 0) {
+                c->opt.allow_other = true;
+                return 1;
+        }
+        eq = strchr(arg, '=');
+        if (!eq || (size_t)(eq - arg) >= sizeof(k))
+                return 1;
+        memcpy(k, arg, (size_t)(eq - arg));
+        k[eq - arg] = '\0';
+        for (size_t i = 0; i < ARRAY_SIZE(our_keys); i++) {
+                if (strcmp(k, our_keys[i]) != 0)
+                        continue;
+                e = options_set(&c->opt, k, eq + 1, c->err, sizeof(c->err));
+                if (e < 0) {
+                        c->bad = 1;
+                        return -1;
+                }
+                return 0;
+        }
+        return 1;
+}
+
+/* A daemon killed with SIGKILL leaves its mount point answering ENOTCONN;
+ * detach that stale mount so that we can mount again. */
+static void clear_stale_mount(const char *mountpoint) {
+        struct stat st;
+        pid_t pid;
+        int status;
+
+        if (stat(mountpoint, &st) == 0 || errno != ENOTCONN)
+                return;
+        log_info("%s: stale mount of a daemon that is gone; detaching it", mountpoint);
+        if (umount2(mountpoint, MNT_DETACH) == 0)
+                return;
+        pid = fork();
+        if (pid == 0) {
+                execlp("fusermount3", "fusermount3", "-u", "-z", "--", mountpoint, (char *)NULL);
+                _exit(127);
+        }
+        if (pid > 0)
+                waitpid(pid, &status, 0);
+}
+
+static void on_signal(int fd, uint32_t events, void *data) {
+        struct fs *fs = ((void **)data)[0];
+        struct loop *l = ((void **)data)[1];
+        struct signalfd_siginfo si;
+
+        while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGCHLD) {
+                        fs_reap(fs);
+                } else {
+                        log_info("signal %d (%s): unmounting", (int)si.ssi_signo, strsignal((int)si.ssi_signo));
+                        loop_stop(l);
+                }
+        }
+}
+
+int main(int argc, char *argv[]) {
+        struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+        struct fuse_cmdline_opts fo = {0};
+        struct cli c = {0};
+        struct loop *l = NULL;
+        struct fs *fs = NULL;
+        sigset_t mask;
+        int sfd = -1, e, ret = 1;
+        void *sigdata[2];
+        char abs_audit[PATH_MAX];
+
+        log_set_prefix("securerfs");
+        options_init(&c.opt);
+        if (fuse_opt_parse(&args, &c, NULL, opt_proc) != 0) {
+                fprintf(stderr, "securerfs: %s\n", c.bad ? c.err : "bad options");
+                goto out;
+        }
+        if (fuse_parse_cmdline(&args, &fo) != 0)
+                goto out;
+        if (fo.show_help) {
+                fputs(usage_text, stdout);
+                printf("FUSE options:\n");
+                fuse_cmdline_help();
+                fuse_lowlevel_help();
+                ret = 0;
+                goto out;
+        }
+        if (fo.show_version) {
+                printf("securerfs %s (libfuse %s)\n", SECURERFS_VERSION, fuse_pkgversion());
+                ret = 0;
+                goto out;
+        }
+        if (!fo.mountpoint) {
+                fputs(usage_text, stderr);
+                ret = 2;
+                goto out;
+        }
+        if (fo.debug)
+                log_max_level = LOG_DEBUG;
+        fuse_opt_add_arg(&args, "-ofsname=securerfs,subtype=securerfs,default_permissions");
+        /* Check the audit log now, while errors still reach the terminal; the
+         * daemon changes directory to / when it forks, so keep it absolute. */
+        if (c.opt.audit_log) {
+                struct audit *a;
+                if (c.opt.audit_log[0] != '/') {
+                        if (!getcwd(abs_audit, sizeof(abs_audit) - strlen(c.opt.audit_log) - 2)) {
+                                fprintf(stderr, "securerfs: audit_log: %s\n", strerror(errno));
+                                goto out;
+                        }
+                        strcat(abs_audit, "/");
+                        strcat(abs_audit, c.opt.audit_log);
+                        free(c.opt.audit_log);
+                        c.opt.audit_log = strdup(abs_audit);
+                }
+                e = audit_open(c.opt.audit_log, &a);
+                if (e < 0) {
+                        fprintf(stderr, "securerfs: audit_log %s: %s\n", c.opt.audit_log,
+                                e == -ELOOP ? "is a symbolic link; refusing to follow it" : strerror(-e));
+                        goto out;
+                }
+                audit_close(a);
+        }
+        clear_stale_mount(fo.mountpoint);
+
+        e = loop_new(&l);
+        if (e < 0) {
+                log_error("epoll: %s", strerror(-e));
+                goto out;
+        }
+        if (fs_new(l, &c.opt, &args, fo.mountpoint, &fs) < 0)
+                goto out; /* libfuse printed why */
+        if (fuse_daemonize(fo.foreground) != 0) {
+                log_error("could not go to the background");
+                goto out;
+        }
+        /* Signals arrive through the loop; children (the zygote, and the
+         * workers it clones with CLONE_PARENT) are reaped there. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        sigdata[0] = fs;
+        sigdata[1] = l;
+        if (sfd < 0 || loop_add_fd(l, sfd, EPOLLIN, on_signal, sigdata) < 0) {
+                log_error("signalfd: %s", strerror(errno));
+                goto out;
+        }
+        e = fs_start(fs);
+        if (e < 0) {
+                log_error("starting: %s", strerror(-e));
+                goto out;
+        }
+        log_info("mounted on %s (sandbox %s, pool %u)", fo.mountpoint, c.opt.sandbox_none ? "none" : "strict",
+                 c.opt.pool);
+        e = loop_run(l);
+        if (e < 0)
+                log_error("event loop: %s", strerror(-e));
+        else
+                ret = 0;
+out:
+        if (fs) {
+                fs_unmount(fs);
+                fs_free(fs);
+        }
+        if (sfd >= 0)
+                close(sfd);
+        loop_free(l);
+        free(fo.mountpoint);
+        fuse_opt_free_args(&args);
+        options_free(&c.opt);
+        return ret;
+}

@@ -1,0 +1,662 @@
+/* The worker's jail.  docs/sandbox.md walks through it step by step; this
+ * file is the only place that knows the order, so the order is written out
+ * once, in jail_enter_strict(), as a flat sequence with a comment wherever
+ * privilege changes.
+ *
+ * Two processes are involved:
+ *   - the zygote (host namespaces, the daemon's uid) calls jail_clone();
+ *   - the child calls jail_enter().  In strict mode it is pid 1 of a new pid
+ *     namespace and holds every capability, but only inside its own new user
+ *     namespace; jail_enter() spends them on building the root and then drops
+ *     them all before it returns.
+ *
+ * Everything here returns 0 or -errno; the first failure writes
+ * "<what was attempted>: <strerror>" into the caller's buffer. */
+#include "jail.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+
+/* Not macros.h: it pulls in jansson, which the jail has no use for. */
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static void close_fdp(int *fd) {
+        if (*fd >= 0) {
+                int saved = errno;
+                close(*fd);
+                errno = saved;
+        }
+}
+#define _cleanup_close_ __attribute__((cleanup(close_fdp)))
+
+/* The identity inside the jail (DESIGN §4, docs/protocol.md: HOME=/work,
+ * USER=securerfs); mapped to the daemon's own uid/gid outside. */
+#define JAIL_UID 1000
+#define JAIL_GID 1000
+#define JAIL_HOSTNAME "securerfs"
+#define JAIL_DEFAULT_BYTES (64ULL << 20)
+
+/* While the root is being built: the scratch tmpfs we first pivot into, the
+ * old (host) root below it, and the new root that becomes "/". */
+#define BASE_DIR "/tmp"
+#define OLD_ROOT "/oldroot"
+#define NEW_ROOT "/newroot"
+
+/* Written by jail_clone() in the zygote before the clone, read by the child:
+ * inside a fresh user namespace getuid() reports the overflow uid until the
+ * map is written, and getppid() is 0 inside a fresh pid namespace. */
+static uid_t jail_outer_uid;
+static gid_t jail_outer_gid;
+static pid_t jail_expected_parent;
+
+static char jail_tmp[PATH_MAX];
+
+struct jail_error {
+        char *buf;
+        size_t len;
+};
+
+/* Record "<step>: <strerror(-r)>" and hand r back, so a failing step reads
+ * `return jail_fail(e, -errno, "mount proc on %s", path);`. */
+static int jail_fail(struct jail_error *e, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int jail_fail(struct jail_error *e, int r, const char *fmt, ...) {
+        va_list ap;
+        int n;
+
+        if (r >= 0)
+                r = -EIO;
+        if (!e->buf || e->len == 0)
+                return r;
+        va_start(ap, fmt);
+        n = vsnprintf(e->buf, e->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < e->len)
+                snprintf(e->buf + n, e->len - (size_t)n, ": %s", strerror(-r));
+        return r;
+}
+
+/* ---- Zygote side ------------------------------------------------------- */
+
+pid_t jail_clone(const struct jail_options *o) {
+        unsigned long flags = CLONE_PARENT | SIGCHLD;
+        long pid;
+
+        if (o->mode == JAIL_STRICT)
+                flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
+                         CLONE_NEWUTS | CLONE_NEWCGROUP;
+
+        jail_outer_uid = getuid();
+        jail_outer_gid = getgid();
+        jail_expected_parent = getppid();
+
+        /* A raw clone with no new stack behaves like fork(): the child
+         * continues on a copy-on-write copy of this stack.  glibc's fork()
+         * cannot take flags, and clone() wants a separate stack; the caller
+         * is single-threaded so skipping glibc's atfork handling is safe.
+         * CLONE_PARENT: the child's parent is the zygote's parent, the
+         * daemon, which reaps it and sees how it died. */
+        for (;;) {
+#if defined(__s390__) || defined(__CRIS__)
+                pid = syscall(SYS_clone, NULL, flags, NULL, NULL, 0);
+#else
+                pid = syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+#endif
+                /* Cgroup namespaces (Linux 4.6) only hide the cgroup path;
+                 * a kernel without them still gets the rest of the jail. */
+                if (pid < 0 && errno == EINVAL && (flags & CLONE_NEWCGROUP)) {
+                        flags &= ~(unsigned long)CLONE_NEWCGROUP;
+                        continue;
+                }
+                break;
+        }
+        if (pid < 0)
+                return -errno;
+        return (pid_t)pid;
+}
+
+const char *jail_clone_error(int err) {
+        static char msg[256];
+
+        if (err < 0)
+                err = -err;
+        switch (err) {
+        case EPERM:
+        case ENOSPC:
+        case EUSERS:
+        case EINVAL:
+                /* clone(2): EPERM if unprivileged user namespaces are
+                 * disabled (Debian's kernel.unprivileged_userns_clone=0) or
+                 * a seccomp filter refuses them, ENOSPC/EUSERS if
+                 * user.max_user_namespaces (or the nesting limit) is
+                 * reached, EINVAL if the kernel lacks a namespace type. */
+                snprintf(msg, sizeof(msg),
+                         "clone: user namespaces are not available "
+                         "(kernel.unprivileged_userns_clone=0 or user.max_user_namespaces=0?): %s",
+                         strerror(err));
+                break;
+        default:
+                snprintf(msg, sizeof(msg), "clone: %s", strerror(err));
+                break;
+        }
+        return msg;
+}
+
+/* ---- Small file-system helpers (child side) ---------------------------- */
+
+static int write_file(const char *path, const char *content, int flags, mode_t mode) {
+        _cleanup_close_ int fd = -1;
+        size_t len = strlen(content);
+        ssize_t n;
+
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | flags, mode);
+        if (fd < 0)
+                return -errno;
+        /* One write: the kernel parses uid_map/gid_map per write(2) call. */
+        n = write(fd, content, len);
+        if (n < 0)
+                return -errno;
+        if ((size_t)n != len)
+                return -EIO;
+        return 0;
+}
+
+static int read_small_file(const char *path, char *buf, size_t size) {
+        _cleanup_close_ int fd = -1;
+        ssize_t n;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, size - 1);
+        if (n < 0)
+                return -errno;
+        buf[n] = '\0';
+        return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode) {
+        char buf[PATH_MAX];
+        char *p;
+
+        if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+                return -ENAMETOOLONG;
+        for (p = buf + 1;; p++) {
+                if (*p != '/' && *p != '\0')
+                        continue;
+                char saved = *p;
+                *p = '\0';
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = saved;
+                if (saved == '\0')
+                        return 0;
+        }
+}
+
+static int path_join(char *buf, size_t size, const char *a, const char *b) {
+        if (snprintf(buf, size, "%s%s", a, b) >= (int)size)
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+/* The per-mount flags statvfs reports, as MS_* flags.  Inside a user
+ * namespace the flags of mounts inherited from the host are locked
+ * (MNT_LOCK_*): a remount that would clear nodev, nosuid, noexec, readonly
+ * or change the atime mode is refused with EPERM, so every remount carries
+ * them over. */
+static unsigned long locked_mount_flags(const char *path, int *r) {
+        struct statvfs st;
+        unsigned long flags = 0;
+
+        if (statvfs(path, &st) < 0) {
+                *r = -errno;
+                return 0;
+        }
+        *r = 0;
+        if (st.f_flag & ST_NODEV)
+                flags |= MS_NODEV;
+        if (st.f_flag & ST_NOSUID)
+                flags |= MS_NOSUID;
+        if (st.f_flag & ST_NOEXEC)
+                flags |= MS_NOEXEC;
+        if (st.f_flag & ST_RDONLY)
+                flags |= MS_RDONLY;
+        if (st.f_flag & ST_NOATIME)
+                flags |= MS_NOATIME;
+        if (st.f_flag & ST_NODIRATIME)
+                flags |= MS_NODIRATIME;
+        if (st.f_flag & ST_RELATIME)
+                flags |= MS_RELATIME;
+        if (!(st.f_flag & (ST_NOATIME | ST_RELATIME)))
+                flags |= MS_STRICTATIME;
+        return flags;
+}
+
+/* Change the flags of the mount at path only (MS_BIND|MS_REMOUNT is a
+ * per-mount, not per-superblock, change). */
+static int remount_bind(struct jail_error *e, const char *path, unsigned long flags) {
+        int r;
+        unsigned long locked = locked_mount_flags(path, &r);
+
+        if (r < 0)
+                return jail_fail(e, r, "statvfs %s", path);
+        if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | locked | flags, NULL) < 0)
+                return jail_fail(e, -errno, "remount %s read-only", path);
+        return 0;
+}
+
+/* Make host path `path` (seen as OLD_ROOT + path) appear at the same path in
+ * the new root, read-only.  A symbolic link is recreated as one (so that the
+ * merged-/usr links lib -> usr/lib stay links, as the ELF interpreter path
+ * needs), unless follow is set.  The bind is deliberately NOT recursive:
+ * whatever is mounted below path on the host (the FUSE mount, other
+ * sessions' state, anything) does not come along.  optional: a missing path
+ * is skipped rather than an error. */
+static int replicate_ro(struct jail_error *e, const char *path, int follow, int optional) {
+        char src[PATH_MAX], dst[PATH_MAX], target[PATH_MAX];
+        struct stat st;
+        int r;
+
+        /* The paths come from the daemon's options, but a typo must not
+         * bind the whole host root. */
+        if (path[0] != '/')
+                return jail_fail(e, -EINVAL, "bind mount %s: not an absolute path", path);
+        if (strcmp(path, "/") == 0 || strstr(path, "/../") || strstr(path, "/./") ||
+            (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0))
+                return jail_fail(e, -EINVAL, "bind mount %s: not a normalised path below /", path);
+        if ((r = path_join(src, sizeof(src), OLD_ROOT, path)) < 0 ||
+            (r = path_join(dst, sizeof(dst), NEW_ROOT, path)) < 0)
+                return jail_fail(e, r, "bind mount %s", path);
+
+        if ((follow ? stat(src, &st) : lstat(src, &st)) < 0) {
+                if (errno == ENOENT && optional)
+                        return 0;
+                return jail_fail(e, -errno, "bind mount %s: stat", path);
+        }
+
+        /* Create the mount point (or the link) with its parents. */
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof(parent), "%s", dst);
+        *strrchr(parent, '/') = '\0';
+        if ((r = mkdir_p(parent, 0755)) < 0)
+                return jail_fail(e, r, "mkdir %s", parent);
+
+        if (S_ISLNK(st.st_mode)) {
+                ssize_t n = readlink(src, target, sizeof(target) - 1);
+                if (n < 0)
+                        return jail_fail(e, -errno, "readlink %s", path);
+                target[n] = '\0';
+                if (symlink(target, dst) < 0 && errno != EEXIST)
+                        return jail_fail(e, -errno, "symlink %s -> %s", path, target);
+                return 0;
+        }
+        if (S_ISDIR(st.st_mode)) {
+                if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+                        return jail_fail(e, -errno, "mkdir %s", dst);
+        } else {
+                /* A file (ld.so.cache) or device node: bind it onto an
+                 * empty regular file.  mknod is not allowed in a user
+                 * namespace, and would be useless (SB_I_NODEV). */
+                r = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (r < 0 && errno != EEXIST)
+                        return jail_fail(e, -errno, "create mount point %s", dst);
+                if (r >= 0)
+                        close(r);
+        }
+        if (mount(src, dst, NULL, MS_BIND, NULL) < 0) {
+                /* The kernel refuses a non-recursive bind of a directory with
+                 * mounts below it in a user namespace (they are locked:
+                 * leaving them out would reveal what they cover), and a
+                 * recursive one would bring them, the FUSE mount perhaps,
+                 * into the jail. */
+                if (errno == EINVAL)
+                        return jail_fail(e, -errno,
+                                         "bind mount %s (is something mounted below it? a user namespace "
+                                         "cannot leave such a mount out)",
+                                         path);
+                return jail_fail(e, -errno, "bind mount %s", path);
+        }
+        return remount_bind(e, dst, MS_RDONLY | MS_NOSUID | MS_NODEV);
+}
+
+static int mount_tmpfs(struct jail_error *e, const char *what, const char *path, unsigned long flags,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int mount_tmpfs(struct jail_error *e, const char *what, const char *path, unsigned long flags,
+                       const char *fmt, ...) {
+        char data[128];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(data, sizeof(data), fmt, ap);
+        va_end(ap);
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                return jail_fail(e, -errno, "mkdir %s", path);
+        if (mount("tmpfs", path, "tmpfs", flags, data) < 0)
+                return jail_fail(e, -errno, "mount tmpfs on %s (%s)", what, data);
+        return 0;
+}
+
+/* ---- Strict mode, step by step ----------------------------------------- */
+
+/* Step 1: who we are.  Uid/gid 1000 inside map to the daemon's own uid/gid
+ * outside, and nothing else is mapped: files the worker creates on the host
+ * (none, if the rest holds) would belong to the daemon's user, and no other
+ * id, root included, exists inside.  setgroups must be denied before an
+ * unprivileged process may write gid_map (user_namespaces(7)); it also stops
+ * the worker from dropping a supplementary group that guards a deny-ACL. */
+static int map_ids(struct jail_error *e) {
+        char line[64];
+        int r;
+
+        r = write_file("/proc/self/setgroups", "deny", 0, 0);
+        if (r < 0 && r != -ENOENT) /* ENOENT: kernel < 3.19, no such file */
+                return jail_fail(e, r, "write /proc/self/setgroups");
+        snprintf(line, sizeof(line), "%d %u 1", JAIL_UID, (unsigned)jail_outer_uid);
+        if ((r = write_file("/proc/self/uid_map", line, 0, 0)) < 0)
+                return jail_fail(e, r, "write /proc/self/uid_map (\"%s\")", line);
+        snprintf(line, sizeof(line), "%d %u 1", JAIL_GID, (unsigned)jail_outer_gid);
+        if ((r = write_file("/proc/self/gid_map", line, 0, 0)) < 0)
+                return jail_fail(e, r, "write /proc/self/gid_map (\"%s\")", line);
+        return 0;
+}
+
+/* Step 2: a scratch root.  Mount a tmpfs on BASE_DIR (in our mount namespace
+ * only: the host never sees it) and pivot into it, the host root landing on
+ * OLD_ROOT.  From here on every host path is reachable as OLD_ROOT + path
+ * whatever BASE_DIR covered, and the new root is assembled at NEW_ROOT. */
+static int enter_scratch_root(struct jail_error *e) {
+        /* Nothing we mount may propagate back to the host's namespace, and
+         * pivot_root refuses shared mounts. */
+        if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                return jail_fail(e, -errno, "make / private (mount --make-rprivate /)");
+        if (mount("tmpfs", BASE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
+                return jail_fail(e, -errno, "mount tmpfs on %s", BASE_DIR);
+        if (chdir(BASE_DIR) < 0)
+                return jail_fail(e, -errno, "chdir %s", BASE_DIR);
+        if (mkdir("." NEW_ROOT, 0755) < 0 || mkdir("." OLD_ROOT, 0755) < 0)
+                return jail_fail(e, -errno, "mkdir in %s", BASE_DIR);
+        /* The new root is a tmpfs of its own so that it can be remounted
+         * read-only at the end without touching anything else. */
+        if (mount("tmpfs", "." NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
+                return jail_fail(e, -errno, "mount tmpfs for the new root");
+        if (syscall(SYS_pivot_root, ".", "." OLD_ROOT) < 0)
+                return jail_fail(e, -errno, "pivot_root into the scratch root");
+        if (chdir("/") < 0)
+                return jail_fail(e, -errno, "chdir /");
+        return 0;
+}
+
+/* Step 4: the read-only view of the host: /usr, the merged-/usr links, the
+ * bits of /etc R needs (DESIGN §7: ldpaths and Renviron in /etc/R, BLAS and
+ * LAPACK through /etc/alternatives), R_HOME if it lives elsewhere, and the
+ * configured R libraries. */
+static int bind_host_tree(const struct jail_options *o, struct jail_error *e) {
+        static const char *const top_links[] = {"/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"};
+        static const char *const etc_paths[] = {"/etc/R",      "/etc/alternatives", "/etc/ld.so.cache",
+                                                "/etc/fonts",  "/etc/localtime"};
+        const char *r_home = getenv("R_HOME");
+        int r;
+
+        if ((r = replicate_ro(e, "/usr", 0, 0)) < 0)
+                return r;
+        /* On a merged-/usr host these are symlinks and are recreated as
+         * such; on a split host they are directories and are bound. */
+        for (size_t i = 0; i < ARRAY_SIZE(top_links); i++)
+                if ((r = replicate_ro(e, top_links[i], 0, 1)) < 0)
+                        return r;
+        for (size_t i = 0; i < ARRAY_SIZE(etc_paths); i++)
+                if ((r = replicate_ro(e, etc_paths[i], 0, 1)) < 0)
+                        return r;
+        if (r_home && r_home[0] == '/' && strncmp(r_home, "/usr/", 5) != 0)
+                if ((r = replicate_ro(e, r_home, 1, 0)) < 0)
+                        return r;
+        for (size_t i = 0; i < o->n_r_libs; i++)
+                if ((r = replicate_ro(e, o->r_libs[i], 1, 0)) < 0)
+                        return r;
+        return 0;
+}
+
+/* Step 5: the generated /etc: one user, one group, a fixed hostname, only
+ * localhost.  Nothing about the host's users or network leaks in. */
+static int write_etc(struct jail_error *e) {
+        static const struct {
+                const char *path, *content;
+        } files[] = {
+                {NEW_ROOT "/etc/passwd", "securerfs:x:1000:1000::/work:/usr/sbin/nologin\n"},
+                {NEW_ROOT "/etc/group", "securerfs:x:1000:\n"},
+                {NEW_ROOT "/etc/hostname", JAIL_HOSTNAME "\n"},
+                {NEW_ROOT "/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"},
+                {NEW_ROOT "/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"},
+        };
+        int r;
+
+        if ((r = mkdir_p(NEW_ROOT "/etc", 0755)) < 0)
+                return jail_fail(e, r, "mkdir /etc");
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++)
+                if ((r = write_file(files[i].path, files[i].content, O_CREAT | O_EXCL, 0644)) < 0)
+                        return jail_fail(e, r, "write %s", files[i].path + strlen(NEW_ROOT));
+        return 0;
+}
+
+/* Step 6: the kernel's file systems.  A fresh procfs shows only this pid
+ * namespace (the worker is pid 1).  It must be mounted while the host's
+ * /proc is still in our namespace: the kernel allows procfs in a user
+ * namespace only if an unobstructed procfs is already visible there
+ * (mnt_already_visible()).  /dev is a small tmpfs holding bind mounts of the
+ * few harmless character devices. */
+static int mount_proc_and_dev(struct jail_error *e) {
+        static const char *const devices[] = {"null", "zero", "full", "random", "urandom"};
+        static const struct {
+                const char *target, *path;
+        } links[] = {
+                {"/proc/self/fd", NEW_ROOT "/dev/fd"},
+                {"/proc/self/fd/0", NEW_ROOT "/dev/stdin"},
+                {"/proc/self/fd/1", NEW_ROOT "/dev/stdout"},
+                {"/proc/self/fd/2", NEW_ROOT "/dev/stderr"},
+        };
+        char src[64], dst[64];
+        int r;
+
+        if (mkdir(NEW_ROOT "/proc", 0555) < 0)
+                return jail_fail(e, -errno, "mkdir /proc");
+        if (mount("proc", NEW_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                return jail_fail(e, -errno, "mount proc on /proc");
+
+        if ((r = mount_tmpfs(e, "/dev", NEW_ROOT "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")) < 0)
+                return r;
+        for (size_t i = 0; i < ARRAY_SIZE(devices); i++) {
+                snprintf(src, sizeof(src), OLD_ROOT "/dev/%s", devices[i]);
+                snprintf(dst, sizeof(dst), NEW_ROOT "/dev/%s", devices[i]);
+                r = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+                if (r < 0)
+                        return jail_fail(e, -errno, "create /dev/%s", devices[i]);
+                close(r);
+                if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
+                        return jail_fail(e, -errno, "bind mount /dev/%s", devices[i]);
+                if ((r = remount_bind(e, dst, MS_NOSUID | MS_NOEXEC)) < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+                if (symlink(links[i].target, links[i].path) < 0)
+                        return jail_fail(e, -errno, "symlink %s", links[i].path + strlen(NEW_ROOT));
+        return remount_bind(e, NEW_ROOT "/dev", MS_RDONLY | MS_NOSUID | MS_NOEXEC);
+}
+
+/* Step 3: the only writable places, both private tmpfs with a size cap and
+ * no exec/suid/devices: /tmp (R's temporary directory) and /work (HOME and
+ * the working directory), owned by the jail's user. */
+static int mount_scratch_dirs(const struct jail_options *o, struct jail_error *e) {
+        unsigned long long tmp_bytes = o->tmp_bytes ? o->tmp_bytes : JAIL_DEFAULT_BYTES;
+        unsigned long long work_bytes = o->work_bytes ? o->work_bytes : JAIL_DEFAULT_BYTES;
+        const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+        int r;
+
+        if ((r = mount_tmpfs(e, "/tmp", NEW_ROOT "/tmp", flags, "mode=1777,size=%llu", tmp_bytes)) < 0)
+                return r;
+        return mount_tmpfs(e, "/work", NEW_ROOT "/work", flags, "mode=0755,uid=%d,gid=%d,size=%llu", JAIL_UID,
+                           JAIL_GID, work_bytes);
+}
+
+/* Step 7: make the new root "/" and drop the host's mount table entirely.
+ * DESIGN §7: a namespace that still holds a copy of the FUSE mount makes
+ * `fusermount3 -u` hang, so the old root is detached (MNT_DETACH takes the
+ * whole tree with it), and then the scratch root too, through the
+ * pivot_root(".", ".") idiom: the old root ends up stacked on the new one and
+ * is unmounted from under us. */
+static int switch_root(struct jail_error *e) {
+        if (umount2(OLD_ROOT, MNT_DETACH) < 0)
+                return jail_fail(e, -errno, "unmount the host root (umount2 %s)", OLD_ROOT);
+        if (rmdir(OLD_ROOT) < 0)
+                return jail_fail(e, -errno, "rmdir %s", OLD_ROOT);
+        if (chdir(NEW_ROOT) < 0)
+                return jail_fail(e, -errno, "chdir %s", NEW_ROOT);
+        if (syscall(SYS_pivot_root, ".", ".") < 0)
+                return jail_fail(e, -errno, "pivot_root into the new root");
+        if (umount2(".", MNT_DETACH) < 0)
+                return jail_fail(e, -errno, "unmount the scratch root");
+        if (chdir("/") < 0)
+                return jail_fail(e, -errno, "chdir /");
+        /* The root itself becomes read-only; /tmp, /work, /proc and the
+         * device nodes are separate mounts and keep their own flags. */
+        return remount_bind(e, "/", MS_RDONLY | MS_NOSUID | MS_NODEV);
+}
+
+static int read_cap_last_cap(struct jail_error *e, int *last_cap) {
+        char buf[32];
+        int r = read_small_file("/proc/sys/kernel/cap_last_cap", buf, sizeof(buf));
+
+        if (r < 0)
+                return jail_fail(e, r, "read /proc/sys/kernel/cap_last_cap");
+        *last_cap = atoi(buf);
+        if (*last_cap <= 0 || *last_cap > 255)
+                return jail_fail(e, -EINVAL, "read /proc/sys/kernel/cap_last_cap (\"%s\")", buf);
+        return 0;
+}
+
+/* Step 9: give up every capability (they were only ever valid inside our
+ * own user namespace, but they are what allowed the mounts above, and would
+ * allow undoing them).  The bounding set first (PR_CAPBSET_DROP needs
+ * CAP_SETPCAP, which goes last with capset), then the ambient set, then
+ * effective/permitted/inheritable through the raw capset(2) with
+ * _LINUX_CAPABILITY_VERSION_3 (no libcap).  Finally no_new_privs: no execve
+ * (should one ever be allowed) can gain privileges through setuid bits or
+ * file capabilities. */
+static int drop_privileges(struct jail_error *e, int last_cap) {
+        struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+        struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+        for (int cap = 0; cap <= last_cap; cap++)
+                if (prctl(PR_CAPBSET_DROP, (unsigned long)cap, 0, 0, 0) < 0 && errno != EINVAL)
+                        return jail_fail(e, -errno, "prctl PR_CAPBSET_DROP %d", cap);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+                return jail_fail(e, -errno, "prctl PR_CAP_AMBIENT_CLEAR_ALL");
+        memset(data, 0, sizeof(data));
+        if (syscall(SYS_capset, &header, data) < 0)
+                return jail_fail(e, -errno, "capset (drop all capabilities)");
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                return jail_fail(e, -errno, "prctl PR_SET_NO_NEW_PRIVS");
+        return 0;
+}
+
+/* Child, pid 1 of new user/pid/mount/net/ipc/uts namespaces, holding every
+ * capability inside its user namespace and none outside. */
+static int jail_enter_strict(const struct jail_options *o, struct jail_error *e) {
+        int last_cap = 0, r;
+
+        if ((r = read_cap_last_cap(e, &last_cap)) < 0)
+                return r;
+
+        /* Privilege change: from here on we are uid/gid 1000, known to the
+         * host as the daemon's uid/gid (still all capabilities in the ns). */
+        if ((r = map_ids(e)) < 0)
+                return r;
+
+        /* /tmp and /work before the host's directories, so that an R
+         * library that happens to live below /tmp is bound on top of the
+         * private /tmp rather than hidden by it. */
+        if ((r = enter_scratch_root(e)) < 0 || (r = mount_scratch_dirs(o, e)) < 0 || (r = bind_host_tree(o, e)) < 0 ||
+            (r = write_etc(e)) < 0 || (r = mount_proc_and_dev(e)) < 0)
+                return r;
+
+        /* Privilege change: the host's file system becomes unreachable. */
+        if ((r = switch_root(e)) < 0)
+                return r;
+
+        /* Step 8: the rest of the jail's identity, still with capabilities. */
+        if (sethostname(JAIL_HOSTNAME, strlen(JAIL_HOSTNAME)) < 0)
+                return jail_fail(e, -errno, "sethostname %s", JAIL_HOSTNAME);
+        /* No nested user namespaces: an unprivileged process may otherwise
+         * create one and hold every capability in it, which is how most
+         * namespace-reachable kernel bugs are reached.  The limit is per
+         * user namespace and inherited by any below it; writing it needs
+         * CAP_SYS_RESOURCE in ours, which we still have. */
+        if ((r = write_file("/proc/sys/user/max_user_namespaces", "0", 0, 0)) < 0)
+                return jail_fail(e, r, "write /proc/sys/user/max_user_namespaces");
+        snprintf(jail_tmp, sizeof(jail_tmp), "/tmp/R");
+        if (mkdir(jail_tmp, 0700) < 0 && errno != EEXIST)
+                return jail_fail(e, -errno, "mkdir %s", jail_tmp);
+        if (chdir("/work") < 0)
+                return jail_fail(e, -errno, "chdir /work");
+
+        /* Privilege change: every capability and the means to regain any
+         * are gone; from here on the process is an ordinary uid 1000. */
+        return drop_privileges(e, last_cap);
+}
+
+/* Child, host namespaces, the daemon's uid: only a private directory. */
+static int jail_enter_none(struct jail_error *e) {
+        const char *base = getenv("TMPDIR");
+        char dir[PATH_MAX];
+
+        /* The one check the pid namespace denies strict mode: if the daemon
+         * died between clone and PR_SET_PDEATHSIG we were reparented. */
+        if (getppid() != jail_expected_parent)
+                return jail_fail(e, -ESRCH, "parent exited before prctl PR_SET_PDEATHSIG");
+        if (!base || base[0] != '/')
+                base = "/tmp";
+        if (snprintf(dir, sizeof(dir), "%s/securerfs-XXXXXX", base) >= (int)sizeof(dir))
+                return jail_fail(e, -ENAMETOOLONG, "mkdtemp in %s", base);
+        if (!mkdtemp(dir))
+                return jail_fail(e, -errno, "mkdtemp %s", dir);
+        if (chdir(dir) < 0)
+                return jail_fail(e, -errno, "chdir %s", dir);
+        if (snprintf(jail_tmp, sizeof(jail_tmp), "%s/R", dir) >= (int)sizeof(jail_tmp))
+                return jail_fail(e, -ENAMETOOLONG, "mkdir %s/R", dir);
+        if (mkdir(jail_tmp, 0700) < 0)
+                return jail_fail(e, -errno, "mkdir %s", jail_tmp);
+        return 0;
+}
+
+int jail_enter(const struct jail_options *o, char *err, size_t errlen) {
+        struct jail_error e = {err, errlen};
+
+        /* First, so that a daemon killed with SIGKILL leaves no worker
+         * behind.  There is a small race: if the daemon dies between the
+         * clone and this call, the signal never comes.  None mode checks
+         * getppid() afterwards; in strict mode getppid() is 0 (the parent
+         * is outside the new pid namespace), and the worker instead sees
+         * EOF on its socket to the daemon and exits. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+                return jail_fail(&e, -errno, "prctl PR_SET_PDEATHSIG");
+        if (o->mode == JAIL_NONE)
+                return jail_enter_none(&e);
+        return jail_enter_strict(o, &e);
+}
+
+const char *jail_tmpdir(void) {
+        return jail_tmp;
+}

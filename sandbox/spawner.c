@@ -1,0 +1,371 @@
+#include "spawner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "macros.h"
+#include "loop.h"
+
+struct request {
+        uint64_t token;
+        int fd;       /* worker end, until sent */
+        bool sent;
+        spawn_done_fn fn;
+        void *data;
+        struct request *next;
+};
+
+struct spawner {
+        struct loop *loop;
+        struct spawner_config cfg;
+        pid_t zygote_pid;
+        int ctl_fd;
+        bool ready;
+        uint64_t next_token;
+        struct request *requests; /* queued and in flight, in order */
+        struct loop_timer *restart_timer;
+        uint64_t last_start_ns;
+        char last_error[512];
+};
+
+static int zygote_start(struct spawner *s);
+
+static void request_finish(struct spawner *s, struct request *r, pid_t pid, int err, const char *why) {
+        struct request **pp = &s->requests;
+
+        while (*pp && *pp != r)
+                pp = &(*pp)->next;
+        if (*pp)
+                *pp = r->next;
+        if (r->fd >= 0)
+                close(r->fd);
+        if (r->fn)
+                r->fn(r->data, pid, err, why);
+        free(r);
+}
+
+static void fail_all(struct spawner *s, bool only_sent, int err, const char *why) {
+        struct request *r = s->requests, *next;
+
+        for (; r; r = next) {
+                next = r->next;
+                if (!only_sent || r->sent)
+                        request_finish(s, r, 0, err, why);
+        }
+}
+
+/* Send what is queued.  SEQPACKET keeps each request one datagram. */
+static void send_queued(struct spawner *s) {
+        for (struct request *r = s->requests; r && s->ready; r = r->next) {
+                char line[64];
+                char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+                struct iovec iov;
+                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                                    .msg_controllen = sizeof(cbuf)};
+                struct cmsghdr *cm;
+
+                if (r->sent)
+                        continue;
+                snprintf(line, sizeof(line), "spawn %llu", (unsigned long long)r->token);
+                iov = (struct iovec){line, strlen(line)};
+                cm = CMSG_FIRSTHDR(&mh);
+                cm->cmsg_level = SOL_SOCKET;
+                cm->cmsg_type = SCM_RIGHTS;
+                cm->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(cm), &r->fd, sizeof(int));
+                if (sendmsg(s->ctl_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+                        if (errno == EAGAIN)
+                                return; /* the zygote is behind; retried on its next reply */
+                        log_warn("zygote: sending a spawn request: %s", strerror(errno));
+                        return;
+                }
+                close(r->fd);
+                r->fd = -1;
+                r->sent = true;
+        }
+}
+
+static struct request *find_request(struct spawner *s, uint64_t token) {
+        for (struct request *r = s->requests; r; r = r->next)
+                if (r->token == token)
+                        return r;
+        return NULL;
+}
+
+static void zygote_stop(struct spawner *s) {
+        if (s->ctl_fd >= 0) {
+                loop_del_fd(s->loop, s->ctl_fd);
+                close(s->ctl_fd);
+                s->ctl_fd = -1;
+        }
+        if (s->zygote_pid > 0)
+                kill(s->zygote_pid, SIGKILL); /* reaped by the SIGCHLD handling */
+        s->ready = false;
+}
+
+/* One datagram from the zygote: "ready", "fatal MSG", "spawned TOKEN PID",
+ * "failed TOKEN MSG".  The zygote runs no user code, but its lines are still
+ * parsed strictly. */
+static void on_zygote_line(struct spawner *s, char *line) {
+        unsigned long long token;
+        long pid;
+        int n = 0;
+        struct request *r;
+
+        if (strcmp(line, "ready") == 0) {
+                s->ready = true;
+                s->last_error[0] = '\0';
+                log_debug("zygote %d ready", (int)s->zygote_pid);
+                send_queued(s);
+                return;
+        }
+        if (strncmp(line, "fatal ", 6) == 0) {
+                snprintf(s->last_error, sizeof(s->last_error), "R could not start: %s", line + 6);
+                log_error("zygote: %s", s->last_error);
+                return;
+        }
+        if (sscanf(line, "spawned %llu %ld%n", &token, &pid, &n) == 2 && line[n] == '\0' && pid > 0) {
+                r = find_request(s, token);
+                if (r && r->sent && r->fn) {
+                        request_finish(s, r, (pid_t)pid, 0, NULL);
+                } else {
+                        /* Cancelled meanwhile: nobody wants this worker.  Its
+                         * exit is reaped like any unknown child's. */
+                        kill((pid_t)pid, SIGKILL);
+                        if (r)
+                                request_finish(s, r, 0, 0, NULL);
+                }
+                send_queued(s);
+                return;
+        }
+        if (sscanf(line, "failed %llu %n", &token, &n) == 1 && n > 0) {
+                r = find_request(s, token);
+                if (r && r->sent)
+                        request_finish(s, r, 0, -EPERM, line + n);
+                send_queued(s);
+                return;
+        }
+        log_warn("zygote: unexpected message \"%.80s\"; restarting it", line);
+        zygote_stop(s);
+}
+
+static void on_zygote_readable(int fd, uint32_t events, void *data) {
+        struct spawner *s = data;
+        char line[1024];
+        ssize_t n = recv(fd, line, sizeof(line) - 1, MSG_DONTWAIT);
+
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n <= 0) {
+                /* The zygote closed its end: it is dying; its exit restarts it. */
+                loop_del_fd(s->loop, s->ctl_fd);
+                close(s->ctl_fd);
+                s->ctl_fd = -1;
+                s->ready = false;
+                return;
+        }
+        line[n] = '\0';
+        if (memchr(line, '\0', (size_t)n)) {
+                log_warn("zygote: NUL byte in a message; restarting it");
+                zygote_stop(s);
+                return;
+        }
+        on_zygote_line(s, line);
+}
+
+static void on_restart_timer(void *data) {
+        struct spawner *s = data;
+        int e = zygote_start(s);
+
+        if (e < 0) {
+                snprintf(s->last_error, sizeof(s->last_error), "starting %s: %s", s->cfg.worker_path,
+                         strerror(-e));
+                fail_all(s, false, e, s->last_error);
+        }
+}
+
+bool spawner_child_exited(struct spawner *s, pid_t pid, int status) {
+        char why[600];
+        bool early;
+
+        if (pid != s->zygote_pid)
+                return false;
+        s->zygote_pid = 0;
+        early = !s->ready;
+        zygote_stop(s);
+        if (WIFSIGNALED(status))
+                snprintf(why, sizeof(why), "the zygote was killed by signal %d (%s)", WTERMSIG(status),
+                         strsignal(WTERMSIG(status)));
+        else
+                snprintf(why, sizeof(why), "the zygote exited with status %d%s%s", WEXITSTATUS(status),
+                         s->last_error[0] ? ": " : "", s->last_error);
+        log_warn("%s", why);
+        fail_all(s, !early, -EIO, why);
+        if (early && !s->last_error[0])
+                snprintf(s->last_error, sizeof(s->last_error), "%s", why);
+        /* Restart at once, or after a second when it died while starting (so
+         * that a broken installation does not spin). */
+        loop_timer_arm(s->restart_timer, early ? now_ns() + 1000000000ULL : now_ns());
+        return true;
+}
+
+/* Child, after fork, before exec: still the daemon's image.  Only
+ * async-signal-safe calls here. */
+static void zygote_exec(struct spawner *s, int sock, pid_t daemon_pid, char **argv, char **envp) {
+        sigset_t none;
+        int devnull;
+
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setsid();
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != daemon_pid)
+                _exit(127);
+        if (dup2(sock, 3) < 0)
+                _exit(127);
+        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull >= 0) {
+                dup2(devnull, 0);
+                dup2(devnull, 1);
+        }
+        /* stderr stays: the zygote and workers log R start-up failures there. */
+        close_range(4, ~0U, 0);
+        execve(s->cfg.worker_path, argv, envp);
+        _exit(127);
+}
+
+static int zygote_start(struct spawner *s) {
+        int sv[2];
+        pid_t pid, self = getpid();
+        char tmp_arg[64], libs_arg[4200], rlibs_env[4200];
+        char *argv[8], *envp[16];
+        int argc = 0, envc = 0, e;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        snprintf(tmp_arg, sizeof(tmp_arg), "--tmp-size=%lld", s->cfg.tmp_bytes);
+        argv[argc++] = "securerfs-worker";
+        argv[argc++] = "--zygote";
+        argv[argc++] = s->cfg.sandbox_none ? "--sandbox=none" : "--sandbox=strict";
+        argv[argc++] = tmp_arg;
+        if (s->cfg.r_libs) {
+                snprintf(libs_arg, sizeof(libs_arg), "--r-libs=%s", s->cfg.r_libs);
+                argv[argc++] = libs_arg;
+        }
+        argv[argc] = NULL;
+        /* The allowlist of docs/protocol.md: nothing of our own environment. */
+        envp[envc++] = "PATH=/usr/bin:/bin";
+        envp[envc++] = "LANG=C.UTF-8";
+        envp[envc++] = "LC_ALL=C.UTF-8";
+        envp[envc++] = "TZ=UTC";
+        envp[envc++] = s->cfg.sandbox_none ? "HOME=/tmp" : "HOME=/work";
+        envp[envc++] = "TMPDIR=/tmp";
+        envp[envc++] = "USER=securerfs";
+        envp[envc++] = "LOGNAME=securerfs";
+        envp[envc++] = "R_HOME=" SECURERFS_R_HOME;
+        if (s->cfg.r_libs) {
+                snprintf(rlibs_env, sizeof(rlibs_env), "R_LIBS=%s", s->cfg.r_libs);
+                envp[envc++] = rlibs_env;
+        }
+        envp[envc] = NULL;
+
+        fflush(stderr);
+        pid = fork();
+        if (pid < 0) {
+                e = -errno;
+                close(sv[0]);
+                close(sv[1]);
+                return e;
+        }
+        if (pid == 0)
+                zygote_exec(s, sv[1], self, argv, envp); /* child: never returns */
+        close(sv[1]);
+        s->zygote_pid = pid;
+        s->ctl_fd = sv[0];
+        s->ready = false;
+        s->last_start_ns = now_ns();
+        e = loop_add_fd(s->loop, s->ctl_fd, EPOLLIN, on_zygote_readable, s);
+        if (e < 0) {
+                zygote_stop(s);
+                return e;
+        }
+        return 0;
+}
+
+int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner **out) {
+        struct spawner *s = calloc(1, sizeof(*s));
+        int e;
+
+        if (!s)
+                return -ENOMEM;
+        s->loop = l;
+        s->cfg = *c;
+        s->ctl_fd = -1;
+        s->next_token = 1;
+        s->restart_timer = loop_timer_new(l, on_restart_timer, s);
+        if (!s->restart_timer) {
+                free(s);
+                return -ENOMEM;
+        }
+        e = zygote_start(s);
+        if (e < 0) {
+                loop_timer_free(s->restart_timer);
+                free(s);
+                return e;
+        }
+        *out = s;
+        return 0;
+}
+
+void spawner_free(struct spawner *s) {
+        if (!s)
+                return;
+        for (struct request *r = s->requests; r; r = r->next)
+                r->fn = NULL;
+        fail_all(s, false, -ECANCELED, "shutting down");
+        zygote_stop(s);
+        if (s->zygote_pid > 0)
+                waitpid(s->zygote_pid, NULL, 0);
+        loop_timer_free(s->restart_timer);
+        free(s);
+}
+
+uint64_t spawner_request(struct spawner *s, int worker_fd, spawn_done_fn fn, void *data) {
+        struct request *r = calloc(1, sizeof(*r)), **pp;
+
+        if (!r) {
+                close(worker_fd);
+                return 0;
+        }
+        *r = (struct request){.token = s->next_token++, .fd = worker_fd, .fn = fn, .data = data};
+        for (pp = &s->requests; *pp; pp = &(*pp)->next)
+                ;
+        *pp = r;
+        send_queued(s);
+        return r->token;
+}
+
+void spawner_cancel(struct spawner *s, uint64_t token) {
+        struct request *r = find_request(s, token);
+
+        if (!r)
+                return;
+        r->fn = NULL;
+        if (!r->sent)
+                request_finish(s, r, 0, 0, NULL);
+        /* A sent one stays until the zygote answers: its pid is then killed. */
+}
+
+const char *spawner_last_error(const struct spawner *s) {
+        return s->last_error[0] ? s->last_error : NULL;
+}

@@ -1,0 +1,45 @@
+/* Daemon side of the zygote: starts `securerfs-worker --zygote`, which
+ * initialises R once, and asks it for workers (see docs/protocol.md).
+ *
+ * Process context: the daemon, on its event loop; nothing here blocks.  The
+ * zygote is forked and exec'd with a clean environment, in its own session
+ * (a Ctrl-C at the daemon's terminal must not interrupt every run) and with
+ * PR_SET_PDEATHSIG so that it dies with the daemon. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct loop;
+struct spawner;
+
+struct spawner_config {
+        const char *worker_path; /* the securerfs-worker program */
+        bool sandbox_none;
+        const char *r_libs;      /* colon-separated, or NULL */
+        long long tmp_bytes;
+};
+
+/* Called once per request: pid > 0 on success; otherwise err is -errno and
+ * why says what failed. */
+typedef void (*spawn_done_fn)(void *data, pid_t pid, int err, const char *why);
+
+int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner **out);
+/* Ends the zygote (SIGKILL) and fails nothing: pending callbacks are dropped. */
+void spawner_free(struct spawner *s);
+
+/* Ask for a worker whose fd 3 will be worker_fd (always consumed: closed
+ * here once sent or on failure).  Requests wait while the zygote starts.
+ * Returns a token for spawner_cancel(), or 0 with fn not to be called when
+ * the request could not even be queued (out of memory). */
+uint64_t spawner_request(struct spawner *s, int worker_fd, spawn_done_fn fn, void *data);
+/* The callback of token will not be called. */
+void spawner_cancel(struct spawner *s, uint64_t token);
+
+/* From the daemon's SIGCHLD handling: true when pid was the zygote (it is
+ * then restarted, and requests in flight fail). */
+bool spawner_child_exited(struct spawner *s, pid_t pid, int status);
+
+/* Last reason the zygote could not start, or NULL. */
+const char *spawner_last_error(const struct spawner *s);

@@ -1,0 +1,180 @@
+# R side of the securerfs worker.
+#
+# The worker (sandbox/worker.c) evaluates this file once, in the zygote, into
+# a private environment whose parent is the base namespace: base functions
+# come first, so user code that redefines `paste` or `length` in the global
+# environment cannot break the formatter, while S3 methods the user defines
+# there are still found by print().  tests/unit/test_format.R sources this
+# same file and checks the same functions.
+#
+# C calls only the functions below, through calls it builds once at start-up:
+#   format_value(x)      the text for `output` (DESIGN section 2)
+#   value_json(x)        c(json, note): jsonlite's JSON text, or NA and a reason
+#   parse_error(code)    R's own message for code R_ParseVector refused
+#   warning_summary()    the warnings of the run: c(console block, entries...)
+#   reset_warnings()     forget them
+# and reads the variables warnings_count and interrupted directly.
+
+max_output_lines <- 50L
+max_df_rows <- 30L
+max_warnings <- 50L
+max_json_bytes <- 4 * 1024 * 1024
+
+# Warnings of the current run: at most max_warnings entries, each as R's
+# top level would word it ("In f() : msg" or "msg"); the call and message
+# parts are kept for the console block.  worker.c resets them (no R call on
+# the fast path) when warnings_count is not 0.
+warnings_text <- character()
+warnings_call <- character()
+warnings_msg <- character()
+warnings_count <- 0L
+
+# The calling handler worker.c installs around every run through
+# .Internal(.addCondHands(...)), so that no R closure frame lies between the
+# global environment and the user's code (errors then read "Error: boom", not
+# "Error in eval(...) : boom").  It records the warning and muffles it, as
+# R's top level would print it only at the end of the run.
+warning_handler <- function(w) {
+    warnings_count <<- warnings_count + 1L
+    if (warnings_count <= max_warnings) {
+        msg <- tryCatch(conditionMessage(w), error = function(e) "(unprintable warning)")
+        call <- tryCatch(conditionCall(w), error = function(e) NULL)
+        dcall <- if (is.null(call)) NA_character_ else
+            tryCatch(deparse(call, nlines = 1L)[1L], error = function(e) NA_character_)
+        warnings_call <<- c(warnings_call, dcall)
+        warnings_msg <<- c(warnings_msg, msg)
+        warnings_text <<- c(warnings_text,
+                            if (is.na(dcall)) msg else paste0("In ", dcall, " : ", msg))
+    }
+    invokeRestart("muffleWarning")
+}
+
+# Set when an interrupt (SIGINT from the daemon, SIGXCPU) reaches the top of
+# the run.  R's own SIGINT handler for blocking waits (Sys.sleep) unwinds
+# without passing through the worker's signal handler, so the condition is
+# the one sure sign.  A handler the user's code established nearer catches
+# it first, as it would at R's prompt.
+interrupted <- FALSE
+interrupt_handler <- function(cond) interrupted <<- TRUE
+
+# The call worker.c evaluates in the global environment at the start of each
+# run: exactly what withCallingHandlers() does, minus its frame.
+add_handlers_call <- as.call(list(
+    quote(.Internal),
+    as.call(list(quote(.addCondHands), c("warning", "interrupt"),
+                 list(warning_handler, interrupt_handler),
+                 globalenv(), NULL, TRUE))))
+
+# Forget the warnings of the last run (worker.c calls it only when there
+# were some, and after warning_summary()).
+reset_warnings <- function() {
+    warnings_text <<- character()
+    warnings_call <<- character()
+    warnings_msg <<- character()
+    warnings_count <<- 0L
+}
+
+# Width of the first line of a message, as PrintWarnings() measures it.
+first_line_width <- function(msg) {
+    nchar(strsplit(msg, "\n", fixed = TRUE)[[1L]][1L], type = "width", allowNA = TRUE)
+}
+
+# R's own top-level report (src/main/errors.c, PrintWarnings): one warning,
+# up to ten numbered, or a count.  LONGWARN is 75 there.
+warning_block <- function(calls, msgs, count) {
+    one <- function(prefix_width, dcall, msg) {
+        if (is.na(dcall)) return(msg)
+        w <- first_line_width(msg)
+        sep <- if (!is.na(w) && prefix_width + nchar(dcall, type = "width") + w > 75L) "\n  " else " "
+        paste0("In ", dcall, " :", sep, msg)
+    }
+    if (count == 1L)
+        return(paste0("Warning message:\n", one(6L, calls[1L], msgs[1L]), "\n"))
+    if (count <= 10L) {
+        lines <- vapply(seq_along(msgs), function(i)
+            paste0(i, ": ", one(10L, calls[i], msgs[i])), "")
+        return(paste0("Warning messages:\n", paste(lines, collapse = "\n"), "\n"))
+    }
+    if (count < max_warnings)
+        sprintf("There were %d warnings (use warnings() to see them)\n", count)
+    else
+        sprintf("There were %d or more warnings (use warnings() to see the first %d)\n",
+                max_warnings, max_warnings)
+}
+
+warning_summary <- function() {
+    block <- warning_block(warnings_call, warnings_msg, warnings_count)
+    # Make warnings() work in the next run as it would at R's prompt.
+    lw <- structure(as.list(lapply(warnings_call, function(d)
+        if (is.na(d)) NULL else tryCatch(str2lang(d), error = function(e) NULL))),
+        names = warnings_msg)
+    try(assign("last.warning", lw, envir = baseenv()), silent = TRUE)
+    c(block, warnings_text)
+}
+
+# print() of a list ends with an empty line; the daemon adds the final newline.
+drop_trailing_blank <- function(lines) {
+    n <- length(lines)
+    while (n > 0L && !nzchar(lines[n])) n <- n - 1L
+    lines[seq_len(n)]
+}
+
+# DESIGN section 2.  Never fails: a value whose printing fails gets a
+# placeholder saying so.
+format_value <- function(x) {
+    withCallingHandlers(
+        tryCatch(format_value_unsafe(x), error = function(e)
+            paste0("<value could not be printed: ", conditionMessage(e), ">")),
+        warning = function(w) invokeRestart("muffleWarning"))
+}
+
+format_value_unsafe <- function(x) {
+    if (is.null(x)) return("NULL")
+    if (is.atomic(x) && length(x) == 1L) {
+        s <- as.character(x)
+        if (is.character(s) && length(s) == 1L)
+            return(if (is.na(s)) "NA" else s)
+    }
+    if (is.data.frame(x)) {
+        n <- nrow(x)
+        lines <- utils::capture.output(print(utils::head(x, max_df_rows)))
+        if (n > max_df_rows) lines <- c(lines, sprintf("... (%d rows total)", n))
+    } else {
+        lines <- drop_trailing_blank(utils::capture.output(print(x)))
+        if (length(lines) > max_output_lines)
+            lines <- c(lines[seq_len(max_output_lines)], "... (output truncated)")
+    }
+    paste(lines, collapse = "\n")
+}
+
+# The value as JSON text by jsonlite's conventions, or NA with the reason it
+# has none: c(json, note).
+value_json <- function(x) {
+    kind <- typeof(x)
+    if (is.function(x))
+        return(c(NA_character_, "a function has no JSON form"))
+    if (kind %in% c("environment", "externalptr", "weakref", "bytecode",
+                    "promise", "char", "...", "any", "S4"))
+        return(c(NA_character_, sprintf("a value of type %s has no JSON form", kind)))
+    res <- withCallingHandlers(tryCatch(
+        jsonlite::toJSON(x, auto_unbox = TRUE, na = "null", digits = NA,
+                         null = "null", dataframe = "rows"),
+        error = function(e) e), warning = function(w) invokeRestart("muffleWarning"))
+    if (inherits(res, "error"))
+        return(c(NA_character_, paste0("no JSON form: ", conditionMessage(res))))
+    json <- as.character(res)
+    if (length(json) != 1L || is.na(json))
+        return(c(NA_character_, "no JSON form"))
+    if (nchar(json, type = "bytes") > max_json_bytes)
+        return(c(NA_character_, sprintf("value JSON over %d MiB", max_json_bytes %/% 1048576)))
+    c(json, NA_character_)
+}
+
+# R's message for code the C parser refused, with its <text>:line:column.
+parse_error <- function(code) {
+    msg <- tryCatch({
+        parse(text = code, keep.source = FALSE)
+        "unknown parse error"
+    }, error = function(e) conditionMessage(e))
+    paste0("Syntax error: ", msg)
+}

@@ -1,0 +1,1169 @@
+/* The worker proper: embedded R serving exec frames (docs/protocol.md,
+ * "Worker channel"; DESIGN sections 2 and 7).
+ *
+ * R is initialised once, in the zygote (worker_r_init); each worker is a
+ * copy-on-write clone of that process.  Everything R-specific lives here:
+ * the console hooks, the signal handlers, the run itself, and the two
+ * presentations of its value (text per DESIGN section 2, JSON per jsonlite).
+ *
+ * The common case is kept in C: parse, eval, as.character of a length-one
+ * unclassed atomic and its JSON take a few microseconds and call no R
+ * closure.  Everything else goes through the functions of sandbox/worker.R,
+ * evaluated into a private environment at start-up.
+ *
+ * Every entry into R from C is under R_ToplevelExec() or R_tryEval(): an R
+ * error (or an allocation failure under the memory limit) outside such a
+ * context would long-jump into setup_Rmainloop()'s long-gone frame.
+ *
+ * R's console callbacks carry no context argument, so the worker's state is
+ * one static struct. */
+#define R_NO_REMAP
+#define R_INTERFACE_PTRS 1
+#define CSTACK_DEFNS 1
+#define HAVE_UINTPTR_T 1
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <Rinternals.h>
+#include <Rembedded.h>
+#include <Rinterface.h>
+#include <Rversion.h>
+#include <R_ext/Parse.h>
+#include <R_ext/RStartup.h>
+#include <R_ext/eventloop.h>
+
+#include "config.h"
+#include "frame.h"
+#include "log.h"
+#include "macros.h"
+#include "worker_internal.h"
+#include "worker_r.h"
+
+/* Not in the public headers outside R_ext/GraphicsDevice.h, which needs the
+ * whole graphics engine; it is a plain exported int in libR. */
+extern int R_interrupts_pending;
+
+#define WORKER_FD 3
+
+#define CONSOLE_FRAME_MAX (64u << 10)      /* text of one console frame */
+#define CONSOLE_FLUSH_BYTES (8u << 10)     /* send once this much is pending */
+#define CONSOLE_FLUSH_NS (10 * 1000000ull) /* or once this long has passed */
+#define CONSOLE_RUN_MAX (16u << 20)        /* a print loop cannot flood the daemon */
+#define OUTPUT_MAX (1u << 20)
+#define VALUE_JSON_MAX (4u << 20)
+#define ERROR_MAX (64u << 10)
+#define WARNING_TEXT_MAX (8u << 10)
+#define POLL_WAIT_USEC 20000 /* Sys.sleep wakes this often to flush the console */
+
+static const char console_truncated_marker[] = "\n... (console output truncated)\n";
+static const char output_truncated_marker[] = "\n... (output truncated)";
+
+enum slot { SLOT_EXPRS, SLOT_VALUE, N_SLOTS };
+
+struct console {
+        char *buf; /* raw bytes as R wrote them, not yet sent */
+        size_t len, cap;
+        uint64_t last_send_ns;
+        size_t run_bytes; /* accepted during this run */
+        bool truncated;
+};
+
+static struct worker {
+        int sock;       /* the daemon's stream socket: fd 3 in a worker, -1 in the zygote */
+        int zygote_ctl; /* the zygote's control socket while R starts, else -1 */
+        bool in_run;
+        long long seq;
+        struct console console;
+        /* R objects, all kept alive with R_PreserveObject. */
+        SEXP env;   /* worker.R's private environment */
+        SEXP slots; /* VECSXP protecting the run's parse and value */
+        SEXP format_call, json_call, parse_error_call, summary_call, reset_warnings_call;
+        SEXP add_handlers_call;
+        SEXP sym_value, sym_code, sym_warnings_count, sym_interrupted;
+} W = {.sock = -1, .zygote_ctl = -1};
+
+static volatile sig_atomic_t got_sigint, got_sigxcpu, got_sigxfsz;
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- UTF-8 ---------------------------------------------------------------
+ * Everything sent to the daemon must be valid UTF-8 without NUL (the frame
+ * reader refuses anything else).  R strings and console output can hold any
+ * bytes (rawToChar, latin1 files), so each bad byte becomes U+FFFD. */
+
+/* Length of the valid UTF-8 sequence at p, 0 if p starts an invalid one
+ * (or is NUL), -1 if it is a valid start cut short by the end of input. */
+static int utf8_sequence(const unsigned char *p, size_t avail) {
+        unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+        int n;
+
+        if (c < 0x80)
+                return c ? 1 : 0;
+        if (c >= 0xC2 && c <= 0xDF) {
+                n = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+                n = 3;
+                if (c == 0xE0)
+                        lo = 0xA0; /* overlong */
+                else if (c == 0xED)
+                        hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+                n = 4;
+                if (c == 0xF0)
+                        lo = 0x90; /* overlong */
+                else if (c == 0xF4)
+                        hi = 0x8F; /* above U+10FFFF */
+        } else {
+                return 0;
+        }
+        for (int i = 1; i < n; i++) {
+                unsigned char d;
+
+                if ((size_t)i >= avail)
+                        return -1;
+                d = p[i];
+                if (i == 1 ? d < lo || d > hi : d < 0x80 || d > 0xBF)
+                        return 0;
+        }
+        return n;
+}
+
+static bool utf8_valid(const char *s, size_t len) {
+        const unsigned char *p = (const unsigned char *)s;
+        size_t i = 0;
+
+        while (i < len) {
+                int n;
+
+                if (p[i] && p[i] < 0x80) {
+                        i++;
+                        continue;
+                }
+                n = utf8_sequence(p + i, len - i);
+                if (n <= 0)
+                        return false;
+                i += (size_t)n;
+        }
+        return true;
+}
+
+/* Copy in[0..inlen) to out as valid UTF-8 without NUL, at most outcap
+ * bytes, never splitting a character.  Unless final, a valid sequence cut
+ * short by the end of the input stays unconsumed (the rest may come in the
+ * next console write).  Returns the bytes written; *used is how much of the
+ * input was consumed. */
+static size_t utf8_clean(const char *in, size_t inlen, char *out, size_t outcap, size_t *used, bool final) {
+        const unsigned char *p = (const unsigned char *)in;
+        size_t i = 0, o = 0;
+
+        while (i < inlen) {
+                int n = p[i] && p[i] < 0x80 ? 1 : utf8_sequence(p + i, inlen - i);
+
+                if (n < 0 && !final)
+                        break;
+                if (n > 0) {
+                        if (o + (size_t)n > outcap)
+                                break;
+                        memcpy(out + o, p + i, (size_t)n);
+                        o += (size_t)n;
+                        i += (size_t)n;
+                } else {
+                        if (o + 3 > outcap)
+                                break;
+                        memcpy(out + o, "\xEF\xBF\xBD", 3);
+                        o += 3;
+                        i++;
+                }
+        }
+        *used = i;
+        return o;
+}
+
+/* A malloc'ed clean copy of s, at most max bytes of it, plus marker when it
+ * had to be cut.  NULL only when out of memory. */
+static char *utf8_clean_dup(const char *s, size_t len, size_t max, const char *marker, size_t *out_len) {
+        size_t mlen = marker ? strlen(marker) : 0, cap, used, n;
+        char *out;
+
+        if (len <= max && utf8_valid(s, len)) {
+                out = malloc(len + 1);
+                if (!out)
+                        return NULL;
+                memcpy(out, s, len);
+                out[len] = '\0';
+                *out_len = len;
+                return out;
+        }
+        cap = MIN(len, max) * 3 + mlen + 1;
+        out = malloc(cap);
+        if (!out)
+                return NULL;
+        n = utf8_clean(s, len, out, MIN(cap - mlen - 1, max), &used, true);
+        if (used < len && marker) {
+                memcpy(out + n, marker, mlen);
+                n += mlen;
+        }
+        out[n] = '\0';
+        *out_len = n;
+        return out;
+}
+
+/* ---- Talking to the daemon ----------------------------------------------- */
+
+/* The daemon went away or the socket broke: nothing left to serve. */
+__attribute__((noreturn)) static void worker_exit(int status);
+
+static void send_frame(json_t *msg) {
+        int r;
+
+        if (!msg)
+                worker_exit(1); /* out of memory building it */
+        r = frame_send(W.sock, msg);
+        json_decref(msg);
+        if (r < 0)
+                worker_exit(1);
+}
+
+/* ---- Console --------------------------------------------------------------
+ * R writes through WriteConsoleEx; the bytes are buffered and sent as
+ * console frames when 8 KiB are pending, when 10 ms have passed since the
+ * last frame (checked here and in R_PolledEvents, which Sys.sleep calls every
+ * 20 ms), and always before the result. */
+
+static void console_send(bool final) {
+        static char text[CONSOLE_FRAME_MAX];
+        struct console *c = &W.console;
+
+        while (c->len > 0) {
+                size_t used, n = utf8_clean(c->buf, c->len, text, sizeof(text), &used, final);
+
+                if (used == 0)
+                        break; /* only the start of a character: wait for the rest */
+                memmove(c->buf, c->buf + used, c->len - used);
+                c->len -= used;
+                send_frame(json_pack("{s:s, s:I, s:s%}", "type", "console", "seq", (json_int_t)W.seq,
+                                     "text", text, n));
+        }
+        c->last_send_ns = now_ns();
+}
+
+static void console_append(const char *buf, size_t len) {
+        struct console *c = &W.console;
+
+        if (c->len + len > c->cap) {
+                size_t cap = c->cap ? c->cap : 16384;
+                char *p;
+
+                while (cap < c->len + len)
+                        cap *= 2;
+                p = realloc(c->buf, cap);
+                if (!p)
+                        return; /* drop output rather than fail the run */
+                c->buf = p;
+                c->cap = cap;
+        }
+        memcpy(c->buf + c->len, buf, len);
+        c->len += len;
+}
+
+static void console_write(const char *buf, int len, int otype) {
+        struct console *c = &W.console;
+        size_t n = len > 0 ? (size_t)len : 0;
+
+        /* Outside a run (start-up, formatting between runs) nobody reads it. */
+        if (!W.in_run || c->truncated || n == 0)
+                return;
+        if (c->run_bytes + n > CONSOLE_RUN_MAX) {
+                n = CONSOLE_RUN_MAX - c->run_bytes;
+                c->truncated = true;
+        }
+        console_append(buf, n);
+        c->run_bytes += n;
+        if (c->truncated)
+                console_append(console_truncated_marker, sizeof(console_truncated_marker) - 1);
+        /* cat("tick", i, "\n") is three writes: on time alone, send only at
+         * the end of a line; polled_events() sends a partial line later. */
+        if (c->len >= CONSOLE_FLUSH_BYTES ||
+            (c->buf[c->len - 1] == '\n' && now_ns() - c->last_send_ns >= CONSOLE_FLUSH_NS))
+                console_send(false);
+}
+
+static void polled_events(void) {
+        if (W.in_run && W.console.len > 0 && now_ns() - W.console.last_send_ns >= CONSOLE_FLUSH_NS)
+                console_send(false);
+}
+
+/* readline() and scan(stdin()) see end of file: there is no terminal. */
+static int console_read(const char *prompt, unsigned char *buf, int len, int add_history) {
+        return 0;
+}
+
+static void show_message(const char *msg) {
+        console_write(msg, (int)strlen(msg), 1);
+        console_write("\n", 1, 1);
+}
+
+static void console_noop(void) {}
+
+/* R's fatal error: R is unusable.  During start-up the zygote reports it on
+ * its control socket; a worker just dies and the daemon reports a crash. */
+static void r_suicide(const char *msg) {
+        if (W.zygote_ctl >= 0) {
+                char line[512];
+                int n = snprintf(line, sizeof(line), "fatal R: %s", msg);
+
+                if (n > 0)
+                        (void)!send(W.zygote_ctl, line, MIN((size_t)n, sizeof(line) - 1), MSG_NOSIGNAL);
+        }
+        _exit(2);
+}
+
+/* q() and quit() land here.  A session ends only through the daemon (rmdir,
+ * ctl restart), so during a run they are an ordinary R error. */
+static void r_clean_up(SA_TYPE saveact, int status, int run_last) {
+        if (W.in_run && saveact != SA_SUICIDE)
+                Rf_error("quit() does not end a securerfs session; "
+                         "write \"restart\" to its ctl file for a fresh one");
+        _exit(status);
+}
+
+/* ---- Signals --------------------------------------------------------------
+ * SIGINT (the daemon's interrupt) and SIGXCPU (the kernel, at the per-run
+ * CPU soft limit) ask R to unwind at its next check; R_SelectEx (Sys.sleep)
+ * installs its own SIGINT handler for the wait and wakes at once.  SIGXFSZ
+ * only marks the run, so that the write fails with EFBIG and R reports it
+ * instead of the process dying.  No SA_RESTART: a blocking call in user
+ * code returns EINTR and R gets to check. */
+
+static void on_sigint(int sig) {
+        got_sigint = 1;
+        R_interrupts_pending = 1;
+}
+
+static void on_sigxcpu(int sig) {
+        got_sigxcpu = 1;
+        R_interrupts_pending = 1;
+}
+
+static void on_sigxfsz(int sig) {
+        got_sigxfsz = 1;
+}
+
+static void set_handler(int sig, void (*fn)(int)) {
+        struct sigaction sa = {.sa_handler = fn};
+
+        sigemptyset(&sa.sa_mask);
+        sigaction(sig, &sa, NULL);
+}
+
+/* ---- Temporary directories --------------------------------------------- */
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+        (void)(type == FTW_DP ? rmdir(path) : unlink(path));
+        return 0;
+}
+
+/* FTW_PHYS: a symlink the code planted is removed, never followed. */
+static void remove_tree(const char *path) {
+        if (path && *path)
+                nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+static void worker_exit(int status) {
+        remove_tree(R_TempDir);
+        _exit(status);
+}
+
+void worker_r_shutdown(void) {
+        remove_tree(R_TempDir);
+}
+
+/* ---- Start-up (zygote) ------------------------------------------------- */
+
+/* R_HOME and the directories /usr/bin/R would export.  Debian splits the R
+ * home: share, include and doc live under /usr/share/R, and R.home("share")
+ * is wrong without R_SHARE_DIR. */
+static void set_r_environment(void) {
+        static const struct {
+                const char *name, *sub;
+        } dirs[] = {
+                {"R_SHARE_DIR", "share"},
+                {"R_INCLUDE_DIR", "include"},
+                {"R_DOC_DIR", "doc"},
+        };
+        const char *home;
+
+        setenv("R_HOME", SECURERFS_R_HOME, 0);
+        home = getenv("R_HOME");
+        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+                char in_home[4096], debian[4096];
+                struct stat st;
+
+                if (getenv(dirs[i].name))
+                        continue;
+                snprintf(in_home, sizeof(in_home), "%s/%s", home, dirs[i].sub);
+                snprintf(debian, sizeof(debian), "/usr/share/R/%s", dirs[i].sub);
+                if (stat(in_home, &st) < 0 && stat(debian, &st) == 0)
+                        setenv(dirs[i].name, debian, 1);
+                else
+                        setenv(dirs[i].name, in_home, 1);
+        }
+}
+
+struct parse_job {
+        const char *text;
+        size_t len;
+        SEXP out; /* stored in W.slots[SLOT_EXPRS] */
+        ParseStatus status;
+};
+
+static void parse_cb(void *data) {
+        struct parse_job *p = data;
+        SEXP text = PROTECT(Rf_allocVector(STRSXP, 1));
+
+        SET_STRING_ELT(text, 0, Rf_mkCharLenCE(p->text, (int)p->len, CE_UTF8));
+        p->out = R_ParseVector(text, -1, &p->status, R_NilValue);
+        SET_VECTOR_ELT(W.slots, SLOT_EXPRS, p->out);
+        UNPROTECT(1);
+}
+
+static void set_error(char *err, size_t errlen, const char *what) {
+        const char *msg = R_curErrorBuf();
+        size_t n = strlen(msg);
+
+        while (n > 0 && msg[n - 1] == '\n')
+                n--;
+        snprintf(err, errlen, "%s: %.*s", what, (int)n, msg);
+}
+
+/* Evaluate R source text in env, expression by expression. */
+static int eval_text(const char *src, SEXP env, const char *what, char *err, size_t errlen) {
+        struct parse_job p = {.text = src, .len = strlen(src)};
+        SEXP exprs;
+
+        if (!R_ToplevelExec(parse_cb, &p) || p.status != PARSE_OK) {
+                snprintf(err, errlen, "%s: does not parse", what);
+                return -EINVAL;
+        }
+        exprs = PROTECT(p.out);
+        SET_VECTOR_ELT(W.slots, SLOT_EXPRS, R_NilValue);
+        for (R_xlen_t i = 0; i < XLENGTH(exprs); i++) {
+                int failed = 0;
+
+                R_tryEval(VECTOR_ELT(exprs, i), env, &failed);
+                if (failed) {
+                        set_error(err, errlen, what);
+                        UNPROTECT(1);
+                        return -EINVAL;
+                }
+        }
+        UNPROTECT(1);
+        return 0;
+}
+
+static SEXP preserve(SEXP x) {
+        R_PreserveObject(x);
+        return x;
+}
+
+/* A call fn(args...) of a worker.R function, to be evaluated in W.env. */
+static int worker_call(const char *name, SEXP arg, SEXP *out, char *err, size_t errlen) {
+        SEXP fn = Rf_findVarInFrame3(W.env, Rf_install(name), TRUE);
+
+        if (TYPEOF(fn) != CLOSXP) {
+                snprintf(err, errlen, "worker.R defines no function %s", name);
+                return -EINVAL;
+        }
+        *out = preserve(arg ? Rf_lang2(fn, arg) : Rf_lang1(fn));
+        return 0;
+}
+
+int worker_r_init(int ctl_fd, char *err, size_t errlen) {
+        static char arg0[] = "R", arg1[] = "--vanilla", arg2[] = "--silent", arg3[] = "--no-echo",
+                    arg4[] = "--no-readline";
+        char *argv[] = {arg0, arg1, arg2, arg3, arg4, NULL};
+        /* Set here, not in worker.R, so that tests sourcing worker.R keep
+         * R's defaults.  The error text goes into the result, not the
+         * console; "Calls:" lines would only repeat the traceback. */
+        static const char session_setup[] =
+                "options(show.error.messages = FALSE, showErrorCalls = FALSE, keep.source = FALSE)\n"
+                "loadNamespace('jsonlite')\n";
+        SEXP handlers;
+        int r;
+
+        W.zygote_ctl = ctl_fd;
+        set_r_environment();
+
+        /* No R signal handlers: the worker installs its own after the clone
+         * (R's would turn SIGINT into a prompt-level interrupt and SIGSEGV
+         * into a "*** caught segfault" dialogue on a console nobody reads). */
+        R_SignalHandlers = 0;
+        if (Rf_initialize_R((int)ARRAY_SIZE(argv) - 1, argv) != 0) {
+                snprintf(err, errlen, "R: Rf_initialize_R failed");
+                return -EINVAL;
+        }
+        R_Interactive = FALSE;
+        /* The jail's stack and R's guess of its base disagree; R_CStackLimit
+         * -1 turns the check off (deep recursion still stops at
+         * expressions=5000). */
+        R_CStackLimit = (uintptr_t)-1;
+        R_Outputfile = NULL;
+        R_Consolefile = NULL;
+        ptr_R_WriteConsole = NULL;
+        ptr_R_WriteConsoleEx = console_write;
+        ptr_R_ReadConsole = console_read;
+        ptr_R_ShowMessage = show_message;
+        ptr_R_ResetConsole = console_noop;
+        ptr_R_FlushConsole = console_noop;
+        ptr_R_ClearerrConsole = console_noop;
+        ptr_R_Suicide = r_suicide;
+        ptr_R_CleanUp = r_clean_up;
+        setup_Rmainloop();
+
+        W.slots = preserve(Rf_allocVector(VECSXP, N_SLOTS));
+        W.sym_value = Rf_install(".value");
+        W.sym_code = Rf_install(".code");
+        W.sym_warnings_count = Rf_install("warnings_count");
+        W.sym_interrupted = Rf_install("interrupted");
+
+        /* worker.R's own environment: its parent is the base namespace, so
+         * base comes before anything user code defines globally. */
+        W.env = preserve(R_NewEnv(R_BaseNamespace, TRUE, 64));
+        r = eval_text(session_setup, W.env, "R session set-up", err, errlen);
+        if (r < 0)
+                return r;
+        r = eval_text(worker_r_source, W.env, "worker.R", err, errlen);
+        if (r < 0)
+                return r;
+
+        if ((r = worker_call("format_value", W.sym_value, &W.format_call, err, errlen)) < 0 ||
+            (r = worker_call("value_json", W.sym_value, &W.json_call, err, errlen)) < 0 ||
+            (r = worker_call("parse_error", W.sym_code, &W.parse_error_call, err, errlen)) < 0 ||
+            (r = worker_call("warning_summary", NULL, &W.summary_call, err, errlen)) < 0 ||
+            (r = worker_call("reset_warnings", NULL, &W.reset_warnings_call, err, errlen)) < 0)
+                return r;
+        handlers = Rf_findVarInFrame3(W.env, Rf_install("add_handlers_call"), TRUE);
+        if (TYPEOF(handlers) != LANGSXP) {
+                snprintf(err, errlen, "worker.R defines no add_handlers_call");
+                return -EINVAL;
+        }
+        W.add_handlers_call = preserve(handlers);
+        W.zygote_ctl = -1;
+        return 0;
+}
+
+/* ---- Formatting (DESIGN section 2) -------------------------------------- */
+
+static bool is_atomic_type(int type) {
+        switch (type) {
+        case LGLSXP:
+        case INTSXP:
+        case REALSXP:
+        case CPLXSXP:
+        case STRSXP:
+        case RAWSXP:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* Text of a CHARSXP as clean UTF-8, at most max bytes (plus marker). */
+static char *charsxp_text(SEXP ch, size_t max, const char *marker, size_t *len) {
+        const void *vmax = vmaxget();
+        const char *s;
+        char *out;
+
+        /* The session's locale is C.UTF-8, so native strings are UTF-8 (or
+         * invalid: rawToChar); translateCharUTF8 would write bad bytes as
+         * "<ff>" where the console shows U+FFFD.  Only latin1 needs it. */
+        s = Rf_getCharCE(ch) == CE_LATIN1 ? Rf_translateCharUTF8(ch) : CHAR(ch);
+        out = utf8_clean_dup(s, strlen(s), max, marker, len);
+        vmaxset(vmax);
+        return out;
+}
+
+/* Calls a worker.R function on the value bound to .value in W.env.  NULL
+ * if it failed (an interrupt, a memory error). */
+static SEXP call_on_value(SEXP call, SEXP value) {
+        int failed = 0;
+        SEXP res;
+
+        Rf_defineVar(W.sym_value, value, W.env);
+        res = R_tryEval(call, W.env, &failed);
+        Rf_defineVar(W.sym_value, R_NilValue, W.env);
+        return failed ? NULL : res;
+}
+
+static char *format_value(SEXP v, size_t *len) {
+        SEXP res;
+
+        if (v == R_NilValue)
+                return utf8_clean_dup("NULL", 4, OUTPUT_MAX, NULL, len);
+        /* as.character() of a length-one atomic without a class is
+         * coerceVector(): the same 15 significant digits. */
+        if (!OBJECT(v) && is_atomic_type(TYPEOF(v)) && XLENGTH(v) == 1) {
+                SEXP s = PROTECT(TYPEOF(v) == STRSXP ? v : Rf_coerceVector(v, STRSXP));
+                SEXP ch = STRING_ELT(s, 0);
+                char *out = ch == NA_STRING ? utf8_clean_dup("NA", 2, OUTPUT_MAX, NULL, len)
+                                            : charsxp_text(ch, OUTPUT_MAX, output_truncated_marker, len);
+
+                UNPROTECT(1);
+                return out;
+        }
+        res = call_on_value(W.format_call, v);
+        if (!res || TYPEOF(res) != STRSXP || XLENGTH(res) != 1 || STRING_ELT(res, 0) == NA_STRING) {
+                static const char failed[] = "<value could not be printed: formatting was interrupted or failed>";
+
+                return utf8_clean_dup(failed, sizeof(failed) - 1, OUTPUT_MAX, NULL, len);
+        }
+        PROTECT(res);
+        char *out = charsxp_text(STRING_ELT(res, 0), OUTPUT_MAX, output_truncated_marker, len);
+        UNPROTECT(1);
+        return out;
+}
+
+/* ---- Value JSON (jsonlite's conventions) -------------------------------- */
+
+/* JSON of one element, adding an over-estimate of its encoded size to *size.
+ * Matches toJSON(auto_unbox = TRUE, na = "null", digits = NA): NA and the
+ * non-finite doubles are null, whole doubles print without a fraction
+ * (jsonlite writes 2, not 2.0; below 1e15 "%.15g" has no exponent). */
+static json_t *element_json(SEXP v, R_xlen_t i, size_t *size) {
+        switch (TYPEOF(v)) {
+        case LGLSXP: {
+                int x = LOGICAL(v)[i];
+
+                *size += 6;
+                return x == NA_LOGICAL ? json_null() : json_boolean(x);
+        }
+        case INTSXP: {
+                int x = INTEGER(v)[i];
+
+                *size += 12;
+                return x == NA_INTEGER ? json_null() : json_integer(x);
+        }
+        case REALSXP: {
+                double x = REAL(v)[i];
+
+                *size += 24;
+                if (!isfinite(x))
+                        return json_null();
+                if (x == floor(x) && fabs(x) < 1e15)
+                        return json_integer((json_int_t)x);
+                return json_real(x);
+        }
+        case STRSXP: {
+                SEXP ch = STRING_ELT(v, i);
+                const char *s;
+                size_t n;
+
+                if (ch == NA_STRING) {
+                        *size += 5;
+                        return json_null();
+                }
+                s = CHAR(ch);
+                n = (size_t)LENGTH(ch);
+                *size += n + 3;
+                for (size_t k = 0; k < n; k++)
+                        if ((unsigned char)s[k] < 0x20 || s[k] == '"' || s[k] == '\\')
+                                *size += 5;
+                if (*size > VALUE_JSON_MAX)
+                        return json_null(); /* the caller gives up anyway */
+                if (Rf_getCharCE(ch) != CE_LATIN1 && Rf_getCharCE(ch) != CE_BYTES && utf8_valid(s, n))
+                        return json_stringn_nocheck(s, n);
+                {
+                        size_t len;
+                        _cleanup_free_ char *clean = charsxp_text(ch, VALUE_JSON_MAX, NULL, &len);
+
+                        return clean ? json_stringn_nocheck(clean, len) : NULL;
+                }
+        }
+        default:
+                return NULL;
+        }
+}
+
+/* An unclassed logical, integer, double or character vector whose only
+ * attribute is names (jsonlite drops those): no R call needed. */
+static bool json_fast_path(SEXP v) {
+        SEXP a = ATTRIB(v);
+
+        if (OBJECT(v))
+                return false;
+        switch (TYPEOF(v)) {
+        case LGLSXP:
+        case INTSXP:
+        case REALSXP:
+        case STRSXP:
+                break;
+        default:
+                return false;
+        }
+        return a == R_NilValue || (TAG(a) == R_NamesSymbol && CDR(a) == R_NilValue);
+}
+
+static json_t *value_json(SEXP v, char **note) {
+        static const char too_big[] = "value JSON over 4 MiB";
+        SEXP res;
+        size_t size = 2;
+
+        *note = NULL;
+        if (v == R_NilValue)
+                return json_null();
+        if (json_fast_path(v)) {
+                R_xlen_t n = XLENGTH(v);
+                json_t *arr;
+
+                if (n == 1)
+                        return element_json(v, 0, &size);
+                arr = json_array();
+                for (R_xlen_t i = 0; arr && i < n; i++) {
+                        json_t *e = element_json(v, i, &size);
+
+                        if (!e || size > VALUE_JSON_MAX || json_array_append_new(arr, e) < 0) {
+                                json_decref(arr);
+                                arr = NULL;
+                        }
+                }
+                if (!arr && size > VALUE_JSON_MAX)
+                        *note = strdup(too_big);
+                return arr ? arr : json_null();
+        }
+
+        res = call_on_value(W.json_call, v);
+        if (!res || TYPEOF(res) != STRSXP || XLENGTH(res) != 2) {
+                *note = strdup("value JSON failed: interrupted or out of memory");
+                return json_null();
+        }
+        PROTECT(res);
+        if (STRING_ELT(res, 0) == NA_STRING) {
+                size_t len;
+
+                *note = STRING_ELT(res, 1) == NA_STRING
+                                ? strdup("no JSON form")
+                                : charsxp_text(STRING_ELT(res, 1), WARNING_TEXT_MAX, NULL, &len);
+                UNPROTECT(1);
+                return json_null();
+        }
+        {
+                size_t len;
+                _cleanup_free_ char *text = charsxp_text(STRING_ELT(res, 0), VALUE_JSON_MAX, NULL, &len);
+                json_error_t jerr;
+                json_t *j = NULL;
+
+                UNPROTECT(1);
+                if (!text || len >= VALUE_JSON_MAX) {
+                        *note = strdup(too_big);
+                        return json_null();
+                }
+                j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+                if (!j) {
+                        *note = strdup("value JSON from jsonlite did not parse");
+                        return json_null();
+                }
+                return j;
+        }
+}
+
+/* ---- A run ----------------------------------------------------------------- */
+
+struct run {
+        long long seq;
+        const char *code;
+        size_t code_len;
+        json_int_t limit_cpu, limit_memory, limit_fsize; /* -1: none given */
+        uint64_t start_ns;
+
+        ParseStatus parse_status;
+        bool eval_ok;
+        char *output;
+        size_t output_len;
+        json_t *value;
+        char *value_note;
+};
+
+static void eval_cb(void *data) {
+        SEXP exprs = VECTOR_ELT(W.slots, SLOT_EXPRS);
+
+        /* withCallingHandlers(warning = , interrupt = ) without its frame:
+         * the handlers are dropped when R_ToplevelExec returns. */
+        Rf_eval(W.add_handlers_call, R_GlobalEnv);
+        SET_VECTOR_ELT(W.slots, SLOT_VALUE, R_NilValue);
+        for (R_xlen_t i = 0; i < XLENGTH(exprs); i++)
+                SET_VECTOR_ELT(W.slots, SLOT_VALUE, Rf_eval(VECTOR_ELT(exprs, i), R_GlobalEnv));
+}
+
+static void present_cb(void *data) {
+        struct run *r = data;
+        SEXP v = VECTOR_ELT(W.slots, SLOT_VALUE);
+
+        r->output = format_value(v, &r->output_len);
+        r->value = value_json(v, &r->value_note);
+}
+
+static int r_int_var(SEXP sym) {
+        SEXP x = Rf_findVarInFrame3(W.env, sym, TRUE);
+
+        if (TYPEOF(x) == INTSXP && XLENGTH(x) == 1)
+                return INTEGER(x)[0];
+        if (TYPEOF(x) == LGLSXP && XLENGTH(x) == 1)
+                return LOGICAL(x)[0] == TRUE;
+        return 0;
+}
+
+/* The run's warnings: the console block R would print at the end of the
+ * top-level call, and each message for the result.  Empty if none. */
+static json_t *collect_warnings(void) {
+        json_t *arr = json_array();
+        SEXP res;
+        int failed = 0;
+
+        if (r_int_var(W.sym_warnings_count) == 0)
+                return arr;
+        res = R_tryEval(W.summary_call, W.env, &failed);
+        if (!failed && TYPEOF(res) == STRSXP) {
+                PROTECT(res);
+                for (R_xlen_t i = 0; i < XLENGTH(res); i++) {
+                        size_t len;
+                        _cleanup_free_ char *s = NULL;
+
+                        if (STRING_ELT(res, i) == NA_STRING)
+                                continue;
+                        s = charsxp_text(STRING_ELT(res, i), WARNING_TEXT_MAX, "...", &len);
+                        if (!s)
+                                continue;
+                        if (i == 0)
+                                console_write(s, (int)len, 1);
+                        else
+                                json_array_append_new(arr, json_stringn_nocheck(s, len));
+                }
+                UNPROTECT(1);
+        }
+        R_tryEval(W.reset_warnings_call, W.env, &failed);
+        return arr;
+}
+
+static void send_result(struct run *r, const char *status, const char *error, const char *limit, json_t *warnings) {
+        json_t *msg;
+        int e;
+
+        msg = json_pack("{s:s, s:I, s:s, s:s%, s:O, s:s, s:O}", "type", "result", "seq", (json_int_t)r->seq,
+                        "status", status, "output", r->output ? r->output : "", r->output ? r->output_len : 0,
+                        "value", r->value ? r->value : json_null(), "error", error, "warnings", warnings);
+        if (!msg)
+                worker_exit(1);
+        if (r->value_note)
+                json_object_set_new(msg, "value_note", json_string(r->value_note));
+        if (limit)
+                json_object_set_new(msg, "limit", json_string(limit));
+#ifdef WORKER_TIMING
+        /* Benchmark aid, off in normal builds (the daemon refuses unknown
+         * fields): the worker's time from the exec frame to here. */
+        json_object_set_new(msg, "worker_ns", json_integer((json_int_t)(now_ns() - r->start_ns)));
+#endif
+        e = frame_send(W.sock, msg);
+        if (e == -EMSGSIZE) {
+                /* Escaping can grow the output and value past the frame
+                 * limit; say so rather than lose the run. */
+                json_object_set_new(msg, "value", json_null());
+                json_object_set_new(msg, "value_note", json_string("value JSON too large to send"));
+                json_object_set_new(msg, "output", json_string("<output too large to send>"));
+                e = frame_send(W.sock, msg);
+        }
+        json_decref(msg);
+        if (e < 0)
+                worker_exit(1);
+}
+
+static char *error_text(const struct run *r, const char **limit) {
+        const char *msg = R_curErrorBuf();
+        size_t n = strlen(msg), len;
+        char *text, *out;
+
+        while (n > 0 && msg[n - 1] == '\n')
+                n--;
+        text = utf8_clean_dup(msg, n, ERROR_MAX, "...", &len);
+        if (!text)
+                return NULL;
+        *limit = NULL;
+        if (strstr(text, "cannot allocate") || strstr(text, "memory exhausted")) {
+                *limit = "memory";
+                if (r->limit_memory > 0 && asprintf(&out, "%s (memory limit: %lld MiB)", text,
+                                                    (long long)(r->limit_memory >> 20)) >= 0) {
+                        free(text);
+                        text = out;
+                }
+        } else if (got_sigxfsz) {
+                *limit = "fsize";
+                if (r->limit_fsize >= 0 &&
+                    asprintf(&out, "%s (file size limit: %lld bytes)", text, (long long)r->limit_fsize) >= 0) {
+                        free(text);
+                        text = out;
+                }
+        } else if (strstr(text, "Too many open files")) {
+                *limit = "nofile";
+        }
+        return text;
+}
+
+static void run_exec(struct run *r) {
+        struct parse_job p = {.text = r->code, .len = r->code_len};
+        _cleanup_json_ json_t *warnings = NULL;
+        _cleanup_free_ char *error = NULL;
+        const char *status = "ok", *limit = NULL;
+        SEXP exprs;
+
+        got_sigint = got_sigxcpu = got_sigxfsz = 0;
+        R_interrupts_pending = 0;
+        W.seq = r->seq;
+        W.console.len = 0;
+        W.console.run_bytes = 0;
+        W.console.truncated = false;
+        W.console.last_send_ns = r->start_ns = now_ns();
+        W.in_run = true;
+        if (r_int_var(W.sym_interrupted))
+                Rf_defineVar(W.sym_interrupted, Rf_ScalarLogical(FALSE), W.env);
+
+        if (memchr(r->code, '\0', r->code_len)) {
+                status = "error";
+                error = strdup("Syntax error: the code contains a NUL byte");
+                goto done;
+        }
+        if (!R_ToplevelExec(parse_cb, &p)) {
+                status = "error";
+                error = strdup("Syntax error: the parser failed (out of memory?)");
+                goto done;
+        }
+        exprs = VECTOR_ELT(W.slots, SLOT_EXPRS);
+        if (p.status != PARSE_OK || TYPEOF(exprs) != EXPRSXP) {
+                SEXP msg;
+
+                status = "error";
+                Rf_defineVar(W.sym_code, Rf_ScalarString(Rf_mkCharLenCE(r->code, (int)r->code_len, CE_UTF8)),
+                             W.env);
+                msg = call_on_value(W.parse_error_call, R_NilValue);
+                Rf_defineVar(W.sym_code, R_NilValue, W.env);
+                if (msg && TYPEOF(msg) == STRSXP && XLENGTH(msg) == 1) {
+                        size_t len;
+
+                        error = charsxp_text(STRING_ELT(msg, 0), ERROR_MAX, "...", &len);
+                }
+                if (!error)
+                        error = strdup("Syntax error");
+                goto done;
+        }
+
+        r->eval_ok = R_ToplevelExec(eval_cb, r);
+        SET_VECTOR_ELT(W.slots, SLOT_EXPRS, R_NilValue);
+        if (r->eval_ok) {
+                if (!R_ToplevelExec(present_cb, r) && !r->output)
+                        r->output = strdup("<value could not be printed: formatting failed>");
+                if (!r->value)
+                        r->value = json_null();
+        } else if (got_sigxcpu) {
+                status = "error";
+                limit = "cpu";
+                if (r->limit_cpu >= 0) {
+                        if (asprintf(&error, "CPU time limit of %lld s reached (run interrupted)",
+                                     (long long)r->limit_cpu) < 0)
+                                error = NULL;
+                } else {
+                        error = strdup("CPU time limit reached (run interrupted)");
+                }
+        } else if (got_sigint || r_int_var(W.sym_interrupted)) {
+                status = "interrupted";
+                error = strdup("interrupted");
+        } else {
+                status = "error";
+                error = error_text(r, &limit);
+        }
+        SET_VECTOR_ELT(W.slots, SLOT_VALUE, R_NilValue);
+
+done:
+        /* R_SelectEx (Sys.sleep) puts back the SIGINT handler with signal(),
+         * which adds SA_RESTART, or leaves its own if it unwound early. */
+        set_handler(SIGINT, on_sigint);
+        warnings = collect_warnings();
+        console_send(true);
+        W.in_run = false;
+        if (strcmp(status, "ok")) {
+                free(r->output);
+                r->output = NULL;
+                json_decref(r->value);
+                r->value = NULL;
+        }
+        send_result(r, status, !strcmp(status, "ok") ? "" : error ? error : "error", limit, warnings);
+        free(r->output);
+        json_decref(r->value);
+        free(r->value_note);
+        R_interrupts_pending = 0;
+}
+
+/* exec: {"type":"exec","seq":N,"code":"...","limits":{...}}.  The daemon is
+ * trusted, but anything else means the two programs disagree: stop. */
+static int parse_exec(json_t *msg, struct run *r) {
+        static const char *const limit_names[] = {"cpu", "memory", "fsize", "nproc", "nofile", "stack"};
+        json_t *seq = json_object_get(msg, "seq"), *code = json_object_get(msg, "code");
+        json_t *limits = json_object_get(msg, "limits"), *v;
+        const char *key;
+
+        if (strcmp(frame_type(msg), "exec") || !json_is_integer(seq) || !json_is_string(code))
+                return -EBADMSG;
+        json_object_foreach(msg, key, v) if (strcmp(key, "type") && strcmp(key, "seq") && strcmp(key, "code") &&
+                                             strcmp(key, "limits")) return -EBADMSG;
+        *r = (struct run){
+                .seq = json_integer_value(seq),
+                .code = json_string_value(code),
+                .code_len = json_string_length(code),
+                .limit_cpu = -1,
+                .limit_memory = -1,
+                .limit_fsize = -1,
+        };
+        if (!limits || json_is_null(limits))
+                return 0;
+        if (!json_is_object(limits))
+                return -EBADMSG;
+        json_object_foreach(limits, key, v) {
+                size_t i;
+
+                for (i = 0; i < ARRAY_SIZE(limit_names); i++)
+                        if (!strcmp(key, limit_names[i]))
+                                break;
+                if (i == ARRAY_SIZE(limit_names) || !(json_is_integer(v) || json_is_null(v)))
+                        return -EBADMSG;
+                if (!json_is_integer(v))
+                        continue;
+                if (!strcmp(key, "cpu"))
+                        r->limit_cpu = json_integer_value(v);
+                else if (!strcmp(key, "memory"))
+                        r->limit_memory = json_integer_value(v);
+                else if (!strcmp(key, "fsize"))
+                        r->limit_fsize = json_integer_value(v);
+        }
+        return 0;
+}
+
+/* ---- The worker process ------------------------------------------------ */
+
+static void send_fatal(const char *error) {
+        json_t *msg = json_pack("{s:s, s:s}", "type", "fatal", "error", error);
+
+        if (msg)
+                frame_send(W.sock, msg);
+        json_decref(msg);
+}
+
+static int setup_tmpdir(char *err, size_t errlen) {
+        const char *dir = jail_tmpdir();
+
+        if (!dir || !*dir) {
+                snprintf(err, errlen, "no temporary directory from the jail");
+                return -ENOENT;
+        }
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+                int e = errno;
+
+                snprintf(err, errlen, "mkdir %s: %s", dir, strerror(e));
+                return -e;
+        }
+        /* R_TempDir still names the zygote's directory, shared by every
+         * worker (and absent inside the jail). */
+        R_TempDir = strdup(dir);
+        if (!R_TempDir) {
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+        }
+        setenv("TMPDIR", dir, 1);
+        setenv("R_SESSION_TMPDIR", dir, 1);
+        return 0;
+}
+
+static int redirect_stdio(char *err, size_t errlen) {
+        int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+        if (fd < 0) {
+                int e = errno;
+
+                snprintf(err, errlen, "open /dev/null: %s", strerror(e));
+                return -e;
+        }
+        for (int i = 0; i < 3; i++)
+                if (fd != i && dup2(fd, i) < 0) {
+                        int e = errno;
+
+                        snprintf(err, errlen, "dup2 /dev/null: %s", strerror(e));
+                        return -e;
+                }
+        if (fd > 2)
+                close(fd);
+        return 0;
+}
+
+void worker_main(int sock, const struct jail_options *o) {
+        struct frame_reader reader;
+        char err[1024] = "";
+        sigset_t none;
+
+        /* Child of jail_clone(): the zygote's control socket is fd 3, the
+         * daemon's socket for this worker is sock.  After this, fd 3 is the
+         * worker's socket and nothing else of the zygote's stays open. */
+        if (dup2(sock, WORKER_FD) < 0)
+                _exit(1);
+        if (close_range(WORKER_FD + 1, ~0u, 0) < 0)
+                for (int fd = WORKER_FD + 1; fd < 65536; fd++)
+                        close(fd);
+        W.sock = WORKER_FD;
+        W.zygote_ctl = -1;
+        set_handler(SIGPIPE, SIG_IGN);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+
+        if (jail_enter(o, err, sizeof(err)) < 0 || redirect_stdio(err, sizeof(err)) < 0 ||
+            setup_tmpdir(err, sizeof(err)) < 0) {
+                send_fatal(err);
+                _exit(1);
+        }
+        /* From here on: inside the jail, no capabilities. */
+        snprintf(err, sizeof(err), "worker %ld", (long)getpid());
+        log_set_prefix(err);
+
+        set_handler(SIGINT, on_sigint);
+        set_handler(SIGXCPU, on_sigxcpu);
+        set_handler(SIGXFSZ, on_sigxfsz);
+        R_PolledEvents = polled_events;
+        R_wait_usec = POLL_WAIT_USEC;
+
+        send_frame(json_pack("{s:s, s:s}", "type", "ready", "r_version", R_MAJOR "." R_MINOR));
+
+        frame_reader_init(&reader, FRAME_MAX_BYTES);
+        for (;;) {
+                _cleanup_json_ json_t *msg = NULL;
+                struct run r;
+                int e = frame_recv(W.sock, &reader, &msg);
+
+                if (e == 0)
+                        worker_exit(0); /* the daemon closed the session */
+                if (e < 0 || parse_exec(msg, &r) < 0)
+                        worker_exit(2);
+                run_exec(&r);
+        }
+}

@@ -1,0 +1,238 @@
+/* securerfs-worker --zygote: initialise R once, then clone a worker per
+ * request (docs/protocol.md, "Zygote control channel").
+ *
+ * The zygote is started by the daemon with a clean environment and fd 3 one
+ * end of a SOCK_SEQPACKET socketpair.  It runs no user code: it pays R's
+ * ~120 ms start-up once, and every worker is a copy-on-write clone of it,
+ * which costs about a millisecond.  Workers are cloned with CLONE_PARENT, so
+ * they are the daemon's children; the zygote never waits for them. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macros.h"
+#include "worker_internal.h"
+
+#define CONTROL_FD 3
+#define MAX_R_LIBS 32
+
+struct zygote_options {
+        struct jail_options jail;
+        const char *r_libs[MAX_R_LIBS];
+        char *r_libs_buf;
+};
+
+static int parse_bytes(const char *s, unsigned long long *out) {
+        char *end;
+        unsigned long long v;
+
+        if (!*s || *s == '-')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || *end)
+                return -EINVAL;
+        *out = v;
+        return 0;
+}
+
+static int parse_options(int argc, char **argv, struct zygote_options *z) {
+        int zygote = 0, have_sandbox = 0;
+
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i];
+
+                if (!strcmp(a, "--zygote")) {
+                        zygote = 1;
+                } else if (!strcmp(a, "--sandbox=strict")) {
+                        z->jail.mode = JAIL_STRICT;
+                        have_sandbox = 1;
+                } else if (!strcmp(a, "--sandbox=none")) {
+                        z->jail.mode = JAIL_NONE;
+                        have_sandbox = 1;
+                } else if (!strncmp(a, "--r-libs=", 9)) {
+                        char *save = NULL;
+
+                        free(z->r_libs_buf);
+                        z->r_libs_buf = strdup(a + 9);
+                        if (!z->r_libs_buf)
+                                return -ENOMEM;
+                        z->jail.n_r_libs = 0;
+                        for (char *d = strtok_r(z->r_libs_buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+                                if (z->jail.n_r_libs == MAX_R_LIBS || d[0] != '/')
+                                        return -EINVAL;
+                                z->r_libs[z->jail.n_r_libs++] = d;
+                        }
+                        z->jail.r_libs = z->r_libs;
+                } else if (!strncmp(a, "--tmp-size=", 11)) {
+                        if (parse_bytes(a + 11, &z->jail.tmp_bytes) < 0)
+                                return -EINVAL;
+                } else {
+                        return -EINVAL;
+                }
+        }
+        /* Strict is the default everywhere else; here the daemon must say
+         * which it wants, so that a mistake cannot silently drop the jail. */
+        if (!zygote || !have_sandbox)
+                return -EINVAL;
+        return 0;
+}
+
+static void control_send(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void control_send(const char *fmt, ...) {
+        char line[512];
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return;
+        if ((size_t)n >= sizeof(line))
+                n = sizeof(line) - 1;
+        /* MSG_NOSIGNAL: a daemon that went away gives EPIPE, not SIGPIPE;
+         * the next recvmsg() then sees end of file and the zygote exits. */
+        if (send(CONTROL_FD, line, (size_t)n, MSG_NOSIGNAL) < 0)
+                log_warn("control socket: %s", strerror(errno));
+}
+
+/* Receive one datagram and at most one fd.  Returns the datagram's length
+ * (0 at end of file) or -errno; *fd is the fd passed with it, or -1. */
+static long control_recv(char *buf, size_t size, int *fd) {
+        union {
+                struct cmsghdr align;
+                char space[CMSG_SPACE(sizeof(int))];
+        } control;
+        struct iovec iov = {.iov_base = buf, .iov_len = size - 1};
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.space,
+                .msg_controllen = sizeof(control.space),
+        };
+        ssize_t n;
+
+        *fd = -1;
+        do
+                n = recvmsg(CONTROL_FD, &mh, MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+                for (size_t i = 0; i < nfds; i++) {
+                        int one;
+
+                        memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                        if (*fd < 0)
+                                *fd = one;
+                        else
+                                close(one);
+                }
+        }
+        buf[n] = '\0';
+        /* A truncated datagram or more fds than fit: not a request we sent. */
+        if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+                return -EBADMSG;
+        return n;
+}
+
+/* "spawn TOKEN", TOKEN decimal: the token, or -EBADMSG. */
+static int parse_spawn(const char *line, unsigned long long *token) {
+        const char *p = line + 6;
+
+        if (strncmp(line, "spawn ", 6) || !*p || strlen(p) > 19)
+                return -EBADMSG;
+        for (const char *q = p; *q; q++)
+                if (*q < '0' || *q > '9')
+                        return -EBADMSG;
+        *token = strtoull(p, NULL, 10);
+        return 0;
+}
+
+static void serve_spawn_requests(const struct zygote_options *z) {
+        for (;;) {
+                char line[128];
+                unsigned long long token;
+                _cleanup_close_ int sock = -1;
+                long n = control_recv(line, sizeof(line), &sock);
+                pid_t pid;
+
+                if (n == 0)
+                        return; /* the daemon closed its end */
+                if (n < 0) {
+                        if (n == -EBADMSG) {
+                                log_error("control socket: malformed request ignored");
+                                continue;
+                        }
+                        log_error("control socket: %s", strerror((int)-n));
+                        return;
+                }
+                if (parse_spawn(line, &token) < 0) {
+                        log_error("control socket: unknown request ignored");
+                        continue;
+                }
+                if (sock < 0) {
+                        control_send("failed %llu spawn request without a socket", token);
+                        continue;
+                }
+                /* Unwritten stdio buffers would be written twice, once by
+                 * each process. */
+                fflush(NULL);
+                pid = jail_clone(&z->jail);
+                if (pid == 0)
+                        /* Child: a new process (in strict mode, pid 1 of new
+                         * namespaces, still holding its capabilities there). */
+                        worker_main(TAKE_FD(sock), &z->jail);
+                /* Zygote. */
+                if (pid < 0)
+                        control_send("failed %llu %s", token, jail_clone_error(pid));
+                else
+                        control_send("spawned %llu %ld", token, (long)pid);
+        }
+}
+
+int main(int argc, char **argv) {
+        struct zygote_options z = {0};
+        sigset_t none;
+        char err[512];
+        int r;
+
+        log_set_prefix("securerfs-worker");
+        if (parse_options(argc, argv, &z) < 0) {
+                log_error("usage: securerfs-worker --zygote --sandbox=strict|none "
+                          "[--r-libs=DIR:DIR] [--tmp-size=BYTES], fd 3 a SOCK_SEQPACKET socket");
+                free(z.r_libs_buf);
+                return 2;
+        }
+        /* A daemon that blocks signals for its signalfd would pass the mask
+         * on through execve(); workers must receive SIGINT. */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+                log_warn("prctl PR_SET_PDEATHSIG: %s", strerror(errno));
+
+        r = worker_r_init(CONTROL_FD, err, sizeof(err));
+        if (r < 0) {
+                control_send("fatal %s", err);
+                log_error("%s", err);
+                free(z.r_libs_buf);
+                return 1;
+        }
+        control_send("ready");
+        serve_spawn_requests(&z);
+        worker_r_shutdown();
+        free(z.r_libs_buf);
+        return 0;
+}

@@ -1,0 +1,20 @@
+/* The audit log: one JSON object per line, each with "time" (UTC, ISO 8601
+ * with milliseconds) and "event".  The file (-o audit_log) is created with
+ * mode 0600 and never through a symlink; sessions also keep their own lines
+ * for sessions/N/log. */
+#pragma once
+
+#include <stddef.h>
+#include <jansson.h>
+
+struct audit;
+
+/* Open path for appending.  0 or -errno (-ELOOP when it is a symlink). */
+int audit_open(const char *path, struct audit **out);
+void audit_close(struct audit *a);
+
+/* Turn ev (stolen) into one line, "time" added, ending in "\n".  NULL on
+ * allocation failure.  The caller frees it. */
+char *audit_format(json_t *ev, size_t *len);
+/* Append a line to the file; a NULL audit does nothing. */
+void audit_write(struct audit *a, const char *line, size_t len);

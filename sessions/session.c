@@ -1,0 +1,1296 @@
+#include "session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "config.h"
+#include "frame.h"
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "sandbox/spawner.h"
+
+/* Console bytes a worker may send in one run before it is taken to be
+ * flooding us on purpose (what is kept is capped far lower, by
+ * console_max_bytes). */
+#define CONSOLE_FLOOD_BYTES (64u << 20)
+/* A session's own log keeps at most this much (oldest lines dropped). */
+#define SESSION_LOG_MAX (1u << 20)
+/* Exits of children we did not know yet (a worker may die before the
+ * zygote's "spawned" line reaches us). */
+#define UNCLAIMED_MAX 64
+
+enum worker_state { WORKER_SPAWNING, WORKER_READY };
+enum interrupt_reason { INTERRUPT_NONE, INTERRUPT_TIMEOUT, INTERRUPT_CTL };
+
+struct worker {
+        struct sessions *owner;
+        struct session *session; /* NULL while pooled or abandoned */
+        enum worker_state state;
+        pid_t pid;               /* 0 until the zygote says */
+        int fd;                  /* our end of its socket; -1 once closed */
+        uint64_t token;          /* spawn request in flight, 0 when none */
+        struct frame_reader rd;
+        struct text out;         /* frames not yet written */
+        size_t out_off;
+        char *fatal;             /* reason from a "fatal" frame */
+        char *kill_reason;       /* set when we killed it on purpose */
+        bool got_ready;          /* its "ready" frame came */
+        bool abandoned;          /* its session closed or restarted; just reap it */
+        bool exited;
+        int exit_status;
+        double cpu_s;            /* CPU used, from wait4's rusage */
+        struct worker *prev, *next; /* all workers */
+        struct worker *pool_next;   /* idle pool, when pooled */
+};
+
+struct run {
+        uint64_t seq;
+        char *code;
+        size_t code_len;
+        bool sent;
+        uint64_t start_ns;
+        enum interrupt_reason interrupt;
+        double cpu_base_s;
+        size_t console_received;
+        bool console_truncated;
+        struct text console;
+        struct loop_timer *deadline; /* the timeout, then the grace period */
+        bool in_grace;
+};
+
+struct unclaimed {
+        pid_t pid;
+        int status;
+        double cpu_s;
+};
+
+struct sessions {
+        struct loop *loop;
+        const struct options *opt;
+        struct session_events ev;
+        struct spawner *spawner;
+        struct audit *audit;
+        struct session *first, *last;
+        unsigned n_sessions;
+        uint64_t next_id;
+        uint64_t next_auto_name;
+        struct worker *workers;
+        struct worker *pool; /* ready, unassigned */
+        unsigned pool_ready, pool_starting;
+        struct loop_timer *pool_timer;
+        uint64_t pool_backoff_until;
+        struct unclaimed unclaimed[UNCLAIMED_MAX];
+        unsigned n_unclaimed;
+        uint64_t start_ns;
+        struct {
+                uint64_t sessions_created, executions, errors, timeouts, crashes, killed, interrupts,
+                        restarts, tool_calls, protocol_violations;
+        } stats;
+};
+
+static const char *const status_words[] = {"ok", "error", "timeout", "killed", "crashed"};
+
+/* ---- small buffers ---------------------------------------------------- */
+
+int text_append(struct text *t, const char *data, size_t n) {
+        if (t->len + n + 1 > t->cap) {
+                size_t cap = t->cap ? t->cap : 256;
+                char *p;
+                while (cap < t->len + n + 1)
+                        cap *= 2;
+                p = realloc(t->data, cap);
+                if (!p)
+                        return -ENOMEM;
+                t->data = p;
+                t->cap = cap;
+        }
+        memcpy(t->data + t->len, data, n);
+        t->len += n;
+        t->data[t->len] = '\0';
+        return 0;
+}
+
+void text_free(struct text *t) {
+        free(t->data);
+        *t = (struct text){0};
+}
+
+struct result *result_ref(struct result *r) {
+        if (r)
+                r->refs++;
+        return r;
+}
+
+void result_unref(struct result *r) {
+        if (!r || --r->refs > 0)
+                return;
+        text_free(&r->output);
+        text_free(&r->error);
+        text_free(&r->console);
+        text_free(&r->result_json);
+        text_free(&r->value_json);
+        free(r);
+}
+
+static bool utf8_valid(const char *s, size_t n, size_t *bad_at) {
+        size_t i = 0;
+
+        while (i < n) {
+                unsigned char c = (unsigned char)s[i];
+                size_t len;
+                uint32_t cp;
+
+                if (c < 0x80) {
+                        if (c == 0)
+                                goto bad; /* R cannot hold NUL in a string */
+                        i++;
+                        continue;
+                }
+                if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+                else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+                else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+                else goto bad;
+                if (i + len > n)
+                        goto bad;
+                for (size_t k = 1; k < len; k++) {
+                        unsigned char cc = (unsigned char)s[i + k];
+                        if ((cc & 0xC0) != 0x80)
+                                goto bad;
+                        cp = cp << 6 | (cc & 0x3F);
+                }
+                /* Overlong forms, surrogates and values past U+10FFFF. */
+                if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+                    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+                        goto bad;
+                i += len;
+        }
+        return true;
+bad:
+        *bad_at = i;
+        return false;
+}
+
+/* ---- audit ------------------------------------------------------------- */
+
+static void session_log_event(struct sessions *t, struct session *s, json_t *ev) {
+        size_t len;
+        char *line;
+
+        if (s)
+                json_object_set_new(ev, "session", json_string(s->name));
+        line = audit_format(ev, &len);
+        if (!line)
+                return;
+        audit_write(t->audit, line, len);
+        if (s) {
+                if (s->log.len + len > SESSION_LOG_MAX) {
+                        /* Drop the older half, at a line boundary. */
+                        char *cut = memchr(s->log.data + s->log.len / 2, '\n', s->log.len - s->log.len / 2);
+                        size_t keep = cut ? s->log.len - (size_t)(cut + 1 - s->log.data) : 0;
+                        memmove(s->log.data, s->log.data + s->log.len - keep, keep);
+                        s->log.len = keep;
+                }
+                text_append(&s->log, line, len);
+        }
+        free(line);
+}
+
+int sessions_open_audit(struct sessions *t, const char *path) {
+        return audit_open(path, &t->audit);
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+static void worker_on_io(int fd, uint32_t events, void *data);
+static void pool_fill(struct sessions *t);
+static void session_worker_ready(struct session *s);
+static void session_worker_lost(struct session *s, struct worker *w);
+static void session_acquire_worker(struct session *s);
+
+static void worker_close_fd(struct worker *w) {
+        if (w->fd < 0)
+                return;
+        loop_del_fd(w->owner->loop, w->fd);
+        close(w->fd);
+        w->fd = -1;
+}
+
+static void worker_kill(struct worker *w, const char *reason) {
+        if (reason && !w->kill_reason)
+                w->kill_reason = strdup(reason);
+        if (w->pid > 0 && !w->exited)
+                kill(w->pid, SIGKILL);
+        if (w->token) {
+                spawner_cancel(w->owner->spawner, w->token);
+                w->token = 0;
+        }
+}
+
+static void worker_free(struct worker *w) {
+        struct sessions *t = w->owner;
+
+        worker_close_fd(w);
+        if (w->prev)
+                w->prev->next = w->next;
+        else
+                t->workers = w->next;
+        if (w->next)
+                w->next->prev = w->prev;
+        frame_reader_free(&w->rd);
+        text_free(&w->out);
+        free(w->fatal);
+        free(w->kill_reason);
+        free(w);
+}
+
+static void pool_remove(struct sessions *t, struct worker *w) {
+        for (struct worker **pp = &t->pool; *pp; pp = &(*pp)->pool_next)
+                if (*pp == w) {
+                        *pp = w->pool_next;
+                        w->pool_next = NULL;
+                        t->pool_ready--;
+                        return;
+                }
+}
+
+/* The worker is gone for good (reaped, or never started): tell whoever had
+ * it, then free it. */
+static void worker_finish(struct worker *w) {
+        struct sessions *t = w->owner;
+        struct session *s = w->session;
+
+        if (s) {
+                session_worker_lost(s, w);
+        } else if (w->abandoned) {
+                /* nothing waits for it */
+        } else if (w->state == WORKER_READY) {
+                pool_remove(t, w);
+        } else {
+                /* A pool worker that never became ready: back off so that a
+                 * jail that cannot be built does not spin. */
+                t->pool_starting--;
+                t->pool_backoff_until = now_ns() + 2000000000ULL;
+                if (w->fatal)
+                        log_error("pool worker could not start: %s", w->fatal);
+        }
+        worker_free(w);
+        pool_fill(t);
+}
+
+static int worker_flush_out(struct worker *w) {
+        while (w->out_off < w->out.len) {
+                ssize_t n = send(w->fd, w->out.data + w->out_off, w->out.len - w->out_off,
+                                 MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN | EPOLLOUT);
+                        return -errno;
+                }
+                w->out_off += (size_t)n;
+        }
+        w->out.len = w->out_off = 0;
+        return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN);
+}
+
+static int worker_send(struct worker *w, json_t *msg) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len;
+        int e;
+
+        if (w->fd < 0)
+                return -EPIPE;
+        e = frame_encode(msg, &buf, &len);
+        if (e < 0)
+                return e;
+        e = text_append(&w->out, buf, len);
+        if (e < 0)
+                return e;
+        return worker_flush_out(w);
+}
+
+static void worker_protocol_violation(struct worker *w, const char *what) {
+        struct sessions *t = w->owner;
+        char reason[256];
+
+        t->stats.protocol_violations++;
+        snprintf(reason, sizeof(reason), "the worker broke the protocol (%s)", what);
+        log_warn("session %s: %s; killing it", w->session ? w->session->name : "(pool)", reason);
+        worker_close_fd(w);
+        worker_kill(w, reason);
+}
+
+static void spawn_done(void *data, pid_t pid, int err, const char *why);
+
+static struct worker *worker_spawn(struct sessions *t, struct session *s) {
+        struct worker *w = calloc(1, sizeof(*w));
+        int sv[2];
+
+        if (!w)
+                return NULL;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0) {
+                free(w);
+                return NULL;
+        }
+        w->owner = t;
+        w->session = s;
+        w->fd = sv[0];
+        frame_reader_init(&w->rd, FRAME_MAX_BYTES);
+        if (loop_add_fd(t->loop, w->fd, EPOLLIN, worker_on_io, w) < 0) {
+                close(sv[0]);
+                close(sv[1]);
+                free(w);
+                return NULL;
+        }
+        w->next = t->workers;
+        if (t->workers)
+                t->workers->prev = w;
+        t->workers = w;
+        /* The worker's end goes to the zygote, which hands it to the clone. */
+        w->token = spawner_request(t->spawner, sv[1], spawn_done, w);
+        if (!w->token) {
+                worker_free(w);
+                return NULL;
+        }
+        return w;
+}
+
+static bool take_unclaimed(struct sessions *t, pid_t pid, int *status, double *cpu) {
+        for (unsigned i = 0; i < t->n_unclaimed; i++)
+                if (t->unclaimed[i].pid == pid) {
+                        *status = t->unclaimed[i].status;
+                        *cpu = t->unclaimed[i].cpu_s;
+                        t->unclaimed[i] = t->unclaimed[--t->n_unclaimed];
+                        return true;
+                }
+        return false;
+}
+
+static void worker_reaped(struct worker *w);
+
+/* A worker is ready once both its "ready" frame and the zygote's word of its
+ * pid have come (they travel on different sockets, in either order): only
+ * then may it be signalled or limited. */
+static void worker_check_ready(struct worker *w) {
+        struct sessions *t = w->owner;
+
+        if (!w->got_ready || w->pid <= 0 || w->exited || w->state != WORKER_SPAWNING)
+                return;
+        w->state = WORKER_READY;
+        if (w->session) {
+                session_worker_ready(w->session);
+        } else if (!w->abandoned) {
+                t->pool_starting--;
+                w->pool_next = t->pool;
+                t->pool = w;
+                t->pool_ready++;
+        }
+}
+
+static void spawn_done(void *data, pid_t pid, int err, const char *why) {
+        struct worker *w = data;
+        int status;
+        double cpu;
+
+        w->token = 0;
+        if (pid <= 0) {
+                free(w->fatal);
+                w->fatal = strdup(why ? why : "the zygote could not clone a worker");
+                worker_close_fd(w);
+                w->exited = true;
+                worker_finish(w);
+                return;
+        }
+        w->pid = pid;
+        if (take_unclaimed(w->owner, pid, &status, &cpu)) {
+                w->exited = true;
+                w->exit_status = status;
+                w->cpu_s = cpu;
+                worker_reaped(w);
+                return;
+        }
+        worker_check_ready(w);
+}
+
+/* ---- frames from the worker ------------------------------------------- */
+
+static bool json_is_string_array(const json_t *a, size_t max) {
+        size_t i;
+        json_t *v;
+
+        if (!json_is_array(a) || json_array_size(a) > max)
+                return false;
+        json_array_foreach(a, i, v) if (!json_is_string(v)) return false;
+        return true;
+}
+
+static void run_free(struct run *r) {
+        if (!r)
+                return;
+        loop_timer_free(r->deadline);
+        free(r->code);
+        text_free(&r->console);
+        free(r);
+}
+
+static void publish_result(struct session *s, struct result *res);
+
+static void console_add(struct session *s, const char *text, size_t n) {
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+        size_t room;
+
+        if (r->console_truncated)
+                return;
+        room = (size_t)t->opt->console_max_bytes > r->console.len ? (size_t)t->opt->console_max_bytes - r->console.len : 0;
+        if (n > room) {
+                char marker[128];
+                /* Cut at a character boundary so the file stays UTF-8. */
+                while (room > 0 && ((unsigned char)text[room] & 0xC0) == 0x80)
+                        room--;
+                text_append(&r->console, text, room);
+                snprintf(marker, sizeof(marker), "\n[console output truncated at %lld bytes]\n",
+                         (long long)t->opt->console_max_bytes);
+                text_append(&r->console, marker, strlen(marker));
+                r->console_truncated = true;
+        } else {
+                text_append(&r->console, text, n);
+        }
+        if (t->ev.console_grew)
+                t->ev.console_grew(s);
+}
+
+/* Build the published result of the run under way. */
+static struct result *result_build(struct session *s, enum run_status status, const char *output,
+                                   const char *error, json_t *value, const char *value_note, json_t *warnings,
+                                   const char *limit) {
+        struct run *r = s->run;
+        struct result *res = calloc(1, sizeof(*res));
+        _cleanup_free_ char *rj = NULL, *vj = NULL;
+        double elapsed_ms = (double)(now_ns() - r->start_ns) / 1e6;
+        json_t *j;
+
+        if (!res)
+                return NULL;
+        res->refs = 1;
+        res->seq = r->seq;
+        res->status = status;
+        res->console = r->console;
+        r->console = (struct text){0};
+        if (status == RUN_OK) {
+                text_append(&res->output, output, strlen(output));
+                text_append(&res->output, "\n", 1);
+                vj = json_dumps(value ? value : json_null(), JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
+                if (vj) {
+                        text_append(&res->value_json, vj, strlen(vj));
+                        text_append(&res->value_json, "\n", 1);
+                }
+        } else {
+                text_append(&res->error, error, strlen(error));
+                text_append(&res->error, "\n", 1);
+        }
+        j = json_pack("{s:I, s:s, s:O?, s:s?, s:s, s:s%, s:o, s:f, s:I}", "seq", (json_int_t)r->seq, "status",
+                      status_words[status], "value", status == RUN_OK ? (value ? value : json_null()) : NULL,
+                      "output", status == RUN_OK ? output : NULL, "error", status == RUN_OK ? "" : error, "console",
+                      res->console.data ? res->console.data : "", res->console.len, "warnings",
+                      warnings ? json_incref(warnings) : json_array(), "elapsed_ms", round(elapsed_ms * 1000) / 1000,
+                      "tool_calls", (json_int_t)0);
+        if (j && value_note)
+                json_object_set_new(j, "value_note", json_string(value_note));
+        if (j && limit)
+                json_object_set_new(j, "limit", json_string(limit));
+        if (j) {
+                rj = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+                json_decref(j);
+        }
+        if (rj) {
+                text_append(&res->result_json, rj, strlen(rj));
+                text_append(&res->result_json, "\n", 1);
+        }
+        return res;
+}
+
+/* End the run under way with a result made here (not by the worker). */
+static void end_run(struct session *s, enum run_status status, const char *error) {
+        struct result *res = result_build(s, status, NULL, error, NULL, NULL, NULL, NULL);
+
+        if (res)
+                publish_result(s, res);
+}
+
+static bool limit_name_valid(const char *name) {
+        if (name)
+                for (int i = 0; i < LIMIT_COUNT; i++)
+                        if (strcmp(name, limit_names[i]) == 0)
+                                return true;
+        return false;
+}
+
+static void handle_result(struct worker *w, json_t *m) {
+        struct session *s = w->session;
+        struct run *r = s ? s->run : NULL;
+        json_t *seq = json_object_get(m, "seq"), *value = json_object_get(m, "value");
+        const char *status = json_string_value(json_object_get(m, "status"));
+        const char *output = json_string_value(json_object_get(m, "output"));
+        const char *error = json_string_value(json_object_get(m, "error"));
+        json_t *note = json_object_get(m, "value_note"), *limit = json_object_get(m, "limit");
+        json_t *warnings = json_object_get(m, "warnings");
+        enum run_status st;
+        char msg[512];
+        struct result *res;
+
+        if (!r || !r->sent || !json_is_integer(seq) || (uint64_t)json_integer_value(seq) != r->seq || !status ||
+            !output || !error || !value || !json_is_string_array(warnings, 1000) ||
+            (note && !json_is_string(note)) || (limit && !limit_name_valid(json_string_value(limit)))) {
+                worker_protocol_violation(w, "malformed result");
+                return;
+        }
+        if (strcmp(status, "ok") == 0) {
+                st = RUN_OK;
+        } else if (strcmp(status, "error") == 0) {
+                st = RUN_ERROR;
+        } else if (strcmp(status, "interrupted") == 0) {
+                if (r->interrupt == INTERRUPT_TIMEOUT) {
+                        st = RUN_TIMEOUT;
+                        snprintf(msg, sizeof(msg),
+                                 "Timed out after %g s: the run was interrupted; the session's state is kept.",
+                                 s->timeout_s);
+                } else {
+                        st = RUN_ERROR;
+                        snprintf(msg, sizeof(msg), "Interrupted%s; the session's state is kept.",
+                                 r->interrupt == INTERRUPT_CTL ? " (ctl interrupt)" : "");
+                }
+                error = msg;
+        } else {
+                worker_protocol_violation(w, "unknown result status");
+                return;
+        }
+        if (st != RUN_OK && !*error)
+                error = "Error (no message)";
+        res = result_build(s, st, output, error, value, json_string_value(note), warnings,
+                           json_string_value(limit));
+        if (res)
+                publish_result(s, res);
+}
+
+static void handle_frame(struct worker *w, json_t *m) {
+        const char *type = frame_type(m);
+
+        if (strcmp(type, "ready") == 0 && w->state == WORKER_SPAWNING && !w->got_ready) {
+                w->got_ready = true;
+                worker_check_ready(w);
+                return;
+        }
+        if (strcmp(type, "fatal") == 0 && w->state == WORKER_SPAWNING) {
+                const char *e = json_string_value(json_object_get(m, "error"));
+                free(w->fatal);
+                w->fatal = strndup(e ? e : "unknown", 1000);
+                return; /* it exits; worker_reaped() reports it */
+        }
+        if (strcmp(type, "console") == 0 && w->state == WORKER_READY && w->session && w->session->run &&
+            w->session->run->sent) {
+                struct run *r = w->session->run;
+                json_t *seq = json_object_get(m, "seq");
+                json_t *text = json_object_get(m, "text");
+                if (!json_is_integer(seq) || (uint64_t)json_integer_value(seq) != r->seq || !json_is_string(text) ||
+                    json_string_length(text) > 65536) {
+                        worker_protocol_violation(w, "malformed console frame");
+                        return;
+                }
+                r->console_received += json_string_length(text);
+                if (r->console_received > CONSOLE_FLOOD_BYTES) {
+                        worker_protocol_violation(w, "console flood");
+                        return;
+                }
+                console_add(w->session, json_string_value(text), json_string_length(text));
+                return;
+        }
+        if (strcmp(type, "result") == 0 && w->state == WORKER_READY) {
+                handle_result(w, m);
+                return;
+        }
+        worker_protocol_violation(w, "unexpected frame");
+}
+
+/* Read and handle every complete frame available. */
+static void worker_read(struct worker *w) {
+        for (;;) {
+                json_t *m = NULL;
+                long n;
+                int e;
+
+                while ((e = frame_reader_next(&w->rd, &m)) == 1) {
+                        handle_frame(w, m);
+                        json_decref(m);
+                        if (w->fd < 0)
+                                return;
+                }
+                if (e < 0) {
+                        worker_protocol_violation(w, e == -EMSGSIZE ? "frame too large" : "malformed frame");
+                        return;
+                }
+                n = frame_reader_fill(&w->rd, w->fd);
+                if (n == -EAGAIN)
+                        return;
+                if (n <= 0) {
+                        /* End of file: the worker is exiting.  Its exit status
+                         * (reaped soon) says how. */
+                        worker_close_fd(w);
+                        if (w->pid > 0 && !w->exited)
+                                kill(w->pid, SIGKILL);
+                        return;
+                }
+        }
+}
+
+static void worker_on_io(int fd, uint32_t events, void *data) {
+        struct worker *w = data;
+
+        if (events & EPOLLOUT) {
+                if (worker_flush_out(w) < 0) {
+                        worker_close_fd(w);
+                        worker_kill(w, NULL);
+                        return;
+                }
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                worker_read(w);
+}
+
+static void worker_reaped(struct worker *w) {
+        /* Frames it sent before dying (a fatal reason, a last result) are
+         * still in the socket: take them first. */
+        if (w->fd >= 0)
+                worker_read(w);
+        worker_close_fd(w);
+        worker_finish(w);
+}
+
+void sessions_reap(struct sessions *t) {
+        for (;;) {
+                struct rusage ru;
+                int status;
+                pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+                double cpu;
+                struct worker *w;
+
+                if (pid <= 0)
+                        return;
+                cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                      ru.ru_stime.tv_usec / 1e6;
+                if (spawner_child_exited(t->spawner, pid, status))
+                        continue;
+                for (w = t->workers; w; w = w->next)
+                        if (w->pid == pid)
+                                break;
+                if (!w) {
+                        if (t->n_unclaimed == UNCLAIMED_MAX)
+                                memmove(t->unclaimed, t->unclaimed + 1, sizeof(t->unclaimed[0]) * --t->n_unclaimed);
+                        t->unclaimed[t->n_unclaimed++] = (struct unclaimed){pid, status, cpu};
+                        continue;
+                }
+                w->exited = true;
+                w->exit_status = status;
+                w->cpu_s = cpu;
+                worker_reaped(w);
+        }
+}
+
+/* ---- the pool ---------------------------------------------------------- */
+
+static void on_pool_timer(void *data) { pool_fill(data); }
+
+static void pool_fill(struct sessions *t) {
+        uint64_t now = now_ns();
+
+        if (now < t->pool_backoff_until) {
+                loop_timer_arm(t->pool_timer, t->pool_backoff_until);
+                return;
+        }
+        while (t->pool_ready + t->pool_starting < t->opt->pool) {
+                if (!worker_spawn(t, NULL))
+                        return;
+                t->pool_starting++;
+        }
+}
+
+/* ---- limits ------------------------------------------------------------ */
+
+static double process_cpu_s(pid_t pid) {
+        clockid_t cid;
+        struct timespec ts;
+
+        if (clock_getcpuclockid(pid, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+                return 0;
+        return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Set the session's limits on its worker from outside with prlimit(2): the
+ * worker cannot be trusted to set them itself.  cpu is per run: the soft
+ * limit is what the worker has used so far plus the limit (SIGXCPU, which
+ * the worker turns into an interrupt), the hard one a grace period later
+ * (SIGKILL). */
+static int apply_limits(struct session *s, double cpu_base_s) {
+        static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
+                                                  RLIMIT_STACK};
+        struct worker *w = s->worker;
+        int first_error = 0;
+
+        if (!w || w->pid <= 0 || w->exited)
+                return 0;
+        for (int i = 0; i < LIMIT_COUNT; i++) {
+                long long v = s->limits.v[i];
+                struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+
+                if (v != LIMIT_UNSET) {
+                        if (i == LIMIT_CPU) {
+                                rl.rlim_cur = (rlim_t)ceil(cpu_base_s) + (rlim_t)v;
+                                rl.rlim_max = rl.rlim_cur + (rlim_t)ceil(s->owner->opt->grace_s) + 1;
+                        } else {
+                                rl.rlim_cur = rl.rlim_max = (rlim_t)v;
+                        }
+                }
+                if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
+                        first_error = -errno;
+        }
+        return first_error;
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+bool session_name_valid(const char *name) {
+        size_t n = strlen(name);
+
+        if (n == 0 || n > 64 || name[0] == '.')
+                return false;
+        return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+struct session *sessions_find(struct sessions *t, const char *name) {
+        for (struct session *s = t->first; s; s = s->next)
+                if (strcmp(s->name, name) == 0)
+                        return s;
+        return NULL;
+}
+
+struct session *sessions_find_id(struct sessions *t, uint64_t id) {
+        for (struct session *s = t->first; s; s = s->next)
+                if (s->id == id)
+                        return s;
+        return NULL;
+}
+
+struct session *sessions_next(struct sessions *t, uint64_t after) {
+        for (struct session *s = t->first; s; s = s->next)
+                if (s->id > after)
+                        return s;
+        return NULL;
+}
+
+const char *session_state_word(const struct session *s) {
+        static const char *const words[] = {"starting", "idle", "running", "dead"};
+        return words[s->state];
+}
+
+const struct text *session_console(const struct session *s) {
+        static const struct text empty = {(char *)"", 0, 0};
+
+        if (s->run && s->run->sent)
+                return &s->run->console;
+        if (s->last)
+                return &s->last->console;
+        return &empty;
+}
+
+bool session_busy(const struct session *s) { return s->run != NULL; }
+
+const struct options *sessions_options(const struct sessions *t) { return t->opt; }
+
+void *session_events_data(const struct session *s) { return s->owner->ev.data; }
+
+static void send_run(struct session *s) {
+        struct run *r = s->run;
+        struct worker *w = s->worker;
+        _cleanup_json_ json_t *m = NULL;
+
+        r->cpu_base_s = process_cpu_s(w->pid);
+        apply_limits(s, r->cpu_base_s);
+        m = json_pack("{s:s, s:I, s:s%, s:o}", "type", "exec", "seq", (json_int_t)r->seq, "code", r->code,
+                      r->code_len, "limits", limits_to_json(&s->limits));
+        free(r->code);
+        r->code = NULL;
+        r->sent = true;
+        r->start_ns = now_ns();
+        s->state = SESSION_RUNNING;
+        if (!m || worker_send(w, m) < 0) {
+                worker_close_fd(w);
+                worker_kill(w, "could not send the run to the worker");
+                return;
+        }
+        if (s->timeout_s > 0)
+                loop_timer_arm(r->deadline, r->start_ns + (uint64_t)(s->timeout_s * 1e9));
+}
+
+static void publish_result(struct session *s, struct result *res) {
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+
+        t->stats.executions++;
+        if (res->status == RUN_ERROR)
+                t->stats.errors++;
+        else if (res->status == RUN_TIMEOUT)
+                t->stats.timeouts++;
+        else if (res->status == RUN_KILLED)
+                t->stats.killed++;
+        else if (res->status == RUN_CRASHED)
+                t->stats.crashes++;
+        session_log_event(t, s,
+                          json_pack("{s:s, s:I, s:s, s:f}", "event", "run_end", "seq", (json_int_t)res->seq, "status",
+                                    status_words[res->status], "elapsed_ms",
+                                    round((double)(now_ns() - r->start_ns) / 1e3) / 1e3));
+        result_unref(s->last);
+        s->last = res;
+        run_free(r);
+        s->run = NULL;
+        if (s->state == SESSION_RUNNING)
+                s->state = SESSION_IDLE;
+        if (t->ev.run_ended)
+                t->ev.run_ended(s);
+}
+
+static void on_run_deadline(void *data) {
+        struct session *s = data;
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+
+        if (!r || !s->worker)
+                return;
+        if (!r->in_grace) {
+                /* The deadline: ask R to unwind (it keeps its state). */
+                r->interrupt = INTERRUPT_TIMEOUT;
+                r->in_grace = true;
+                session_log_event(t, s, json_pack("{s:s, s:I, s:f}", "event", "timeout", "seq", (json_int_t)r->seq,
+                                                  "timeout_s", s->timeout_s));
+                kill(s->worker->pid, SIGINT);
+                loop_timer_arm(r->deadline, now_ns() + (uint64_t)(t->opt->grace_s * 1e9));
+                return;
+        }
+        /* R did not unwind within the grace period (compiled code that never
+         * checks for interrupts): kill and replace the worker. */
+        worker_kill(s->worker, r->interrupt == INTERRUPT_TIMEOUT ? "timeout" : "interrupt");
+}
+
+void session_interrupt(struct session *s) {
+        struct run *r = s->run;
+
+        if (!r || !r->sent || !s->worker || r->in_grace)
+                return;
+        s->owner->stats.interrupts++;
+        r->interrupt = INTERRUPT_CTL;
+        r->in_grace = true;
+        session_log_event(s->owner, s, json_pack("{s:s, s:I}", "event", "interrupt", "seq", (json_int_t)r->seq));
+        kill(s->worker->pid, SIGINT);
+        loop_timer_arm(r->deadline, now_ns() + (uint64_t)(s->owner->opt->grace_s * 1e9));
+}
+
+/* Give s a worker: a ready one from the pool, else a fresh clone. */
+static void session_acquire_worker(struct session *s) {
+        struct sessions *t = s->owner;
+        struct worker *w = t->pool;
+
+        s->state = SESSION_STARTING;
+        if (w) {
+                t->pool = w->pool_next;
+                w->pool_next = NULL;
+                t->pool_ready--;
+                w->session = s;
+                s->worker = w;
+                pool_fill(t);
+                session_worker_ready(s);
+                return;
+        }
+        w = worker_spawn(t, s);
+        if (!w) {
+                s->state = SESSION_DEAD;
+                free(s->dead_reason);
+                s->dead_reason = strdup("could not start a worker: out of resources");
+                return;
+        }
+        s->worker = w;
+        pool_fill(t);
+}
+
+static void session_worker_ready(struct session *s) {
+        struct sessions *t = s->owner;
+
+        s->state = SESSION_IDLE;
+        apply_limits(s, process_cpu_s(s->worker->pid));
+        if (s->creating) {
+                s->creating = false;
+                if (t->ev.created)
+                        t->ev.created(s, 0, NULL);
+        }
+        if (s->run && !s->run->sent)
+                send_run(s);
+}
+
+static void describe_exit(const struct worker *w, char *buf, size_t n) {
+        int st = w->exit_status;
+
+        if (!w->exited)
+                snprintf(buf, n, "it could not be started");
+        else if (WIFSIGNALED(st))
+                snprintf(buf, n, "it was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else
+                snprintf(buf, n, "it exited with status %d", WEXITSTATUS(st));
+}
+
+/* The session's worker is gone (w is about to be freed). */
+static void session_worker_lost(struct session *s, struct worker *w) {
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+        char how[128], msg[1024];
+
+        s->worker = NULL;
+        w->session = NULL;
+        describe_exit(w, how, sizeof(how));
+        if (w->state == WORKER_SPAWNING) {
+                snprintf(msg, sizeof(msg), "the sandboxed R worker could not start: %s",
+                         w->fatal ? w->fatal : how);
+                log_error("session %s: %s", s->name, msg);
+                if (s->creating) {
+                        s->creating = false;
+                        if (t->ev.created)
+                                t->ev.created(s, -EPERM, msg);
+                        session_close(s);
+                        return;
+                }
+                s->state = SESSION_DEAD;
+                free(s->dead_reason);
+                s->dead_reason = strdup(msg);
+                if (r) {
+                        if (!r->sent) {
+                                r->start_ns = now_ns();
+                                r->sent = true;
+                        }
+                        end_run(s, RUN_ERROR, msg);
+                }
+                return;
+        }
+        if (r && r->sent) {
+                enum run_status st = RUN_CRASHED;
+                double used = w->cpu_s - r->cpu_base_s;
+                long long cpu = s->limits.v[LIMIT_CPU];
+
+                if (w->kill_reason && strcmp(w->kill_reason, "timeout") == 0) {
+                        st = RUN_KILLED;
+                        snprintf(msg, sizeof(msg),
+                                 "Timed out after %g s and R did not stop within %g s of the interrupt: the worker "
+                                 "was killed and a fresh one replaced it; the session's state was lost.",
+                                 s->timeout_s, t->opt->grace_s);
+                } else if (w->kill_reason && strcmp(w->kill_reason, "interrupt") == 0) {
+                        st = RUN_KILLED;
+                        snprintf(msg, sizeof(msg),
+                                 "Interrupted, and R did not stop within %g s: the worker was killed and a fresh "
+                                 "one replaced it; the session's state was lost.",
+                                 t->opt->grace_s);
+                } else if (w->kill_reason) {
+                        st = RUN_KILLED;
+                        snprintf(msg, sizeof(msg), "The worker was killed: %s; a fresh one replaced it and the "
+                                 "session's state was lost.", w->kill_reason);
+                } else if (cpu != LIMIT_UNSET && used >= (double)cpu - 0.05 && WIFSIGNALED(w->exit_status) &&
+                           (WTERMSIG(w->exit_status) == SIGKILL || WTERMSIG(w->exit_status) == SIGXCPU)) {
+                        st = RUN_KILLED;
+                        snprintf(msg, sizeof(msg),
+                                 "CPU time limit of %lld s reached and R did not stop: the worker was killed and a "
+                                 "fresh one replaced it; the session's state was lost.", cpu);
+                } else {
+                        snprintf(msg, sizeof(msg),
+                                 "The R worker crashed (%s); a fresh worker replaced it and the session's state "
+                                 "was lost.", how);
+                }
+                session_log_event(t, s, json_pack("{s:s, s:I, s:s}", "event", st == RUN_CRASHED ? "crash" : "killed",
+                                                  "seq", (json_int_t)r->seq, "reason", msg));
+                end_run(s, st, msg);
+        } else if (!w->kill_reason) {
+                snprintf(msg, sizeof(msg), "the idle R worker died (%s); replacing it; the session's state was lost",
+                         how);
+                session_log_event(t, s, json_pack("{s:s, s:s}", "event", "crash", "reason", msg));
+                t->stats.crashes++;
+        }
+        if (!s->closing)
+                session_acquire_worker(s);
+}
+
+int sessions_create(struct sessions *t, const char *name, struct session **out) {
+        struct session *s;
+        char auto_name[32];
+
+        if (t->n_sessions >= t->opt->max_sessions)
+                return -ENOSPC;
+        if (!name) {
+                do
+                        snprintf(auto_name, sizeof(auto_name), "%llu", (unsigned long long)++t->next_auto_name);
+                while (sessions_find(t, auto_name));
+                name = auto_name;
+        }
+        if (!session_name_valid(name))
+                return -EINVAL;
+        if (sessions_find(t, name))
+                return -EEXIST;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->id = ++t->next_id;
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        s->owner = t;
+        s->timeout_s = t->opt->timeout_s;
+        s->limits = t->opt->limits;
+        s->creating = true;
+        s->prev = t->last;
+        if (t->last)
+                t->last->next = s;
+        else
+                t->first = s;
+        t->last = s;
+        t->n_sessions++;
+        t->stats.sessions_created++;
+        session_log_event(t, s, json_pack("{s:s}", "event", "session_open"));
+        session_acquire_worker(s);
+        if (s->state == SESSION_IDLE)
+                s->creating = false; /* the pool had one: ready now */
+        if (s->state == SESSION_DEAD) {
+                session_close(s);
+                return -ENOMEM;
+        }
+        *out = s;
+        return 0;
+}
+
+void session_close(struct session *s) {
+        struct sessions *t = s->owner;
+
+        if (s->closing)
+                return;
+        s->closing = true;
+        if (t->ev.closing)
+                t->ev.closing(s);
+        session_log_event(t, s, json_pack("{s:s}", "event", "session_close"));
+        if (s->worker) {
+                struct worker *w = s->worker;
+                /* Abandon it: reaped later, freed then. */
+                w->session = NULL;
+                worker_close_fd(w);
+                worker_kill(w, "session closed");
+                w->abandoned = true;
+                s->worker = NULL;
+                if (!w->pid && !w->token) /* never handed to the zygote */
+                        worker_free(w);
+        }
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                t->first = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        else
+                t->last = s->prev;
+        t->n_sessions--;
+        run_free(s->run);
+        result_unref(s->last);
+        text_free(&s->log);
+        free(s->dead_reason);
+        free(s);
+}
+
+int session_start_run(struct session *s, char *code, size_t len) {
+        struct sessions *t = s->owner;
+        struct run *r;
+        size_t bad;
+        char msg[1024];
+        json_t *ev;
+
+        if (s->run) {
+                free(code);
+                return -EBUSY;
+        }
+        r = calloc(1, sizeof(*r));
+        if (!r || !(r->deadline = loop_timer_new(t->loop, on_run_deadline, s))) {
+                free(r);
+                free(code);
+                return -ENOMEM;
+        }
+        r->seq = ++s->next_seq;
+        r->code = code;
+        r->code_len = len;
+        r->start_ns = now_ns();
+        s->run = r;
+        /* The audit log keeps the code, cut at 10 KB. */
+        ev = json_pack("{s:s, s:I, s:s%, s:I}", "event", "run_start", "seq", (json_int_t)r->seq, "code", "", (size_t)0,
+                       "code_bytes", (json_int_t)len);
+        if (utf8_valid(code, len, &bad)) {
+                size_t cut = MIN(len, 10240);
+                while (cut < len && cut > 0 && ((unsigned char)code[cut] & 0xC0) == 0x80)
+                        cut--;
+                json_object_set_new(ev, "code", json_stringn(code, cut));
+                session_log_event(t, s, ev);
+        } else {
+                session_log_event(t, s, ev);
+                r->sent = true;
+                snprintf(msg, sizeof(msg),
+                         "The code is not valid UTF-8 (bad byte at offset %zu); nothing was run.", bad);
+                end_run(s, RUN_ERROR, msg);
+                return 0;
+        }
+        if (s->state == SESSION_DEAD) {
+                r->sent = true;
+                snprintf(msg, sizeof(msg), "The session is dead (%s); write restart to ctl to try again.",
+                         s->dead_reason ? s->dead_reason : "no worker");
+                end_run(s, RUN_ERROR, msg);
+                return 0;
+        }
+        if (s->state == SESSION_IDLE)
+                send_run(s);
+        return 0;
+}
+
+void session_restart(struct session *s) {
+        struct sessions *t = s->owner;
+
+        t->stats.restarts++;
+        session_log_event(t, s, json_pack("{s:s}", "event", "restart"));
+        if (s->worker) {
+                struct worker *w = s->worker;
+                if (s->run && s->run->sent) {
+                        /* The run ends now, as killed. */
+                        s->worker = NULL;
+                        w->session = NULL;
+                        worker_close_fd(w);
+                        worker_kill(w, "restart");
+                        w->abandoned = true;
+                        end_run(s, RUN_KILLED,
+                                "The session was restarted (ctl restart) during the run; its state was cleared.");
+                } else {
+                        s->worker = NULL;
+                        w->session = NULL;
+                        worker_close_fd(w);
+                        worker_kill(w, "restart");
+                        w->abandoned = true;
+                }
+                if (!w->pid && !w->token)
+                        worker_free(w);
+        }
+        free(s->dead_reason);
+        s->dead_reason = NULL;
+        session_acquire_worker(s);
+}
+
+int session_set_timeout(struct session *s, double seconds) {
+        if (!isfinite(seconds) || seconds < 0 || seconds > 1e7)
+                return -EINVAL;
+        s->timeout_s = seconds;
+        return 0;
+}
+
+int session_set_limits(struct session *s, const struct limits *l) {
+        s->limits = *l;
+        if (s->state == SESSION_IDLE)
+                apply_limits(s, process_cpu_s(s->worker->pid));
+        return 0;
+}
+
+json_t *sessions_stats(struct sessions *t) {
+        unsigned running = 0;
+
+        for (struct session *s = t->first; s; s = s->next)
+                running += s->state == SESSION_RUNNING;
+        return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "sessions",
+                         (int)t->n_sessions, "running", (int)running, "sessions_created",
+                         (json_int_t)t->stats.sessions_created, "executions", (json_int_t)t->stats.executions,
+                         "errors", (json_int_t)t->stats.errors, "timeouts", (json_int_t)t->stats.timeouts,
+                         "crashes", (json_int_t)t->stats.crashes, "killed", (json_int_t)t->stats.killed,
+                         "interrupts", (json_int_t)t->stats.interrupts, "restarts", (json_int_t)t->stats.restarts,
+                         "tool_calls", (json_int_t)t->stats.tool_calls, "pool_idle", (int)t->pool_ready, "uptime",
+                         round((double)(now_ns() - t->start_ns) / 1e6) / 1e3);
+}
+
+int sessions_new(struct loop *l, const struct options *o, const struct session_events *ev,
+                 struct sessions **out) {
+        struct sessions *t = calloc(1, sizeof(*t));
+        struct spawner_config sc = {.sandbox_none = o->sandbox_none, .r_libs = o->r_libs, .tmp_bytes = o->tmp_bytes};
+        static char worker_path[4096];
+        int e;
+
+        if (!t)
+                return -ENOMEM;
+        t->loop = l;
+        t->opt = o;
+        t->ev = *ev;
+        t->start_ns = now_ns();
+        /* The worker program: -o worker=PATH, else next to this program (a
+         * build tree), else the installed libexec one. */
+        if (o->worker_path) {
+                snprintf(worker_path, sizeof(worker_path), "%s", o->worker_path);
+        } else {
+                ssize_t n = readlink("/proc/self/exe", worker_path, sizeof(worker_path) - 32);
+                char *slash;
+                if (n > 0) {
+                        worker_path[n] = '\0';
+                        slash = strrchr(worker_path, '/');
+                        strcpy(slash + 1, "securerfs-worker");
+                }
+                if (n <= 0 || access(worker_path, X_OK) != 0)
+                        snprintf(worker_path, sizeof(worker_path), "%s/securerfs-worker", SECURERFS_LIBEXECDIR);
+        }
+        sc.worker_path = worker_path;
+        t->pool_timer = loop_timer_new(l, on_pool_timer, t);
+        if (!t->pool_timer) {
+                free(t);
+                return -ENOMEM;
+        }
+        e = spawner_new(l, &sc, &t->spawner);
+        if (e < 0) {
+                loop_timer_free(t->pool_timer);
+                free(t);
+                return e;
+        }
+        pool_fill(t);
+        *out = t;
+        return 0;
+}
+
+void sessions_free(struct sessions *t) {
+        if (!t)
+                return;
+        t->ev = (struct session_events){0};
+        while (t->first)
+                session_close(t->first);
+        for (struct worker *w = t->workers; w; w = w->next) {
+                w->session = NULL;
+                worker_kill(w, "shutdown");
+        }
+        spawner_free(t->spawner);
+        /* Reap what we killed, so that no worker outlives the daemon. */
+        for (struct worker *w = t->workers; w; w = w->next)
+                if (w->pid > 0 && !w->exited)
+                        waitpid(w->pid, NULL, 0);
+        while (t->workers)
+                worker_free(t->workers);
+        loop_timer_free(t->pool_timer);
+        audit_close(t->audit);
+        free(t);
+}

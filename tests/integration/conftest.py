@@ -1,0 +1,125 @@
+"""Fixtures for the integration tests.
+
+- A per-test watchdog (pytest-timeout is not available here): when a test
+  overruns its limit, every live daemon is SIGKILLed (that releases any FUSE
+  request blocked in the kernel) and the test fails with TestTimeout.  Limit:
+  @pytest.mark.timeout_s(N), default 60 s, times SECURERFS_TIME_SCALE.
+- `daemons`: a factory that starts `securerfs -f -o OPTS MNT` in the test's own
+  directory; at teardown each is unmounted with fusermount3 -u and checked:
+  exited within 10 s, no worker left, no unexpected "error:" in its stderr.
+- `mount`: one default daemon for the test; `shared`: one per module, for
+  tests that only create their own sessions; `sess`: a fresh session of
+  `shared`, closed afterwards.
+"""
+import signal
+import subprocess
+import threading
+
+import pytest
+
+import util
+
+DEFAULT_TIMEOUT = 60
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout_s(seconds): per-test time limit")
+    util.become_subreaper()
+    if not util.DAEMON.exists():
+        raise pytest.UsageError("%s does not exist: build first (ninja -C %s)"
+                                % (util.DAEMON, util.BUILD))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Whatever a crashed test left mounted.
+    for d in list(util.LIVE):
+        d.kill()
+        subprocess.run(["fusermount3", "-u", "-z", str(d.mnt)], capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def _watchdog(request):
+    marker = request.node.get_closest_marker("timeout_s")
+    limit = util.scaled(marker.args[0] if marker else DEFAULT_TIMEOUT)
+    main = threading.main_thread().ident
+    fired = threading.Event()
+
+    def on_alarm(signum, frame):
+        raise TestTimeout("test exceeded its %.0f s limit (every daemon was killed)" % limit)
+
+    def fire():
+        fired.set()
+        with util.LIVE_LOCK:
+            live = list(util.LIVE)
+        for d in live:
+            d.kill()
+        signal.pthread_kill(main, signal.SIGALRM)
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    timer = threading.Timer(limit, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGALRM, old)
+    if fired.is_set():
+        pytest.fail("test exceeded its %.0f s limit" % limit)
+
+
+class Daemons:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.started = []
+
+    def start(self, *opts, env=None, expect=(), args=(), wait=True, name=None):
+        name = name or "mnt%d" % len(self.started)
+        d = util.Daemon(self.workdir, opts, env=env, expect=expect, args=args, name=name)
+        self.started.append(d)
+        return d.start(wait=wait)
+
+    def stop_all(self):
+        problems = []
+        for d in self.started:
+            problems += ["%s: %s" % (d.mnt, p) for p in d.stop()]
+        return problems
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    ds = Daemons(tmp_path)
+    yield ds
+    problems = ds.stop_all()
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def mount(daemons):
+    return daemons.start("pool=0")
+
+
+@pytest.fixture(scope="module")
+def shared(request, tmp_path_factory):
+    """A module-wide mount.  A module whose tests make the daemon log errors
+    lists their patterns in SHARED_EXPECT, and may set SHARED_OPTS."""
+    ds = Daemons(tmp_path_factory.mktemp("shared"))
+    d = ds.start(*getattr(request.module, "SHARED_OPTS", ("pool=2",)),
+                 expect=getattr(request.module, "SHARED_EXPECT", ()))
+    yield d
+    problems = ds.stop_all()
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def sess(shared):
+    s = shared.clone()
+    yield s
+    s.close()
+

@@ -1,0 +1,227 @@
+"""The fixed files of the tree, clone, and sessions/ (mkdir, names, rmdir)."""
+import errno
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+import util
+from util import expect_errno
+
+SESSION_FILES = ["input", "output", "error", "console", "status", "result.json",
+                 "value.json", "ctl", "timeout", "limits", "log"]
+
+
+def test_help_and_version():
+    for flag in ("--help", "--version"):
+        r = subprocess.run([str(util.DAEMON), flag], capture_output=True, text=True,
+                           timeout=util.scaled(10))
+        assert r.returncode == 0, (flag, r.returncode, r.stderr)
+        text = r.stdout + r.stderr
+        assert text.strip(), flag
+    r = subprocess.run([str(util.DAEMON), "--version"], capture_output=True, text=True, timeout=10)
+    assert "0." in r.stdout + r.stderr  # a version number
+
+
+def test_root_listing(shared):
+    names = set(os.listdir(shared.mnt))
+    for n in ("README", "clone", "config", "stats", "tools", "sessions"):
+        assert n in names, names
+    assert stat.S_ISDIR(os.stat(shared.path("tools")).st_mode)
+    assert stat.S_ISDIR(os.stat(shared.path("sessions")).st_mode)
+    for f in ("README", "clone", "config", "stats"):
+        assert stat.S_ISREG(os.stat(shared.path(f)).st_mode), f
+
+
+def test_readme(shared):
+    text = shared.read("README")
+    assert len(text) > 40
+    assert "clone" in text
+    assert "sessions" in text
+
+
+def test_config(shared):
+    cfg = shared.json("config")
+    for k in ("timeout", "pool", "max_code_bytes", "console_max_bytes", "sandbox", "limits"):
+        assert k in cfg, (k, cfg)
+    assert cfg["pool"] == 2
+    assert cfg["timeout"] == 30
+    assert cfg["sandbox"] == "strict"
+    for k in ("cpu", "memory", "fsize", "nproc", "nofile", "stack"):
+        assert k in cfg["limits"], (k, cfg)
+
+
+def test_config_reflects_options(daemons):
+    d = daemons.start("pool=0", "timeout=7", "max_code_bytes=1000", "console_max_bytes=5000",
+                      "sandbox=none", "cpu=9")
+    cfg = d.json("config")
+    assert cfg["timeout"] == 7
+    assert cfg["pool"] == 0
+    assert cfg["max_code_bytes"] == 1000
+    assert cfg["console_max_bytes"] == 5000
+    assert cfg["sandbox"] == "none"
+    assert cfg["limits"]["cpu"] == 9
+
+
+def test_stats(shared):
+    st = shared.json("stats")
+    for k in ("sessions", "running", "executions", "errors", "timeouts", "crashes",
+              "tool_calls", "pool_idle", "uptime"):
+        assert k in st, (k, st)
+    s = shared.clone()
+    try:
+        before = shared.json("stats")
+        assert s.value("1+1") == "2"
+        s.result("stop('x')")
+        after = shared.json("stats")
+        assert after["executions"] >= before["executions"] + 2
+        assert after["errors"] >= before["errors"] + 1
+        assert after["sessions"] >= 1
+        assert after["running"] == 0
+    finally:
+        s.close()
+
+
+def test_clone_creates_distinct_sessions(shared):
+    names = set()
+    for _ in range(3):
+        s = shared.clone()
+        assert s.name not in names
+        names.add(s.name)
+        assert s.name in os.listdir(shared.path("sessions"))
+        assert stat.S_ISDIR(os.stat(s.dir).st_mode)
+        listing = set(os.listdir(s.dir))
+        for f in SESSION_FILES:
+            assert f in listing, (f, listing)
+    for n in names:
+        shared.session(n).close()
+
+
+def test_clone_then_run(sess):
+    assert sess.run("1+1") == "2\n"
+    assert sess.read("error") == ""
+
+
+def test_mkdir_session(shared):
+    d = shared.path("sessions", "my.Session-1_x")
+    os.mkdir(d)
+    try:
+        assert "my.Session-1_x" in os.listdir(shared.path("sessions"))
+        s = shared.session("my.Session-1_x")
+        assert s.run("6*7") == "42\n"
+        expect_errno(errno.EEXIST, os.mkdir, d)
+    finally:
+        shared.session("my.Session-1_x").close()
+
+
+@pytest.mark.parametrize("name", ["bad name", "x" * 65, "\u00e9", ".hidden", "a*b"])
+def test_mkdir_bad_names(shared, name):
+    expect_errno(errno.EINVAL, os.mkdir, shared.path("sessions", name))
+    assert name not in os.listdir(shared.path("sessions"))
+
+
+def test_mkdir_longest_name(shared):
+    name = "y" * 64
+    os.mkdir(shared.path("sessions", name))
+    shared.session(name).close()
+
+
+def test_mkdir_outside_sessions_refused(shared):
+    with pytest.raises(OSError):
+        os.mkdir(shared.path("elsewhere"))
+
+
+def test_rmdir_closes_session(shared):
+    s = shared.clone()
+    assert s.run("1") == "1\n"
+    os.rmdir(s.dir)
+    assert s.name not in os.listdir(shared.path("sessions"))
+    expect_errno(errno.ENOENT, os.stat, s.dir)
+    expect_errno(errno.ENOENT, util.read_text, s.p("output"))
+    expect_errno(errno.ENOENT, util.write_bytes, s.p("input"), "1")
+
+
+def test_rmdir_missing_is_enoent(shared):
+    expect_errno(errno.ENOENT, os.rmdir, shared.path("sessions", "nosuchsession"))
+
+
+@pytest.mark.timeout_s(60)
+def test_rmdir_during_run(shared):
+    s = shared.clone()
+    s.submit("Sys.sleep(30)")
+    assert s.status() == "running"
+    box = {}
+
+    def reader():
+        try:
+            box["value"] = s.read("output")
+        except OSError as e:
+            box["errno"] = e.errno
+        box["t"] = time.monotonic()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    time.sleep(0.3)  # let the reader park (nothing to wait on: it must be blocked)
+    assert t.is_alive(), "the read of output during a run returned at once"
+    t0 = time.monotonic()
+    os.rmdir(s.dir)
+    assert time.monotonic() - t0 < util.scaled(5)
+    t.join(util.scaled(5))
+    assert not t.is_alive(), "the parked reader hangs after rmdir"
+    assert box.get("errno") in (errno.ENOENT, errno.EIO, errno.ENOTCONN) or "value" in box
+    assert "value" not in box or box["value"] == "", box
+    assert s.name not in os.listdir(shared.path("sessions"))
+    # the mount goes on
+    s2 = shared.clone()
+    assert s2.run("2+2") == "4\n"
+    s2.close()
+
+
+def test_session_files_modes(sess):
+    for f in ("output", "error", "console", "status", "result.json", "value.json", "log"):
+        st = os.stat(sess.p(f))
+        assert stat.S_ISREG(st.st_mode)
+        assert st.st_mode & 0o444, f
+    assert os.stat(sess.p("input")).st_mode & 0o200
+    assert os.stat(sess.p("ctl")).st_mode & 0o200
+    # read-only files refuse writing
+    expect_errno((errno.EACCES, errno.EPERM, errno.EROFS), util.write_bytes, sess.p("output"), "x")
+
+
+def test_stat_size_matches_content(sess):
+    sess.run("paste(rep('ab', 100), collapse='')")
+    for f in ("output", "error", "result.json", "value.json", "status"):
+        content = util.read_bytes(sess.p(f))
+        assert os.stat(sess.p(f)).st_size == len(content), f
+    sess.run("1")
+    content = util.read_bytes(sess.p("output"))
+    assert content == b"1\n"
+    assert os.stat(sess.p("output")).st_size == 2
+
+
+def test_pool_fills(daemons):
+    d = daemons.start("pool=2")
+    deadline = time.monotonic() + util.scaled(20)
+    while d.json("stats")["pool_idle"] < 2:
+        assert time.monotonic() < deadline, d.json("stats")
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    s = d.clone()
+    assert time.monotonic() - t0 < util.scaled(2)
+    assert s.run("1+1") == "2\n"
+    # refilled in the background
+    deadline = time.monotonic() + util.scaled(20)
+    while d.json("stats")["pool_idle"] < 2:
+        assert time.monotonic() < deadline, d.json("stats")
+        time.sleep(0.05)
+    s.close()
+
+
+def test_stats_json_parses_repeatedly(shared):
+    # the file is generated on open; two reads must each be whole JSON
+    for _ in range(5):
+        json.loads(shared.read("stats"))

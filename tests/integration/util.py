@@ -1,0 +1,480 @@
+"""Helpers for the integration tests: start and stop a real securerfs mount,
+find its processes, and do plain file I/O on the tree.
+
+Everything here bounds its own waits, so that a daemon that hangs fails one
+test instead of wedging the run (see conftest.py for the per-test watchdog,
+which kills every live daemon when a test overruns: a FUSE request blocked in
+the kernel only returns once its daemon answers or dies).
+"""
+import ctypes
+import errno
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("SECURERFS_BUILD", REPO / "build"))
+DAEMON = BUILD / "securerfs"
+WORKER_NAME = "securerfs-worker"
+# Use this worker binary instead of the one next to the daemon (-o worker=).
+WORKER_OVERRIDE = os.environ.get("SECURERFS_WORKER", "")
+# Waits are multiplied by this (scripts/test sets 3 for the sanitizer build).
+SCALE = float(os.environ.get("SECURERFS_TIME_SCALE", "1"))
+
+# Every daemon started and not yet stopped; the watchdog kills these.
+LIVE = []
+LIVE_LOCK = threading.Lock()
+
+_LOG_SERIAL = itertools.count()
+
+# Lines of the daemon's stderr with this are never expected.
+SANITIZER = re.compile(r"Sanitizer|runtime error:|==\d+==ERROR")
+ERROR_LINE = re.compile(r"error:", re.IGNORECASE)
+
+
+def scaled(seconds):
+    return seconds * SCALE
+
+
+def become_subreaper():
+    """Make this process the reaper of orphaned descendants, so that a worker
+    left behind by a dead daemon becomes our child and we can see it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def proc_stat(pid):
+    """(state, ppid, starttime) of pid, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def proc_comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def proc_cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def is_worker(pid):
+    return WORKER_NAME in proc_cmdline(pid) or proc_comm(pid).startswith(WORKER_NAME[:15])
+
+
+def descendants(root):
+    """Live (pid, starttime) below root, found through ppid links."""
+    children = {}
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st:
+            children.setdefault(st[1], []).append((pid, st[2]))
+    out, todo = [], [root]
+    while todo:
+        for pid, start in children.get(todo.pop(), []):
+            out.append((pid, start))
+            todo.append(pid)
+    return out
+
+
+def worker_pids(daemon_pid):
+    """The daemon's securerfs-worker children (zygote and workers), oldest
+    first: the zygote is the first one."""
+    found = []
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[1] == daemon_pid and st[0] != "Z" and is_worker(pid):
+            found.append((st[2], pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def session_worker_pids(daemon_pid):
+    """Worker pids of sessions (and pool), the zygote excluded."""
+    return worker_pids(daemon_pid)[1:]
+
+
+def reap_orphans():
+    """Reap zombie workers reparented to us (we are a subreaper)."""
+    me = os.getpid()
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[1] == me and st[0] == "Z" and proc_comm(pid).startswith(WORKER_NAME[:15]):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def leftover_workers(snapshot):
+    """Workers still alive among snapshot [(pid, start)] or orphaned to us."""
+    reap_orphans()
+    left = []
+    for pid, start in snapshot:
+        st = proc_stat(pid)
+        if st and st[2] == start and st[0] != "Z" and is_worker(pid):
+            left.append(pid)
+    me = os.getpid()
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[1] == me and st[0] != "Z" and is_worker(pid) and pid not in left:
+            left.append(pid)
+    return left
+
+
+def pss_kib(pid):
+    total = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
+
+
+# ---------------------------------------------------------------- mounts
+
+
+def unescape_mount_path(p):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p)
+
+
+def mount_fstype(path):
+    """The fstype of the topmost mount at exactly path, or None."""
+    path = str(path)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if unescape_mount_path(left.split()[4]) == path:
+                found = right.split()[0]
+    return found
+
+
+def is_fuse_mounted(path):
+    t = mount_fstype(str(path))
+    return t is not None and t.startswith("fuse")
+
+
+def bounded(fn, timeout, on_timeout=None):
+    """Run fn() in a thread; return its result, or raise TimeoutError after
+    timeout seconds (calling on_timeout first, e.g. to kill a daemon so that
+    the blocked thread is released)."""
+    box = {}
+
+    def body():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: B902 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        if on_timeout:
+            on_timeout()
+        t.join(5)
+        raise TimeoutError("%r did not return within %.1f s" % (fn, timeout))
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+class Daemon:
+    """One securerfs process mounted on its own directory."""
+
+    def __init__(self, workdir, opts=(), env=None, expect=(), args=(), name="mnt"):
+        self.workdir = Path(workdir)
+        self.mnt = self.workdir / name
+        self.mnt.mkdir(exist_ok=True)
+        self.opts = list(opts)
+        self.args = list(args)
+        self.extra_env = dict(env or {})
+        self.expect = [re.compile(p, re.IGNORECASE) for p in expect]
+        self.log_path = self.workdir / ("%s.%d.stderr" % (name, next(_LOG_SERIAL)))
+        self.proc = None
+        self.stopped = False
+        self.allow_failure = False  # a test that expects a non-zero exit sets this
+
+    # -- life cycle
+
+    def cmd(self):
+        c = [str(DAEMON), "-f"]
+        opts = list(self.opts)
+        if WORKER_OVERRIDE:
+            opts.append("worker=%s" % WORKER_OVERRIDE)
+        if opts:
+            c += ["-o", ",".join(opts)]
+        return c + self.args + [str(self.mnt)]
+
+    def start(self, wait=True):
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.cmd(), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            env=env, start_new_session=True)
+        with LIVE_LOCK:
+            LIVE.append(self)
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout=15):
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("securerfs exited with %s before mounting:\n%s"
+                                     % (self.proc.returncode, self.stderr()))
+            if is_fuse_mounted(self.mnt):
+                try:
+                    text = bounded(lambda: (self.mnt / "README").read_text(),
+                                   max(1.0, deadline - time.monotonic()), self.kill)
+                except OSError:
+                    text = None  # a stale mount from before, or not answering yet
+                if text:
+                    return
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError("securerfs did not mount %s within %d s:\n%s"
+                             % (self.mnt, scaled(timeout), self.stderr()))
+
+    def kill(self):
+        """SIGKILL the daemon (releases every FUSE request blocked on it)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait_exit(self, timeout=10):
+        try:
+            return self.proc.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def snapshot(self):
+        """Every live process below the daemon, to check after it ends."""
+        if self.proc.poll() is not None:
+            return []
+        return descendants(self.proc.pid)
+
+    def forget(self):
+        with LIVE_LOCK:
+            if self in LIVE:
+                LIVE.remove(self)
+
+    def stop(self, how="fusermount"):
+        """End the daemon and check what it left.  Returns a list of problems
+        (empty when all is well)."""
+        problems = []
+        if self.stopped:
+            return problems
+        self.stopped = True
+        snap = self.snapshot()
+        if self.proc.poll() is None:
+            if how == "fusermount":
+                ok = False
+                for _ in range(int(scaled(20))):
+                    r = subprocess.run(["fusermount3", "-u", str(self.mnt)],
+                                       capture_output=True, text=True, timeout=scaled(10))
+                    if r.returncode == 0 or self.proc.poll() is not None:
+                        ok = True
+                        break
+                    time.sleep(0.25)
+                if not ok:
+                    problems.append("fusermount3 -u failed: %s" % r.stderr.strip())
+            else:
+                os.kill(self.proc.pid, how)
+            if self.wait_exit(10) is None:
+                problems.append("securerfs did not exit within 10 s of unmount")
+                self.kill()
+                self.wait_exit(5)
+        rc = self.proc.returncode
+        if rc != 0 and not problems and how != signal.SIGKILL and not self.allow_failure:
+            problems.append("securerfs exited with status %s" % rc)
+        # workers die with the daemon (PR_SET_PDEATHSIG); give them 3 s
+        deadline = time.monotonic() + scaled(3)
+        left = leftover_workers(snap)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = leftover_workers(snap)
+        if left:
+            problems.append("worker processes left: %s" % ", ".join(
+                "%d (%s)" % (p, proc_cmdline(p)) for p in left))
+            for p in left:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if is_fuse_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True,
+                           timeout=10)
+            if not problems:
+                problems.append("mount still present after the daemon exited")
+        problems += self.unexpected_errors()
+        self.forget()
+        try:
+            self.log.close()
+        except Exception:
+            pass
+        return problems
+
+    def unexpected_errors(self):
+        bad = []
+        for line in self.stderr().splitlines():
+            if SANITIZER.search(line):
+                bad.append(line)
+            elif ERROR_LINE.search(line) and not any(p.search(line) for p in self.expect):
+                bad.append(line)
+        if bad:
+            return ["unexpected lines in securerfs stderr:\n  " + "\n  ".join(bad[:30])]
+        return []
+
+    # -- tree access
+
+    def path(self, *parts):
+        return self.mnt.joinpath(*parts)
+
+    def read(self, *parts):
+        return read_text(self.path(*parts))
+
+    def json(self, *parts):
+        return json.loads(self.read(*parts))
+
+    def clone(self):
+        name = self.read("clone").strip()
+        assert name, "clone returned an empty name"
+        return Session(self, name)
+
+    def session(self, name):
+        return Session(self, name)
+
+
+# ---------------------------------------------------------------- file I/O
+
+
+def read_bytes(path, flags=0):
+    fd = os.open(str(path), os.O_RDONLY | flags)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text(path):
+    return read_bytes(path).decode("utf-8")
+
+
+def write_bytes(path, data, flags=os.O_WRONLY | os.O_TRUNC):
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd = os.open(str(path), flags)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    finally:
+        os.close(fd)
+
+
+def expect_errno(err, fn, *args, **kw):
+    """Call fn and check that it fails with OSError errno err (or one of err)."""
+    errs = err if isinstance(err, (tuple, list, set)) else (err,)
+    try:
+        fn(*args, **kw)
+    except OSError as e:
+        assert e.errno in errs, "expected %s, got %s" % (
+            "/".join(errno.errorcode[x] for x in errs), e)
+        return e
+    raise AssertionError("expected %s, call succeeded" % "/".join(errno.errorcode[x] for x in errs))
+
+
+class Session:
+    """One sessions/NAME directory."""
+
+    def __init__(self, daemon, name):
+        self.daemon = daemon
+        self.name = name
+        self.dir = daemon.mnt / "sessions" / name
+
+    def p(self, f):
+        return self.dir / f
+
+    def read(self, f):
+        return read_text(self.p(f))
+
+    def write(self, f, data):
+        write_bytes(self.p(f), data)
+
+    def submit(self, code):
+        """Write code to input and close: the run starts on flush."""
+        write_bytes(self.p("input"), code)
+
+    def run(self, code):
+        """Run code and return output (the formatted value + newline)."""
+        self.submit(code)
+        return self.read("output")
+
+    def value(self, code):
+        out = self.run(code)
+        return out[:-1] if out.endswith("\n") else out
+
+    def result(self, code=None):
+        if code is not None:
+            self.submit(code)
+        return json.loads(self.read("result.json"))
+
+    def status(self):
+        return self.read("status").strip()
+
+    def close(self):
+        try:
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
+
+    def worker_pids(self):
+        return session_worker_pids(self.daemon.pid)

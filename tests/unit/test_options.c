@@ -1,0 +1,66 @@
+/* Unit tests of option and limits parsing (common/options.c). */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "options.h"
+
+int main(void) {
+        struct options o;
+        struct limits l;
+        char err[256];
+        long long n;
+        double d;
+
+        options_init(&o);
+        CHECK(o.timeout_s == 30 && o.limits.v[LIMIT_CPU] == 60 && o.limits.v[LIMIT_MEMORY] == 512LL << 20);
+        CHECK(o.limits.v[LIMIT_FSIZE] == 50LL << 20 && o.limits.v[LIMIT_NPROC] == 50 && o.limits.v[LIMIT_NOFILE] == 256);
+
+        CHECK(parse_size("10", &n) == 0 && n == 10);
+        CHECK(parse_size("4K", &n) == 0 && n == 4096);
+        CHECK(parse_size("2m", &n) == 0 && n == 2 << 20);
+        CHECK(parse_size("1G", &n) == 0 && n == 1 << 30);
+        CHECK(parse_size("-1", &n) == -EINVAL);
+        CHECK(parse_size("", &n) == -EINVAL);
+        CHECK(parse_size("12x", &n) == -EINVAL);
+        CHECK(parse_size("99999999999999999999", &n) == -EINVAL);
+        CHECK(parse_size("9000000000T", &n) == -EINVAL);
+        CHECK(parse_seconds("0.5", &d) == 0 && d == 0.5);
+        CHECK(parse_seconds("0", &d) == 0 && d == 0);
+        CHECK(parse_seconds("nan", &d) == -EINVAL);
+        CHECK(parse_seconds("inf", &d) == -EINVAL);
+        CHECK(parse_seconds("-3", &d) == -EINVAL);
+        CHECK(parse_seconds("3s", &d) == -EINVAL);
+
+        CHECK(options_set(&o, "timeout", "5", err, sizeof(err)) == 0 && o.timeout_s == 5);
+        CHECK(options_set(&o, "timeout", "abc", err, sizeof(err)) == -EINVAL && o.timeout_s == 5);
+        CHECK(options_set(&o, "pool", "4", err, sizeof(err)) == 0 && o.pool == 4);
+        CHECK(options_set(&o, "sandbox", "none", err, sizeof(err)) == 0 && o.sandbox_none);
+        CHECK(options_set(&o, "sandbox", "loose", err, sizeof(err)) == -EINVAL && o.sandbox_none);
+        CHECK(options_set(&o, "memory", "1G", err, sizeof(err)) == 0 && o.limits.v[LIMIT_MEMORY] == 1 << 30);
+        CHECK(options_set(&o, "cpu", "none", err, sizeof(err)) == 0 && o.limits.v[LIMIT_CPU] == LIMIT_UNSET);
+        CHECK(options_set(&o, "nproc", "0", err, sizeof(err)) == -EINVAL);
+        CHECK(options_set(&o, "r_libs", "/a:/b", err, sizeof(err)) == 0 && strcmp(o.r_libs, "/a:/b") == 0);
+        CHECK(options_set(&o, "r_libs", "/a:rel", err, sizeof(err)) == -EINVAL && strcmp(o.r_libs, "/a:/b") == 0);
+        CHECK(options_set(&o, "max_code_bytes", "0", err, sizeof(err)) == -EINVAL);
+        CHECK(options_set(&o, "no_such_option", "1", err, sizeof(err)) == -ENOENT);
+
+        options_init(&o);
+        CHECK(limits_parse_json("{\"cpu\": 5}", 10, &o.limits, &l, err, sizeof(err)) == 0);
+        CHECK(l.v[LIMIT_CPU] == 5 && l.v[LIMIT_MEMORY] == o.limits.v[LIMIT_MEMORY]);
+        CHECK(limits_parse_json("{\"memory\": null}", 16, &o.limits, &l, err, sizeof(err)) == 0 &&
+              l.v[LIMIT_MEMORY] == LIMIT_UNSET);
+        CHECK(limits_parse_json("{\"cpu\": 5", 9, &o.limits, &l, err, sizeof(err)) == -EAGAIN);
+        CHECK(limits_parse_json("{\"cpu\": -1}", 11, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{\"cpu\": \"5\"}", 12, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{\"cpu\": 1.5}", 12, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{\"gpu\": 1}", 10, &o.limits, &l, err, sizeof(err)) == -EINVAL &&
+              strstr(err, "gpu"));
+        CHECK(limits_parse_json("[1]", 3, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{]", 2, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{\"nofile\": 3}", 13, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{\"memory\": 1000}", 16, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        CHECK(limits_parse_json("{\"cpu\":1,\"cpu\":2}", 17, &o.limits, &l, err, sizeof(err)) == -EINVAL);
+        options_free(&o);
+        return check_summary("options");
+}
