@@ -600,8 +600,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         /* Read-only opens need no FLUSH round trip on close. */
         fi->noflush = !wants_write;
         if (kind == SF_INPUT) {
+                /* Only a write makes a run: shells dup the descriptor and
+                 * close the original before writing, which flushes an
+                 * empty handle. */
                 s->input_writer = h;
-                h->dirty = (fi->flags & O_TRUNC) != 0;
         }
         if (kind == N_CLONE && !s) {
                 /* Plan 9's clone file: opening it makes a session. */

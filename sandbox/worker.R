@@ -103,13 +103,9 @@ warning_block <- function(calls, msgs, count) {
 }
 
 warning_summary <- function() {
-    block <- warning_block(warnings_call, warnings_msg, warnings_count)
-    # Make warnings() work in the next run as it would at R's prompt.
-    lw <- structure(as.list(lapply(warnings_call, function(d)
-        if (is.na(d)) NULL else tryCatch(str2lang(d), error = function(e) NULL))),
-        names = warnings_msg)
-    try(assign("last.warning", lw, envir = baseenv()), silent = TRUE)
-    c(block, warnings_text)
+    # warnings() stays empty: R keeps last.warning in the locked base
+    # environment, which only its C internals may write.
+    c(warning_block(warnings_call, warnings_msg, warnings_count), warnings_text)
 }
 
 # print() of a list ends with an empty line; the daemon adds the final newline.

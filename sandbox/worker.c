@@ -330,8 +330,16 @@ static void r_suicide(const char *msg) {
                 char line[512];
                 int n = snprintf(line, sizeof(line), "fatal R: %s", msg);
 
+                /* One line of printable ASCII, as the daemon expects. */
+                n = MIN(n, (int)sizeof(line) - 1);
+                while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+                        n--;
+                for (int i = 0; i < n; i++)
+                        if (line[i] < 0x20 || line[i] > 0x7e)
+                                line[i] = ' ';
                 if (n > 0)
-                        (void)!send(W.zygote_ctl, line, MIN((size_t)n, sizeof(line) - 1), MSG_NOSIGNAL);
+                        (void)!send(W.zygote_ctl, line, (size_t)n, MSG_NOSIGNAL);
+                _exit(1);
         }
         _exit(2);
 }
@@ -1003,6 +1011,15 @@ done:
          * which adds SA_RESTART, or leaves its own if it unwound early. */
         set_handler(SIGINT, on_sigint);
         warnings = collect_warnings();
+        /* file() turns EMFILE into a warning plus "cannot open the
+         * connection". */
+        if (!strcmp(status, "error") && !limit) {
+                size_t i;
+                json_t *w;
+
+                json_array_foreach(warnings, i, w) if (strstr(json_string_value(w), "Too many open files"))
+                        limit = "nofile";
+        }
         console_send(true);
         W.in_run = false;
         if (strcmp(status, "ok")) {

@@ -342,7 +342,14 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s) {
 
         if (!w)
                 return NULL;
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0) {
+        /* Only our end is non-blocking: the worker reads with blocking calls. */
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+                free(w);
+                return NULL;
+        }
+        if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+                close(sv[0]);
+                close(sv[1]);
                 free(w);
                 return NULL;
         }
@@ -554,7 +561,7 @@ static void handle_result(struct worker *w, json_t *m) {
         struct result *res;
 
         if (!r || !r->sent || !json_is_integer(seq) || (uint64_t)json_integer_value(seq) != r->seq || !status ||
-            !output || !error || !value || !json_is_string_array(warnings, 1000) ||
+            !output || !error || !json_is_string_array(warnings, 1000) ||
             (note && !json_is_string(note)) || (limit && !limit_name_valid(json_string_value(limit)))) {
                 worker_protocol_violation(w, "malformed result");
                 return;

@@ -34,7 +34,7 @@ def pytest_configure(config):
                                 % (util.DAEMON, util.BUILD))
 
 
-def pytest_sessionfinish(session, exitstatus):
+def pytest_unconfigure(config):
     # Whatever a crashed test left mounted.
     for d in list(util.LIVE):
         d.kill()
