@@ -95,6 +95,7 @@ struct sessions {
         struct unclaimed unclaimed[UNCLAIMED_MAX];
         unsigned n_unclaimed;
         uint64_t start_ns;
+        char last_start_error[512]; /* why the last worker could not start */
         struct {
                 uint64_t sessions_created, executions, errors, timeouts, crashes, killed, interrupts,
                         restarts, tool_calls, protocol_violations;
@@ -283,8 +284,9 @@ static void worker_finish(struct worker *w) {
                  * jail that cannot be built does not spin. */
                 t->pool_starting--;
                 t->pool_backoff_until = now_ns() + 2000000000ULL;
-                if (w->fatal)
-                        log_error("pool worker could not start: %s", w->fatal);
+                snprintf(t->last_start_error, sizeof(t->last_start_error), "%s",
+                         w->fatal ? w->fatal : "the worker exited while starting");
+                log_error("pool worker could not start: %s", t->last_start_error);
         }
         worker_free(w);
         pool_fill(t);
@@ -979,6 +981,7 @@ static void session_worker_lost(struct session *s, struct worker *w) {
                 snprintf(msg, sizeof(msg), "the sandboxed R worker could not start: %s",
                          w->fatal ? w->fatal : how);
                 log_error("session %s: %s", s->name, msg);
+                snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
                 if (s->creating) {
                         s->creating = false;
                         if (t->ev.created)
@@ -1220,19 +1223,29 @@ int session_set_limits(struct session *s, const struct limits *l) {
         return 0;
 }
 
+static json_t *stats_with_error(struct sessions *t, json_t *j);
+
 json_t *sessions_stats(struct sessions *t) {
         unsigned running = 0;
 
         for (struct session *s = t->first; s; s = s->next)
                 running += s->state == SESSION_RUNNING;
-        return json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "sessions",
+        return stats_with_error(t, json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "sessions",
                          (int)t->n_sessions, "running", (int)running, "sessions_created",
                          (json_int_t)t->stats.sessions_created, "executions", (json_int_t)t->stats.executions,
                          "errors", (json_int_t)t->stats.errors, "timeouts", (json_int_t)t->stats.timeouts,
                          "crashes", (json_int_t)t->stats.crashes, "killed", (json_int_t)t->stats.killed,
                          "interrupts", (json_int_t)t->stats.interrupts, "restarts", (json_int_t)t->stats.restarts,
                          "tool_calls", (json_int_t)t->stats.tool_calls, "pool_idle", (int)t->pool_ready, "uptime",
-                         round((double)(now_ns() - t->start_ns) / 1e6) / 1e3);
+                         round((double)(now_ns() - t->start_ns) / 1e6) / 1e3));
+}
+
+/* Appended to stats when a worker failed to start, so that a user whose
+ * mkdir got EPERM can read why. */
+static json_t *stats_with_error(struct sessions *t, json_t *j) {
+        if (j && t->last_start_error[0])
+                json_object_set_new(j, "last_start_error", json_string(t->last_start_error));
+        return j;
 }
 
 int sessions_new(struct loop *l, const struct options *o, const struct session_events *ev,

@@ -36,10 +36,19 @@ def test_timeout_write(sess):
     assert sess.read("timeout") == "0\n"
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "", "1.5x", "99999999999999999999999"])
+@pytest.mark.parametrize("bad", ["abc", "-1", "1.5x", "99999999999999999999999", "nan", "inf"])
 def test_timeout_bad_values(sess, bad):
     sess.write("timeout", "12")
     expect_errno(errno.EINVAL, sess.write, "timeout", bad)
+    assert sess.read("timeout") == "12\n"
+
+
+def test_timeout_open_without_write_changes_nothing(sess):
+    sess.write("timeout", "12")
+    try:
+        sess.write("timeout", "")
+    except OSError as e:
+        assert e.errno == errno.EINVAL
     assert sess.read("timeout") == "12\n"
 
 
@@ -159,7 +168,7 @@ def test_ctl_restart_during_run(sess):
     assert sess.run("exists('y')") == "FALSE\n"
 
 
-@pytest.mark.parametrize("bad", ["explode", "", "interrupt now", "RESTART"])
+@pytest.mark.parametrize("bad", ["explode", "interrupt now", "RESTART", "restart\nrestart"])
 def test_ctl_bad_command(sess, bad):
     sess.run("y <- 1")
     expect_errno(errno.EINVAL, sess.write, "ctl", bad)
