@@ -23,7 +23,7 @@
 
 static const char *mnt;
 
-static void die(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
         fputs("roundtrip: ", stderr);

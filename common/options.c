@@ -20,6 +20,7 @@ void options_init(struct options *o) {
                 .max_code_bytes = 1 << 20,
                 .console_max_bytes = 1 << 20,
                 .tmp_bytes = 64LL << 20,
+                .max_tool_calls = 1000,
                 /* securer's defaults (default_limits()); stack is Linux's usual 8 MiB. */
                 .limits = {{60, 512LL << 20, 50LL << 20, 50, 256, 8LL << 20}},
         };
@@ -107,6 +108,14 @@ int options_set(struct options *o, const char *key, const char *value, char *err
                 *(key[0] == 't' ? &o->timeout_s : &o->grace_s) = d;
                 return 0;
         }
+        if (strcmp(key, "max_tool_calls") == 0) {
+                if (parse_size(value, &n) < 0 || n > 1000000) {
+                        snprintf(err, errlen, "%s=%s: expected a count up to 1000000", key, value);
+                        return -EINVAL;
+                }
+                o->max_tool_calls = (unsigned)n;
+                return 0;
+        }
         if (strcmp(key, "pool") == 0 || strcmp(key, "max_sessions") == 0) {
                 bool pool = key[0] == 'p';
                 if (parse_size(value, &n) < 0 || n > 4096 || (!pool && n == 0)) {
@@ -136,6 +145,14 @@ int options_set(struct options *o, const char *key, const char *value, char *err
                         return -EINVAL;
                 }
                 o->sandbox_none = strcmp(value, "none") == 0;
+                return 0;
+        }
+        if (strcmp(key, "allow_exec") == 0) {
+                if (strcmp(value, "1") != 0 && strcmp(value, "0") != 0) {
+                        snprintf(err, errlen, "allow_exec takes no value");
+                        return -EINVAL;
+                }
+                o->allow_exec = value[0] == '1';
                 return 0;
         }
         if (strcmp(key, "audit_log") == 0 || strcmp(key, "r_libs") == 0 || strcmp(key, "worker") == 0) {
@@ -169,13 +186,16 @@ json_t *limits_to_json(const struct limits *l) {
 }
 
 json_t *options_to_json(const struct options *o) {
-        return json_pack("{s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:s, s:s?, s:b, s:s?, s:o}",
+        json_t *j = json_pack("{s:f, s:f, s:i, s:i, s:I, s:I, s:I, s:s, s:s?, s:b, s:b, s:s?, s:o}",
                          "timeout", o->timeout_s, "grace", o->grace_s, "pool", (int)o->pool,
                          "max_sessions", (int)o->max_sessions, "max_code_bytes", (json_int_t)o->max_code_bytes,
                          "console_max_bytes", (json_int_t)o->console_max_bytes, "tmp_size",
                          (json_int_t)o->tmp_bytes, "sandbox", o->sandbox_none ? "none" : "strict", "audit_log",
-                         o->audit_log, "allow_other", o->allow_other, "r_libs", o->r_libs, "limits",
+                         o->audit_log, "allow_other", o->allow_other, "allow_exec", o->allow_exec, "r_libs", o->r_libs, "limits",
                          limits_to_json(&o->limits));
+        if (j)
+                json_object_set_new(j, "max_tool_calls", json_integer(o->max_tool_calls));
+        return j;
 }
 
 int limits_parse_json(const char *text, size_t len, const struct limits *base, struct limits *out, char *err,

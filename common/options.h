@@ -25,9 +25,11 @@ struct options {
         long long max_code_bytes;
         long long console_max_bytes;
         long long tmp_bytes;       /* size of each jail's /tmp and /work */
+        unsigned max_tool_calls;   /* tool calls in one run (-o max_tool_calls) */
         char *audit_log;           /* path or NULL */
         bool sandbox_none;         /* -o sandbox=none */
         bool allow_other;
+        bool allow_exec;           /* -o allow_exec: workers may execve */
         char *r_libs;              /* colon-separated extra library dirs, or NULL */
         char *worker_path;         /* securerfs-worker, or NULL: next to us */
         struct limits limits;      /* defaults for new sessions */

@@ -18,12 +18,29 @@
 #include "macros.h"
 #include "options.h"
 #include "sessions/session.h"
+#include "sessions/tools.h"
 
-/* Inode numbers.  The fixed nodes are 1..N_LAST; a session's nodes are
- * id * SF_STRIDE + kind, where id is the session's never-reused number, so
- * a stale inode number can never name another session's file and there is
+/* Inode numbers.  The fixed nodes are 1..N_LAST (below SF_STRIDE); a
+ * session's nodes are id * SF_STRIDE + kind, where id is the session's
+ * never-reused number, so a stale inode number can never name another
+ * session's file; a tool file (tools/NAME.json, sessions/N/tools/NAME.json)
+ * is TOOL_INO_BIT | its entry's never-reused number (sessions/tools.h),
+ * stable while the file exists (a rename keeps it, as on a disk).  There is
  * no per-inode state: lookup counts need no bookkeeping (forget is a no-op). */
-enum node { N_ROOT = 1, N_README, N_CLONE, N_CONFIG, N_STATS, N_SESSIONS, N_LAST = N_SESSIONS };
+enum node {
+        N_ROOT = 1,
+        N_README,
+        N_CLONE,
+        N_CONFIG,
+        N_STATS,
+        N_SESSIONS,
+        N_TOOLS,
+        N_TOOLS_ERRORS, /* tools/.errors */
+        N_LAST = N_TOOLS_ERRORS
+};
+#define TOOL_INO_BIT (1ULL << 62)
+/* The kind of an open handle on a tool file (beyond enum node and sfile). */
+#define K_TOOL 1000
 
 enum sfile {
         SF_DIR = 0,
@@ -38,6 +55,8 @@ enum sfile {
         SF_TIMEOUT,
         SF_LIMITS,
         SF_LOG,
+        SF_TOOLS,        /* sessions/N/tools/ */
+        SF_TOOLS_ERRORS, /* sessions/N/tools/.errors (not in sessions/N/) */
         SF_COUNT
 };
 #define SF_STRIDE 16
@@ -52,6 +71,7 @@ static const struct {
         [SF_RESULT] = {"result.json", S_IFREG | 0444}, [SF_VALUE] = {"value.json", S_IFREG | 0444},
         [SF_CTL] = {"ctl", S_IFREG | 0200},       [SF_TIMEOUT] = {"timeout", S_IFREG | 0644},
         [SF_LIMITS] = {"limits", S_IFREG | 0644}, [SF_LOG] = {"log", S_IFREG | 0444},
+        [SF_TOOLS] = {"tools", S_IFDIR | 0755},   [SF_TOOLS_ERRORS] = {".errors", S_IFREG | 0444},
 };
 
 static const struct {
@@ -61,7 +81,7 @@ static const struct {
 } root_entries[] = {
         {"README", N_README, S_IFREG | 0444}, {"clone", N_CLONE, S_IFREG | 0444},
         {"config", N_CONFIG, S_IFREG | 0444}, {"stats", N_STATS, S_IFREG | 0444},
-        {"sessions", N_SESSIONS, S_IFDIR | 0755},
+        {"sessions", N_SESSIONS, S_IFDIR | 0755}, {"tools", N_TOOLS, S_IFDIR | 0755},
 };
 
 static const char readme_text[] =
@@ -76,7 +96,9 @@ static const char readme_text[] =
         "  rmdir sessions/$s                    # close it\n"
         "\n"
         "Also per session: status, result.json, value.json, timeout, limits, log.\n"
-        "Daemon-wide: config (defaults), stats (counters).\n";
+        "Daemon-wide: config (defaults), stats (counters).\n"
+        "Tools: tools/NAME.json (every session) or sessions/$s/tools/NAME.json define\n"
+        "an R function NAME that runs a host program; refusals are in tools/.errors.\n";
 
 struct fs;
 
@@ -113,6 +135,7 @@ struct handle {
         bool dirty;             /* input: a run starts at flush */
         bool failed;            /* input: over max_code_bytes */
         bool applied;           /* limits: the buffer took effect */
+        uint64_t tool_id;       /* K_TOOL: the entry (sessions/tools.h) */
         struct fuse_pollhandle *ph;
         struct handle *poll_next;
 };
@@ -139,7 +162,7 @@ static bool is_result_file(int kind) {
 
 /* Resolve a session inode: 0 with *s and *kind, or -ENOENT. */
 static int decode_ino(struct fs *fs, fuse_ino_t ino, struct session **s, int *kind) {
-        if (ino <= N_LAST)
+        if (ino <= N_LAST || (ino & TOOL_INO_BIT))
                 return -ENOENT;
         *kind = (int)(ino % SF_STRIDE);
         if (*kind >= SF_COUNT)
@@ -149,6 +172,43 @@ static int decode_ino(struct fs *fs, fuse_ino_t ino, struct session **s, int *ki
 }
 
 static struct session_fs *sfs(struct session *s) { return s->fs_data; }
+
+static struct tools *fs_tools(struct fs *fs) { return sessions_tools(fs->sessions); }
+
+/* The scope a tools/ directory stands for, or NULL when ino is not one. */
+static struct tool_scope *dir_scope(struct fs *fs, fuse_ino_t ino) {
+        struct session *s;
+        int kind;
+
+        if (ino == N_TOOLS)
+                return tools_global(fs_tools(fs));
+        if (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_TOOLS)
+                return tools_session_scope(fs_tools(fs), s);
+        return NULL;
+}
+
+struct handle;
+struct dirbuf;
+static void tools_dir_lookup(fuse_req_t req, struct fs *fs, struct tool_scope *sc, const char *name);
+static void tools_dir_readdir(fuse_req_t req, struct fs *fs, struct tool_scope *sc, fuse_ino_t ino, struct dirbuf *b,
+                              off_t off);
+static void tool_open(fuse_req_t req, struct fs *fs, struct tool_entry *e, struct fuse_file_info *fi, bool created);
+static void tool_setattr(fuse_req_t req, struct fs *fs, struct tool_entry *e, struct stat *attr, int to_set,
+                         struct fuse_file_info *fi);
+static void tool_read(fuse_req_t req, struct fs *fs, struct handle *h, size_t size, off_t off);
+static void tool_write(fuse_req_t req, struct fs *fs, struct handle *h, const char *data, size_t size, off_t off);
+static void tool_flush(fuse_req_t req, struct fs *fs, struct handle *h);
+static void tool_release(fuse_req_t req, struct fs *fs, struct handle *h);
+
+static fuse_ino_t errors_ino(const struct tool_scope *sc) {
+        struct session *s = tool_scope_session(sc);
+        return s ? session_ino(s, SF_TOOLS_ERRORS) : N_TOOLS_ERRORS;
+}
+
+/* The tool file an inode names (also one unlinked but still open). */
+static struct tool_entry *tool_of_ino(struct fs *fs, fuse_ino_t ino) {
+        return (ino & TOOL_INO_BIT) ? tools_entry_by_id(fs_tools(fs), ino & ~TOOL_INO_BIT) : NULL;
+}
 
 /* ---- content ------------------------------------------------------------ */
 
@@ -195,6 +255,11 @@ static void generate_text(struct fs *fs, int kind, struct session *s, struct tex
                 case N_README: text_set(t, readme_text, sizeof(readme_text) - 1); break;
                 case N_CONFIG: text_set_json(t, options_to_json(fs->opt)); break;
                 case N_STATS: text_set_json(t, sessions_stats(fs->sessions)); break;
+                case N_TOOLS_ERRORS: {
+                        const struct text *e = tool_scope_errors(tools_global(fs_tools(fs)));
+                        text_set(t, e->data, e->len);
+                        break;
+                }
                 default: break; /* clone: set at open */
                 }
                 return;
@@ -209,6 +274,12 @@ static void generate_text(struct fs *fs, int kind, struct session *s, struct tex
         case SF_TIMEOUT: format_timeout(s, t); break;
         case SF_LIMITS: format_limits(s, t); break;
         case SF_LOG: text_set(t, s->log.data ? s->log.data : "", s->log.len); break;
+        case SF_TOOLS_ERRORS: {
+                struct tool_scope *sc = tools_session_scope(fs_tools(fs), s);
+                const struct text *e = sc ? tool_scope_errors(sc) : NULL;
+                text_set(t, e ? e->data : "", e ? e->len : 0);
+                break;
+        }
         default: t->len = 0; break;
         }
 }
@@ -271,8 +342,22 @@ static int node_attr(struct fs *fs, fuse_ino_t ino, struct stat *st, double *att
         int kind;
 
         *attr_timeout = 1.0;
-        if (ino == N_ROOT || ino == N_SESSIONS) {
+        if (ino & TOOL_INO_BIT) {
+                struct tool_entry *e = tool_of_ino(fs, ino);
+                if (!e)
+                        return -ENOENT;
+                /* Rewritten through other handles: never cached. */
+                *attr_timeout = 0;
+                fill_attr(fs, ino, S_IFREG | 0644, tool_entry_text(e)->len, st);
+                return 0;
+        }
+        if (ino == N_ROOT || ino == N_SESSIONS || ino == N_TOOLS) {
                 fill_attr(fs, ino, S_IFDIR | 0755, 0, st);
+                return 0;
+        }
+        if (ino == N_TOOLS_ERRORS) {
+                *attr_timeout = 0;
+                fill_attr(fs, ino, S_IFREG | 0444, tool_scope_errors(tools_global(fs_tools(fs)))->len, st);
                 return 0;
         }
         for (size_t i = 0; i < ARRAY_SIZE(root_entries); i++)
@@ -292,7 +377,7 @@ static int node_attr(struct fs *fs, fuse_ino_t ino, struct stat *st, double *att
                 }
         if (decode_ino(fs, ino, &s, &kind) < 0)
                 return -ENOENT;
-        if (kind == SF_DIR) {
+        if (kind == SF_DIR || kind == SF_TOOLS) {
                 fill_attr(fs, ino, S_IFDIR | 0755, 0, st);
                 return 0;
         }
@@ -316,9 +401,14 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino) {
 /* Valid replies: entry, err. */
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
         struct fs *fs = req_fs(req);
+        struct tool_scope *sc = dir_scope(fs, parent);
         struct session *s;
         int kind;
 
+        if (sc) {
+                tools_dir_lookup(req, fs, sc, name);
+                return;
+        }
         if (parent == N_ROOT) {
                 for (size_t i = 0; i < ARRAY_SIZE(root_entries); i++)
                         if (strcmp(name, root_entries[i].name) == 0) {
@@ -342,7 +432,7 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
                 return;
         }
         for (int k = 1; k < SF_COUNT; k++)
-                if (strcmp(name, sfiles[k].name) == 0) {
+                if (k != SF_TOOLS_ERRORS && strcmp(name, sfiles[k].name) == 0) {
                         reply_entry(req, fs, session_ino(s, k));
                         return;
                 }
@@ -378,6 +468,10 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
         if (node_attr(fs, ino, &st, &timeout) < 0) {
                 fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if ((ino & TOOL_INO_BIT) && !(to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+                tool_setattr(req, fs, tool_of_ino(fs, ino), attr, to_set, fi);
                 return;
         }
         if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
@@ -427,7 +521,9 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
                 goto done;
         if (off < 2 && !dirbuf_add(req, &b, "..", N_ROOT, S_IFDIR, 2))
                 goto done;
-        if (ino == N_ROOT) {
+        if (dir_scope(fs, ino)) {
+                tools_dir_readdir(req, fs, dir_scope(fs, ino), ino, &b, off);
+        } else if (ino == N_ROOT) {
                 for (size_t i = (size_t)MAX(off - 2, 0); i < ARRAY_SIZE(root_entries); i++)
                         if (!dirbuf_add(req, &b, root_entries[i].name, root_entries[i].ino, root_entries[i].mode,
                                         (off_t)i + 3))
@@ -439,7 +535,8 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
                                 break;
         } else if (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR) {
                 for (int k = (int)MAX(off - 2, 0) + 1; k < SF_COUNT; k++)
-                        if (!dirbuf_add(req, &b, sfiles[k].name, session_ino(s, k), sfiles[k].mode, (off_t)k + 2))
+                        if (k != SF_TOOLS_ERRORS &&
+                            !dirbuf_add(req, &b, sfiles[k].name, session_ino(s, k), sfiles[k].mode, (off_t)k + 2))
                                 break;
         } else {
                 fuse_reply_err(req, ENOTDIR);
@@ -455,7 +552,8 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         struct session *s;
         int kind;
 
-        if (ino == N_ROOT || ino == N_SESSIONS || (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR))
+        if (ino == N_ROOT || ino == N_SESSIONS || dir_scope(fs, ino) ||
+            (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR))
                 fuse_reply_open(req, fi);
         else
                 fuse_reply_err(req, ENOTDIR);
@@ -513,17 +611,70 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
         fuse_reply_err(req, 0);
 }
 
-/* Nothing may be created or removed but sessions.  Valid replies: err. */
+/* Nothing may be created or removed but sessions and tool files.  Valid
+ * replies: err. */
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
         fuse_reply_err(req, EPERM);
 }
+
+/* Only regular files in a tools/ directory.  Valid replies: create, err. */
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
-        fuse_reply_err(req, EPERM);
+        struct fs *fs = req_fs(req);
+        struct tool_scope *sc = dir_scope(fs, parent);
+        struct tool_entry *e = NULL;
+        int r;
+
+        if (!sc || !S_ISREG(mode) || strcmp(name, ".errors") == 0) {
+                fuse_reply_err(req, sc && S_ISREG(mode) ? EEXIST : EPERM);
+                return;
+        }
+        r = tools_entry_create(sc, name, &e);
+        if (r == -EEXIST) {
+                if (fi->flags & O_EXCL) {
+                        fuse_reply_err(req, EEXIST);
+                        return;
+                }
+                e = tools_entry_lookup(sc, name);
+                r = 0;
+        }
+        if (r < 0) {
+                fuse_reply_err(req, -r);
+                return;
+        }
+        tool_open(req, fs, e, fi, true);
 }
-static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) { fuse_reply_err(req, EPERM); }
+
+/* Valid replies: err. */
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+        struct tool_scope *sc = dir_scope(req_fs(req), parent);
+
+        if (!sc || strcmp(name, ".errors") == 0) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        fuse_reply_err(req, -tools_entry_unlink(sc, name));
+}
+
+/* Within one tools/ directory only (mv falls back to copy and unlink on
+ * EXDEV).  Valid replies: err. */
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
                       unsigned int flags) {
-        fuse_reply_err(req, EPERM);
+        struct fs *fs = req_fs(req);
+        struct tool_scope *from = dir_scope(fs, parent), *to = dir_scope(fs, newparent);
+
+        if (!from && !to) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        if (from != to) {
+                fuse_reply_err(req, EXDEV);
+                return;
+        }
+        if ((flags & RENAME_EXCHANGE) || strcmp(name, ".errors") == 0 || strcmp(newname, ".errors") == 0) {
+                fuse_reply_err(req, EINVAL);
+                return;
+        }
+        fuse_reply_err(req, -tools_entry_rename(from, name, newname, flags));
 }
 
 /* ---- files -------------------------------------------------------------- */
@@ -557,7 +708,16 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         struct handle *h;
         mode_t mode;
 
-        if (ino == N_ROOT || ino == N_SESSIONS) {
+        if (ino & TOOL_INO_BIT) {
+                struct tool_entry *te = tool_of_ino(fs, ino);
+                if (!te || tool_entry_unlinked(te)) {
+                        fuse_reply_err(req, ENOENT);
+                        return;
+                }
+                tool_open(req, fs, te, fi, false);
+                return;
+        }
+        if (ino == N_ROOT || ino == N_SESSIONS || ino == N_TOOLS) {
                 fuse_reply_err(req, EISDIR);
                 return;
         }
@@ -569,7 +729,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                         fuse_reply_err(req, ENOENT);
                         return;
                 }
-                if (kind == SF_DIR) {
+                if (kind == SF_DIR || kind == SF_TOOLS) {
                         fuse_reply_err(req, EISDIR);
                         return;
                 }
@@ -671,6 +831,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         struct session *s = NULL;
         struct parked *p;
 
+        if (h->kind == K_TOOL) {
+                tool_read(req, fs, h, size, off);
+                return;
+        }
         if (h->sid) {
                 s = sessions_find_id(fs->sessions, h->sid);
                 if (!s) {
@@ -759,6 +923,10 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
         char err[256];
         int e;
 
+        if (h->kind == K_TOOL) {
+                tool_write(req, fs, h, data, size, off);
+                return;
+        }
         if (!s) {
                 fuse_reply_err(req, ENOENT);
                 return;
@@ -863,6 +1031,10 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
         char *code;
         int e;
 
+        if (h->kind == K_TOOL) {
+                tool_flush(req, fs, h);
+                return;
+        }
         if (!s) {
                 fuse_reply_err(req, h->sid ? ENOENT : 0);
                 return;
@@ -900,6 +1072,10 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         struct handle *h = (struct handle *)(uintptr_t)fi->fh;
         struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
 
+        if (h->kind == K_TOOL) {
+                tool_release(req, fs, h);
+                return;
+        }
         if (s) {
                 if (s->input_writer == h)
                         s->input_writer = NULL;
@@ -945,6 +1121,176 @@ static void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, s
                 }
         }
         fuse_reply_poll(req, revents);
+}
+
+/* ---- tools/ directories -------------------------------------------------
+ * tools/ and sessions/N/tools/ hold NAME.json files (sessions/tools.h) and
+ * the read-only .errors.  A definition written through a handle is checked
+ * and put in force on FLUSH (close(2) returns its EINVAL); reads show the
+ * definition in force.  An O_TRUNC open or a truncation alone changes
+ * nothing: shells open, dup and close the descriptor before writing, which
+ * flushes an empty handle, and a rejected write must change nothing. */
+
+static void tools_dir_lookup(fuse_req_t req, struct fs *fs, struct tool_scope *sc, const char *name) {
+        struct fuse_entry_param ep = {0};
+        struct tool_entry *e;
+
+        if (strcmp(name, ".errors") == 0) {
+                reply_entry(req, fs, errors_ino(sc));
+                return;
+        }
+        e = tools_entry_lookup(sc, name);
+        if (!e) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        /* Names come and go through this process only, but a file created
+         * and never accepted vanishes on its last close: no entry caching. */
+        ep.ino = TOOL_INO_BIT | tool_entry_id(e);
+        if (node_attr(fs, ep.ino, &ep.attr, &ep.attr_timeout) < 0) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        fuse_reply_entry(req, &ep);
+}
+
+/* Offsets: 3 is .errors, an entry's is its id + 3 (ids only grow, so an
+ * entry removed between two calls shifts nothing). */
+static void tools_dir_readdir(fuse_req_t req, struct fs *fs, struct tool_scope *sc, fuse_ino_t ino, struct dirbuf *b,
+                              off_t off) {
+        if (off < 3 && !dirbuf_add(req, b, ".errors", errors_ino(sc), S_IFREG | 0444, 3))
+                return;
+        for (struct tool_entry *e = tools_entry_next(sc, (uint64_t)MAX(off - 3, 0)); e;
+             e = tools_entry_next(sc, tool_entry_id(e)))
+                if (!dirbuf_add(req, b, tool_entry_filename(e), TOOL_INO_BIT | tool_entry_id(e), S_IFREG | 0644,
+                                (off_t)tool_entry_id(e) + 3))
+                        break;
+}
+
+/* Valid replies: open (or create when created), err. */
+static void tool_open(fuse_req_t req, struct fs *fs, struct tool_entry *e, struct fuse_file_info *fi, bool created) {
+        struct handle *h = calloc(1, sizeof(*h));
+        const struct text *t = tool_entry_text(e);
+
+        if (!h) {
+                if (created)
+                        tool_entry_release(e); /* frees it if it has no definition */
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        tool_entry_hold(e);
+        h->ino = TOOL_INO_BIT | tool_entry_id(e);
+        h->kind = K_TOOL;
+        h->tool_id = tool_entry_id(e);
+        h->flags = fi->flags;
+        /* Writes go to the handle; without O_TRUNC they start from the
+         * definition in force, as on a disk. */
+        if ((fi->flags & O_ACCMODE) != O_RDONLY && !(fi->flags & O_TRUNC))
+                text_set(&h->buf, t->data, t->len);
+        fi->fh = (uint64_t)(uintptr_t)h;
+        fi->direct_io = 1;
+        fi->keep_cache = 0;
+        fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
+        if (created) {
+                struct fuse_entry_param ep = {.ino = h->ino};
+                node_attr(fs, ep.ino, &ep.attr, &ep.attr_timeout);
+                fuse_reply_create(req, &ep, fi);
+        } else {
+                fuse_reply_open(req, fi);
+        }
+}
+
+/* Size changes through a writer's handle change its buffer (applied on
+ * flush, like a write); without a handle only a no-op is accepted.  Times
+ * are ignored.  Valid replies: attr, err. */
+static void tool_setattr(fuse_req_t req, struct fs *fs, struct tool_entry *e, struct stat *attr, int to_set,
+                         struct fuse_file_info *fi) {
+        struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+        fuse_ino_t ino = TOOL_INO_BIT | tool_entry_id(e);
+        struct stat st;
+        double timeout;
+
+        if (to_set & FUSE_SET_ATTR_SIZE) {
+                size_t size = (size_t)attr->st_size;
+                if (h && h->kind == K_TOOL && (h->flags & O_ACCMODE) != O_RDONLY) {
+                        if (attr->st_size < 0 || size > TOOL_FILE_MAX) {
+                                fuse_reply_err(req, EFBIG);
+                                return;
+                        }
+                        if (size > h->buf.len && buffer_write(&h->buf, "", 0, (off_t)size, TOOL_FILE_MAX) < 0) {
+                                fuse_reply_err(req, ENOMEM);
+                                return;
+                        }
+                        h->buf.len = size;
+                        if (size > 0)
+                                h->dirty = true;
+                } else if (size != tool_entry_text(e)->len && size != 0) {
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+        }
+        node_attr(fs, ino, &st, &timeout);
+        fuse_reply_attr(req, &st, timeout);
+}
+
+static struct tool_entry *handle_entry(struct fs *fs, struct handle *h) {
+        return tools_entry_by_id(fs_tools(fs), h->tool_id);
+}
+
+/* Valid replies: buf, err. */
+static void tool_read(fuse_req_t req, struct fs *fs, struct handle *h, size_t size, off_t off) {
+        struct tool_entry *e = handle_entry(fs, h);
+
+        if (!e) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if (off == 0) {
+                const struct text *t = tool_entry_text(e);
+                text_set(&h->text, t->data, t->len);
+        }
+        reply_from(req, &h->text, size, off);
+}
+
+/* Valid replies: write, err. */
+static void tool_write(fuse_req_t req, struct fs *fs, struct handle *h, const char *data, size_t size, off_t off) {
+        int e;
+
+        if (!handle_entry(fs, h)) {
+                fuse_reply_err(req, ENOENT);
+                return;
+        }
+        e = buffer_write(&h->buf, data, size, off, TOOL_FILE_MAX);
+        if (e < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        h->dirty = true;
+        fuse_reply_write(req, size);
+}
+
+/* The definition is checked and applied here: close(2) gets EINVAL for a
+ * bad one, which changes nothing (the reason is in .errors and the log).
+ * Valid replies: err. */
+static void tool_flush(fuse_req_t req, struct fs *fs, struct handle *h) {
+        struct tool_entry *e = handle_entry(fs, h);
+        int r = 0;
+
+        if (e && h->dirty) {
+                h->dirty = false;
+                r = tool_entry_write(e, h->buf.data ? h->buf.data : "", h->buf.len);
+        }
+        fuse_reply_err(req, -r);
+}
+
+/* Valid replies: err. */
+static void tool_release(fuse_req_t req, struct fs *fs, struct handle *h) {
+        struct tool_entry *e = handle_entry(fs, h);
+
+        if (e)
+                tool_entry_release(e);
+        handle_free(h);
+        fuse_reply_err(req, 0);
 }
 
 /* ---- events from the sessions layer ------------------------------------ */

@@ -35,6 +35,7 @@ static const char usage_text[] =
         "    grace=SECONDS          after an interrupt, wait this long before killing (2)\n"
         "    pool=N                 idle workers kept ready (1)\n"
         "    max_sessions=N         sessions at once (256)\n"
+        "    max_tool_calls=N       tool calls in one run (1000)\n"
         "    max_code_bytes=SIZE    largest input (1M)\n"
         "    console_max_bytes=SIZE console kept per run (1M)\n"
         "    tmp_size=SIZE          size of each sandbox's /tmp and /work (64M)\n"
@@ -47,6 +48,7 @@ static const char usage_text[] =
         "    nofile=N stack=SIZE\n"
         "    worker=PATH            the securerfs-worker program\n"
         "    allow_other            let other users use the mount (off)\n"
+        "    allow_exec             let R code run programs (system()); off: execve is refused\n"
         "SIZE takes K, M, G suffixes (powers of 1024).\n"
         "\n"
         "Unmount with: fusermount3 -u MOUNTPOINT (or SIGINT/SIGTERM to the daemon).\n"
@@ -60,7 +62,8 @@ struct cli {
 
 static const char *const our_keys[] = {"timeout", "grace", "pool", "max_sessions", "max_code_bytes",
                                        "console_max_bytes", "tmp_size", "audit_log", "sandbox", "r_libs",
-                                       "worker", "cpu", "memory", "fsize", "nproc", "nofile", "stack"};
+                                       "worker", "cpu", "memory", "fsize", "nproc", "nofile", "stack",
+                                       "max_tool_calls"};
 
 /* fuse_opt callback: our keys are applied and dropped; everything else is
  * left for libfuse (which refuses what it does not know). */
@@ -75,6 +78,10 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
         if (strcmp(arg, "allow_other") == 0) {
                 c->opt.allow_other = true;
                 return 1;
+        }
+        if (strcmp(arg, "allow_exec") == 0) {
+                options_set(&c->opt, "allow_exec", "1", c->err, sizeof(c->err));
+                return 0;
         }
         eq = strchr(arg, '=');
         if (!eq || (size_t)(eq - arg) >= sizeof(k))

@@ -496,6 +496,10 @@ static int mount_proc_and_dev(struct jail_error *e) {
         return remount_bind(e, NEW_ROOT "/dev", MS_RDONLY | MS_NOSUID | MS_NOEXEC);
 }
 
+static unsigned long long jail_inodes(unsigned long long bytes) {
+        return bytes / 4096 > 1024 ? bytes / 4096 : 1024;
+}
+
 /* Step 3: the only writable places, both private tmpfs with a size cap and
  * no exec/suid/devices: /tmp (R's temporary directory) and /work (HOME and
  * the working directory), owned by the jail's user. */
@@ -505,10 +509,14 @@ static int mount_scratch_dirs(const struct jail_options *o, struct jail_error *e
         const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
         int r;
 
-        if ((r = mount_tmpfs(e, "/tmp", NEW_ROOT "/tmp", flags, "mode=1777,size=%llu", tmp_bytes)) < 0)
+        /* nr_inodes: without it a tmpfs allows half of RAM's pages in
+         * inodes, and empty files cost kernel memory that size= does not
+         * count.  One inode per 4 KiB page of the cap, at least 1024. */
+        if ((r = mount_tmpfs(e, "/tmp", NEW_ROOT "/tmp", flags, "mode=1777,size=%llu,nr_inodes=%llu", tmp_bytes,
+                             jail_inodes(tmp_bytes))) < 0)
                 return r;
-        return mount_tmpfs(e, "/work", NEW_ROOT "/work", flags, "mode=0755,uid=%d,gid=%d,size=%llu", JAIL_UID,
-                           JAIL_GID, work_bytes);
+        return mount_tmpfs(e, "/work", NEW_ROOT "/work", flags, "mode=0755,uid=%d,gid=%d,size=%llu,nr_inodes=%llu",
+                           JAIL_UID, JAIL_GID, work_bytes, jail_inodes(work_bytes));
 }
 
 /* Step 7: make the new root "/" and drop the host's mount table entirely.

@@ -258,6 +258,8 @@ static int zygote_start(struct spawner *s) {
         argv[argc++] = "--zygote";
         argv[argc++] = s->cfg.sandbox_none ? "--sandbox=none" : "--sandbox=strict";
         argv[argc++] = tmp_arg;
+        if (s->cfg.allow_exec)
+                argv[argc++] = "--allow-exec";
         if (s->cfg.r_libs) {
                 snprintf(libs_arg, sizeof(libs_arg), "--r-libs=%s", s->cfg.r_libs);
                 argv[argc++] = libs_arg;

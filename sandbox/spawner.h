@@ -19,6 +19,7 @@ struct spawner_config {
         bool sandbox_none;
         const char *r_libs;      /* colon-separated, or NULL */
         long long tmp_bytes;
+        bool allow_exec;         /* --allow-exec to the zygote */
 };
 
 /* Called once per request: pid > 0 on success; otherwise err is -errno and

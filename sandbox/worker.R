@@ -174,3 +174,100 @@ parse_error <- function(code) {
     }, error = function(e) conditionMessage(e))
     paste0("Syntax error: ", msg)
 }
+
+# ---- Tools (docs/tools.md) --------------------------------------------------
+#
+# worker.c calls define_tool() and remove_tool() between runs, when the
+# daemon sends define_tool/remove_tool frames.  Each tool is a function with
+# the declared formal arguments, bound (locked) in the environment attached
+# to the search path as "securerfs:tools", made when the first tool comes.
+# Its body calls tool_invoke(), which checks the argument types, sends the
+# call through tool_call_native (set by worker.c: sends a tool_call frame and
+# waits for the reply) and turns the reply into an R value or error.  The
+# daemon checks every call again: nothing here is a security boundary.
+
+tool_call_native <- NULL
+tools_search_name <- "securerfs:tools"
+
+tools_env <- function(create = TRUE) {
+    if (tools_search_name %in% search())
+        return(as.environment(tools_search_name))
+    if (!create) return(NULL)
+    # attach() is the only way to put a new environment on the search path.
+    get("attach", baseenv())(NULL, pos = 2L, name = tools_search_name,
+                             warn.conflicts = FALSE)
+}
+
+tool_type_ok <- function(x, type) {
+    switch(type,
+           character = is.character(x),
+           numeric = is.numeric(x),
+           integer = is.numeric(x) && all(is.na(x) | (is.finite(x) & x == trunc(x))),
+           logical = is.logical(x),
+           list = is.list(x),
+           data.frame = is.data.frame(x),
+           TRUE)
+}
+
+tool_condition <- function(message, call, class = character()) {
+    structure(class = c(class, "securerfs_tool_error", "error", "condition"),
+              list(message = message, call = call))
+}
+
+# The JSON jsonlite gives the arguments (a length-one vector unboxed, NA and
+# NULL as null, data frames as an array of rows); {} when there are none.
+tool_args_json <- function(args) {
+    if (!length(args)) return("{}")
+    as.character(jsonlite::toJSON(args, auto_unbox = TRUE, null = "null", na = "null",
+                                  digits = NA, dataframe = "rows"))
+}
+
+tool_invoke <- function(name, types, args, call) {
+    for (i in seq_along(types)) {
+        if (!tool_type_ok(args[[i]], types[[i]])) {
+            got <- if (is.null(args[[i]])) "NULL" else class(args[[i]])[1L]
+            stop(tool_condition(sprintf("argument \"%s\" must be %s, not %s",
+                                        names(types)[i], types[[i]], got),
+                                call, "securerfs_tool_argument_error"))
+        }
+    }
+    reply <- .Call(tool_call_native, name, args)
+    if (is.null(reply))
+        reply <- .Call(tool_call_native, name, tool_args_json(args))
+    switch(reply[[1L]] + 1L,
+           reply[[2L]],
+           jsonlite::fromJSON(reply[[2L]], simplifyVector = TRUE),
+           stop(tool_condition(reply[[2L]], call)))
+}
+
+define_tool <- function(name, argnames, argtypes, description) {
+    env <- tools_env()
+    types <- as.list(argtypes)
+    names(types) <- argnames
+    f <- function() NULL
+    fmls <- rep(list(quote(expr = )), length(argnames))
+    names(fmls) <- argnames
+    formals(f) <- fmls
+    # list(a = a, b = b): forcing a missing argument gives R's own error.
+    arglist <- as.call(c(list(list), lapply(argnames, as.name)))
+    names(arglist) <- c("", argnames)
+    # The helpers are inlined (not looked up by name), so that neither an
+    # argument nor a user's global variable can stand in for them.
+    body(f) <- as.call(list(tool_invoke, name, types, arglist, as.call(list(sys.call))))
+    environment(f) <- baseenv()
+    attr(f, "description") <- description
+    if (exists(name, envir = env, inherits = FALSE))
+        unlockBinding(name, env)
+    assign(name, f, envir = env)
+    lockBinding(name, env)
+    invisible(NULL)
+}
+
+remove_tool <- function(name) {
+    env <- tools_env(create = FALSE)
+    if (!is.null(env) && exists(name, envir = env, inherits = FALSE)) {
+        unlockBinding(name, env)
+        rm(list = name, envir = env)
+    }
+    invisible(NULL)
+}

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,6 +50,7 @@
 #include "frame.h"
 #include "log.h"
 #include "macros.h"
+#include "seccomp.h"
 #include "worker_internal.h"
 #include "worker_r.h"
 
@@ -93,6 +95,12 @@ static struct worker {
         SEXP format_call, json_call, parse_error_call, summary_call, reset_warnings_call;
         SEXP add_handlers_call;
         SEXP sym_value, sym_code, sym_warnings_count, sym_interrupted;
+        SEXP define_tool_fn, remove_tool_fn;
+        /* Tools: the daemon's frames are read through this reader both
+         * between runs and while a tool call waits for its reply. */
+        struct frame_reader reader;
+        json_int_t tool_id;   /* last tool_call id of this run */
+        json_t *tool_reply;   /* the last tool_result, until the next call */
 } W = {.sock = -1, .zygote_ctl = -1};
 
 static volatile sig_atomic_t got_sigint, got_sigxcpu, got_sigxfsz;
@@ -504,6 +512,8 @@ static int worker_call(const char *name, SEXP arg, SEXP *out, char *err, size_t 
         return 0;
 }
 
+static int worker_tools_init(char *err, size_t errlen);
+
 int worker_r_init(int ctl_fd, char *err, size_t errlen) {
         static char arg0[] = "R", arg1[] = "--vanilla", arg2[] = "--silent", arg3[] = "--no-echo",
                     arg4[] = "--no-readline";
@@ -574,6 +584,9 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
                 return -EINVAL;
         }
         W.add_handlers_call = preserve(handlers);
+        r = worker_tools_init(err, errlen);
+        if (r < 0)
+                return r;
         W.zygote_ctl = -1;
         return 0;
 }
@@ -929,6 +942,21 @@ static char *error_text(const struct run *r, const char **limit) {
                 }
         } else if (strstr(text, "Too many open files")) {
                 *limit = "nofile";
+        } else if (strstr(text, "cannot popen") || strstr(text, "error in running command")) {
+                /* glibc's popen() does not set errno when posix_spawn()
+                 * fails, so R's "probable reason" is noise: say why. */
+                if (asprintf(&out, "%s (the sandbox refuses to run programs unless the daemon has -o allow_exec)",
+                             text) >= 0) {
+                        free(text);
+                        text = out;
+                }
+        } else if (strstr(text, "unable to fork") || strstr(text, "cannot fork")) {
+                /* fork() failed with EAGAIN: RLIMIT_NPROC or pids.max. */
+                *limit = "nproc";
+                if (asprintf(&out, "%s (process limit reached: nproc)", text) >= 0) {
+                        free(text);
+                        text = out;
+                }
         }
         return text;
 }
@@ -947,6 +975,7 @@ static void run_exec(struct run *r) {
         W.console.run_bytes = 0;
         W.console.truncated = false;
         W.console.last_send_ns = r->start_ns = now_ns();
+        W.tool_id = 0;
         W.in_run = true;
         if (r_int_var(W.sym_interrupted))
                 Rf_defineVar(W.sym_interrupted, Rf_ScalarLogical(FALSE), W.env);
@@ -1079,6 +1108,285 @@ static int parse_exec(json_t *msg, struct run *r) {
         return 0;
 }
 
+/* ---- Tools ----------------------------------------------------------------
+ * docs/tools.md.  The daemon defines tools between runs (define_tool,
+ * remove_tool: worker.R builds the R functions); during a run a tool's R
+ * function calls tool_call_native, which sends a tool_call frame and blocks
+ * on the socket for its tool_result.  A SIGINT (the run's deadline, ctl
+ * interrupt) ends the wait as an R interrupt; the reply, if it still comes,
+ * is dropped (its id is not the one waited for, or it arrives between
+ * runs).  Nothing here is trusted by the daemon, which checks every call
+ * again. */
+
+#define TOOL_ARGS_MAX (1u << 20)
+
+/* define_tool {name, args: {name: type}, description} and remove_tool
+ * {name}: the daemon is trusted, so a bad frame means the programs
+ * disagree (-EBADMSG: the worker stops).  An R failure (out of memory) only
+ * loses the definition. */
+static int tool_definition(json_t *msg) {
+        const char *name = json_string_value(json_object_get(msg, "name"));
+        bool define = !strcmp(frame_type(msg), "define_tool");
+        json_t *args = json_object_get(msg, "args"), *v;
+        const char *desc = json_string_value(json_object_get(msg, "description")), *key;
+        SEXP call, argnames, argtypes;
+        int failed = 0;
+        R_xlen_t i = 0;
+
+        if (!name || (define && (!json_is_object(args) || !desc)))
+                return -EBADMSG;
+        if (!define) {
+                call = PROTECT(Rf_lang2(W.remove_tool_fn, Rf_mkString(name)));
+                R_tryEval(call, W.env, &failed);
+                UNPROTECT(1);
+                return 0;
+        }
+        argnames = PROTECT(Rf_allocVector(STRSXP, (R_xlen_t)json_object_size(args)));
+        argtypes = PROTECT(Rf_allocVector(STRSXP, (R_xlen_t)json_object_size(args)));
+        json_object_foreach(args, key, v) {
+                if (!json_is_string(v)) {
+                        UNPROTECT(2);
+                        return -EBADMSG;
+                }
+                SET_STRING_ELT(argnames, i, Rf_mkCharCE(key, CE_UTF8));
+                SET_STRING_ELT(argtypes, i, Rf_mkCharCE(json_string_value(v), CE_UTF8));
+                i++;
+        }
+        call = PROTECT(Rf_lang5(W.define_tool_fn, Rf_mkString(name), argnames, argtypes,
+                                Rf_ScalarString(Rf_mkCharCE(desc, CE_UTF8))));
+        R_tryEval(call, W.env, &failed);
+        UNPROTECT(3);
+        return 0;
+}
+
+/* Wait for the tool_result of id.  Returns it (owned by W.tool_reply).
+ * Interrupts (SIGINT, SIGXCPU) are taken at once: R_CheckUserInterrupt()
+ * unwinds R to the run's top level and never returns here. */
+static json_t *tool_wait(json_int_t id) {
+        sigset_t block, old;
+        bool checked = false;
+
+        sigemptyset(&block);
+        sigaddset(&block, SIGINT);
+        sigaddset(&block, SIGXCPU);
+        for (;;) {
+                json_t *m = NULL;
+                struct pollfd p = {.fd = W.sock, .events = POLLIN};
+                int e = frame_reader_next(&W.reader, &m), r;
+                long n;
+
+                if (e < 0)
+                        worker_exit(2);
+                if (e == 1) {
+                        json_t *jid = json_object_get(m, "id");
+                        if (strcmp(frame_type(m), "tool_result"))
+                                worker_exit(2); /* nothing else comes during a call */
+                        if (json_is_integer(jid) && json_integer_value(jid) == id) {
+                                W.tool_reply = m;
+                                return m;
+                        }
+                        json_decref(m); /* a stale reply */
+                        continue;
+                }
+                /* Check for an interrupt and sleep atomically: a SIGINT that
+                 * came before ppoll() is seen here, one during it ends it. */
+                sigprocmask(SIG_BLOCK, &block, &old);
+                if (R_interrupts_pending && !checked) {
+                        sigprocmask(SIG_SETMASK, &old, NULL);
+                        checked = true;
+                        R_CheckUserInterrupt();
+                        continue;
+                }
+                r = ppoll(&p, 1, NULL, &old);
+                sigprocmask(SIG_SETMASK, &old, NULL);
+                if (r < 0) {
+                        if (errno == EINTR) {
+                                checked = false;
+                                continue;
+                        }
+                        worker_exit(1);
+                }
+                n = frame_reader_fill(&W.reader, W.sock);
+                if (n == 0)
+                        worker_exit(0);
+                if (n < 0 && n != -EINTR && n != -EAGAIN)
+                        worker_exit(1);
+        }
+}
+
+/* The arguments as one JSON object, in C when each is NULL or a plain
+ * atomic vector (jsonlite's form: a length-one vector unboxed, NA null);
+ * NULL when one needs jsonlite. */
+static json_t *tool_args_fast(SEXP args) {
+        SEXP names = Rf_getAttrib(args, R_NamesSymbol);
+        json_t *obj = json_object();
+        size_t size = 2;
+
+        if (obj && XLENGTH(args) == 0)
+                return obj;
+        if (TYPEOF(names) != STRSXP || !obj)
+                goto slow;
+        for (R_xlen_t i = 0; i < XLENGTH(args); i++) {
+                SEXP v = VECTOR_ELT(args, i), ch = STRING_ELT(names, i);
+                json_t *j;
+
+                if (ch == NA_STRING || !*CHAR(ch) || !utf8_valid(CHAR(ch), (size_t)LENGTH(ch)))
+                        goto slow;
+                if (v == R_NilValue) {
+                        j = json_null();
+                } else if (!json_fast_path(v)) {
+                        goto slow;
+                } else if (XLENGTH(v) == 1) {
+                        j = element_json(v, 0, &size);
+                } else {
+                        j = json_array();
+                        for (R_xlen_t k = 0; j && k < XLENGTH(v); k++) {
+                                json_t *x = element_json(v, k, &size);
+                                if (!x || size > TOOL_ARGS_MAX || json_array_append_new(j, x) < 0) {
+                                        json_decref(j);
+                                        j = NULL;
+                                }
+                        }
+                }
+                if (!j || size > TOOL_ARGS_MAX || json_object_set_new(obj, CHAR(ch), j) < 0)
+                        goto slow;
+        }
+        return obj;
+slow:
+        json_decref(obj);
+        return NULL;
+}
+
+/* A JSON scalar as an R value the way fromJSON() gives it, or NULL when
+ * the value is not a scalar. */
+static SEXP tool_value_fast(json_t *v) {
+        switch (json_typeof(v)) {
+        case JSON_NULL: return R_NilValue;
+        case JSON_TRUE: return Rf_ScalarLogical(TRUE);
+        case JSON_FALSE: return Rf_ScalarLogical(FALSE);
+        case JSON_INTEGER: {
+                json_int_t x = json_integer_value(v);
+                return x > INT32_MIN && x <= INT32_MAX ? Rf_ScalarInteger((int)x) : Rf_ScalarReal((double)x);
+        }
+        case JSON_REAL: return Rf_ScalarReal(json_real_value(v));
+        case JSON_STRING:
+                return Rf_ScalarString(Rf_mkCharLenCE(json_string_value(v), (int)json_string_length(v), CE_UTF8));
+        default: return NULL;
+        }
+}
+
+/* .Call(tool_call_native, name, args) from worker.R's tool functions (and
+ * from any user code: the daemon checks every call).  args is a named list
+ * or one JSON object as text.  Returns NULL when the list needs jsonlite
+ * (the R side encodes it and calls again); else list(kind, payload): kind
+ * 0, the value; 1, JSON text for fromJSON(); 2, the tool's error message. */
+static SEXP tool_call_native(SEXP name, SEXP args) {
+        _cleanup_json_ json_t *msg = NULL;
+        _cleanup_free_ char *buf = NULL;
+        json_t *jargs, *reply, *v;
+        json_int_t id;
+        size_t len, off = 0;
+        SEXP out, payload;
+        int kind, e;
+
+        if (!W.in_run || W.sock < 0)
+                Rf_error("tools can only be called while the session runs code");
+        if (TYPEOF(name) != STRSXP || XLENGTH(name) != 1 || STRING_ELT(name, 0) == NA_STRING ||
+            !utf8_valid(CHAR(STRING_ELT(name, 0)), (size_t)LENGTH(STRING_ELT(name, 0))))
+                Rf_error("the tool name must be one string");
+        if (TYPEOF(args) == VECSXP) {
+                jargs = tool_args_fast(args);
+                if (!jargs)
+                        return R_NilValue;
+        } else if (TYPEOF(args) == STRSXP && XLENGTH(args) == 1 && STRING_ELT(args, 0) != NA_STRING) {
+                SEXP ch = STRING_ELT(args, 0);
+                if ((size_t)LENGTH(ch) > TOOL_ARGS_MAX)
+                        Rf_error("the tool call's arguments are over 1 MiB");
+                jargs = json_loadb(CHAR(ch), (size_t)LENGTH(ch), JSON_REJECT_DUPLICATES, NULL);
+                if (!json_is_object(jargs)) {
+                        json_decref(jargs);
+                        Rf_error("the tool call's arguments must be one JSON object");
+                }
+        } else {
+                Rf_error("the tool call's arguments must be a named list or JSON text");
+        }
+        id = ++W.tool_id;
+        msg = json_pack("{s:s, s:I, s:I, s:s, s:o}", "type", "tool_call", "seq", (json_int_t)W.seq, "id", id, "tool",
+                        CHAR(STRING_ELT(name, 0)), "args", jargs);
+        if (!msg)
+                Rf_error("out of memory");
+        e = frame_encode(msg, &buf, &len);
+        if (e < 0 || len > TOOL_ARGS_MAX + 4096) {
+                json_decref(msg);
+                msg = NULL;
+                Rf_error(e == -ENOMEM ? "out of memory" : "the tool call's arguments are over 1 MiB");
+        }
+        json_decref(msg);
+        msg = NULL;
+        /* What the code printed before the call comes first. */
+        if (W.console.len > 0)
+                console_send(false);
+        json_decref(W.tool_reply);
+        W.tool_reply = NULL;
+        while (off < len) {
+                ssize_t n = write(W.sock, buf + off, len - off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        worker_exit(1);
+                off += (size_t)n;
+        }
+        free(TAKE_PTR(buf));
+
+        reply = tool_wait(id);
+        v = json_object_get(reply, "error");
+        if (json_is_string(v)) {
+                kind = 2;
+                payload = PROTECT(Rf_ScalarString(
+                        Rf_mkCharLenCE(json_string_value(v), (int)json_string_length(v), CE_UTF8)));
+        } else {
+                v = json_object_get(reply, "value");
+                payload = tool_value_fast(v ? v : json_null());
+                if (payload) {
+                        kind = 0;
+                        PROTECT(payload);
+                } else {
+                        char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17));
+                        if (!text)
+                                Rf_error("out of memory");
+                        kind = 1;
+                        payload = Rf_mkCharLenCE(text, (int)strlen(text), CE_UTF8);
+                        free(text);
+                        payload = PROTECT(Rf_ScalarString(payload));
+                }
+        }
+        out = PROTECT(Rf_allocVector(VECSXP, 2));
+        SET_VECTOR_ELT(out, 0, Rf_ScalarInteger(kind));
+        SET_VECTOR_ELT(out, 1, payload);
+        UNPROTECT(2);
+        return out;
+}
+
+/* In the zygote: worker.R's tool functions and the native entry point. */
+static int worker_tools_init(char *err, size_t errlen) {
+        SEXP ptr;
+
+        W.define_tool_fn = Rf_findVarInFrame3(W.env, Rf_install("define_tool"), TRUE);
+        W.remove_tool_fn = Rf_findVarInFrame3(W.env, Rf_install("remove_tool"), TRUE);
+        if (TYPEOF(W.define_tool_fn) != CLOSXP || TYPEOF(W.remove_tool_fn) != CLOSXP) {
+                snprintf(err, errlen, "worker.R defines no define_tool or remove_tool");
+                return -EINVAL;
+        }
+        preserve(W.define_tool_fn);
+        preserve(W.remove_tool_fn);
+        /* .Call() takes an external pointer tagged "native symbol" as the
+         * routine itself: no DLL registration needed. */
+        ptr = PROTECT(R_MakeExternalPtrFn((DL_FUNC)(void (*)(void))tool_call_native, Rf_install("native symbol"), R_NilValue));
+        Rf_defineVar(Rf_install("tool_call_native"), ptr, W.env);
+        UNPROTECT(1);
+        return 0;
+}
+
 /* ---- The worker process ------------------------------------------------ */
 
 static void send_fatal(const char *error) {
@@ -1136,7 +1444,6 @@ static int redirect_stdio(char *err, size_t errlen) {
 }
 
 void worker_main(int sock, const struct jail_options *o) {
-        struct frame_reader reader;
         char err[1024] = "";
         sigset_t none;
 
@@ -1154,7 +1461,9 @@ void worker_main(int sock, const struct jail_options *o) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
 
-        if (jail_enter(o, err, sizeof(err)) < 0 || redirect_stdio(err, sizeof(err)) < 0 ||
+        if (jail_enter(o, err, sizeof(err)) < 0 ||
+            (o->mode == JAIL_STRICT && syscall_filter_install(err, sizeof(err)) < 0) ||
+            redirect_stdio(err, sizeof(err)) < 0 ||
             setup_tmpdir(err, sizeof(err)) < 0) {
                 send_fatal(err);
                 _exit(1);
@@ -1171,15 +1480,26 @@ void worker_main(int sock, const struct jail_options *o) {
 
         send_frame(json_pack("{s:s, s:s}", "type", "ready", "r_version", R_MAJOR "." R_MINOR));
 
-        frame_reader_init(&reader, FRAME_MAX_BYTES);
+        frame_reader_init(&W.reader, FRAME_MAX_BYTES);
         for (;;) {
                 _cleanup_json_ json_t *msg = NULL;
                 struct run r;
-                int e = frame_recv(W.sock, &reader, &msg);
+                const char *type;
+                int e = frame_recv(W.sock, &W.reader, &msg);
 
                 if (e == 0)
                         worker_exit(0); /* the daemon closed the session */
-                if (e < 0 || parse_exec(msg, &r) < 0)
+                if (e < 0)
+                        worker_exit(2);
+                type = frame_type(msg);
+                if (!strcmp(type, "define_tool") || !strcmp(type, "remove_tool")) {
+                        if (tool_definition(msg) < 0)
+                                worker_exit(2);
+                        continue;
+                }
+                if (!strcmp(type, "tool_result"))
+                        continue; /* for a call of a run that was interrupted */
+                if (parse_exec(msg, &r) < 0)
                         worker_exit(2);
                 run_exec(&r);
         }

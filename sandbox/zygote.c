@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include "log.h"
 #include "macros.h"
+#include "seccomp.h"
 #include "worker_internal.h"
 
 #define CONTROL_FD 3
@@ -27,6 +29,7 @@ struct zygote_options {
         struct jail_options jail;
         const char *r_libs[MAX_R_LIBS];
         char *r_libs_buf;
+        bool allow_exec; /* --allow-exec: the filter leaves execve allowed */
 };
 
 static int parse_bytes(const char *s, unsigned long long *out) {
@@ -71,6 +74,8 @@ static int parse_options(int argc, char **argv, struct zygote_options *z) {
                                 z->r_libs[z->jail.n_r_libs++] = d;
                         }
                         z->jail.r_libs = z->r_libs;
+                } else if (!strcmp(a, "--allow-exec")) {
+                        z->allow_exec = true;
                 } else if (!strncmp(a, "--tmp-size=", 11)) {
                         if (parse_bytes(a + 11, &z->jail.tmp_bytes) < 0)
                                 return -EINVAL;
@@ -212,7 +217,7 @@ int main(int argc, char **argv) {
         log_set_prefix("securerfs-worker");
         if (parse_options(argc, argv, &z) < 0) {
                 log_error("usage: securerfs-worker --zygote --sandbox=strict|none "
-                          "[--r-libs=DIR:DIR] [--tmp-size=BYTES], fd 3 a SOCK_SEQPACKET socket");
+                          "[--r-libs=DIR:DIR] [--tmp-size=BYTES] [--allow-exec], fd 3 a SOCK_SEQPACKET socket");
                 free(z.r_libs_buf);
                 return 2;
         }
@@ -223,7 +228,12 @@ int main(int argc, char **argv) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
                 log_warn("prctl PR_SET_PDEATHSIG: %s", strerror(errno));
 
-        r = worker_r_init(CONTROL_FD, err, sizeof(err));
+        /* Strict: compile the seccomp policy once, here; every worker
+         * installs it after jail_enter() (sandbox/seccomp.h).  A policy that
+         * cannot be built fails the zygote: no worker runs without it. */
+        r = z.jail.mode == JAIL_STRICT ? syscall_filter_build(z.allow_exec, err, sizeof(err)) : 0;
+        if (r >= 0)
+                r = worker_r_init(CONTROL_FD, err, sizeof(err));
         if (r < 0) {
                 control_send("fatal %s", err);
                 log_error("%s", err);

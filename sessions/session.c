@@ -20,7 +20,9 @@
 #include "log.h"
 #include "loop.h"
 #include "macros.h"
+#include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"
+#include "tools.h"
 
 /* Console bytes a worker may send in one run before it is taken to be
  * flooding us on purpose (what is kept is capped far lower, by
@@ -69,6 +71,7 @@ struct run {
         struct text console;
         struct loop_timer *deadline; /* the timeout, then the grace period */
         bool in_grace;
+        unsigned tool_calls;         /* tool_call frames in this run */
 };
 
 struct unclaimed {
@@ -82,6 +85,8 @@ struct sessions {
         const struct options *opt;
         struct session_events ev;
         struct spawner *spawner;
+        struct tools *tools;
+        struct cgroup_tree *cgroups; /* a cgroup per worker, where possible */
         struct audit *audit;
         struct session *first, *last;
         unsigned n_sessions;
@@ -244,6 +249,8 @@ static void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
         worker_close_fd(w);
+        if (w->pid > 0)
+                cgroup_worker_remove(t->cgroups, w->pid);
         if (w->prev)
                 w->prev->next = w->next;
         else
@@ -517,7 +524,7 @@ static struct result *result_build(struct session *s, enum run_status status, co
                       "output", status == RUN_OK ? output : NULL, "error", status == RUN_OK ? "" : error, "console",
                       res->console.data ? res->console.data : "", res->console.len, "warnings",
                       warnings ? json_incref(warnings) : json_array(), "elapsed_ms", round(elapsed_ms * 1000) / 1000,
-                      "tool_calls", (json_int_t)0);
+                      "tool_calls", (json_int_t)r->tool_calls);
         if (j && value_note)
                 json_object_set_new(j, "value_note", json_string(value_note));
         if (j && limit)
@@ -632,6 +639,21 @@ static void handle_frame(struct worker *w, json_t *m) {
                 handle_result(w, m);
                 return;
         }
+        if (strcmp(type, "tool_call") == 0 && w->state == WORKER_READY && w->session && w->session->run &&
+            w->session->run->sent) {
+                struct run *r = w->session->run;
+                const char *why = "malformed tool_call";
+
+                /* The frame's shape is checked there; a refused call (an
+                 * unknown tool, bad arguments) is answered, not fatal. */
+                if (tools_handle_call(w->owner->tools, w->session, m, r->seq, r->tool_calls, &why) < 0) {
+                        worker_protocol_violation(w, why);
+                        return;
+                }
+                r->tool_calls++;
+                w->owner->stats.tool_calls++;
+                return;
+        }
         worker_protocol_violation(w, "unexpected frame");
 }
 
@@ -701,7 +723,7 @@ void sessions_reap(struct sessions *t) {
                         return;
                 cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
                       ru.ru_stime.tv_usec / 1e6;
-                if (spawner_child_exited(t->spawner, pid, status))
+                if (spawner_child_exited(t->spawner, pid, status) || tools_child_exited(t->tools, pid, status))
                         continue;
                 for (w = t->workers; w; w = w->next)
                         if (w->pid == pid)
@@ -757,7 +779,7 @@ static int apply_limits(struct session *s, double cpu_base_s) {
         static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
                                                   RLIMIT_STACK};
         struct worker *w = s->worker;
-        int first_error = 0;
+        int first_error = 0, e;
 
         if (!w || w->pid <= 0 || w->exited)
                 return 0;
@@ -776,6 +798,12 @@ static int apply_limits(struct session *s, double cpu_base_s) {
                 if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
                         first_error = -errno;
         }
+        /* The same memory and process counts as a cgroup (where the host
+         * allows one): it also counts the worker's tmpfs pages and its
+         * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */
+        e = cgroup_worker_add(s->owner->cgroups, w->pid, s->limits.v[LIMIT_MEMORY], s->limits.v[LIMIT_NPROC]);
+        if (e < 0 && !first_error)
+                first_error = e;
         return first_error;
 }
 
@@ -877,6 +905,9 @@ static void publish_result(struct session *s, struct result *res) {
         s->run = NULL;
         if (s->state == SESSION_RUNNING)
                 s->state = SESSION_IDLE;
+        /* The call the run waited for is cancelled; definitions that changed
+         * during the run reach the worker before its next one. */
+        tools_run_ended(t->tools, s);
         if (t->ev.run_ended)
                 t->ev.run_ended(s);
 }
@@ -953,6 +984,8 @@ static void session_worker_ready(struct session *s) {
                 if (t->ev.created)
                         t->ev.created(s, 0, NULL);
         }
+        /* Its tools come before its first run. */
+        tools_session_ready(t->tools, s);
         if (s->run && !s->run->sent)
                 send_run(s);
 }
@@ -1120,6 +1153,7 @@ void session_close(struct session *s) {
         else
                 t->last = s->prev;
         t->n_sessions--;
+        tools_session_closed(t->tools, s);
         run_free(s->run);
         result_unref(s->last);
         text_free(&s->log);
@@ -1251,7 +1285,9 @@ static json_t *stats_with_error(struct sessions *t, json_t *j) {
 int sessions_new(struct loop *l, const struct options *o, const struct session_events *ev,
                  struct sessions **out) {
         struct sessions *t = calloc(1, sizeof(*t));
-        struct spawner_config sc = {.sandbox_none = o->sandbox_none, .r_libs = o->r_libs, .tmp_bytes = o->tmp_bytes};
+        struct spawner_config sc = {.sandbox_none = o->sandbox_none, .r_libs = o->r_libs, .tmp_bytes = o->tmp_bytes,
+                                .allow_exec = o->allow_exec};
+        const char *why;
         static char worker_path[4096];
         int e;
 
@@ -1277,14 +1313,25 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
                         snprintf(worker_path, sizeof(worker_path), "%s/securerfs-worker", SECURERFS_LIBEXECDIR);
         }
         sc.worker_path = worker_path;
-        t->pool_timer = loop_timer_new(l, on_pool_timer, t);
-        if (!t->pool_timer) {
+        if (cgroup_tree_new(&t->cgroups, &why) < 0) {
                 free(t);
                 return -ENOMEM;
         }
-        e = spawner_new(l, &sc, &t->spawner);
+        if (why)
+                log_info("no per-worker cgroup (rlimits only): %s", why);
+        t->pool_timer = loop_timer_new(l, on_pool_timer, t);
+        if (!t->pool_timer) {
+                cgroup_tree_free(t->cgroups);
+                free(t);
+                return -ENOMEM;
+        }
+        e = tools_new(l, o, &t->tools);
+        if (e == 0)
+                e = spawner_new(l, &sc, &t->spawner);
         if (e < 0) {
+                tools_free(t->tools);
                 loop_timer_free(t->pool_timer);
+                cgroup_tree_free(t->cgroups);
                 free(t);
                 return e;
         }
@@ -1296,9 +1343,16 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
 void sessions_free(struct sessions *t) {
         if (!t)
                 return;
-        t->ev = (struct session_events){0};
+        /* Only the closing event still goes out: it lets the fs layer answer
+         * parked requests and free what it keeps per session. */
+        t->ev.created = NULL;
+        t->ev.run_ended = NULL;
+        t->ev.console_grew = NULL;
         while (t->first)
                 session_close(t->first);
+        /* Global tool servers end with the daemon. */
+        tools_free(t->tools);
+        t->tools = NULL;
         for (struct worker *w = t->workers; w; w = w->next) {
                 w->session = NULL;
                 worker_kill(w, "shutdown");
@@ -1310,7 +1364,33 @@ void sessions_free(struct sessions *t) {
                         waitpid(w->pid, NULL, 0);
         while (t->workers)
                 worker_free(t->workers);
+        cgroup_tree_free(t->cgroups);
         loop_timer_free(t->pool_timer);
         audit_close(t->audit);
         free(t);
 }
+
+/* ---- for sessions/tools.c ---------------------------------------------- */
+
+struct tools *sessions_tools(struct sessions *t) { return t->tools; }
+
+int session_worker_send(struct session *s, json_t *msg) {
+        struct worker *w = s->worker;
+        int e;
+
+        if (!w || w->fd < 0 || w->state != WORKER_READY)
+                return -EPIPE;
+        e = worker_send(w, msg);
+        if (e < 0) {
+                worker_close_fd(w);
+                worker_kill(w, "could not send to the worker");
+        }
+        return e;
+}
+
+bool session_accepts_definitions(const struct session *s) {
+        return s->state == SESSION_IDLE && !s->run && s->worker && s->worker->fd >= 0 &&
+               s->worker->state == WORKER_READY;
+}
+
+void session_audit(struct session *s, json_t *ev) { session_log_event(s->owner, s, ev); }

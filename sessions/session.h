@@ -35,6 +35,8 @@ struct loop;
 struct sessions;
 struct worker;
 struct run;
+struct tools;
+struct tool_scope;
 
 enum session_state { SESSION_STARTING, SESSION_IDLE, SESSION_RUNNING, SESSION_DEAD };
 enum run_status { RUN_OK, RUN_ERROR, RUN_TIMEOUT, RUN_KILLED, RUN_CRASHED };
@@ -78,6 +80,7 @@ struct session {
         bool closing;
         void *input_writer;    /* the fs handle open for writing input, if any */
         void *fs_data;         /* owned by the fs layer */
+        struct tool_scope *tools; /* owned by sessions/tools.c; NULL until used */
         struct session *prev, *next;
 };
 
@@ -139,5 +142,17 @@ const struct text *session_console(const struct session *s);
 json_t *sessions_stats(struct sessions *t);
 const struct options *sessions_options(const struct sessions *t);
 void *session_events_data(const struct session *s);
+/* The tool registry (sessions/tools.h), for the fs layer. */
+struct tools *sessions_tools(struct sessions *t);
+
+/* For sessions/tools.c.  Send a frame to the session's worker: 0, or
+ * -EPIPE when it has none (or it is gone); a failure to send kills it. */
+int session_worker_send(struct session *s, json_t *msg);
+/* True when the worker is ready and no run is under way or queued to it:
+ * definitions may be sent now. */
+bool session_accepts_definitions(const struct session *s);
+/* Add an audit event (stolen) to the audit log and the session's log. */
+void session_audit(struct session *s, json_t *ev);
+
 /* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool session_name_valid(const char *name);

@@ -117,9 +117,18 @@ def shared(request, tmp_path_factory):
         pytest.fail("\n".join(problems))
 
 
+@pytest.fixture(autouse=True)
+def _revive_shared(request):
+    """A test that hung got every daemon killed; give the next test of the
+    module a working shared mount again."""
+    if "shared" in request.fixturenames:
+        request.getfixturevalue("shared").revive()
+
+
 @pytest.fixture
 def sess(shared):
     s = shared.clone()
     yield s
-    s.close()
+    if shared.proc.poll() is None:  # else the watchdog killed it: already failed
+        s.close()
 

@@ -71,7 +71,8 @@ def test_sigkill_leaves_no_orphans_and_restart_works(daemons):
     assert stale
     d.stopped = True
     d.forget()
-    # a new daemon on the same mount point
+    # a new daemon on the same mount point, at once (as a supervisor would;
+    # within the attribute timeout, stat() of the stale root still succeeds)
     d2 = util.Daemon(d.workdir, ["pool=0"], name=d.mnt.name)
     daemons.started.append(d2)
     d2.start()

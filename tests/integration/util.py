@@ -84,8 +84,19 @@ def all_pids():
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def proc_argv0(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def is_worker(pid):
-    return WORKER_NAME in proc_cmdline(pid) or proc_comm(pid).startswith(WORKER_NAME[:15])
+    """Is pid a securerfs-worker (zygote or worker)?  By argv[0] or comm, not
+    anywhere in the command line: the daemon's own may hold -o worker=PATH."""
+    return (os.path.basename(proc_argv0(pid)).startswith(WORKER_NAME)
+            or proc_comm(pid).startswith(WORKER_NAME[:15]))
 
 
 def descendants(root):
@@ -211,7 +222,11 @@ class Daemon:
     def __init__(self, workdir, opts=(), env=None, expect=(), args=(), name="mnt"):
         self.workdir = Path(workdir)
         self.mnt = self.workdir / name
-        self.mnt.mkdir(exist_ok=True)
+        try:
+            self.mnt.mkdir(exist_ok=True)
+        except OSError as e:
+            if e.errno != errno.ENOTCONN:  # a stale mount there is for the daemon to handle
+                raise
         self.opts = list(opts)
         self.args = list(args)
         self.extra_env = dict(env or {})
@@ -242,7 +257,11 @@ class Daemon:
         with LIVE_LOCK:
             LIVE.append(self)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.allow_failure = True  # already reported by this exception
+                raise
         return self
 
     @property
@@ -273,6 +292,20 @@ class Daemon:
         self.kill()
         raise AssertionError("securerfs did not mount %s within %d s:\n%s"
                              % (self.mnt, scaled(timeout), self.stderr()))
+
+    def revive(self):
+        """Start again on the same mount point if the daemon died (the
+        watchdog kills it when a test hangs), so that the tests after it in
+        the module still have a mount.  Its stderr file is kept, and checked
+        at the final stop()."""
+        if self.proc is None or self.proc.poll() is None or self.stopped:
+            return False
+        self.log.close()
+        subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True,
+                       timeout=10)
+        self.forget()
+        self.start()
+        return True
 
     def kill(self):
         """SIGKILL the daemon (releases every FUSE request blocked on it)."""
@@ -357,13 +390,20 @@ class Daemon:
 
     def unexpected_errors(self):
         bad = []
-        for line in self.stderr().splitlines():
+        lines = self.stderr().splitlines()
+        report = None  # a sanitizer report, whole: its stack is the point
+        for i, line in enumerate(lines):
             if SANITIZER.search(line):
+                if report is None and ("==ERROR" in line or "runtime error:" in line):
+                    report = lines[i:i + 40]
                 bad.append(line)
             elif ERROR_LINE.search(line) and not any(p.search(line) for p in self.expect):
                 bad.append(line)
+        if report:
+            bad = report + [l for l in bad if l not in report]
         if bad:
-            return ["unexpected lines in securerfs stderr:\n  " + "\n  ".join(bad[:30])]
+            return ["unexpected lines in securerfs stderr (%s):\n  %s"
+                    % (self.log_path, "\n  ".join(bad[:60]))]
         return []
 
     # -- tree access

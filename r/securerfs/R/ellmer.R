@@ -1,0 +1,136 @@
+# The ellmer tool: execute_r_code(code).
+
+#' An ellmer tool that runs R code in a sandboxed session
+#'
+#' Returns \code{ellmer::tool(fun, description, arguments = list(code =
+#' ellmer::type_string(...)), name = "execute_r_code")}, to be registered
+#' with \code{chat$register_tool()}. The model passes R code as a string;
+#' the result is the session's formatted value (the text of its
+#' \code{output} file: \code{NULL}, a scalar as \code{as.character()}, a data
+#' frame's \code{print()} cut at 30 lines, anything else's \code{print()} cut
+#' at 50 lines). Every failure (a syntax error, an R error, a timeout, a
+#' crashed or closed session, a tool called with an argument of the wrong
+#' type) comes back as \code{ellmer::ContentToolResult(error = message)}, so
+#' the chat goes on and the model can react.
+#'
+#' When \code{session} is \code{NULL} the tool creates its own session with
+#' \code{tools}, \code{sandbox} and \code{limits}, and closes it when the
+#' tool is garbage collected (or R exits). A session you pass in is left
+#' to you: close it yourself.
+#'
+#' \code{securer_as_ellmer_tool()} and \code{as_ellmer_tool()} are the same
+#' function (securer deprecated the first name; here both are current).
+#'
+#' @param session A \code{\link{SecureSession}}, or \code{NULL}.
+#' @param tools A list of \code{\link{securer_tool}()} objects (only when
+#'   \code{session} is \code{NULL}).
+#' @param sandbox Logical (only when \code{session} is \code{NULL}).
+#' @param limits Resource limits (only when \code{session} is \code{NULL}).
+#' @param timeout Seconds for each run (default 30); \code{NULL}: none.
+#' @return An ellmer \code{ToolDef}.
+#' @examples
+#' \dontrun{
+#' library(ellmer)
+#' chat <- chat_openai()
+#' chat$register_tool(securer_as_ellmer_tool())
+#' chat$chat("What is the sum of the first 100 prime numbers?")
+#' }
+#' @export
+as_ellmer_tool <- function(session = NULL, tools = list(), sandbox = TRUE,
+                           limits = NULL, timeout = 30) {
+  if (!requireNamespace("ellmer", quietly = TRUE)) {
+    stop("Package 'ellmer' is required for as_ellmer_tool(): ",
+         "install.packages(\"ellmer\").", call. = FALSE)
+  }
+  fun <- securer_tool_function(session = session, tools = tools,
+                               sandbox = sandbox, limits = limits,
+                               timeout = timeout)
+  ellmer::tool(
+    fun,
+    description = tool_description(attr(fun, "session")),
+    arguments = list(
+      code = ellmer::type_string(
+        "R code to execute, as one string. The value of the last expression is returned."
+      )
+    ),
+    name = "execute_r_code"
+  )
+}
+
+#' @rdname as_ellmer_tool
+#' @export
+securer_as_ellmer_tool <- function(session = NULL, tools = list(),
+                                   sandbox = TRUE, limits = NULL,
+                                   timeout = 30) {
+  as_ellmer_tool(session = session, tools = tools, sandbox = sandbox,
+                 limits = limits, timeout = timeout)
+}
+
+tool_description <- function(session) {
+  desc <- paste0(
+    "Execute R code in a secure sandboxed R session. ",
+    "The code runs in an isolated R process with no network access and no ",
+    "access to the host's files. Pass a single string of valid R code. ",
+    "The value of the last expression is returned as text. Variables ",
+    "persist between calls.")
+  tl <- if (!is.null(session)) session$tools() else list()
+  if (length(tl)) {
+    sigs <- vapply(tl, function(t) {
+      paste0(t$name, "(", paste(names(t$args), collapse = ", "), ")")
+    }, character(1))
+    desc <- paste0(desc, " Functions available inside R: ",
+                   paste(sigs, collapse = ", "), ".")
+  }
+  desc
+}
+
+# A tool error: ellmer's ContentToolResult when ellmer is installed, else a
+# plain object of class securerfs_tool_error with the same fields.
+tool_error <- function(msg) {
+  if (requireNamespace("ellmer", quietly = TRUE)) {
+    ellmer::ContentToolResult(error = msg)
+  } else {
+    structure(list(value = NULL, error = msg),
+              class = "securerfs_tool_error")
+  }
+}
+
+# The function behind execute_r_code: code -> text, or a tool error.  It
+# carries the session as attribute "session".  A session it creates is
+# closed when the function is garbage collected.
+securer_tool_function <- function(session = NULL, tools = list(),
+                                  sandbox = TRUE, limits = NULL,
+                                  timeout = 30) {
+  holder <- new.env(parent = emptyenv())
+  if (is.null(session)) {
+    session <- SecureSession$new(tools = tools, sandbox = sandbox,
+                                 limits = limits)
+    holder$owned <- session
+    reg.finalizer(holder, function(e) {
+      if (!is.null(e$owned)) try(e$owned$close(), silent = TRUE)
+    }, onexit = TRUE)
+  } else if (!inherits(session, "SecureSession")) {
+    stop("`session` must be a SecureSession or NULL.", call. = FALSE)
+  }
+  holder$session <- session
+  fun <- function(code) {
+    s <- holder$session
+    if (!is.character(code) || length(code) < 1L || anyNA(code)) {
+      return(tool_error("`code` must be a string of R code."))
+    }
+    if (!s$is_alive()) {
+      return(tool_error(paste(
+        "The R session is no longer running (it was closed).",
+        "Create a new tool with securer_as_ellmer_tool().")))
+    }
+    tryCatch({
+      res <- s$.__enclos_env__$private$execute_checked(
+        code, timeout, TRUE, NULL, NULL, 100000L, NULL, text = TRUE)
+      res$output
+    }, error = function(e) {
+      tool_error(sanitize_error_message(conditionMessage(e), 2000L))
+    })
+  }
+  attr(fun, "session") <- session
+  fun
+}

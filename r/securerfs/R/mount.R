@@ -1,0 +1,202 @@
+# Finding the mount, or mounting a private one.
+
+.securerfs <- new.env(parent = emptyenv())
+.securerfs$mounts <- list()   # "strict" / "none" -> list(dir, process, log)
+.securerfs$warned <- character()
+
+is_mount <- function(dir) {
+  !is.null(dir) && file.exists(file.path(dir, "README")) &&
+    dir.exists(file.path(dir, "sessions"))
+}
+
+mount_config <- function(dir) {
+  tryCatch(jsonlite::fromJSON(read_file(file.path(dir, "config"))),
+           error = function(e) list())
+}
+
+find_securerfs_bin <- function() {
+  bin <- nonempty_string(getOption("securerfs.bin")) %||%
+    nonempty_string(Sys.getenv("SECURERFS_BIN")) %||%
+    nonempty_string(unname(Sys.which("securerfs")))
+  if (is.null(bin) || !file.exists(bin)) {
+    abort(paste0(
+      "securerfs not found",
+      if (!is.null(bin)) paste0(" at ", bin) else "",
+      ": install it (scripts/run in the securerfs repository builds and ",
+      "mounts it) and put it on PATH, or set SECURERFS_BIN or ",
+      "options(securerfs.bin = ) to the securerfs program, or point ",
+      "SECURERFS_MOUNT / options(securerfs.mount = ) at a running mount"),
+      class = "securerfs_mount_error")
+  }
+  normalizePath(bin)
+}
+
+#' Find or start a securerfs mount
+#'
+#' \code{securerfs_mount()} returns the directory of the securerfs mount that
+#' sessions use. It looks, in order, at the argument \code{mount}, the option
+#' \code{securerfs.mount} and the environment variable \code{SECURERFS_MOUNT}.
+#' If none is set it mounts a private one in R's temporary directory: the
+#' \code{securerfs} program is found through the option \code{securerfs.bin},
+#' the environment variable \code{SECURERFS_BIN} or \code{PATH}, started in
+#' the foreground under \pkg{processx} with \code{-o pool=N} (option
+#' \code{securerfs.pool}, default 1; option \code{securerfs.options}: more
+#' \code{-o} options as a character vector), and unmounted when R exits (or
+#' by \code{securerfs_unmount()}). \code{sandbox = FALSE} uses a second
+#' private mount started with \code{-o sandbox=none}.
+#'
+#' A mount given by the caller is used as it is: when its sandbox does not
+#' match \code{sandbox}, a warning says so (an error with
+#' \code{sandbox_strict = TRUE} when a sandbox was asked for).
+#'
+#' @param sandbox Logical: whether sessions run in the jail.
+#' @param sandbox_strict Logical: an error instead of a warning when the
+#'   mount found runs without a sandbox although one was asked for.
+#' @param mount Directory of a running mount, or \code{NULL}.
+#' @return The mount directory (a string). \code{securerfs_unmount()}
+#'   returns \code{NULL} invisibly.
+#' @examples
+#' \dontrun{
+#' dir <- securerfs_mount()
+#' readLines(file.path(dir, "README"))
+#' securerfs_unmount()
+#' }
+#' @export
+securerfs_mount <- function(sandbox = TRUE, sandbox_strict = FALSE,
+                            mount = NULL) {
+  given <- nonempty_string(mount) %||%
+    nonempty_string(getOption("securerfs.mount")) %||%
+    nonempty_string(Sys.getenv("SECURERFS_MOUNT"))
+  if (!is.null(given)) {
+    if (!is_mount(given)) {
+      abort(sprintf("no securerfs mount at %s (README or sessions/ missing)",
+                    given), class = "securerfs_mount_error")
+    }
+    given <- normalizePath(given)
+    mode <- mount_config(given)$sandbox %||% "strict"
+    if (isTRUE(sandbox) && identical(mode, "none")) {
+      msg <- sprintf(paste0("the securerfs mount at %s runs without a ",
+                            "sandbox (-o sandbox=none)"), given)
+      if (isTRUE(sandbox_strict)) {
+        abort(paste0("sandbox_strict is TRUE but ", msg),
+              class = "securerfs_sandbox_error")
+      }
+      warn_once(paste0(msg, "; sessions are not jailed"))
+    } else if (!isTRUE(sandbox) && !identical(mode, "none")) {
+      warn_once(sprintf(paste0(
+        "sandbox = FALSE is ignored: the securerfs mount at %s runs with its ",
+        "sandbox; start it with -o sandbox=none, or leave SECURERFS_MOUNT ",
+        "and the securerfs.mount option unset to let securerfs start its own"),
+        given))
+    }
+    return(given)
+  }
+  key <- if (isTRUE(sandbox)) "strict" else "none"
+  m <- .securerfs$mounts[[key]]
+  if (!is.null(m) && is_mount(m$dir) && m$process$is_alive()) {
+    return(m$dir)
+  }
+  if (!is.null(m)) unmount_private(key)
+  start_private_mount(key)
+}
+
+warn_once <- function(msg) {
+  if (!msg %in% .securerfs$warned) {
+    .securerfs$warned <- c(.securerfs$warned, msg)
+    warning(msg, call. = FALSE)
+  }
+}
+
+start_private_mount <- function(key) {
+  bin <- find_securerfs_bin()
+  dir <- tempfile(paste0("securerfs-", key, "-"))
+  dir.create(dir, mode = "0700")
+  log <- paste0(dir, ".log")
+  opts <- c(paste0("pool=", as.integer(getOption("securerfs.pool", 1L))),
+            if (key == "none") "sandbox=none",
+            getOption("securerfs.options"))
+  p <- processx::process$new(
+    bin, c("-f", "-o", paste(opts, collapse = ","), dir),
+    stdout = log, stderr = "2>&1", stdin = NULL,
+    cleanup = FALSE, supervise = TRUE
+  )
+  deadline <- Sys.time() + 15
+  while (!is_mount(dir)) {
+    if (!p$is_alive() || Sys.time() > deadline) {
+      if (p$is_alive()) {
+        try(p$signal(15L), silent = TRUE)
+        try(p$wait(2000), silent = TRUE)
+        try(p$kill(), silent = TRUE)
+      }
+      tail <- tryCatch(utils::tail(readLines(log, warn = FALSE), 5),
+                       error = function(e) character())
+      unlink(dir, recursive = TRUE)
+      abort(paste0("securerfs (", bin, ") did not mount ", dir,
+                   " within 15 s", if (length(tail))
+                     paste0(":\n", paste(tail, collapse = "\n")) else ""),
+            class = "securerfs_mount_error")
+    }
+    Sys.sleep(0.02)
+  }
+  .securerfs$mounts[[key]] <- list(dir = dir, process = p, log = log,
+                                    pid = p$get_pid())
+  if (is.null(.securerfs$finalizer)) {
+    # Unmount the private mounts when R exits.
+    .securerfs$finalizer <- new.env(parent = emptyenv())
+    reg.finalizer(.securerfs$finalizer, function(e) unmount_all(),
+                  onexit = TRUE)
+  }
+  dir
+}
+
+unmount_private <- function(key) {
+  m <- .securerfs$mounts[[key]]
+  .securerfs$mounts[[key]] <- NULL
+  if (is.null(m)) return(invisible())
+  debug <- function(...) if (nzchar(Sys.getenv("SECURERFS_DEBUG")))
+    cat("securerfs: unmount ", key, ": ", ..., "\n", sep = "", file = stderr())
+  # At R's exit processx may have let go of the process handle already, so
+  # work from the mount and the pid rather than the handle.
+  fusermount <- Sys.which(c("fusermount3", "fusermount"))
+  fusermount <- fusermount[nzchar(fusermount)]
+  wait_unmounted <- function(secs) {
+    deadline <- Sys.time() + secs
+    while (is_mount(m$dir) && Sys.time() < deadline) Sys.sleep(0.02)
+    !is_mount(m$dir)
+  }
+  if (is_mount(m$dir) && length(fusermount)) {
+    try(system2(fusermount[[1]], c("-u", shQuote(m$dir)), stdout = FALSE,
+                stderr = FALSE), silent = TRUE)
+  }
+  debug("after fusermount mounted=", is_mount(m$dir))
+  if (!wait_unmounted(0.5)) {
+    try(tools::pskill(m$pid, tools::SIGTERM), silent = TRUE)
+    wait_unmounted(3)
+    debug("after SIGTERM mounted=", is_mount(m$dir))
+  }
+  if (is_mount(m$dir)) {
+    try(tools::pskill(m$pid, tools::SIGKILL), silent = TRUE)
+    if (length(fusermount)) {
+      try(system2(fusermount[[1]], c("-u", "-z", shQuote(m$dir)),
+                  stdout = FALSE, stderr = FALSE), silent = TRUE)
+    }
+  }
+  # reap the daemon
+  try(m$process$wait(2000), silent = TRUE)
+  suppressWarnings(try(file.remove(m$dir), silent = TRUE))
+  invisible()
+}
+
+unmount_all <- function() {
+  for (key in names(.securerfs$mounts)) {
+    try(unmount_private(key), silent = TRUE)
+  }
+  invisible()
+}
+
+#' @rdname securerfs_mount
+#' @export
+securerfs_unmount <- function() {
+  unmount_all()
+  invisible(NULL)
+}

@@ -1,0 +1,227 @@
+# Tools: securer_tool() objects, their definitions in sessions/N/tools/, and
+# the state file of the package's tool server (inst/tool_server.R).
+
+tool_types <- c("character", "numeric", "integer", "logical", "list",
+                "data.frame", "")
+
+#' Define a tool that sandboxed code can call
+#'
+#' A tool is an R function that runs on the host, outside the sandbox. In the
+#' session it is an R function called \code{name} with the arguments named in
+#' \code{args}; the sandbox checks their types, and the call is carried out
+#' by a tool process of this package (\code{Rscript} running the package's
+#' \code{tool_server.R}) which calls \code{fn} with the arguments.
+#'
+#' \code{fn} and everything it encloses are saved with \code{saveRDS()} into a
+#' private file (mode 0600, in a directory of R's session temporary
+#' directory) that the tool process reads when it starts; nothing that comes
+#' from the sandbox is ever evaluated as code or unserialized: arguments and
+#' results cross as JSON, with jsonlite's conventions (a data frame as rows,
+#' \code{NA} as \code{null}). The tool process runs in the client's working
+#' directory at the time the session was created, with the client's library
+#' paths, and ends with the session.
+#'
+#' @param name The function's name in the session: a syntactic R name.
+#' @param description What the tool does (shown to the model by
+#'   \code{\link{as_ellmer_tool}()}).
+#' @param fn The function to run on the host.
+#' @param args A named list: argument name to type, one of
+#'   \code{"character"}, \code{"numeric"}, \code{"integer"}, \code{"logical"},
+#'   \code{"list"}, \code{"data.frame"} or \code{""} (any; \code{"any"} is
+#'   taken as \code{""}). \code{list()} for none.
+#' @return An object of class \code{securer_tool}: a list with \code{name},
+#'   \code{description}, \code{fn} and \code{args}.
+#' @examples
+#' add <- securer_tool("add", "Add two numbers",
+#'   fn = function(a, b) a + b,
+#'   args = list(a = "numeric", b = "numeric"))
+#' add
+#' @export
+securer_tool <- function(name, description, fn, args = list()) {
+  if (!is.character(name) || length(name) != 1L || is.na(name) ||
+      !nzchar(name)) {
+    stop("`name` must be a non-empty string.", call. = FALSE)
+  }
+  if (!is.character(description) || length(description) != 1L) {
+    stop("`description` must be a character string.", call. = FALSE)
+  }
+  if (!is.function(fn)) {
+    stop("`fn` must be a function, not ", class(fn)[1], ".", call. = FALSE)
+  }
+  if (!is.list(args)) {
+    stop("`args` must be a list, not ", class(args)[1], ".", call. = FALSE)
+  }
+  if (!is_syntactic(name) || startsWith(name, ".securerfs")) {
+    stop("Tool name must be a valid R identifier, not \"", name, "\".",
+         call. = FALSE)
+  }
+  arg_names <- names(args)
+  if (length(args) > 0L) {
+    if (is.null(arg_names) || any(!nzchar(arg_names))) {
+      stop("`args` must be a named list.", call. = FALSE)
+    }
+    bad <- arg_names[!vapply(arg_names, is_syntactic, logical(1))]
+    if (length(bad)) {
+      stop("Argument names must be valid R identifiers: ",
+           paste0("\"", bad, "\"", collapse = ", "), ".", call. = FALSE)
+    }
+    if (anyDuplicated(arg_names)) {
+      stop("Duplicate argument names.", call. = FALSE)
+    }
+    args <- lapply(args, function(t) {
+      if (is.null(t) || identical(t, "any")) return("")
+      if (!is.character(t) || length(t) != 1L || !t %in% tool_types) {
+        stop("Argument types must be one of ",
+             paste0("\"", tool_types, "\"", collapse = ", "), ".",
+             call. = FALSE)
+      }
+      t
+    })
+  } else {
+    args <- structure(list(), names = character())
+  }
+  structure(list(name = name, description = description, fn = fn,
+                 args = args),
+            class = "securer_tool")
+}
+
+is_syntactic <- function(x) {
+  is.character(x) && length(x) == 1L && !is.na(x) && nzchar(x) &&
+    identical(make.names(x), x)
+}
+
+#' @export
+format.securer_tool <- function(x, ...) {
+  desc <- x$description
+  if (nchar(desc) > 60L) desc <- paste0(substr(desc, 1L, 57L), "...")
+  args <- if (length(x$args)) {
+    paste0(names(x$args), " (", ifelse(nzchar(unlist(x$args)),
+                                        unlist(x$args), "any"), ")",
+           collapse = ", ")
+  } else {
+    "none"
+  }
+  paste0("<securer_tool>\n  Name: ", x$name, "\n  Description: ", desc,
+         "\n  Args: ", args)
+}
+
+#' @export
+print.securer_tool <- function(x, ...) {
+  cat(format(x, ...), "\n", sep = "")
+  invisible(x)
+}
+
+validate_tools <- function(tools) {
+  if (is.null(tools) || length(tools) == 0L) return(list())
+  if (inherits(tools, "securer_tool")) tools <- list(tools)
+  if (!is.list(tools)) {
+    stop("`tools` must be a list of securer_tool() objects.", call. = FALSE)
+  }
+  ok <- vapply(tools, inherits, logical(1), what = "securer_tool")
+  if (!all(ok)) {
+    stop("Each tool must be created with securer_tool().", call. = FALSE)
+  }
+  nms <- vapply(tools, function(t) t$name, character(1))
+  if (anyDuplicated(nms)) {
+    stop("Duplicate tool names: ",
+         paste0("\"", unique(nms[duplicated(nms)]), "\"", collapse = ", "),
+         ".", call. = FALSE)
+  }
+  names(tools) <- nms
+  tools
+}
+
+tool_server_script <- function() {
+  path <- system.file("tool_server.R", package = "securerfs")
+  if (!nzchar(path)) {
+    stop("securerfs is not installed properly: tool_server.R is missing",
+         call. = FALSE)
+  }
+  path
+}
+
+# A private directory of the client (mode 0700) for state files.
+private_dir <- function() {
+  dir <- .securerfs$private_dir
+  if (is.null(dir) || !dir.exists(dir)) {
+    dir <- tempfile("securerfs-client-")
+    dir.create(dir, mode = "0700")
+    Sys.chmod(dir, "0700", use_umask = FALSE)
+    .securerfs$private_dir <- dir
+  }
+  dir
+}
+
+# Functions of the global environment do not carry it when serialized: give
+# such a function (and the global functions it uses) a private environment
+# holding copies of the global objects its code names, so the tool process
+# sees the same data.
+portable_functions <- function(fns) {
+  g <- globalenv()
+  needs <- function(f) is.function(f) && !is.primitive(f) &&
+    identical(environment(f), g)
+  if (!any(vapply(fns, needs, logical(1)))) return(fns)
+  captured <- new.env(parent = g)
+  seen <- character()
+  visit <- function(f) {
+    nms <- unique(c(all.names(body(f)),
+                    unlist(lapply(formals(f), function(a)
+                      if (is.language(a)) all.names(a)))))
+    for (nm in setdiff(nms, seen)) {
+      seen <<- c(seen, nm)
+      if (!exists(nm, envir = g, inherits = FALSE)) next
+      obj <- get(nm, envir = g, inherits = FALSE)
+      if (needs(obj)) {
+        environment(obj) <- captured
+        visit(obj)
+      }
+      assign(nm, obj, envir = captured)
+    }
+  }
+  lapply(fns, function(f) {
+    if (!needs(f)) return(f)
+    visit(f)
+    environment(f) <- captured
+    f
+  })
+}
+
+# Save the tools' functions for the tool server, mode 0600.
+write_tool_state <- function(tools, session_id, audit_log) {
+  dir <- private_dir()
+  base <- file.path(dir, session_id)
+  state_file <- paste0(base, ".rds")
+  budget_file <- paste0(base, ".budget")
+  old <- Sys.umask("077")
+  on.exit(Sys.umask(old))
+  writeLines("0 -1", budget_file)
+  Sys.chmod(budget_file, "0600", use_umask = FALSE)
+  state <- list(
+    version = 1L,
+    session_id = session_id,
+    tools = portable_functions(lapply(tools, function(t) t$fn)),
+    wd = getwd(),
+    audit_log = audit_log,
+    budget_file = budget_file
+  )
+  tmp <- paste0(state_file, ".tmp")
+  saveRDS(state, tmp)
+  Sys.chmod(tmp, "0600", use_umask = FALSE)
+  file.rename(tmp, state_file)
+  list(state_file = state_file, budget_file = budget_file)
+}
+
+# The JSON definition of one tool for sessions/N/tools/NAME.json.
+tool_definition <- function(tool, state_file) {
+  rscript <- file.path(R.home("bin"), "Rscript")
+  def <- list(
+    description = tool$description,
+    args = if (length(tool$args)) tool$args else
+      structure(list(), names = character()),
+    command = c(rscript, "--vanilla", tool_server_script(), state_file),
+    mode = "server",
+    timeout = as.numeric(getOption("securerfs.tool_timeout", 60)),
+    env = list(R_LIBS = paste(.libPaths(), collapse = ":"))
+  )
+  as.character(jsonlite::toJSON(def, auto_unbox = TRUE, null = "null"))
+}

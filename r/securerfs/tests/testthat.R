@@ -1,0 +1,4 @@
+library(testthat)
+library(securerfs)
+
+test_check("securerfs")

@@ -1,0 +1,119 @@
+# The execute_r_code tool: its function is tested without ellmer; the
+# ellmer object itself only when ellmer is installed.
+
+tool_fun <- getFromNamespace("securer_tool_function", "securerfs")
+
+is_tool_error <- function(x) {
+  inherits(x, "securerfs_tool_error") ||
+    (isS4(x) || inherits(x, "S7_object")) && !is.null(tryCatch(
+      x@error, error = function(e) NULL))
+}
+tool_error_message <- function(x) {
+  if (inherits(x, "securerfs_tool_error")) x$error else x@error
+}
+
+test_that("the tool function returns the formatted value as text", {
+  skip_if_no_mount()
+  s <- SecureSession$new()
+  on.exit(s$close())
+  f <- tool_fun(session = s, timeout = 10)
+  expect_identical(f("1 + 1"), "2")
+  expect_identical(f("NULL"), "NULL")
+  expect_identical(f("c(1, 2, 3)"), "[1] 1 2 3")
+  expect_identical(f("x <- 42"), "42")
+  expect_identical(f("x"), "42")    # state persists across calls
+  big <- f("data.frame(a = 1:100)")
+  expect_match(big, "\\.\\.\\. \\(100 rows total\\)$")
+  expect_lte(length(strsplit(big, "\n")[[1]]), 32L)
+  long <- f("as.list(1:100)")
+  expect_match(long, "\\.\\.\\. \\(output truncated\\)$")
+})
+
+test_that("every failure comes back as a tool error", {
+  skip_if_no_mount()
+  s <- SecureSession$new()
+  on.exit(s$close())
+  f <- tool_fun(session = s, timeout = 1)
+  r <- f("x <- ")
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), "syntax error")
+  r <- f("stop('test error')")
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), "test error")
+  r <- f("Sys.sleep(10)")
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), "timed out after 1 second")
+  r <- f("dyn.load(list.files(c('/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib'), pattern = '^libc[.]so[.]6$', full.names = TRUE)[1]); .C('abort')")
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), "crashed|killed")
+  expect_identical(f("'still usable'"), "still usable")
+  r <- f(NA_character_)
+  expect_true(is_tool_error(r))
+  s$close()
+  r <- f("1")
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), "no longer running")
+})
+
+test_that("a tool called with the wrong type is a tool error", {
+  skip_if_no_tools()
+  tools <- list(securer_tool("query_db", "Query",
+                             fn = function(table, limit) head(mtcars, limit),
+                             args = list(table = "character",
+                                         limit = "numeric")))
+  f <- tool_fun(tools = tools, timeout = 10)
+  r <- f("query_db('mtcars', 'five')")
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), "numeric")
+  expect_match(f("nrow(query_db('mtcars', 5))"), "^5$")
+})
+
+test_that("a session the tool creates is closed when the tool is collected", {
+  skip_if_no_mount()
+  f <- tool_fun(limits = list(cpu = 10), timeout = 5)
+  dir <- attr(f, "session")$path()
+  expect_identical(f("1"), "1")
+  expect_true(dir.exists(dir))
+  rm(f)
+  invisible(gc())
+  invisible(gc())
+  expect_false(dir.exists(dir))
+  # a session passed in is left to its owner
+  s <- SecureSession$new()
+  on.exit(s$close())
+  g <- tool_fun(session = s)
+  rm(g)
+  invisible(gc())
+  expect_true(s$is_alive())
+  expect_error(tool_fun(session = "no"), "SecureSession")
+})
+
+test_that("tool errors without ellmer are plain objects", {
+  te <- getFromNamespace("tool_error", "securerfs")
+  e <- te("boom")
+  expect_true(is_tool_error(e))
+  expect_identical(tool_error_message(e), "boom")
+})
+
+test_that("as_ellmer_tool builds an ellmer tool (or says ellmer is needed)", {
+  skip_if_no_mount()
+  if (!requireNamespace("ellmer", quietly = TRUE) ||
+      utils::packageVersion("ellmer") < "0.3.0") {
+    # ellmer is not installed (it is not in Debian): the error says so.
+    expect_error(as_ellmer_tool(), "ellmer")
+    expect_error(securer_as_ellmer_tool(), "ellmer")
+    return(invisible())
+  }
+  tool <- as_ellmer_tool(timeout = 10)
+  expect_identical(tool@name, "execute_r_code")
+  expect_match(tool@description, "Execute R code")
+  expect_identical(tool(code = "1 + 1"), "2")
+  r <- tool(code = "stop('test error')")
+  expect_true(inherits(r, "ellmer::ContentToolResult"))
+  expect_match(r@error, "test error")
+  s <- SecureSession$new()
+  on.exit(s$close())
+  t2 <- securer_as_ellmer_tool(session = s)
+  expect_identical(t2@name, "execute_r_code")
+  expect_identical(t2(code = "x <- 1; x + 1"), "2")
+})

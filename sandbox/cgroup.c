@@ -1,0 +1,339 @@
+/* Per-worker cgroup v2 limits (see cgroup.h).  Everything is relative to a
+ * directory fd of our own cgroup, with O_NOFOLLOW: cgroupfs is the kernel's,
+ * but the path to it is found by parsing mountinfo. */
+#include "cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "macros.h"
+
+/* One cgroup hierarchy we use: on a cgroup v2 host the unified one, for
+ * both limits; on a v1 (or hybrid) host the v1 "memory" and "pids" ones. */
+struct hierarchy {
+        int dir_fd;             /* our securerfs-<pid> directory in it */
+        char path[PATH_MAX];
+        const char *memory_file; /* NULL: this hierarchy does not limit memory */
+        const char *swap_file;
+        const char *pids_file;
+        const char *unlimited;  /* how "no limit" is written to memory_file */
+};
+
+struct cgroup_tree {
+        struct hierarchy h[2];
+        unsigned n;
+};
+
+static int write_at(int dir_fd, const char *name, const char *text) {
+        _cleanup_close_ int fd = openat(dir_fd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        size_t len = strlen(text);
+
+        if (fd < 0)
+                return -errno;
+        if (write(fd, text, len) != (ssize_t)len)
+                return -errno;
+        return 0;
+}
+
+static bool has_controllers(int dir_fd, const char *file) {
+        _cleanup_close_ int fd = openat(dir_fd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        char buf[512], *tok, *save = NULL;
+        bool memory = false, pids = false;
+        ssize_t n;
+
+        if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) < 0)
+                return false;
+        buf[n] = '\0';
+        for (tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+                memory |= strcmp(tok, "memory") == 0;
+                pids |= strcmp(tok, "pids") == 0;
+        }
+        return memory && pids;
+}
+
+/* The mount point of a cgroup hierarchy (fstype "cgroup2", or "cgroup" with
+ * the v1 controller `option` among its super options) that shows the
+ * hierarchy's root ("/"), from /proc/self/mountinfo: on a unified host
+ * /sys/fs/cgroup, on a hybrid one /sys/fs/cgroup/unified and
+ * /sys/fs/cgroup/<controller>. */
+static int find_mount(const char *type, const char *option, char *out, size_t size) {
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        char line[4096];
+        int r = -ENOENT;
+
+        if (!f)
+                return -errno;
+        while (fgets(line, sizeof(line), f)) {
+                char root[PATH_MAX], point[PATH_MAX], fstype[64], opts[1024];
+                char *sep = strstr(line, " - "), *tok, *save = NULL;
+                bool found = !option;
+
+                if (!sep || sscanf(sep + 3, "%63s %*s %1023s", fstype, opts) != 2 || strcmp(fstype, type) != 0)
+                        continue;
+                if (sscanf(line, "%*s %*s %*s %4095s %4095s", root, point) != 2 || strcmp(root, "/") != 0)
+                        continue;
+                for (tok = strtok_r(opts, ",", &save); tok && !found; tok = strtok_r(NULL, ",", &save))
+                        found = strcmp(tok, option) == 0;
+                /* Mount points with spaces come escaped (\040): not ours. */
+                if (!found || strchr(point, '\\') || strlen(point) >= size)
+                        continue;
+                snprintf(out, size, "%s", point);
+                r = 0;
+                break;
+        }
+        fclose(f);
+        return r;
+}
+
+static void hierarchy_close(struct hierarchy *h) {
+        if (h->dir_fd < 0)
+                return;
+        /* Worker cgroups left (their processes are gone by now). */
+        _cleanup_close_ int dup_fd = dup(h->dir_fd);
+        DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+        struct dirent *de;
+
+        if (d) {
+                dup_fd = -1; /* owned by d now */
+                while ((de = readdir(d)))
+                        if (de->d_name[0] == 'w' && de->d_type == DT_DIR)
+                                (void)unlinkat(h->dir_fd, de->d_name, AT_REMOVEDIR);
+                closedir(d);
+        }
+        close(h->dir_fd);
+        h->dir_fd = -1;
+        rmdir(h->path);
+}
+
+/* Remove the empty directories a daemon killed with SIGKILL left behind
+ * (securerfs-<pid> whose pid is gone, and its w<pid> children).  A
+ * directory still holding processes refuses rmdir and stays. */
+static void sweep_stale(const char *mnt) {
+        DIR *d = opendir(mnt);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                char *end;
+                long pid;
+
+                if (strncmp(de->d_name, "securerfs-", 10) != 0 || de->d_type != DT_DIR)
+                        continue;
+                pid = strtol(de->d_name + 10, &end, 10);
+                if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+                        continue;
+                struct hierarchy stale = {.dir_fd = openat(dirfd(d), de->d_name,
+                                                           O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)};
+                snprintf(stale.path, sizeof(stale.path), "%s/%s", mnt, de->d_name);
+                hierarchy_close(&stale);
+        }
+        closedir(d);
+}
+
+/* mkdir <mnt>/securerfs-<pid> and open it into h; 0 or -errno. */
+static int hierarchy_open(struct hierarchy *h, const char *mnt) {
+        sweep_stale(mnt);
+        snprintf(h->path, sizeof(h->path), "%s/securerfs-%ld", mnt, (long)getpid());
+        if (mkdir(h->path, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        h->dir_fd = open(h->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (h->dir_fd < 0) {
+                int e = -errno;
+                rmdir(h->path);
+                return e;
+        }
+        return 0;
+}
+
+/* cgroup v2: the unified hierarchy with memory and pids available. */
+static int open_v2(struct cgroup_tree *t, char *reason, size_t size) {
+        struct hierarchy *h = &t->h[0];
+        char mnt[PATH_MAX];
+        _cleanup_close_ int root_fd = -1;
+        int r;
+
+        if (find_mount("cgroup2", NULL, mnt, sizeof(mnt)) < 0) {
+                snprintf(reason, size, "no cgroup v2 hierarchy is mounted");
+                return -ENOENT;
+        }
+        root_fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0) {
+                snprintf(reason, size, "open %s: %s", mnt, strerror(errno));
+                return -ENOENT;
+        }
+        if (!has_controllers(root_fd, "cgroup.controllers")) {
+                snprintf(reason, size, "the cgroup v2 hierarchy at %s lacks the memory and pids controllers", mnt);
+                return -ENOENT;
+        }
+        /* The hierarchy's root may hold processes and still hand out
+         * controllers; a delegated subtree (systemd's user@.service) is not
+         * handled: its own cgroup holds our process. */
+        if (!has_controllers(root_fd, "cgroup.subtree_control") &&
+            (r = write_at(root_fd, "cgroup.subtree_control", "+memory +pids")) < 0) {
+                snprintf(reason, size, "enable memory and pids in %s/cgroup.subtree_control: %s", mnt, strerror(-r));
+                return r;
+        }
+        *h = (struct hierarchy){.dir_fd = -1, .memory_file = "memory.max", .swap_file = "memory.swap.max",
+                                .pids_file = "pids.max", .unlimited = "max"};
+        if ((r = hierarchy_open(h, mnt)) < 0) {
+                snprintf(reason, size, "mkdir %s: %s", h->path, strerror(-r));
+                return r;
+        }
+        t->n = 1;
+        if ((r = write_at(h->dir_fd, "cgroup.subtree_control", "+memory +pids")) < 0) {
+                snprintf(reason, size, "enable memory and pids in %s: %s", h->path, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+/* cgroup v1 (a hybrid host, as Debian with systemd.unified_cgroup_hierarchy=0
+ * or a container runtime gives): the "memory" and "pids" hierarchies. */
+static int open_v1(struct cgroup_tree *t, char *reason, size_t size) {
+        static const struct {
+                const char *controller;
+                struct hierarchy proto;
+        } want[] = {
+                {"memory", {.dir_fd = -1, .memory_file = "memory.limit_in_bytes",
+                            .swap_file = "memory.memsw.limit_in_bytes", .unlimited = "-1"}},
+                {"pids", {.dir_fd = -1, .pids_file = "pids.max"}},
+        };
+        char mnt[PATH_MAX];
+        int r;
+
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+                struct hierarchy *h = &t->h[t->n];
+
+                if (find_mount("cgroup", want[i].controller, mnt, sizeof(mnt)) < 0) {
+                        snprintf(reason, size, "no cgroup v1 %s hierarchy either", want[i].controller);
+                        return -ENOENT;
+                }
+                *h = want[i].proto;
+                if ((r = hierarchy_open(h, mnt)) < 0) {
+                        snprintf(reason, size, "mkdir %s: %s", h->path, strerror(-r));
+                        return r;
+                }
+                t->n++;
+        }
+        return 0;
+}
+
+int cgroup_tree_new(struct cgroup_tree **out, const char **why) {
+        static char reason[2 * PATH_MAX + 64];
+        char v2_reason[PATH_MAX + 128];
+        struct cgroup_tree *t = calloc(1, sizeof(*t));
+
+        if (!t)
+                return -ENOMEM;
+        t->h[0].dir_fd = t->h[1].dir_fd = -1;
+        *out = t;
+        *why = NULL;
+        if (open_v2(t, v2_reason, sizeof(v2_reason)) == 0)
+                return 0;
+        for (unsigned i = 0; i < t->n; i++)
+                hierarchy_close(&t->h[i]);
+        t->n = 0;
+        if (open_v1(t, reason, sizeof(reason)) == 0)
+                return 0;
+        for (unsigned i = 0; i < t->n; i++)
+                hierarchy_close(&t->h[i]);
+        t->n = 0;
+        snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason), "; %s", v2_reason);
+        *why = reason;
+        return 0;
+}
+
+bool cgroup_tree_enabled(const struct cgroup_tree *t) {
+        return t && t->n > 0;
+}
+
+static void limit_text(char *buf, size_t size, long long v, const char *unlimited) {
+        if (v < 0)
+                snprintf(buf, size, "%s", unlimited);
+        else
+                snprintf(buf, size, "%lld", v);
+}
+
+int cgroup_worker_add(struct cgroup_tree *t, pid_t pid, long long memory_max, long long pids_max) {
+        char name[32], value[32];
+        int r;
+
+        if (!t)
+                return 0;
+        snprintf(name, sizeof(name), "w%ld", (long)pid);
+        for (unsigned i = 0; i < t->n; i++) {
+                struct hierarchy *h = &t->h[i];
+                _cleanup_close_ int fd = -1;
+
+                if (mkdirat(h->dir_fd, name, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                fd = openat(h->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0)
+                        return -errno;
+                if (h->memory_file) {
+                        limit_text(value, sizeof(value), memory_max, h->unlimited);
+                        /* v1 refuses a memory limit above memsw (EINVAL) and
+                         * memsw below the memory limit: raise memsw first
+                         * when the limit grows, last when it shrinks. */
+                        (void)write_at(fd, h->swap_file, memory_max < 0 ? h->unlimited : value);
+                        if ((r = write_at(fd, h->memory_file, value)) < 0)
+                                return r;
+                        /* v2: memory.swap.max 0, so that memory.max does not
+                         * just move the excess to swap; v1: memsw = limit. */
+                        (void)write_at(fd, h->swap_file, !strcmp(h->swap_file, "memory.swap.max") ? "0" : value);
+                }
+                if (h->pids_file) {
+                        limit_text(value, sizeof(value), pids_max, "max");
+                        if ((r = write_at(fd, h->pids_file, value)) < 0)
+                                return r;
+                }
+                snprintf(value, sizeof(value), "%ld", (long)pid);
+                if ((r = write_at(fd, "cgroup.procs", value)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int cgroup_worker_remove(struct cgroup_tree *t, pid_t pid) {
+        char name[32];
+        int r = 0;
+
+        if (!t)
+                return 0;
+        snprintf(name, sizeof(name), "w%ld", (long)pid);
+        for (unsigned i = 0; i < t->n; i++) {
+                struct hierarchy *h = &t->h[i];
+                _cleanup_close_ int fd = -1;
+
+                if (unlinkat(h->dir_fd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+                        continue;
+                if (errno != EBUSY) {
+                        r = -errno;
+                        continue;
+                }
+                /* Something still runs in it: kill it (v2, Linux 5.14); the
+                 * directory goes at cgroup_tree_free() at the latest. */
+                fd = openat(h->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd >= 0)
+                        (void)write_at(fd, "cgroup.kill", "1");
+                r = -EBUSY;
+        }
+        return r;
+}
+
+void cgroup_tree_free(struct cgroup_tree *t) {
+        if (!t)
+                return;
+        for (unsigned i = 0; i < t->n; i++)
+                hierarchy_close(&t->h[i]);
+        free(t);
+}

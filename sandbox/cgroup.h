@@ -1,0 +1,48 @@
+/* A cgroup per worker, where the machine lets the daemon have one
+ * (docs/security.md, "Resources").
+ *
+ * Process context: the daemon, on its event loop.  Every call is a handful
+ * of mkdir/write/rmdir on cgroupfs, which the kernel answers at once: nothing
+ * here blocks.
+ *
+ * Layout: on a cgroup v2 host, <cgroup2 mount>/securerfs-<daemon pid>/ with
+ * the memory and pids controllers enabled for its children, and one child
+ * w<pid> per worker.  The daemon itself stays where it was (cgroup v2 forbids
+ * processes in a cgroup that hands controllers to its children).  On a v1 or
+ * hybrid host (the controllers bound to v1 hierarchies, as on this project's
+ * CI machine) the same two directories are made in the v1 "memory" and
+ * "pids" hierarchies instead.
+ *
+ * Where neither works (typically an unprivileged daemon without a delegated
+ * subtree) the tree is disabled: every call succeeds and does nothing, and
+ * the rlimits the daemon sets with prlimit() remain the only limits. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct cgroup_tree;
+
+/* Find the cgroup v2 hierarchy (else the v1 memory and pids ones), create
+ * our directory and enable memory and pids below it.  Always succeeds unless out of memory (-ENOMEM): a machine
+ * without a usable hierarchy gives a disabled tree, and *why (static text)
+ * then says what was missing, for the caller to log once; *why is NULL for an
+ * enabled tree. */
+int cgroup_tree_new(struct cgroup_tree **out, const char **why);
+
+/* Remove every worker cgroup left and our directory.  Accepts NULL. */
+void cgroup_tree_free(struct cgroup_tree *t);
+
+bool cgroup_tree_enabled(const struct cgroup_tree *t);
+
+/* Put worker pid into its own cgroup (created on first use) with
+ * memory.max = memory_max bytes and pids.max = pids_max (-1: "max"); a
+ * second call only updates the limits.  Call before the worker runs any
+ * user code: only the worker itself is moved, later children follow it.
+ * Returns 0 (also when disabled) or -errno. */
+int cgroup_worker_add(struct cgroup_tree *t, pid_t pid, long long memory_max, long long pids_max);
+
+/* After the worker was reaped: remove its cgroup.  Processes still in it
+ * (none, normally: the worker is pid 1 of its pid namespace and its
+ * children die with it) are killed through cgroup.kill.  0 or -errno. */
+int cgroup_worker_remove(struct cgroup_tree *t, pid_t pid);
