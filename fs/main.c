@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,11 +105,14 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 /* A daemon killed with SIGKILL leaves its mount point answering ENOTCONN;
  * detach that stale mount so that we can mount again. */
 static void clear_stale_mount(const char *mountpoint) {
-        struct stat st;
+        struct statfs sf;
         pid_t pid;
         int status;
 
-        if (stat(mountpoint, &st) == 0 || errno != ENOTCONN)
+        /* statfs, not stat: the kernel may answer stat from its attribute
+         * cache for a second after the daemon died; STATFS always goes to
+         * the (dead) connection. */
+        if (statfs(mountpoint, &sf) == 0 || errno != ENOTCONN)
                 return;
         log_info("%s: stale mount of a daemon that is gone; detaching it", mountpoint);
         if (umount2(mountpoint, MNT_DETACH) == 0)

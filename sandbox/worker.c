@@ -961,6 +961,43 @@ static char *error_text(const struct run *r, const char **limit) {
         return text;
 }
 
+/* Did the daemon interrupt run seq before it started?  Its SIGINT was
+ * cleared at the start of the run (it may be a late one meant for the run
+ * before), but the daemon writes an interrupt frame before every SIGINT, so
+ * the frame is in the socket by now.  Frames read here: interrupt (this run's
+ * or a stale one) and stale tool_results; nothing else comes between runs. */
+static bool interrupt_queued(long long seq) {
+        bool found = false;
+
+        for (;;) {
+                json_t *m = NULL;
+                struct pollfd p = {.fd = W.sock, .events = POLLIN};
+                int e = frame_reader_next(&W.reader, &m);
+                long n;
+
+                if (e < 0)
+                        worker_exit(2);
+                if (e == 1) {
+                        json_t *jseq = json_object_get(m, "seq");
+                        if (!strcmp(frame_type(m), "interrupt")) {
+                                if (json_is_integer(jseq) && json_integer_value(jseq) == seq)
+                                        found = true;
+                        } else if (strcmp(frame_type(m), "tool_result")) {
+                                worker_exit(2);
+                        }
+                        json_decref(m);
+                        continue;
+                }
+                if (poll(&p, 1, 0) <= 0)
+                        return found;
+                n = frame_reader_fill(&W.reader, W.sock);
+                if (n == 0)
+                        worker_exit(0);
+                if (n < 0 && n != -EINTR && n != -EAGAIN)
+                        worker_exit(1);
+        }
+}
+
 static void run_exec(struct run *r) {
         struct parse_job p = {.text = r->code, .len = r->code_len};
         _cleanup_json_ json_t *warnings = NULL;
@@ -979,6 +1016,11 @@ static void run_exec(struct run *r) {
         W.in_run = true;
         if (r_int_var(W.sym_interrupted))
                 Rf_defineVar(W.sym_interrupted, Rf_ScalarLogical(FALSE), W.env);
+        if (interrupt_queued(r->seq)) {
+                status = "interrupted";
+                error = strdup("interrupted");
+                goto done;
+        }
 
         if (memchr(r->code, '\0', r->code_len)) {
                 status = "error";
@@ -1179,6 +1221,18 @@ static json_t *tool_wait(json_int_t id) {
                         worker_exit(2);
                 if (e == 1) {
                         json_t *jid = json_object_get(m, "id");
+                        if (!strcmp(frame_type(m), "interrupt")) {
+                                json_t *jseq = json_object_get(m, "seq");
+                                /* Its SIGINT follows (or came): make sure R
+                                 * unwinds even if the signal was missed. */
+                                if (json_is_integer(jseq) && json_integer_value(jseq) == W.seq) {
+                                        got_sigint = 1;
+                                        R_interrupts_pending = 1;
+                                        checked = false;
+                                }
+                                json_decref(m);
+                                continue;
+                        }
                         if (strcmp(frame_type(m), "tool_result"))
                                 worker_exit(2); /* nothing else comes during a call */
                         if (json_is_integer(jid) && json_integer_value(jid) == id) {
@@ -1497,8 +1551,8 @@ void worker_main(int sock, const struct jail_options *o) {
                                 worker_exit(2);
                         continue;
                 }
-                if (!strcmp(type, "tool_result"))
-                        continue; /* for a call of a run that was interrupted */
+                if (!strcmp(type, "tool_result") || !strcmp(type, "interrupt"))
+                        continue; /* for a run that has ended */
                 if (parse_exec(msg, &r) < 0)
                         worker_exit(2);
                 run_exec(&r);

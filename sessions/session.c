@@ -912,6 +912,20 @@ static void publish_result(struct session *s, struct result *res) {
                 t->ev.run_ended(s);
 }
 
+/* Interrupt run seq: an interrupt frame first, then SIGINT.  The signal
+ * makes R unwind; the frame lets the worker tell an interrupt that came
+ * before it started the run (its SIGINT looks like a stale one) from a late
+ * one meant for the run before (docs/protocol.md). */
+static void worker_interrupt(struct worker *w, uint64_t seq) {
+        json_t *m = json_pack("{s:s, s:I}", "type", "interrupt", "seq", (json_int_t)seq);
+
+        if (m)
+                worker_send(w, m);
+        json_decref(m);
+        if (w->pid > 0 && !w->exited)
+                kill(w->pid, SIGINT);
+}
+
 static void on_run_deadline(void *data) {
         struct session *s = data;
         struct sessions *t = s->owner;
@@ -925,7 +939,7 @@ static void on_run_deadline(void *data) {
                 r->in_grace = true;
                 session_log_event(t, s, json_pack("{s:s, s:I, s:f}", "event", "timeout", "seq", (json_int_t)r->seq,
                                                   "timeout_s", s->timeout_s));
-                kill(s->worker->pid, SIGINT);
+                worker_interrupt(s->worker, r->seq);
                 loop_timer_arm(r->deadline, now_ns() + (uint64_t)(t->opt->grace_s * 1e9));
                 return;
         }
@@ -943,7 +957,7 @@ void session_interrupt(struct session *s) {
         r->interrupt = INTERRUPT_CTL;
         r->in_grace = true;
         session_log_event(s->owner, s, json_pack("{s:s, s:I}", "event", "interrupt", "seq", (json_int_t)r->seq));
-        kill(s->worker->pid, SIGINT);
+        worker_interrupt(s->worker, r->seq);
         loop_timer_arm(r->deadline, now_ns() + (uint64_t)(s->owner->opt->grace_s * 1e9));
 }
 

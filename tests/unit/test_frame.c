@@ -75,7 +75,9 @@ int main(void) {
         frame_reader_feed(&r, "\0\0\0\0", 4); /* empty frame */
         CHECK(frame_reader_next(&r, &m) == -EMSGSIZE);
         frame_reader_free(&r);
-        CHECK(frame_encode(json_integer(1), &buf, &len) == -EINVAL); /* only objects are frames */
+        m = json_integer(1);
+        CHECK(frame_encode(m, &buf, &len) == -EINVAL); /* only objects are frames */
+        json_decref(m);
 
         /* Over a socket with the blocking helpers. */
         CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);

@@ -45,6 +45,7 @@ int main(void) {
         CHECK(options_set(&o, "max_code_bytes", "0", err, sizeof(err)) == -EINVAL);
         CHECK(options_set(&o, "no_such_option", "1", err, sizeof(err)) == -ENOENT);
 
+        options_free(&o);
         options_init(&o);
         CHECK(limits_parse_json("{\"cpu\": 5}", 10, &o.limits, &l, err, sizeof(err)) == 0);
         CHECK(l.v[LIMIT_CPU] == 5 && l.v[LIMIT_MEMORY] == o.limits.v[LIMIT_MEMORY]);
