@@ -775,7 +775,7 @@ static double process_cpu_s(pid_t pid) {
  * limit is what the worker has used so far plus the limit (SIGXCPU, which
  * the worker turns into an interrupt), the hard one a grace period later
  * (SIGKILL). */
-static int apply_limits(struct session *s, double cpu_base_s) {
+static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
         static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
                                                   RLIMIT_STACK};
         struct worker *w = s->worker;
@@ -783,7 +783,7 @@ static int apply_limits(struct session *s, double cpu_base_s) {
 
         if (!w || w->pid <= 0 || w->exited)
                 return 0;
-        for (int i = 0; i < LIMIT_COUNT; i++) {
+        for (int i = 0; i < (cpu_only ? 1 : LIMIT_COUNT); i++) {
                 long long v = s->limits.v[i];
                 struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
 
@@ -801,6 +801,8 @@ static int apply_limits(struct session *s, double cpu_base_s) {
         /* The same memory and process counts as a cgroup (where the host
          * allows one): it also counts the worker's tmpfs pages and its
          * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */
+        if (cpu_only)
+                return first_error;
         e = cgroup_worker_add(s->owner->cgroups, w->pid, s->limits.v[LIMIT_MEMORY], s->limits.v[LIMIT_NPROC]);
         if (e < 0 && !first_error)
                 first_error = e;
@@ -865,7 +867,10 @@ static void send_run(struct session *s) {
         _cleanup_json_ json_t *m = NULL;
 
         r->cpu_base_s = process_cpu_s(w->pid);
-        apply_limits(s, r->cpu_base_s);
+        /* Only the CPU limit changes from run to run (the others are set
+         * when the worker is assigned and when limits is written): keep
+         * this path to two cheap syscalls. */
+        apply_limits(s, r->cpu_base_s, true);
         m = json_pack("{s:s, s:I, s:s%, s:o}", "type", "exec", "seq", (json_int_t)r->seq, "code", r->code,
                       r->code_len, "limits", limits_to_json(&s->limits));
         free(r->code);
@@ -992,7 +997,7 @@ static void session_worker_ready(struct session *s) {
         struct sessions *t = s->owner;
 
         s->state = SESSION_IDLE;
-        apply_limits(s, process_cpu_s(s->worker->pid));
+        apply_limits(s, process_cpu_s(s->worker->pid), false);
         if (s->creating) {
                 s->creating = false;
                 if (t->ev.created)
@@ -1267,7 +1272,7 @@ int session_set_timeout(struct session *s, double seconds) {
 int session_set_limits(struct session *s, const struct limits *l) {
         s->limits = *l;
         if (s->state == SESSION_IDLE)
-                apply_limits(s, process_cpu_s(s->worker->pid));
+                apply_limits(s, process_cpu_s(s->worker->pid), false);
         return 0;
 }
 
