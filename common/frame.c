@@ -33,8 +33,10 @@ static int reserve(struct frame_reader *r, size_t extra) {
 }
 
 int frame_reader_feed(struct frame_reader *r, const void *data, size_t n) {
-        int e = reserve(r, n);
+        int e = n ? reserve(r, n) : 0;
 
+        if (n == 0)
+                return 0;
         if (e < 0)
                 return e;
         memcpy(r->buf + r->len, data, n);

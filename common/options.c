@@ -20,6 +20,7 @@ void options_init(struct options *o) {
                 .max_code_bytes = 1 << 20,
                 .console_max_bytes = 1 << 20,
                 .tmp_bytes = 64LL << 20,
+                .files_max_bytes = 256LL << 20,
                 .max_tool_calls = 1000,
                 /* securer's defaults (default_limits()); stack is Linux's usual 8 MiB. */
                 .limits = {{60, 512LL << 20, 50LL << 20, 50, 256, 8LL << 20}},
@@ -139,6 +140,14 @@ int options_set(struct options *o, const char *key, const char *value, char *err
                         o->tmp_bytes = n;
                 return 0;
         }
+        if (strcmp(key, "files_max_bytes") == 0) {
+                if (parse_size(value, &n) < 0 || n < (64LL << 10) || n > (1LL << 40)) {
+                        snprintf(err, errlen, "%s=%s: expected a size from 64K to 1T", key, value);
+                        return -EINVAL;
+                }
+                o->files_max_bytes = n;
+                return 0;
+        }
         if (strcmp(key, "sandbox") == 0) {
                 if (strcmp(value, "strict") != 0 && strcmp(value, "none") != 0) {
                         snprintf(err, errlen, "sandbox=%s: expected strict or none", value);
@@ -193,8 +202,10 @@ json_t *options_to_json(const struct options *o) {
                          (json_int_t)o->tmp_bytes, "sandbox", o->sandbox_none ? "none" : "strict", "audit_log",
                          o->audit_log, "allow_other", o->allow_other, "allow_exec", o->allow_exec, "r_libs", o->r_libs, "limits",
                          limits_to_json(&o->limits));
-        if (j)
+        if (j) {
                 json_object_set_new(j, "max_tool_calls", json_integer(o->max_tool_calls));
+                json_object_set_new(j, "files_max_bytes", json_integer(o->files_max_bytes));
+        }
         return j;
 }
 

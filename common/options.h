@@ -24,7 +24,8 @@ struct options {
         unsigned max_sessions;
         long long max_code_bytes;
         long long console_max_bytes;
-        long long tmp_bytes;       /* size of each jail's /tmp and /work */
+        long long tmp_bytes;       /* size of each jail's /tmp */
+        long long files_max_bytes; /* each session's workspace (/work, sessions/N/files/) */
         unsigned max_tool_calls;   /* tool calls in one run (-o max_tool_calls) */
         char *audit_log;           /* path or NULL */
         bool sandbox_none;         /* -o sandbox=none */

@@ -2,6 +2,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fs.h"
+#include "files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +27,9 @@
  * session's file; a tool file (tools/NAME.json, sessions/N/tools/NAME.json)
  * is TOOL_INO_BIT | its entry's never-reused number (sessions/tools.h),
  * stable while the file exists (a rename keeps it, as on a disk).  There is
- * no per-inode state: lookup counts need no bookkeeping (forget is a no-op). */
+ * no per-inode state for these: lookup counts need no bookkeeping.  Below
+ * sessions/N/files/ (fs/files.h) inodes are FILES_INO_BIT | a serial, one
+ * per host inode with lookup counts kept and forget honoured. */
 enum node {
         N_ROOT = 1,
         N_README,
@@ -56,6 +59,7 @@ enum sfile {
         SF_LIMITS,
         SF_LOG,
         SF_TOOLS,        /* sessions/N/tools/ */
+        SF_FILES,        /* sessions/N/files/: the workspace (fs/files.h) */
         SF_TOOLS_ERRORS, /* sessions/N/tools/.errors (not in sessions/N/) */
         SF_COUNT
 };
@@ -72,6 +76,7 @@ static const struct {
         [SF_CTL] = {"ctl", S_IFREG | 0200},       [SF_TIMEOUT] = {"timeout", S_IFREG | 0644},
         [SF_LIMITS] = {"limits", S_IFREG | 0644}, [SF_LOG] = {"log", S_IFREG | 0444},
         [SF_TOOLS] = {"tools", S_IFDIR | 0755},   [SF_TOOLS_ERRORS] = {".errors", S_IFREG | 0444},
+        [SF_FILES] = {"files", S_IFDIR | 0755},
 };
 
 static const struct {
@@ -144,6 +149,7 @@ struct fs {
         struct loop *loop;
         const struct options *opt;
         struct sessions *sessions;
+        struct files *files; /* sessions/N/files/ */
         struct fuse_session *se;
         struct fuse_buf buf;
         uid_t uid;
@@ -172,6 +178,8 @@ static int decode_ino(struct fs *fs, fuse_ino_t ino, struct session **s, int *ki
 }
 
 static struct session_fs *sfs(struct session *s) { return s->fs_data; }
+
+static struct fs *session_events_fs(struct session *s) { return session_events_data(s); }
 
 static struct tools *fs_tools(struct fs *fs) { return sessions_tools(fs->sessions); }
 
@@ -377,7 +385,7 @@ static int node_attr(struct fs *fs, fuse_ino_t ino, struct stat *st, double *att
                 }
         if (decode_ino(fs, ino, &s, &kind) < 0)
                 return -ENOENT;
-        if (kind == SF_DIR || kind == SF_TOOLS) {
+        if (kind == SF_DIR || kind == SF_TOOLS || kind == SF_FILES) {
                 fill_attr(fs, ino, S_IFDIR | 0755, 0, st);
                 return 0;
         }
@@ -407,6 +415,10 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
         if (sc) {
                 tools_dir_lookup(req, fs, sc, name);
+                return;
+        }
+        if (files_owns(fs->files, parent)) {
+                files_lookup(fs->files, req, parent, name);
                 return;
         }
         if (parent == N_ROOT) {
@@ -439,11 +451,29 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
         fuse_reply_err(req, ENOENT);
 }
 
-/* No per-inode state exists (see the inode numbering above).  Valid reply: none. */
-static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) { fuse_reply_none(req); }
+/* Only nodes below files/ have per-inode state (see the inode numbering
+ * above).  Valid reply: none. */
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+        if (ino & FILES_INO_BIT)
+                files_forget(req_fs(req)->files, ino, nlookup);
+        fuse_reply_none(req);
+}
 
 static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+        for (size_t i = 0; i < count; i++)
+                if (forgets[i].ino & FILES_INO_BIT)
+                        files_forget(req_fs(req)->files, forgets[i].ino, forgets[i].nlookup);
         fuse_reply_none(req);
+}
+
+/* Valid replies: readlink, err. */
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
+        struct fs *fs = req_fs(req);
+
+        if (files_owns(fs->files, ino))
+                files_readlink(fs->files, req, ino);
+        else
+                fuse_reply_err(req, EINVAL);
 }
 
 /* Valid replies: attr, err. */
@@ -451,6 +481,10 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         struct stat st;
         double timeout;
 
+        if (files_owns(req_fs(req)->files, ino)) {
+                files_getattr(req_fs(req)->files, req, ino);
+                return;
+        }
         if (node_attr(req_fs(req), ino, &st, &timeout) < 0) {
                 fuse_reply_err(req, ENOENT);
                 return;
@@ -466,6 +500,10 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         struct stat st;
         double timeout;
 
+        if (files_owns(fs->files, ino)) {
+                files_setattr(fs->files, req, ino, attr, to_set, fi);
+                return;
+        }
         if (node_attr(fs, ino, &st, &timeout) < 0) {
                 fuse_reply_err(req, ENOENT);
                 return;
@@ -517,6 +555,10 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
+        if (fi->fh) { /* only files/ directories have a handle */
+                files_readdir(fs->files, req, ino, size, off, fi);
+                return;
+        }
         if (off < 1 && !dirbuf_add(req, &b, ".", ino, S_IFDIR, 1))
                 goto done;
         if (off < 2 && !dirbuf_add(req, &b, "..", N_ROOT, S_IFDIR, 2))
@@ -552,11 +594,24 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         struct session *s;
         int kind;
 
+        if (files_owns(fs->files, ino)) {
+                files_opendir(fs->files, req, ino, fi);
+                return;
+        }
+        fi->fh = 0;
         if (ino == N_ROOT || ino == N_SESSIONS || dir_scope(fs, ino) ||
             (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR))
                 fuse_reply_open(req, fi);
         else
                 fuse_reply_err(req, ENOTDIR);
+}
+
+/* Valid replies: err. */
+static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        if (fi->fh)
+                files_releasedir(req_fs(req)->files, req, fi);
+        else
+                fuse_reply_err(req, 0);
 }
 
 static void session_fs_attach(struct session *s) {
@@ -570,6 +625,10 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         struct session *s;
         int e;
 
+        if (files_owns(fs->files, parent)) {
+                files_mkdir(fs->files, req, parent, name, mode);
+                return;
+        }
         if (parent != N_SESSIONS) {
                 fuse_reply_err(req, EPERM);
                 return;
@@ -598,6 +657,10 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
         struct fs *fs = req_fs(req);
         struct session *s;
 
+        if (files_owns(fs->files, parent)) {
+                files_rmdir(fs->files, req, parent, name);
+                return;
+        }
         if (parent != N_SESSIONS) {
                 fuse_reply_err(req, EPERM);
                 return;
@@ -624,6 +687,10 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         struct tool_entry *e = NULL;
         int r;
 
+        if (files_owns(fs->files, parent)) {
+                files_create(fs->files, req, parent, name, mode, fi);
+                return;
+        }
         if (!sc || !S_ISREG(mode) || strcmp(name, ".errors") == 0) {
                 fuse_reply_err(req, sc && S_ISREG(mode) ? EEXIST : EPERM);
                 return;
@@ -648,6 +715,10 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
         struct tool_scope *sc = dir_scope(req_fs(req), parent);
 
+        if (files_owns(req_fs(req)->files, parent)) {
+                files_unlink(req_fs(req)->files, req, parent, name);
+                return;
+        }
         if (!sc || strcmp(name, ".errors") == 0) {
                 fuse_reply_err(req, EPERM);
                 return;
@@ -661,7 +732,15 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
                       unsigned int flags) {
         struct fs *fs = req_fs(req);
         struct tool_scope *from = dir_scope(fs, parent), *to = dir_scope(fs, newparent);
+        bool files_from = files_owns(fs->files, parent), files_to = files_owns(fs->files, newparent);
 
+        if (files_from || files_to) {
+                if (files_from && files_to)
+                        files_rename(fs->files, req, parent, name, newparent, newname, flags);
+                else
+                        fuse_reply_err(req, EXDEV);
+                return;
+        }
         if (!from && !to) {
                 fuse_reply_err(req, EPERM);
                 return;
@@ -708,6 +787,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         struct handle *h;
         mode_t mode;
 
+        if (files_owns(fs->files, ino)) {
+                files_open(fs->files, req, ino, fi);
+                return;
+        }
         if (ino & TOOL_INO_BIT) {
                 struct tool_entry *te = tool_of_ino(fs, ino);
                 if (!te || tool_entry_unlinked(te)) {
@@ -831,6 +914,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         struct session *s = NULL;
         struct parked *p;
 
+        if (ino & FILES_INO_BIT) {
+                files_read(fs->files, req, size, off, fi);
+                return;
+        }
         if (h->kind == K_TOOL) {
                 tool_read(req, fs, h, size, off);
                 return;
@@ -919,10 +1006,15 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                      struct fuse_file_info *fi) {
         struct fs *fs = req_fs(req);
         struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct session *s = sessions_find_id(fs->sessions, h->sid);
+        struct session *s;
         char err[256];
         int e;
 
+        if (ino & FILES_INO_BIT) {
+                files_write(fs->files, req, data, size, off, fi);
+                return;
+        }
+        s = sessions_find_id(fs->sessions, h->sid);
         if (h->kind == K_TOOL) {
                 tool_write(req, fs, h, data, size, off);
                 return;
@@ -1027,10 +1119,15 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         struct fs *fs = req_fs(req);
         struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
+        struct session *s;
         char *code;
         int e;
 
+        if (ino & FILES_INO_BIT) {
+                fuse_reply_err(req, 0); /* writes went straight to the file */
+                return;
+        }
+        s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
         if (h->kind == K_TOOL) {
                 tool_flush(req, fs, h);
                 return;
@@ -1070,8 +1167,13 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         struct fs *fs = req_fs(req);
         struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
+        struct session *s;
 
+        if (ino & FILES_INO_BIT) {
+                files_release(fs->files, req, fi);
+                return;
+        }
+        s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
         if (h->kind == K_TOOL) {
                 tool_release(req, fs, h);
                 return;
@@ -1091,9 +1193,16 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fuse_pollhandle *ph) {
         struct fs *fs = req_fs(req);
         struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
+        struct session *s;
         unsigned revents;
 
+        if (ino & FILES_INO_BIT) { /* a regular file: always ready */
+                if (ph)
+                        fuse_pollhandle_destroy(ph);
+                fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+                return;
+        }
+        s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
         if (h->sid && !s) {
                 if (ph)
                         fuse_pollhandle_destroy(ph);
@@ -1358,6 +1467,7 @@ static void on_closing(struct session *s) {
 
         if (!f)
                 return;
+        files_session_closed(session_events_fs(s)->files, s->id);
         if (f->create_req) {
                 if (f->create_is_open)
                         handle_free((struct handle *)(uintptr_t)f->create_fi.fh);
@@ -1402,6 +1512,8 @@ static const struct fuse_lowlevel_ops fs_ops = {
         .flush = fs_flush,
         .release = fs_release,
         .opendir = fs_opendir,
+        .releasedir = fs_releasedir,
+        .readlink = fs_readlink,
         .readdir = fs_readdir,
         .create = fs_create,
         .poll = fs_poll,
@@ -1466,6 +1578,9 @@ int fs_start(struct fs *fs) {
         e = sessions_new(fs->loop, fs->opt, &ev, &fs->sessions);
         if (e < 0)
                 return e;
+        fs->files = files_new(fs->sessions, fs->uid, fs->gid, SF_STRIDE, SF_FILES);
+        if (!fs->files)
+                return -ENOMEM;
         if (fs->opt->audit_log) {
                 e = sessions_open_audit(fs->sessions, fs->opt->audit_log);
                 if (e < 0)
@@ -1489,6 +1604,7 @@ void fs_free(struct fs *fs) {
                 return;
         fs_unmount(fs);
         sessions_free(fs->sessions);
+        files_free(fs->files);
         fuse_session_destroy(fs->se);
         free(fs->buf.mem);
         free(fs);

@@ -39,7 +39,8 @@ static const char usage_text[] =
         "    max_tool_calls=N       tool calls in one run (1000)\n"
         "    max_code_bytes=SIZE    largest input (1M)\n"
         "    console_max_bytes=SIZE console kept per run (1M)\n"
-        "    tmp_size=SIZE          size of each sandbox's /tmp and /work (64M)\n"
+        "    tmp_size=SIZE          size of each sandbox's /tmp (64M)\n"
+        "    files_max_bytes=SIZE   each session's workspace, /work and files/ (256M)\n"
         "    audit_log=PATH         JSON-lines audit log (mode 0600; never a symlink)\n"
         "    sandbox=strict|none    the jail (strict); none runs workers unjailed\n"
         "    r_libs=DIR[:DIR...]    extra R library directories, read-only inside\n"
@@ -64,7 +65,7 @@ struct cli {
 static const char *const our_keys[] = {"timeout", "grace", "pool", "max_sessions", "max_code_bytes",
                                        "console_max_bytes", "tmp_size", "audit_log", "sandbox", "r_libs",
                                        "worker", "cpu", "memory", "fsize", "nproc", "nofile", "stack",
-                                       "max_tool_calls"};
+                                       "max_tool_calls", "files_max_bytes"};
 
 /* fuse_opt callback: our keys are applied and dropped; everything else is
  * left for libfuse (which refuses what it does not know). */

@@ -30,6 +30,7 @@ struct hierarchy {
 struct cgroup_tree {
         struct hierarchy h[2];
         unsigned n;
+        char dirs[2 * PATH_MAX + 2]; /* for cgroup_tree_dirs() */
 };
 
 static int write_at(int dir_fd, const char *name, const char *text) {
@@ -238,17 +239,22 @@ int cgroup_tree_new(struct cgroup_tree **out, const char **why) {
         *out = t;
         *why = NULL;
         if (open_v2(t, v2_reason, sizeof(v2_reason)) == 0)
-                return 0;
+                goto enabled;
         for (unsigned i = 0; i < t->n; i++)
                 hierarchy_close(&t->h[i]);
         t->n = 0;
         if (open_v1(t, reason, sizeof(reason)) == 0)
-                return 0;
+                goto enabled;
         for (unsigned i = 0; i < t->n; i++)
                 hierarchy_close(&t->h[i]);
         t->n = 0;
         snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason), "; %s", v2_reason);
         *why = reason;
+        return 0;
+enabled:
+        for (unsigned i = 0; i < t->n; i++)
+                snprintf(t->dirs + strlen(t->dirs), sizeof(t->dirs) - strlen(t->dirs), "%s%s", i ? ":" : "",
+                         t->h[i].path);
         return 0;
 }
 
@@ -263,13 +269,13 @@ static void limit_text(char *buf, size_t size, long long v, const char *unlimite
                 snprintf(buf, size, "%lld", v);
 }
 
-int cgroup_worker_add(struct cgroup_tree *t, pid_t pid, long long memory_max, long long pids_max) {
+int cgroup_worker_prepare(struct cgroup_tree *t, unsigned long long id, long long memory_max, long long pids_max) {
         char name[32], value[32];
         int r;
 
         if (!t)
                 return 0;
-        snprintf(name, sizeof(name), "w%ld", (long)pid);
+        snprintf(name, sizeof(name), "w%llu", id);
         for (unsigned i = 0; i < t->n; i++) {
                 struct hierarchy *h = &t->h[i];
                 _cleanup_close_ int fd = -1;
@@ -296,20 +302,17 @@ int cgroup_worker_add(struct cgroup_tree *t, pid_t pid, long long memory_max, lo
                         if ((r = write_at(fd, h->pids_file, value)) < 0)
                                 return r;
                 }
-                snprintf(value, sizeof(value), "%ld", (long)pid);
-                if ((r = write_at(fd, "cgroup.procs", value)) < 0)
-                        return r;
         }
         return 0;
 }
 
-int cgroup_worker_remove(struct cgroup_tree *t, pid_t pid) {
+int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
         char name[32];
         int r = 0;
 
         if (!t)
                 return 0;
-        snprintf(name, sizeof(name), "w%ld", (long)pid);
+        snprintf(name, sizeof(name), "w%llu", id);
         for (unsigned i = 0; i < t->n; i++) {
                 struct hierarchy *h = &t->h[i];
                 _cleanup_close_ int fd = -1;
@@ -336,4 +339,37 @@ void cgroup_tree_free(struct cgroup_tree *t) {
         for (unsigned i = 0; i < t->n; i++)
                 hierarchy_close(&t->h[i]);
         free(t);
+}
+
+const char *cgroup_tree_dirs(const struct cgroup_tree *t) {
+        return t ? t->dirs : "";
+}
+
+int cgroup_join(const char *dirs, unsigned long long id, char *err, size_t errlen) {
+        char path[PATH_MAX + 64];
+        const char *p = dirs;
+
+        while (p && *p) {
+                const char *colon = strchr(p, ':');
+                size_t n = colon ? (size_t)(colon - p) : strlen(p);
+                int fd;
+
+                if (n >= PATH_MAX) {
+                        snprintf(err, errlen, "join cgroup: path too long");
+                        return -ENAMETOOLONG;
+                }
+                snprintf(path, sizeof(path), "%.*s/w%llu/cgroup.procs", (int)n, p, id);
+                fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+                /* "0" is the writer itself, in cgroup v1 and v2 alike. */
+                if (fd < 0 || write(fd, "0", 1) != 1) {
+                        int e = errno;
+                        snprintf(err, errlen, "join cgroup %s: %s", path, strerror(e));
+                        if (fd >= 0)
+                                close(fd);
+                        return -e;
+                }
+                close(fd);
+                p = colon ? colon + 1 : NULL;
+        }
+        return 0;
 }

@@ -35,14 +35,24 @@ void cgroup_tree_free(struct cgroup_tree *t);
 
 bool cgroup_tree_enabled(const struct cgroup_tree *t);
 
-/* Put worker pid into its own cgroup (created on first use) with
- * memory.max = memory_max bytes and pids.max = pids_max (-1: "max"); a
- * second call only updates the limits.  Call before the worker runs any
- * user code: only the worker itself is moved, later children follow it.
- * Returns 0 (also when disabled) or -errno. */
-int cgroup_worker_add(struct cgroup_tree *t, pid_t pid, long long memory_max, long long pids_max);
+/* Make worker id's cgroup, w<id> (or update its limits when it exists):
+ * memory.max = memory_max bytes and pids.max = pids_max (-1: "max").  The
+ * worker joins it itself, right after the zygote cloned it and before it
+ * runs any user code (cgroup_join()): moving a process between cgroups
+ * waits for an RCU grace period (milliseconds), which must not stall the
+ * daemon's loop.  Returns 0 (also when disabled) or -errno. */
+int cgroup_worker_prepare(struct cgroup_tree *t, unsigned long long id, long long memory_max, long long pids_max);
 
 /* After the worker was reaped: remove its cgroup.  Processes still in it
  * (none, normally: the worker is pid 1 of its pid namespace and its
  * children die with it) are killed through cgroup.kill.  0 or -errno. */
-int cgroup_worker_remove(struct cgroup_tree *t, pid_t pid);
+int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id);
+
+/* Our directories, colon-separated, for the zygote's --cgroup-dirs ("" when
+ * disabled). */
+const char *cgroup_tree_dirs(const struct cgroup_tree *t);
+
+/* Worker side, in the freshly cloned child, before its jail: move the
+ * calling process into w<id> below each of dirs (as cgroup_tree_dirs()
+ * gave them).  0, or -errno with the step in err. */
+int cgroup_join(const char *dirs, unsigned long long id, char *err, size_t errlen);

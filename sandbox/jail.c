@@ -64,6 +64,9 @@ static gid_t jail_outer_gid;
 static pid_t jail_expected_parent;
 
 static char jail_tmp[PATH_MAX];
+/* Between jail_enter() and jail_attach_workspace(): the last capability to
+ * drop. */
+static int jail_last_cap;
 
 struct jail_error {
         char *buf;
@@ -406,8 +409,10 @@ static int enter_scratch_root(struct jail_error *e) {
  * configured R libraries. */
 static int bind_host_tree(const struct jail_options *o, struct jail_error *e) {
         static const char *const top_links[] = {"/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"};
+        /* /var/cache/fontconfig: without the system's font cache every
+         * worker would rebuild it (slowly) at its first plot. */
         static const char *const etc_paths[] = {"/etc/R",      "/etc/alternatives", "/etc/ld.so.cache",
-                                                "/etc/fonts",  "/etc/localtime"};
+                                                "/etc/fonts",  "/etc/localtime",    "/var/cache/fontconfig"};
         const char *r_home = getenv("R_HOME");
         int r;
 
@@ -515,6 +520,14 @@ static int mount_scratch_dirs(const struct jail_options *o, struct jail_error *e
         if ((r = mount_tmpfs(e, "/tmp", NEW_ROOT "/tmp", flags, "mode=1777,size=%llu,nr_inodes=%llu", tmp_bytes,
                              jail_inodes(tmp_bytes))) < 0)
                 return r;
+        /* The session's workspace is attached here later
+         * (jail_attach_workspace): for now an empty mount point on the
+         * read-only root. */
+        if (o->workspace_later) {
+                if (mkdir(NEW_ROOT "/work", 0755) < 0)
+                        return jail_fail(e, -errno, "mkdir /work");
+                return 0;
+        }
         return mount_tmpfs(e, "/work", NEW_ROOT "/work", flags, "mode=0755,uid=%d,gid=%d,size=%llu,nr_inodes=%llu",
                            JAIL_UID, JAIL_GID, work_bytes, jail_inodes(work_bytes));
 }
@@ -617,6 +630,12 @@ static int jail_enter_strict(const struct jail_options *o, struct jail_error *e)
         snprintf(jail_tmp, sizeof(jail_tmp), "/tmp/R");
         if (mkdir(jail_tmp, 0700) < 0 && errno != EEXIST)
                 return jail_fail(e, -errno, "mkdir %s", jail_tmp);
+        if (o->workspace_later) {
+                /* Capabilities are kept (inside our namespace) until the
+                 * workspace is attached; no user code runs before that. */
+                jail_last_cap = last_cap;
+                return 0;
+        }
         if (chdir("/work") < 0)
                 return jail_fail(e, -errno, "chdir /work");
 
@@ -663,6 +682,26 @@ int jail_enter(const struct jail_options *o, char *err, size_t errlen) {
         if (o->mode == JAIL_NONE)
                 return jail_enter_none(&e);
         return jail_enter_strict(o, &e);
+}
+
+int jail_attach_workspace(const struct jail_options *o, int fd, char *err, size_t errlen) {
+        struct jail_error e = {err, errlen};
+
+        if (o->mode == JAIL_NONE) {
+                if (fchdir(fd) < 0)
+                        return jail_fail(&e, -errno, "fchdir into the workspace");
+                return 0;
+        }
+        /* Child, inside its namespaces, still privileged there: attach the
+         * detached copy of the workspace's tmpfs as /work.  It keeps the
+         * keeper's nosuid,nodev,noexec. */
+        if (move_mount(fd, "", AT_FDCWD, "/work", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return jail_fail(&e, -errno, "attach the workspace at /work (move_mount)");
+        if (chdir("/work") < 0)
+                return jail_fail(&e, -errno, "chdir /work");
+        /* Privilege change: every capability and the means to regain any
+         * are gone; from here on the process is an ordinary uid 1000. */
+        return drop_privileges(&e, jail_last_cap);
 }
 
 const char *jail_tmpdir(void) {

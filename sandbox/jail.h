@@ -19,6 +19,10 @@ struct jail_options {
         size_t n_r_libs;
         unsigned long long tmp_bytes;  /* size cap of the private /tmp (0: 64 MiB) */
         unsigned long long work_bytes; /* size cap of /work (0: 64 MiB) */
+        /* /work comes later, from jail_attach_workspace(): jail_enter() then
+         * leaves /work an empty mount point and keeps the capabilities (in
+         * the worker's own user namespace only) for that step. */
+        int workspace_later;
 };
 
 /* Zygote side: clone a child whose parent is the zygote's parent (the daemon,
@@ -46,6 +50,14 @@ const char *jail_clone_error(int err);
  * kernel feature into err (e.g. "mount proc on /proc: Operation not
  * permitted") and returns -errno; the caller reports it and _exit()s. */
 int jail_enter(const struct jail_options *o, char *err, size_t errlen);
+
+/* Child side, after jail_enter() with workspace_later, before any user code:
+ * make fd the worker's /work and working directory, then (strict) drop every
+ * capability and set no_new_privs.  Strict: fd is a detached mount (from
+ * open_tree(OPEN_TREE_CLONE), sandbox/keeper.h) attached at /work with
+ * move_mount(2); none: a directory, fchdir()ed into.  fd is not closed.
+ * 0, or -errno with a reason in err. */
+int jail_attach_workspace(const struct jail_options *o, int fd, char *err, size_t errlen);
 
 /* The directory the worker should use as R's per-session temporary
  * directory after jail_enter() succeeded ("/tmp/R" in strict mode, a private

@@ -247,8 +247,8 @@ static void zygote_exec(struct spawner *s, int sock, pid_t daemon_pid, char **ar
 static int zygote_start(struct spawner *s) {
         int sv[2];
         pid_t pid, self = getpid();
-        char tmp_arg[64], libs_arg[4200], rlibs_env[4200];
-        char *argv[8], *envp[16];
+        char tmp_arg[64], libs_arg[4200], rlibs_env[4200], cgroup_arg[8300];
+        char *argv[10], *envp[16];
         int argc = 0, envc = 0, e;
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -263,6 +263,10 @@ static int zygote_start(struct spawner *s) {
         if (s->cfg.r_libs) {
                 snprintf(libs_arg, sizeof(libs_arg), "--r-libs=%s", s->cfg.r_libs);
                 argv[argc++] = libs_arg;
+        }
+        if (s->cfg.cgroup_dirs && *s->cfg.cgroup_dirs) {
+                snprintf(cgroup_arg, sizeof(cgroup_arg), "--cgroup-dirs=%s", s->cfg.cgroup_dirs);
+                argv[argc++] = cgroup_arg;
         }
         argv[argc] = NULL;
         /* The allowlist of docs/protocol.md: nothing of our own environment. */
@@ -367,6 +371,8 @@ void spawner_cancel(struct spawner *s, uint64_t token) {
                 request_finish(s, r, 0, 0, NULL);
         /* A sent one stays until the zygote answers: its pid is then killed. */
 }
+
+uint64_t spawner_next_token(const struct spawner *s) { return s->next_token; }
 
 const char *spawner_last_error(const struct spawner *s) {
         return s->last_error[0] ? s->last_error : NULL;

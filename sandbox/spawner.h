@@ -19,6 +19,7 @@ struct spawner_config {
         bool sandbox_none;
         const char *r_libs;      /* colon-separated, or NULL */
         long long tmp_bytes;
+        const char *cgroup_dirs; /* where workers join their cgroup ("" or NULL: none) */
         bool allow_exec;         /* --allow-exec to the zygote */
 };
 
@@ -35,6 +36,9 @@ void spawner_free(struct spawner *s);
  * Returns a token for spawner_cancel(), or 0 with fn not to be called when
  * the request could not even be queued (out of memory). */
 uint64_t spawner_request(struct spawner *s, int worker_fd, spawn_done_fn fn, void *data);
+/* The token the next spawner_request() will return. */
+uint64_t spawner_next_token(const struct spawner *s);
+
 /* The callback of token will not be called. */
 void spawner_cancel(struct spawner *s, uint64_t token);
 

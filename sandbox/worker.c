@@ -57,6 +57,9 @@
 /* Not in the public headers outside R_ext/GraphicsDevice.h, which needs the
  * whole graphics engine; it is a plain exported int in libR. */
 extern int R_interrupts_pending;
+/* R_ext/GraphicsDevice.h, same reason: the number of open devices + 1 (the
+ * null device). */
+extern int Rf_NumDevices(void);
 
 #define WORKER_FD 3
 
@@ -94,6 +97,7 @@ static struct worker {
         SEXP slots; /* VECSXP protecting the run's parse and value */
         SEXP format_call, json_call, parse_error_call, summary_call, reset_warnings_call;
         SEXP add_handlers_call;
+        SEXP graphics_off_call; /* grDevices::graphics.off() */
         SEXP sym_value, sym_code, sym_warnings_count, sym_interrupted;
         SEXP define_tool_fn, remove_tool_fn;
         /* Tools: the daemon's frames are read through this reader both
@@ -523,7 +527,12 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
          * console; "Calls:" lines would only repeat the traceback. */
         static const char session_setup[] =
                 "options(show.error.messages = FALSE, showErrorCalls = FALSE, keep.source = FALSE)\n"
-                "loadNamespace('jsonlite')\n";
+                "loadNamespace('jsonlite')\n"
+                /* Plots go to the workspace as PNG (cairo: there is no X
+                 * server): plot() without a device writes Rplot001.png, ...
+                 * in /work.  Every device is closed at the end of the run
+                 * (close_devices), which writes the files. */
+                "options(bitmapType = 'cairo', device = function(...) grDevices::png('Rplot%03d.png', ...))\n";
         SEXP handlers;
         int r;
 
@@ -584,6 +593,8 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
                 return -EINVAL;
         }
         W.add_handlers_call = preserve(handlers);
+        W.graphics_off_call = preserve(
+                Rf_lang1(Rf_lang3(Rf_install("::"), Rf_install("grDevices"), Rf_install("graphics.off"))));
         r = worker_tools_init(err, errlen);
         if (r < 0)
                 return r;
@@ -998,6 +1009,20 @@ static bool interrupt_queued(long long seq) {
         }
 }
 
+/* Close every graphics device the run left open, so that its plot files are
+ * complete when the run ends (a PNG or PDF is written when its device
+ * closes): devices do not outlive the run that opened them.  Errors (a full
+ * workspace) are dropped; the run's result is already decided. */
+static void close_devices(void) {
+        int failed = 0;
+
+        if (Rf_NumDevices() <= 1)
+                return; /* only the null device: the common case costs nothing */
+        R_interrupts_pending = 0;
+        R_tryEval(W.graphics_off_call, R_GlobalEnv, &failed);
+        R_interrupts_pending = 0;
+}
+
 static void run_exec(struct run *r) {
         struct parse_job p = {.text = r->code, .len = r->code_len};
         _cleanup_json_ json_t *warnings = NULL;
@@ -1081,6 +1106,7 @@ done:
         /* R_SelectEx (Sys.sleep) puts back the SIGINT handler with signal(),
          * which adds SA_RESTART, or leaves its own if it unwound early. */
         set_handler(SIGINT, on_sigint);
+        close_devices();
         warnings = collect_warnings();
         /* file() turns EMFILE into a warning plus "cannot open the
          * connection". */
@@ -1473,6 +1499,9 @@ static int setup_tmpdir(char *err, size_t errlen) {
         }
         setenv("TMPDIR", dir, 1);
         setenv("R_SESSION_TMPDIR", dir, 1);
+        /* fontconfig writes a missing cache under $XDG_CACHE_HOME, else
+         * $HOME/.cache: not in the user's workspace. */
+        setenv("XDG_CACHE_HOME", dir, 1);
         return 0;
 }
 
@@ -1497,6 +1526,60 @@ static int redirect_stdio(char *err, size_t errlen) {
         return 0;
 }
 
+/* Wait for the daemon's workspace frame, which carries the workspace's
+ * descriptor (SCM_RIGHTS on its bytes: recvmsg, not read, or the kernel
+ * would drop it).  Bytes of later frames stay in W.reader.  Returns the
+ * descriptor, or -1 (anything else first, or no descriptor). */
+static int receive_workspace(void) {
+        int fd = -1;
+
+        for (;;) {
+                union {
+                        struct cmsghdr align;
+                        char space[CMSG_SPACE(sizeof(int))];
+                } control;
+                char buf[4096];
+                struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                                    .msg_controllen = sizeof(control.space)};
+                json_t *m = NULL;
+                int e = frame_reader_next(&W.reader, &m);
+                ssize_t n;
+
+                if (e < 0)
+                        break;
+                if (e == 1) {
+                        bool ok = !strcmp(frame_type(m), "workspace");
+                        json_decref(m);
+                        if (!ok)
+                                break;
+                        return fd;
+                }
+                n = recvmsg(W.sock, &mh, MSG_CMSG_CLOEXEC);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n == 0)
+                        _exit(0); /* a pooled worker the daemon no longer wants */
+                if (n < 0)
+                        break;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                            c->cmsg_len == CMSG_LEN(sizeof(int))) {
+                                int got;
+                                memcpy(&got, CMSG_DATA(c), sizeof(int));
+                                if (fd < 0)
+                                        fd = got;
+                                else
+                                        close(got);
+                        }
+                if (frame_reader_feed(&W.reader, buf, (size_t)n) < 0)
+                        break;
+        }
+        if (fd >= 0)
+                close(fd);
+        return -1;
+}
+
 void worker_main(int sock, const struct jail_options *o) {
         char err[1024] = "";
         sigset_t none;
@@ -1515,14 +1598,14 @@ void worker_main(int sock, const struct jail_options *o) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
 
-        if (jail_enter(o, err, sizeof(err)) < 0 ||
-            (o->mode == JAIL_STRICT && syscall_filter_install(err, sizeof(err)) < 0) ||
-            redirect_stdio(err, sizeof(err)) < 0 ||
+        /* The jail without /work: a pooled worker exists before its
+         * session, and keeps its capabilities (inside its own namespaces)
+         * until the workspace comes. */
+        if (jail_enter(o, err, sizeof(err)) < 0 || redirect_stdio(err, sizeof(err)) < 0 ||
             setup_tmpdir(err, sizeof(err)) < 0) {
                 send_fatal(err);
                 _exit(1);
         }
-        /* From here on: inside the jail, no capabilities. */
         snprintf(err, sizeof(err), "worker %ld", (long)getpid());
         log_set_prefix(err);
 
@@ -1535,6 +1618,21 @@ void worker_main(int sock, const struct jail_options *o) {
         send_frame(json_pack("{s:s, s:s}", "type", "ready", "r_version", R_MAJOR "." R_MINOR));
 
         frame_reader_init(&W.reader, FRAME_MAX_BYTES);
+        /* Assigned to a session: its workspace becomes /work, then the last
+         * privileges go and the filter is installed, before any user code. */
+        {
+                int ws = receive_workspace();
+
+                if (ws < 0 || jail_attach_workspace(o, ws, err, sizeof(err)) < 0 ||
+                    (o->mode == JAIL_STRICT && syscall_filter_install(err, sizeof(err)) < 0)) {
+                        send_fatal(ws < 0 ? "no workspace descriptor from the daemon" : err);
+                        _exit(1);
+                }
+                close(ws);
+        }
+        /* From here on: inside the jail, no capabilities. */
+        send_frame(json_pack("{s:s}", "type", "attached"));
+
         for (;;) {
                 _cleanup_json_ json_t *msg = NULL;
                 struct run r;

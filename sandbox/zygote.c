@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cgroup.h"
+#include "frame.h"
 #include "log.h"
 #include "macros.h"
 #include "seccomp.h"
@@ -30,6 +32,7 @@ struct zygote_options {
         const char *r_libs[MAX_R_LIBS];
         char *r_libs_buf;
         bool allow_exec; /* --allow-exec: the filter leaves execve allowed */
+        const char *cgroup_dirs; /* --cgroup-dirs: where each worker joins w<token> */
 };
 
 static int parse_bytes(const char *s, unsigned long long *out) {
@@ -74,6 +77,8 @@ static int parse_options(int argc, char **argv, struct zygote_options *z) {
                                 z->r_libs[z->jail.n_r_libs++] = d;
                         }
                         z->jail.r_libs = z->r_libs;
+                } else if (!strncmp(a, "--cgroup-dirs=", 14)) {
+                        z->cgroup_dirs = a + 14;
                 } else if (!strcmp(a, "--allow-exec")) {
                         z->allow_exec = true;
                 } else if (!strncmp(a, "--tmp-size=", 11)) {
@@ -196,10 +201,20 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                  * each process. */
                 fflush(NULL);
                 pid = jail_clone(&z->jail);
-                if (pid == 0)
+                if (pid == 0) {
                         /* Child: a new process (in strict mode, pid 1 of new
-                         * namespaces, still holding its capabilities there). */
+                         * namespaces, still holding its capabilities there).
+                         * First into its cgroup, made by the daemon for this
+                         * token: it runs no user code before that. */
+                        char err[512];
+                        if (z->cgroup_dirs && cgroup_join(z->cgroup_dirs, token, err, sizeof(err)) < 0) {
+                                json_t *m = json_pack("{s:s, s:s}", "type", "fatal", "error", err);
+                                if (m)
+                                        frame_send(sock, m);
+                                _exit(1);
+                        }
                         worker_main(TAKE_FD(sock), &z->jail);
+                }
                 /* Zygote. */
                 if (pid < 0)
                         control_send("failed %llu %s", token, jail_clone_error(pid));
@@ -209,7 +224,9 @@ static void serve_spawn_requests(const struct zygote_options *z) {
 }
 
 int main(int argc, char **argv) {
-        struct zygote_options z = {0};
+        /* Every worker gets its session's workspace as /work after it is
+         * assigned (docs/protocol.md, "workspace"). */
+        struct zygote_options z = {.jail.workspace_later = 1};
         sigset_t none;
         char err[512];
         int r;

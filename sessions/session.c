@@ -23,6 +23,7 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"
 #include "tools.h"
+#include "workspace.h"
 
 /* Console bytes a worker may send in one run before it is taken to be
  * flooding us on purpose (what is kept is capped far lower, by
@@ -33,6 +34,8 @@
 /* Exits of children we did not know yet (a worker may die before the
  * zygote's "spawned" line reaches us). */
 #define UNCLAIMED_MAX 64
+/* result.json names at most this many files a run created or changed. */
+#define RUN_FILES_MAX 100
 
 enum worker_state { WORKER_SPAWNING, WORKER_READY };
 enum interrupt_reason { INTERRUPT_NONE, INTERRUPT_TIMEOUT, INTERRUPT_CTL };
@@ -44,12 +47,14 @@ struct worker {
         pid_t pid;               /* 0 until the zygote says */
         int fd;                  /* our end of its socket; -1 once closed */
         uint64_t token;          /* spawn request in flight, 0 when none */
+        uint64_t cgroup_id;      /* its cgroup: w<spawn token> */
         struct frame_reader rd;
         struct text out;         /* frames not yet written */
         size_t out_off;
         char *fatal;             /* reason from a "fatal" frame */
         char *kill_reason;       /* set when we killed it on purpose */
         bool got_ready;          /* its "ready" frame came */
+        bool attached;           /* its "attached" frame came: /work is its session's */
         bool abandoned;          /* its session closed or restarted; just reap it */
         bool exited;
         int exit_status;
@@ -72,6 +77,7 @@ struct run {
         struct loop_timer *deadline; /* the timeout, then the grace period */
         bool in_grace;
         unsigned tool_calls;         /* tool_call frames in this run */
+        struct workspace_snapshot *before; /* the workspace when the run was sent */
 };
 
 struct unclaimed {
@@ -87,6 +93,8 @@ struct sessions {
         struct spawner *spawner;
         struct tools *tools;
         struct cgroup_tree *cgroups; /* a cgroup per worker, where possible */
+        struct workspaces *workspaces; /* NULL when they could not be set up */
+        char workspaces_error[512];
         struct audit *audit;
         struct session *first, *last;
         unsigned n_sessions;
@@ -249,8 +257,8 @@ static void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
         worker_close_fd(w);
-        if (w->pid > 0)
-                cgroup_worker_remove(t->cgroups, w->pid);
+        if (w->cgroup_id)
+                cgroup_worker_remove(t->cgroups, w->cgroup_id);
         if (w->prev)
                 w->prev->next = w->next;
         else
@@ -376,6 +384,11 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s) {
         if (t->workers)
                 t->workers->prev = w;
         t->workers = w;
+        /* Its cgroup exists before the clone that joins it. */
+        w->cgroup_id = spawner_next_token(t->spawner);
+        if (cgroup_worker_prepare(t->cgroups, w->cgroup_id, (s ? &s->limits : &t->opt->limits)->v[LIMIT_MEMORY],
+                                  (s ? &s->limits : &t->opt->limits)->v[LIMIT_NPROC]) < 0)
+                log_warn("worker cgroup: %s", strerror(errno));
         /* The worker's end goes to the zygote, which hands it to the clone. */
         w->token = spawner_request(t->spawner, sv[1], spawn_done, w);
         if (!w->token) {
@@ -398,6 +411,69 @@ static bool take_unclaimed(struct sessions *t, pid_t pid, int *status, double *c
 
 static void worker_reaped(struct worker *w);
 
+/* Send a frame with one descriptor attached (SCM_RIGHTS on its bytes).  Only
+ * when nothing is queued to the worker, which holds for the workspace frame:
+ * it is the first thing a worker is sent.  0 or -errno. */
+static int worker_send_fd(struct worker *w, json_t *msg, int fd) {
+        _cleanup_free_ char *buf = NULL;
+        union {
+                struct cmsghdr align;
+                char space[CMSG_SPACE(sizeof(int))];
+        } control;
+        struct iovec iov;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                            .msg_controllen = sizeof(control.space)};
+        struct cmsghdr *c;
+        size_t len;
+        ssize_t n;
+        int e;
+
+        if (w->fd < 0 || w->out.len > 0)
+                return -EPIPE;
+        e = frame_encode(msg, &buf, &len);
+        if (e < 0)
+                return e;
+        memset(&control, 0, sizeof(control));
+        iov = (struct iovec){.iov_base = buf, .iov_len = len};
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        do
+                n = sendmsg(w->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        if ((size_t)n < len) {
+                e = text_append(&w->out, buf + n, len - (size_t)n);
+                return e < 0 ? e : worker_flush_out(w);
+        }
+        return 0;
+}
+
+/* w (ready, jailed but for /work) now belongs to a session: hand it the
+ * session's workspace.  It counts as the session's worker once it answers
+ * "attached"; if it cannot be given the workspace it is killed, which
+ * session_worker_lost() reports as a failed start. */
+static void worker_assign(struct worker *w) {
+        struct session *s = w->session;
+        _cleanup_close_ int fd = -1;
+        _cleanup_json_ json_t *m = json_pack("{s:s}", "type", "workspace");
+        int e = m ? workspace_worker_fd(s->workspace, &fd) : -ENOMEM;
+        char why[256];
+
+        if (e == 0)
+                e = worker_send_fd(w, m, fd);
+        if (e < 0) {
+                snprintf(why, sizeof(why), "could not hand the workspace to the worker: %s", strerror(-e));
+                free(w->fatal);
+                w->fatal = strdup(why);
+                worker_close_fd(w);
+                worker_kill(w, NULL);
+        }
+}
+
 /* A worker is ready once both its "ready" frame and the zygote's word of its
  * pid have come (they travel on different sockets, in either order): only
  * then may it be signalled or limited. */
@@ -408,7 +484,7 @@ static void worker_check_ready(struct worker *w) {
                 return;
         w->state = WORKER_READY;
         if (w->session) {
-                session_worker_ready(w->session);
+                worker_assign(w);
         } else if (!w->abandoned) {
                 t->pool_starting--;
                 w->pool_next = t->pool;
@@ -458,6 +534,7 @@ static void run_free(struct run *r) {
         if (!r)
                 return;
         loop_timer_free(r->deadline);
+        workspace_snapshot_free(r->before);
         free(r->code);
         text_free(&r->console);
         free(r);
@@ -498,10 +575,19 @@ static struct result *result_build(struct session *s, enum run_status status, co
         struct result *res = calloc(1, sizeof(*res));
         _cleanup_free_ char *rj = NULL, *vj = NULL;
         double elapsed_ms = (double)(now_ns() - r->start_ns) / 1e6;
+        char full_note[4096] = "";
         json_t *j;
 
         if (!res)
                 return NULL;
+        /* A write that failed because the workspace is full reads "No space
+         * left on device" in R; say which limit that was. */
+        if (status != RUN_OK && error && strstr(error, "No space left on device") && s->workspace &&
+            workspace_usage(s->workspace) + (64 << 10) >= s->owner->opt->files_max_bytes) {
+                snprintf(full_note, sizeof(full_note), "%.3800s (the workspace /work is full: files_max_bytes is %lld bytes)",
+                         error, s->owner->opt->files_max_bytes);
+                error = full_note;
+        }
         res->refs = 1;
         res->seq = r->seq;
         res->status = status;
@@ -527,8 +613,18 @@ static struct result *result_build(struct session *s, enum run_status status, co
                       "tool_calls", (json_int_t)r->tool_calls);
         if (j && value_note)
                 json_object_set_new(j, "value_note", json_string(value_note));
+        if (j && !limit && full_note[0])
+                json_object_set_new(j, "limit", json_string("files"));
         if (j && limit)
                 json_object_set_new(j, "limit", json_string(limit));
+        if (j) {
+                bool truncated = false;
+                json_t *files = r->before ? workspace_changes(s->workspace, r->before, RUN_FILES_MAX, &truncated)
+                                          : json_array();
+                json_object_set_new(j, "files", files ? files : json_array());
+                if (truncated)
+                        json_object_set_new(j, "files_truncated", json_true());
+        }
         if (j) {
                 rj = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
                 json_decref(j);
@@ -611,7 +707,12 @@ static void handle_frame(struct worker *w, json_t *m) {
                 worker_check_ready(w);
                 return;
         }
-        if (strcmp(type, "fatal") == 0 && w->state == WORKER_SPAWNING) {
+        if (strcmp(type, "attached") == 0 && w->state == WORKER_READY && w->session && !w->attached) {
+                w->attached = true;
+                session_worker_ready(w->session);
+                return;
+        }
+        if (strcmp(type, "fatal") == 0 && (w->state == WORKER_SPAWNING || !w->attached)) {
                 const char *e = json_string_value(json_object_get(m, "error"));
                 free(w->fatal);
                 w->fatal = strndup(e ? e : "unknown", 1000);
@@ -803,7 +904,7 @@ static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
          * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */
         if (cpu_only)
                 return first_error;
-        e = cgroup_worker_add(s->owner->cgroups, w->pid, s->limits.v[LIMIT_MEMORY], s->limits.v[LIMIT_NPROC]);
+        e = cgroup_worker_prepare(s->owner->cgroups, w->cgroup_id, s->limits.v[LIMIT_MEMORY], s->limits.v[LIMIT_NPROC]);
         if (e < 0 && !first_error)
                 first_error = e;
         return first_error;
@@ -871,6 +972,9 @@ static void send_run(struct session *s) {
          * when the worker is assigned and when limits is written): keep
          * this path to two cheap syscalls. */
         apply_limits(s, r->cpu_base_s, true);
+        /* What the workspace held, to tell what the run changes (an empty
+         * workspace costs one statfs). */
+        r->before = workspace_snapshot(s->workspace);
         m = json_pack("{s:s, s:I, s:s%, s:o}", "type", "exec", "seq", (json_int_t)r->seq, "code", r->code,
                       r->code_len, "limits", limits_to_json(&s->limits));
         free(r->code);
@@ -979,7 +1083,7 @@ static void session_acquire_worker(struct session *s) {
                 w->session = s;
                 s->worker = w;
                 pool_fill(t);
-                session_worker_ready(s);
+                worker_assign(w);
                 return;
         }
         w = worker_spawn(t, s);
@@ -1029,7 +1133,7 @@ static void session_worker_lost(struct session *s, struct worker *w) {
         s->worker = NULL;
         w->session = NULL;
         describe_exit(w, how, sizeof(how));
-        if (w->state == WORKER_SPAWNING) {
+        if (w->state == WORKER_SPAWNING || !w->attached) {
                 snprintf(msg, sizeof(msg), "the sandboxed R worker could not start: %s",
                          w->fatal ? w->fatal : how);
                 log_error("session %s: %s", s->name, msg);
@@ -1101,6 +1205,7 @@ static void session_worker_lost(struct session *s, struct worker *w) {
 int sessions_create(struct sessions *t, const char *name, struct session **out) {
         struct session *s;
         char auto_name[32];
+        int e;
 
         if (t->n_sessions >= t->opt->max_sessions)
                 return -ENOSPC;
@@ -1114,10 +1219,22 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
                 return -EINVAL;
         if (sessions_find(t, name))
                 return -EEXIST;
+        if (!t->workspaces) {
+                log_error("session %s: no workspace: %s", name, t->workspaces_error);
+                return -EPERM;
+        }
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
         s->id = ++t->next_id;
+        e = workspace_new(t->workspaces, s->id, &s->workspace);
+        if (e < 0) {
+                log_error("session %s: could not make its workspace: %s", name, strerror(-e));
+                snprintf(t->last_start_error, sizeof(t->last_start_error), "could not make a workspace: %s",
+                         strerror(-e));
+                free(s);
+                return e == -ENOMEM ? e : -EPERM;
+        }
         snprintf(s->name, sizeof(s->name), "%s", name);
         s->owner = t;
         s->timeout_s = t->opt->timeout_s;
@@ -1174,6 +1291,9 @@ void session_close(struct session *s) {
         t->n_sessions--;
         tools_session_closed(t->tools, s);
         run_free(s->run);
+        /* Its files go with it (a worker being killed may still hold its
+         * copy of the mount for a moment; nothing else can reach it). */
+        workspace_free(s->workspace);
         result_unref(s->last);
         text_free(&s->log);
         free(s->dead_reason);
@@ -1280,10 +1400,14 @@ static json_t *stats_with_error(struct sessions *t, json_t *j);
 
 json_t *sessions_stats(struct sessions *t) {
         unsigned running = 0;
+        long long workspace_bytes = 0;
+        json_t *j;
 
-        for (struct session *s = t->first; s; s = s->next)
+        for (struct session *s = t->first; s; s = s->next) {
                 running += s->state == SESSION_RUNNING;
-        return stats_with_error(t, json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "sessions",
+                workspace_bytes += workspace_usage(s->workspace);
+        }
+        j = stats_with_error(t, json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "sessions",
                          (int)t->n_sessions, "running", (int)running, "sessions_created",
                          (json_int_t)t->stats.sessions_created, "executions", (json_int_t)t->stats.executions,
                          "errors", (json_int_t)t->stats.errors, "timeouts", (json_int_t)t->stats.timeouts,
@@ -1291,6 +1415,9 @@ json_t *sessions_stats(struct sessions *t) {
                          "interrupts", (json_int_t)t->stats.interrupts, "restarts", (json_int_t)t->stats.restarts,
                          "tool_calls", (json_int_t)t->stats.tool_calls, "pool_idle", (int)t->pool_ready, "uptime",
                          round((double)(now_ns() - t->start_ns) / 1e6) / 1e3));
+        if (j)
+                json_object_set_new(j, "workspace_bytes", json_integer(workspace_bytes));
+        return j;
 }
 
 /* Appended to stats when a worker failed to start, so that a user whose
@@ -1338,12 +1465,23 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         }
         if (why)
                 log_info("no per-worker cgroup (rlimits only): %s", why);
+        /* Without workspaces no session can start; the daemon still runs and
+         * says why (the log, stats' last_start_error), as for a jail that
+         * cannot be built. */
+        if (workspaces_new(!o->sandbox_none, o->files_max_bytes, &t->workspaces, t->workspaces_error,
+                           sizeof(t->workspaces_error)) < 0) {
+                log_error("no workspaces, so no sessions: %s", t->workspaces_error);
+                snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", t->workspaces_error);
+                t->workspaces = NULL;
+        }
         t->pool_timer = loop_timer_new(l, on_pool_timer, t);
         if (!t->pool_timer) {
                 cgroup_tree_free(t->cgroups);
+                workspaces_free(t->workspaces);
                 free(t);
                 return -ENOMEM;
         }
+        sc.cgroup_dirs = cgroup_tree_dirs(t->cgroups);
         e = tools_new(l, o, &t->tools);
         if (e == 0)
                 e = spawner_new(l, &sc, &t->spawner);
@@ -1351,6 +1489,7 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
                 tools_free(t->tools);
                 loop_timer_free(t->pool_timer);
                 cgroup_tree_free(t->cgroups);
+                workspaces_free(t->workspaces);
                 free(t);
                 return e;
         }
@@ -1384,6 +1523,7 @@ void sessions_free(struct sessions *t) {
         while (t->workers)
                 worker_free(t->workers);
         cgroup_tree_free(t->cgroups);
+        workspaces_free(t->workspaces);
         loop_timer_free(t->pool_timer);
         audit_close(t->audit);
         free(t);
@@ -1408,7 +1548,9 @@ int session_worker_send(struct session *s, json_t *msg) {
 }
 
 bool session_accepts_definitions(const struct session *s) {
-        return s->state == SESSION_IDLE && !s->run && s->worker && s->worker->fd >= 0 &&
+        /* A run queued while the worker started is sent right after the
+         * definitions (session_worker_ready), so it sees them. */
+        return s->state == SESSION_IDLE && (!s->run || !s->run->sent) && s->worker && s->worker->fd >= 0 &&
                s->worker->state == WORKER_READY;
 }
 

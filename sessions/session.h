@@ -21,7 +21,13 @@
  * last run's.  status is the state's word.
  *
  * The fs layer (above) gets told through struct session_events; this layer
- * never calls libfuse. */
+ * never calls libfuse.
+ *
+ * Each session has a workspace from creation to close (sessions/workspace.h):
+ * a worker, pooled or fresh, is handed it with a `workspace` frame and
+ * counts as ready only once it answers `attached`; a worker that dies
+ * before that failed to start.  result.json lists the regular files a run
+ * created or changed (a scan before the run is compared with one after). */
 #pragma once
 
 #include <stdbool.h>
@@ -37,6 +43,7 @@ struct worker;
 struct run;
 struct tools;
 struct tool_scope;
+struct workspace;
 
 enum session_state { SESSION_STARTING, SESSION_IDLE, SESSION_RUNNING, SESSION_DEAD };
 enum run_status { RUN_OK, RUN_ERROR, RUN_TIMEOUT, RUN_KILLED, RUN_CRASHED };
@@ -81,6 +88,7 @@ struct session {
         void *input_writer;    /* the fs handle open for writing input, if any */
         void *fs_data;         /* owned by the fs layer */
         struct tool_scope *tools; /* owned by sessions/tools.c; NULL until used */
+        struct workspace *workspace; /* its files (sessions/workspace.h); kept across workers */
         struct session *prev, *next;
 };
 

@@ -161,7 +161,7 @@ def test_no_capabilities_no_new_privs_seccomp(sess, jail, witness):
 
 def test_read_shadow_root_home(sess, jail, witness):
     assert os.path.exists("/etc/shadow") and os.path.isdir("/root")  # outside: they exist
-    assert value(sess, "file.exists(c('/etc/shadow', '/root', '/home', '/var', '/run', '/etc/ssh', "
+    assert value(sess, "file.exists(c('/etc/shadow', '/root', '/home', '/var/lib', '/run', '/etc/ssh', "
                        "'/etc/sudoers', '/sys', '/boot', '/opt', '/mnt'))") == [False] * 11
     r = failed(sess, "readLines('/etc/shadow')")
     assert "cannot open" in r["error"]

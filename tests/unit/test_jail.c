@@ -223,7 +223,7 @@ static void check_writable(int fd, const char *path) {
 }
 
 static void check_files(int fd, const struct context *c) {
-        static const char *const absent[] = {"/home", "/root", "/var", "/run", "/mnt", "/srv", "/opt", "/sys",
+        static const char *const absent[] = {"/home", "/root", "/var/lib", "/var/log", "/var/tmp", "/var/cache/apt", "/run", "/mnt", "/srv", "/opt", "/sys",
                                              "/boot", "/media", "/etc/shadow", "/etc/ssh", "/oldroot", "/newroot",
                                              "/dev/shm", "/dev/pts", "/dev/tty", "/dev/vda", "/dev/sda", "/dev/mem",
                                              "/proc/kcore" /* present in any procfs; just not readable */};
@@ -355,7 +355,8 @@ static void check_mounts(int fd, const struct context *c) {
         static const char *const allowed[] = {"/",         "/usr",        "/etc/R",      "/etc/alternatives",
                                               "/etc/ld.so.cache", "/etc/fonts", "/proc",  "/dev",
                                               "/dev/null", "/dev/zero",   "/dev/full",   "/dev/random",
-                                              "/dev/urandom", "/tmp",     "/work"};
+                                              "/dev/urandom", "/tmp",     "/work",
+                                              "/var/cache/fontconfig" /* read-only, the font cache */};
         char buf[16384], unexpected[1024] = "";
         int n = 0;
 

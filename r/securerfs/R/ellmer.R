@@ -72,7 +72,12 @@ tool_description <- function(session) {
     "The code runs in an isolated R process with no network access and no ",
     "access to the host's files. Pass a single string of valid R code. ",
     "The value of the last expression is returned as text. Variables ",
-    "persist between calls.")
+    "persist between calls. The working directory is a workspace whose ",
+    "files are kept between calls (files the user uploaded are there too): ",
+    "read and write files by relative name. To show a plot, save it as PNG, ",
+    "e.g. png(\"trend.png\"); plot(x); dev.off() (a plot drawn without ",
+    "opening a device is saved as Rplot001.png); PNG and JPEG files a call ",
+    "creates are returned with its result.")
   tl <- if (!is.null(session)) session$tools() else list()
   if (length(tl)) {
     sigs <- vapply(tl, function(t) {
@@ -126,11 +131,57 @@ securer_tool_function <- function(session = NULL, tools = list(),
     tryCatch({
       res <- s$.__enclos_env__$private$execute_checked(
         code, timeout, TRUE, NULL, NULL, 100000L, NULL, text = TRUE)
-      res$output
+      tool_result_with_images(s, res$output, res$result$files)
     }, error = function(e) {
       tool_error(sanitize_error_message(conditionMessage(e), 2000L))
     })
   }
   attr(fun, "session") <- session
   fun
+}
+
+# PNG and JPEG files a run created or changed, as listed in its result
+# (regular files only), at most max of them.
+new_images <- function(files, max = 4L) {
+  files <- unlist(files %||% list(), use.names = FALSE)
+  imgs <- files[grepl("\\.(png|jpe?g)$", files, ignore.case = TRUE)]
+  utils::head(imgs, max)
+}
+
+# Whether this ellmer takes Content objects as a tool's value (0.4.0: they
+# are sent to the model beside the text, as images).
+ellmer_tool_images <- function() {
+  requireNamespace("ellmer", quietly = TRUE) &&
+    utils::packageVersion("ellmer") >= "0.4.0"
+}
+
+# The tool's answer: the text alone when the run made no image; with
+# ellmer >= 0.4.0, a ContentToolResult whose value is the text and the
+# images (each copied out of the workspace first, at most 5 MB); with an
+# older ellmer, the text naming the new files.
+tool_result_with_images <- function(session, text, files,
+                                    images_supported = ellmer_tool_images()) {
+  imgs <- new_images(files)
+  if (length(imgs) == 0L) return(text)
+  note <- paste0("\n[new image file(s) in the workspace: ",
+                 paste(imgs, collapse = ", "), "]")
+  if (!images_supported) return(paste0(text, note))
+  dir <- tempfile("securerfs-images-")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE) # read into memory below
+  contents <- list(ellmer::ContentText(paste0(text, note)))
+  resize <- if (requireNamespace("magick", quietly = TRUE)) "low" else "none"
+  for (i in seq_along(imgs)) {
+    dest <- file.path(dir, sprintf("%d-%s", i, basename(imgs[[i]])))
+    ok <- tryCatch({
+      session$download(imgs[[i]], dest)
+      file.size(dest) <= 5e6
+    }, error = function(e) FALSE)
+    if (isTRUE(ok)) {
+      img <- tryCatch(ellmer::content_image_file(dest, resize = resize),
+                      error = function(e) NULL)
+      if (!is.null(img)) contents[[length(contents) + 1L]] <- img
+    }
+  }
+  ellmer::ContentToolResult(value = contents)
 }

@@ -293,6 +293,86 @@ SecureSession <- R6::R6Class("SecureSession",
     #' @return A string.
     path = function() private$dir,
 
+    #' @description Copy a file of the host into the session's workspace
+    #'   (\code{/work}, the code's working directory and \code{HOME}), where
+    #'   the code reads it by name: \code{read.csv("data.csv")}. Files stay
+    #'   across runs, restarts and crashes, and go when the session closes.
+    #' @param path A file on the host.
+    #' @param name Its name in the workspace (default: the file's own name);
+    #'   may contain \code{/} (directories are made as needed), no \code{..}.
+    #' @return The name, invisibly.
+    upload = function(path, name = basename(path)) {
+      private$check_alive()
+      if (!is.character(path) || length(path) != 1L || !file.exists(path) ||
+          dir.exists(path)) {
+        stop("`path` must name an existing file.", call. = FALSE)
+      }
+      target <- private$workspace_path(name)
+      dir.create(dirname(target), recursive = TRUE, showWarnings = FALSE)
+      ok <- suppressWarnings(file.copy(path, target, overwrite = TRUE))
+      if (!isTRUE(ok)) {
+        stop(sprintf("Could not copy %s into the workspace as %s (is it full? the mount's files_max_bytes caps it).",
+                     path, name), call. = FALSE)
+      }
+      private$log(sprintf("Uploaded %s as %s", path, name))
+      invisible(name)
+    },
+
+    #' @description Copy a file of the session's workspace to the host.
+    #'   Only regular files are copied: a symbolic link the code made is
+    #'   refused, whatever it points to.
+    #' @param name The file's name in the workspace (as \code{$files()}
+    #'   lists it).
+    #' @param dest Where to write it (default: its base name in the current
+    #'   directory). An existing file is overwritten.
+    #' @return \code{dest}, invisibly.
+    download = function(name, dest = basename(name)) {
+      if (private$closed || is.null(private$dir)) {
+        stop("The session is closed.", call. = FALSE)
+      }
+      src <- private$workspace_path(name)
+      if (!basename(src) %in% list.files(dirname(src), all.files = TRUE,
+                                         no.. = TRUE)) {
+        stop(sprintf("No file %s in the session's workspace.", name),
+             call. = FALSE)
+      }
+      # "" for a file; the text of a link; NA for a link the mount will not
+      # resolve (one that could lead out of the workspace).
+      lnk <- Sys.readlink(src)
+      if (is.na(lnk) || nzchar(lnk)) {
+        stop(sprintf("%s is a symbolic link in the workspace; not copied.", name),
+             call. = FALSE)
+      }
+      info <- file.info(src, extra_cols = FALSE)
+      if (is.na(info$size) || isTRUE(info$isdir)) {
+        stop(sprintf("No file %s in the session's workspace.", name),
+             call. = FALSE)
+      }
+      ok <- suppressWarnings(file.copy(src, dest, overwrite = TRUE))
+      if (!isTRUE(ok)) {
+        stop(sprintf("Could not copy %s from the workspace to %s.", name, dest),
+             call. = FALSE)
+      }
+      invisible(dest)
+    },
+
+    #' @description The files in the session's workspace.
+    #' @return A data frame with one row per regular file: \code{name}
+    #'   (relative to \code{/work}), \code{size} (bytes) and \code{mtime}.
+    files = function() {
+      if (private$closed || is.null(private$dir)) {
+        stop("The session is closed.", call. = FALSE)
+      }
+      root <- file.path(private$dir, "files")
+      names <- list.files(root, recursive = TRUE, all.files = TRUE,
+                          no.. = TRUE)
+      info <- file.info(file.path(root, names), extra_cols = FALSE)
+      keep <- !is.na(info$size) & !info$isdir
+      data.frame(name = names[keep], size = info$size[keep],
+                 mtime = info$mtime[keep], stringsAsFactors = FALSE,
+                 row.names = NULL)
+    },
+
     #' @description One line describing the session.
     #' @param ... Ignored.
     #' @return A string.
@@ -320,6 +400,17 @@ SecureSession <- R6::R6Class("SecureSession",
   ),
 
   private = list(
+    # The mount path of name in the workspace, refusing names that are not
+    # plainly relative (absolute, empty, "..", NUL-free by R's own rules).
+    workspace_path = function(name) {
+      if (!is.character(name) || length(name) != 1L || is.na(name) ||
+          !nzchar(name) || startsWith(name, "/") ||
+          any(strsplit(name, "/", fixed = TRUE)[[1]] %in% c("..", "."))) {
+        stop("`name` must be a relative path inside the workspace (no '..').",
+             call. = FALSE)
+      }
+      file.path(private$dir, "files", name)
+    },
     mount = NULL,
     dir = NULL,
     name = NULL,

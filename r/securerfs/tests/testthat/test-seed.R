@@ -57,6 +57,44 @@ test_that("seed: data analysis assistant with load_csv on the host", {
   expect_false(is.character(r) && !is.object(r))
 })
 
+test_that("seed: the assistant's scatter plot lands in the workspace", {
+  skip_if_no_tools()
+  dir <- tempfile("seed-plot-")
+  dir.create(dir)
+  old <- setwd(dir)
+  on.exit(setwd(old), add = TRUE)
+  write.csv(data.frame(price = c(1, 2, 3, 4), quantity = c(9, 7, 4, 2)),
+            "sales.csv", row.names = FALSE)
+  tools <- list(
+    securer_tool("load_csv", "Load a CSV file and return as data frame",
+      fn = function(path) read.csv(path), args = list(path = "character")),
+    securer_tool("save_plot", "Save the current plot to a PNG file",
+      fn = function(filename) {
+        dev.copy(png, filename, width = 800, height = 600)
+        dev.off()
+        paste("Plot saved to", filename)
+      },
+      args = list(filename = "character")))
+  execute <- tool_fun(tools = tools, timeout = 60)
+  session <- attr(execute, "session")
+  # "Create a scatter plot of price vs quantity": the code draws in the
+  # sandbox; the plot is a PNG in the session's workspace, named in (or,
+  # with ellmer >= 0.4.0, attached to) the tool's result.
+  out <- execute("sales <- load_csv('sales.csv'); plot(sales$price, sales$quantity); 'done'")
+  text <- if (is.character(out)) out else out@value[[1]]@text
+  expect_match(text, "Rplot001.png")
+  out <- execute("png('scatter.png', 800, 600); plot(sales$price, sales$quantity); dev.off(); 'ok'")
+  expect_true("scatter.png" %in% session$files()$name)
+  dest <- file.path(dir, "scatter.png")
+  session$download("scatter.png", dest)
+  expect_identical(readBin(dest, "raw", 4L), as.raw(c(0x89, 0x50, 0x4e, 0x47)))
+  # save_plot() runs on the host, where the sandbox's plot is not: the
+  # model gets an error it can act on (then saves with png() as above).
+  r <- execute("plot(1:3); save_plot('host.png')")
+  expect_false(is.character(r))
+  expect_false(file.exists(file.path(dir, "host.png")))
+})
+
 test_that("seed: query_db and list_tables through a pre-existing session", {
   skip_if_no_tools()
   skip_if_not_installed("RSQLite")

@@ -1,0 +1,437 @@
+/* Workspaces (sessions/workspace.h). */
+#include "workspace.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/openat2.h>
+
+#include "log.h"
+#include "macros.h"
+#include "sandbox/keeper.h"
+
+/* A scan stops after this many entries, or this deep: a run that made a
+ * million files gets a truncated list, not a stalled daemon. */
+#define SCAN_MAX_ENTRIES 20000
+#define SCAN_MAX_DEPTH 32
+#define RUNTIME_PREFIX "securerfs-run-"
+
+struct workspaces {
+        bool strict;
+        long long max_bytes;
+        struct keeper *keeper;   /* strict */
+        int runtime_fd;          /* none: the runtime directory, else -1 */
+        char runtime_path[PATH_MAX];
+};
+
+struct workspace {
+        struct workspaces *owner;
+        uint64_t id;
+        int root_fd;     /* O_PATH|O_DIRECTORY */
+        long long used;  /* none: bytes, from the last scan plus host-side writes since */
+};
+
+struct scan_entry {
+        char *path;
+        ino_t ino;
+        off_t size;
+        struct timespec mtime;
+};
+
+struct workspace_snapshot {
+        struct scan_entry *e;
+        size_t n, cap;
+        long long bytes; /* st_blocks of everything seen */
+        size_t seen;
+};
+
+/* ---- safe lookups --------------------------------------------------------- */
+
+bool workspace_name_valid(const char *name) {
+        size_t n = strlen(name);
+
+        return n > 0 && n <= NAME_MAX && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+int workspace_openat(int dirfd, const char *name, int flags, mode_t mode) {
+        struct open_how how = {
+                .flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
+                .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+                /* Beneath the directory, through no symbolic link of any
+                 * kind, onto no other mount: a link the sandboxed code
+                 * planted fails with ELOOP/EXDEV instead of being followed. */
+                .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+        };
+        long fd;
+        int tries = 0;
+
+        if (!workspace_name_valid(name) && strcmp(name, ".") != 0)
+                return -EINVAL;
+        /* EAGAIN: the kernel saw a rename race it could not rule out; a
+         * few retries, then the caller gets the error. */
+        do
+                fd = syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
+        while (fd < 0 && errno == EAGAIN && ++tries < 16);
+        return fd < 0 ? -errno : (int)fd;
+}
+
+/* Remove name below dirfd and everything in it, never following a link
+ * (none mode: the sandboxed code ran as the daemon's user, unjailed, and may
+ * have left anything there). */
+static void remove_tree(int dirfd, const char *name, int depth) {
+        int fd = workspace_openat(dirfd, name, O_RDONLY | O_DIRECTORY, 0);
+        DIR *d;
+        struct dirent *de;
+
+        if (fd < 0) {
+                unlinkat(dirfd, name, 0);
+                return;
+        }
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return;
+        }
+        while ((de = readdir(d))) {
+                struct stat st;
+
+                if (!workspace_name_valid(de->d_name))
+                        continue;
+                if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) && depth < 256)
+                        remove_tree(fd, de->d_name, depth + 1);
+                else
+                        unlinkat(fd, de->d_name, 0);
+        }
+        closedir(d);
+        unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+/* ---- the runtime directory (none mode) ------------------------------------ */
+
+/* Remove securerfs-run-<pid>[.XXXXXX] directories of ours whose daemon is
+ * gone (a daemon killed with SIGKILL leaves its own). */
+static void sweep_stale(int base_fd) {
+        DIR *d;
+        struct dirent *de;
+        int fd = openat(base_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (fd < 0 || !(d = fdopendir(fd))) {
+                if (fd >= 0)
+                        close(fd);
+                return;
+        }
+        while ((de = readdir(d))) {
+                char *end;
+                long pid;
+                struct stat st;
+
+                if (strncmp(de->d_name, RUNTIME_PREFIX, strlen(RUNTIME_PREFIX)) != 0)
+                        continue;
+                pid = strtol(de->d_name + strlen(RUNTIME_PREFIX), &end, 10);
+                if ((*end && *end != '.') || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+                        continue;
+                if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
+                    st.st_uid != getuid())
+                        continue;
+                remove_tree(fd, de->d_name, 0);
+        }
+        closedir(d);
+}
+
+static int runtime_dir_open(struct workspaces *t, char *err, size_t errlen) {
+        const char *xdg = getenv("XDG_RUNTIME_DIR"), *tmp = getenv("TMPDIR");
+        char base[PATH_MAX];
+        struct stat st;
+        int base_fd;
+
+        if (xdg && xdg[0] == '/' && stat(xdg, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid())
+                snprintf(base, sizeof(base), "%s", xdg);
+        else if (getuid() == 0 && stat("/run", &st) == 0 && S_ISDIR(st.st_mode))
+                snprintf(base, sizeof(base), "/run");
+        else
+                snprintf(base, sizeof(base), "%s", tmp && tmp[0] == '/' ? tmp : "/tmp");
+        base_fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (base_fd < 0) {
+                int e = errno;
+                snprintf(err, errlen, "runtime directory: open %s: %s", base, strerror(e));
+                return -e;
+        }
+        sweep_stale(base_fd);
+        close(base_fd);
+        /* A fixed name where only we can create (XDG_RUNTIME_DIR, /run as
+         * root); a random one in a shared /tmp. */
+        if (strcmp(base, "/run") == 0 || (xdg && strcmp(base, xdg) == 0)) {
+                snprintf(t->runtime_path, sizeof(t->runtime_path), "%s/" RUNTIME_PREFIX "%ld", base, (long)getpid());
+                if (mkdir(t->runtime_path, 0700) < 0) {
+                        int e = errno;
+                        snprintf(err, errlen, "runtime directory: mkdir %s: %s", t->runtime_path, strerror(e));
+                        return -e;
+                }
+        } else {
+                snprintf(t->runtime_path, sizeof(t->runtime_path), "%s/" RUNTIME_PREFIX "%ld.XXXXXX", base,
+                         (long)getpid());
+                if (!mkdtemp(t->runtime_path)) {
+                        int e = errno;
+                        snprintf(err, errlen, "runtime directory: mkdtemp %s: %s", t->runtime_path, strerror(e));
+                        return -e;
+                }
+        }
+        t->runtime_fd = open(t->runtime_path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (t->runtime_fd < 0) {
+                int e = errno;
+                snprintf(err, errlen, "runtime directory: open %s: %s", t->runtime_path, strerror(e));
+                rmdir(t->runtime_path);
+                return -e;
+        }
+        return 0;
+}
+
+/* ---- the set --------------------------------------------------------------- */
+
+int workspaces_new(bool strict, long long max_bytes, struct workspaces **out, char *err, size_t errlen) {
+        struct workspaces *t = calloc(1, sizeof(*t));
+        int e;
+
+        if (!t) {
+                snprintf(err, errlen, "workspaces: out of memory");
+                return -ENOMEM;
+        }
+        t->strict = strict;
+        t->max_bytes = max_bytes;
+        t->runtime_fd = -1;
+        e = strict ? keeper_new(&t->keeper, err, errlen) : runtime_dir_open(t, err, errlen);
+        if (e < 0) {
+                free(t);
+                return e;
+        }
+        *out = t;
+        return 0;
+}
+
+void workspaces_free(struct workspaces *t) {
+        if (!t)
+                return;
+        keeper_free(t->keeper);
+        if (t->runtime_fd >= 0) {
+                char *slash = strrchr(t->runtime_path, '/');
+                int parent;
+
+                close(t->runtime_fd);
+                *slash = '\0';
+                parent = open(slash == t->runtime_path ? "/" : t->runtime_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (parent >= 0) {
+                        remove_tree(parent, slash + 1, 0);
+                        close(parent);
+                }
+        }
+        free(t);
+}
+
+int workspaces_keeper_pid(const struct workspaces *t) { return t ? (int)keeper_pid(t->keeper) : 0; }
+
+/* ---- one workspace ---------------------------------------------------------- */
+
+int workspace_new(struct workspaces *t, uint64_t id, struct workspace **out) {
+        struct workspace *w = calloc(1, sizeof(*w));
+        char name[32];
+        int e;
+
+        if (!w)
+                return -ENOMEM;
+        w->owner = t;
+        w->id = id;
+        w->root_fd = -1;
+        if (t->strict) {
+                e = keeper_create(t->keeper, id, (unsigned long long)t->max_bytes, &w->root_fd);
+        } else {
+                snprintf(name, sizeof(name), "s%" PRIu64, id);
+                e = mkdirat(t->runtime_fd, name, 0700) < 0 ? -errno : 0;
+                if (e == 0) {
+                        w->root_fd = workspace_openat(t->runtime_fd, name, O_PATH | O_DIRECTORY, 0);
+                        e = w->root_fd < 0 ? w->root_fd : 0;
+                }
+        }
+        if (e < 0) {
+                free(w);
+                return e;
+        }
+        *out = w;
+        return 0;
+}
+
+void workspace_free(struct workspace *w) {
+        char name[32];
+
+        if (!w)
+                return;
+        if (w->root_fd >= 0)
+                close(w->root_fd);
+        if (w->owner->strict) {
+                keeper_remove(w->owner->keeper, w->id);
+        } else {
+                snprintf(name, sizeof(name), "s%" PRIu64, w->id);
+                remove_tree(w->owner->runtime_fd, name, 0);
+        }
+        free(w);
+}
+
+int workspace_root_fd(const struct workspace *w) { return w->root_fd; }
+
+int workspace_worker_fd(struct workspace *w, int *fd) {
+        int r;
+
+        if (w->owner->strict)
+                return keeper_clone(w->owner->keeper, w->id, fd);
+        r = fcntl(w->root_fd, F_DUPFD_CLOEXEC, 3);
+        if (r < 0)
+                return -errno;
+        *fd = r;
+        return 0;
+}
+
+long long workspace_usage(struct workspace *w) {
+        struct statfs sf;
+
+        if (!w->owner->strict)
+                return w->used;
+        if (fstatfs(w->root_fd, &sf) < 0)
+                return 0;
+        return (long long)(sf.f_blocks - sf.f_bfree) * (long long)sf.f_bsize;
+}
+
+int workspace_charge(struct workspace *w, long long growth) {
+        if (w->owner->strict)
+                return 0;
+        if (growth > 0 && w->used + growth > w->owner->max_bytes)
+                return -ENOSPC;
+        w->used = MAX(0, w->used + growth);
+        return 0;
+}
+
+/* ---- scans ------------------------------------------------------------------ */
+
+static int snapshot_add(struct workspace_snapshot *s, const char *path, const struct stat *st) {
+        if (s->n == s->cap) {
+                size_t cap = s->cap ? s->cap * 2 : 64;
+                struct scan_entry *e = realloc(s->e, cap * sizeof(*e));
+                if (!e)
+                        return -ENOMEM;
+                s->e = e;
+                s->cap = cap;
+        }
+        s->e[s->n].path = strdup(path);
+        if (!s->e[s->n].path)
+                return -ENOMEM;
+        s->e[s->n].ino = st->st_ino;
+        s->e[s->n].size = st->st_size;
+        s->e[s->n].mtime = st->st_mtim;
+        s->n++;
+        return 0;
+}
+
+static void scan_dir(int parent_fd, const char *name, const char *prefix, int depth,
+                     struct workspace_snapshot *s) {
+        int fd = workspace_openat(parent_fd, name, O_RDONLY | O_DIRECTORY, 0);
+        DIR *d;
+        struct dirent *de;
+
+        if (fd < 0)
+                return;
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return;
+        }
+        while ((de = readdir(d)) && s->seen < SCAN_MAX_ENTRIES) {
+                char path[PATH_MAX];
+                struct stat st;
+
+                if (!workspace_name_valid(de->d_name))
+                        continue;
+                s->seen++;
+                if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                s->bytes += (long long)st.st_blocks * 512;
+                if (snprintf(path, sizeof(path), "%s%s", prefix, de->d_name) >= (int)sizeof(path))
+                        continue;
+                if (S_ISREG(st.st_mode)) {
+                        snapshot_add(s, path, &st);
+                } else if (S_ISDIR(st.st_mode) && depth < SCAN_MAX_DEPTH) {
+                        char sub[PATH_MAX];
+                        if (snprintf(sub, sizeof(sub), "%s/", path) < (int)sizeof(sub))
+                                scan_dir(fd, de->d_name, sub, depth + 1, s);
+                }
+        }
+        closedir(d);
+}
+
+static int entry_cmp(const void *a, const void *b) {
+        return strcmp(((const struct scan_entry *)a)->path, ((const struct scan_entry *)b)->path);
+}
+
+struct workspace_snapshot *workspace_snapshot(struct workspace *w) {
+        struct workspace_snapshot *s = calloc(1, sizeof(*s));
+        struct statfs sf;
+
+        if (!s)
+                return NULL;
+        /* A tmpfs holding only its root has nothing to list: every run of a
+         * session that keeps no files pays one statfs. */
+        if (w->owner->strict && fstatfs(w->root_fd, &sf) == 0 && sf.f_files - sf.f_ffree <= 1)
+                return s;
+        scan_dir(w->root_fd, ".", "", 0, s);
+        if (s->n > 1)
+                qsort(s->e, s->n, sizeof(s->e[0]), entry_cmp);
+        return s;
+}
+
+void workspace_snapshot_free(struct workspace_snapshot *s) {
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n; i++)
+                free(s->e[i].path);
+        free(s->e);
+        free(s);
+}
+
+json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *before, size_t limit,
+                          bool *truncated) {
+        struct workspace_snapshot *now = workspace_snapshot(w);
+        json_t *list = json_array();
+
+        *truncated = false;
+        if (!now || !list) {
+                workspace_snapshot_free(now);
+                return list;
+        }
+        if (!w->owner->strict)
+                w->used = now->bytes;
+        for (size_t i = 0; i < now->n; i++) {
+                const struct scan_entry *e = &now->e[i], *old = NULL;
+
+                if (before && before->n)
+                        old = bsearch(e, before->e, before->n, sizeof(before->e[0]), entry_cmp);
+                if (old && old->ino == e->ino && old->size == e->size && old->mtime.tv_sec == e->mtime.tv_sec &&
+                    old->mtime.tv_nsec == e->mtime.tv_nsec)
+                        continue;
+                if (json_array_size(list) >= limit) {
+                        *truncated = true;
+                        break;
+                }
+                json_array_append_new(list, json_string(e->path));
+        }
+        if (now->seen >= SCAN_MAX_ENTRIES)
+                *truncated = true;
+        workspace_snapshot_free(now);
+        return list;
+}

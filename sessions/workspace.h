@@ -1,0 +1,73 @@
+/* Workspaces: each session's private directory, the sandbox's /work and the
+ * fs layer's sessions/N/files/ (docs/sandbox.md, "The workspace").
+ *
+ * Two back ends, chosen by the sandbox mode:
+ *   - strict: a tmpfs per session capped at files_max_bytes, mounted inside
+ *     the keeper (sandbox/keeper.h).  The kernel enforces the cap against the
+ *     worker and the daemon alike (ENOSPC).  A worker gets a detached copy of
+ *     the mount and attaches it as /work.
+ *   - none: a directory per session under the daemon's runtime directory
+ *     ($XDG_RUNTIME_DIR/securerfs-run-<pid>, /run/securerfs-run-<pid> as root,
+ *     else /tmp/securerfs-run-<pid>.XXXXXX; mode 0700; removed at exit, and
+ *     those of dead daemons at start).  The worker gets the directory and
+ *     chdir()s into it; the cap is enforced only for host-side writes (the
+ *     code runs unsandboxed anyway).
+ * Either way the workspace outlives its workers (restart, crash) and goes
+ * with its session.
+ *
+ * Everything the sandboxed code may have touched is reached from the
+ * workspace's root descriptor, one component at a time, with openat2(2)
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ * RESOLVE_NO_XDEV: a link planted inside never leads the daemon outside. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+
+struct workspaces;
+struct workspace;
+struct workspace_snapshot;
+
+/* The daemon's workspaces.  strict: start the keeper; else make the runtime
+ * directory (and sweep stale ones).  0, or -errno with a reason in err. */
+int workspaces_new(bool strict, long long max_bytes, struct workspaces **out, char *err, size_t errlen);
+/* Remove every workspace left, the runtime directory, end the keeper. */
+void workspaces_free(struct workspaces *t);
+/* The keeper's pid, 0 in none mode (its exit is reaped by the daemon). */
+int workspaces_keeper_pid(const struct workspaces *t);
+
+/* A new empty workspace for session id.  0 or -errno. */
+int workspace_new(struct workspaces *t, uint64_t id, struct workspace **out);
+/* Remove it (its files go) and free it.  Accepts NULL. */
+void workspace_free(struct workspace *w);
+
+/* The O_PATH directory descriptor of its root, owned by w. */
+int workspace_root_fd(const struct workspace *w);
+/* A descriptor to hand to a new worker (strict: a detached copy of the mount
+ * for move_mount; none: the directory, for fchdir).  0 with *fd (owned by the
+ * caller) or -errno. */
+int workspace_worker_fd(struct workspace *w, int *fd);
+
+/* Bytes in use now. */
+long long workspace_usage(struct workspace *w);
+/* Before a host-side write grows the files by growth bytes (negative:
+ * shrinks): -ENOSPC when that would pass files_max_bytes.  In strict mode
+ * the kernel enforces the cap and this always succeeds. */
+int workspace_charge(struct workspace *w, long long growth);
+
+/* Regular files with their size and modification time, for telling what a
+ * run changed.  NULL when out of memory (the run then lists nothing). */
+struct workspace_snapshot *workspace_snapshot(struct workspace *w);
+void workspace_snapshot_free(struct workspace_snapshot *s);
+/* The relative paths of regular files that are new or changed since before
+ * (at most limit, sorted; *truncated when there were more), as a JSON array.
+ * Also recounts the usage in none mode. */
+json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *before, size_t limit,
+                          bool *truncated);
+
+/* openat2() beneath dirfd with every link refused: name must be one path
+ * component (no '/', not "." or "..").  Returns the fd or -errno. */
+int workspace_openat(int dirfd, const char *name, int flags, mode_t mode);
+/* Valid name for one component of a workspace path. */
+bool workspace_name_valid(const char *name);
