@@ -11,9 +11,7 @@
   tests that only create their own sessions; `sess`: a fresh session of
   `shared`, closed afterwards.
 """
-import signal
 import subprocess
-import threading
 
 import pytest
 
@@ -21,9 +19,6 @@ import util
 
 DEFAULT_TIMEOUT = 60
 
-
-class TestTimeout(Exception):
-    pass
 
 
 def pytest_configure(config):
@@ -44,32 +39,7 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def _watchdog(request):
     marker = request.node.get_closest_marker("timeout_s")
-    limit = util.scaled(marker.args[0] if marker else DEFAULT_TIMEOUT)
-    main = threading.main_thread().ident
-    fired = threading.Event()
-
-    def on_alarm(signum, frame):
-        raise TestTimeout("test exceeded its %.0f s limit (every daemon was killed)" % limit)
-
-    def fire():
-        fired.set()
-        with util.LIVE_LOCK:
-            live = list(util.LIVE)
-        for d in live:
-            d.kill()
-        signal.pthread_kill(main, signal.SIGALRM)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    timer = threading.Timer(limit, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGALRM, old)
-    if fired.is_set():
-        pytest.fail("test exceeded its %.0f s limit" % limit)
+    yield from util.watchdog(util.scaled(marker.args[0] if marker else DEFAULT_TIMEOUT))
 
 
 class Daemons:

@@ -518,3 +518,39 @@ class Session:
 
     def worker_pids(self):
         return session_worker_pids(self.daemon.pid)
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def watchdog(limit):
+    """Generator for an autouse fixture: a test that runs longer than limit
+    seconds gets every live daemon killed (which releases any FUSE request it
+    is blocked in) and fails with TestTimeout, instead of wedging the run."""
+    main = threading.main_thread().ident
+    fired = threading.Event()
+
+    def on_alarm(signum, frame):
+        raise TestTimeout("test exceeded its %.0f s limit (every daemon was killed)" % limit)
+
+    def fire():
+        fired.set()
+        with LIVE_LOCK:
+            live = list(LIVE)
+        for d in live:
+            d.kill()
+        signal.pthread_kill(main, signal.SIGALRM)
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    timer = threading.Timer(limit, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGALRM, old)
+    if fired.is_set():
+        import pytest
+        pytest.fail("test exceeded its %.0f s limit" % limit)

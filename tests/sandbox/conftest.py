@@ -14,10 +14,8 @@ is checked inside (what R got) and outside (the host shows no effect).
   answering and keep its variables whatever the first one does.
 """
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -39,9 +37,6 @@ EXPECTED_ERRORS = (
 )
 
 
-class TestTimeout(Exception):
-    pass
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout_s(seconds): per-test time limit")
@@ -59,32 +54,7 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def _watchdog(request):
     marker = request.node.get_closest_marker("timeout_s")
-    limit = util.scaled(marker.args[0] if marker else DEFAULT_TIMEOUT)
-    main = threading.main_thread().ident
-    fired = threading.Event()
-
-    def on_alarm(signum, frame):
-        raise TestTimeout("test exceeded its %.0f s limit (every daemon was killed)" % limit)
-
-    def fire():
-        fired.set()
-        with util.LIVE_LOCK:
-            live = list(util.LIVE)
-        for d in live:
-            d.kill()
-        signal.pthread_kill(main, signal.SIGALRM)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    timer = threading.Timer(limit, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGALRM, old)
-    if fired.is_set():
-        pytest.fail("test exceeded its %.0f s limit" % limit)
+    yield from util.watchdog(util.scaled(marker.args[0] if marker else DEFAULT_TIMEOUT))
 
 
 class Daemons:

@@ -8,10 +8,8 @@ answer).  Raw system calls go through tests/sandbox/probe.c (see there).
 Nothing is skipped: a missing kernel feature is a failure.
 """
 import errno
-import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import threading
