@@ -64,6 +64,7 @@ static gid_t jail_outer_gid;
 static pid_t jail_expected_parent;
 
 static char jail_tmp[PATH_MAX];
+static char jail_private[PATH_MAX]; /* none mode's directory */
 /* Between jail_enter() and jail_attach_workspace(): the last capability to
  * drop. */
 static int jail_last_cap;
@@ -655,10 +656,13 @@ static int jail_enter_none(struct jail_error *e) {
                 return jail_fail(e, -ESRCH, "parent exited before prctl PR_SET_PDEATHSIG");
         if (!base || base[0] != '/')
                 base = "/tmp";
-        if (snprintf(dir, sizeof(dir), "%s/securerfs-XXXXXX", base) >= (int)sizeof(dir))
+        /* The pid in the name lets the daemon find the directory of a
+         * worker that was killed before it could remove it. */
+        if (snprintf(dir, sizeof(dir), "%s/securerfs-w%ld-XXXXXX", base, (long)getpid()) >= (int)sizeof(dir))
                 return jail_fail(e, -ENAMETOOLONG, "mkdtemp in %s", base);
         if (!mkdtemp(dir))
                 return jail_fail(e, -errno, "mkdtemp %s", dir);
+        snprintf(jail_private, sizeof(jail_private), "%s", dir);
         if (chdir(dir) < 0)
                 return jail_fail(e, -errno, "chdir %s", dir);
         if (snprintf(jail_tmp, sizeof(jail_tmp), "%s/R", dir) >= (int)sizeof(jail_tmp))
@@ -706,4 +710,8 @@ int jail_attach_workspace(const struct jail_options *o, int fd, char *err, size_
 
 const char *jail_tmpdir(void) {
         return jail_tmp;
+}
+
+const char *jail_private_dir(void) {
+        return jail_private;
 }

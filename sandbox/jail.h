@@ -63,3 +63,8 @@ int jail_attach_workspace(const struct jail_options *o, int fd, char *err, size_
  * directory after jail_enter() succeeded ("/tmp/R" in strict mode, a private
  * host directory in none mode).  Valid until exit. */
 const char *jail_tmpdir(void);
+
+/* None mode: the private host directory jail_enter() made
+ * ($TMPDIR/securerfs-w<pid>-XXXXXX), for the worker to remove at exit (the
+ * daemon sweeps those of workers that were killed); "" in strict mode. */
+const char *jail_private_dir(void);

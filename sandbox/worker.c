@@ -409,6 +409,8 @@ static void remove_tree(const char *path) {
 
 static void worker_exit(int status) {
         remove_tree(R_TempDir);
+        if (*jail_private_dir())
+                rmdir(jail_private_dir()); /* none mode; empty by now unless R left files */
         _exit(status);
 }
 

@@ -1,7 +1,10 @@
 #include "session.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -253,10 +256,43 @@ static void worker_kill(struct worker *w, const char *reason) {
         }
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void)st;
+        (void)ftw;
+        if (flag == FTW_DP)
+                rmdir(path);
+        else
+                unlink(path);
+        return 0;
+}
+
+/* None mode: a worker removes its private directory in /tmp when it exits,
+ * but one that was killed cannot.  Its name carries the pid
+ * (jail_private_dir()); remove it without following links (FTW_PHYS).  An
+ * unjailed worker runs as our own user, so a path-based walk gives it
+ * nothing it did not have. */
+static void sweep_private_dir(pid_t pid) {
+        char prefix[64], path[PATH_MAX];
+        DIR *d = opendir("/tmp");
+        struct dirent *de;
+
+        if (!d)
+                return;
+        snprintf(prefix, sizeof(prefix), "securerfs-w%ld-", (long)pid);
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
+                        snprintf(path, sizeof(path), "/tmp/%s", de->d_name);
+                        nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+                }
+        closedir(d);
+}
+
 static void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
         worker_close_fd(w);
+        if (t->opt->sandbox_none && w->pid > 0 && w->exited)
+                sweep_private_dir(w->pid);
         if (w->cgroup_id)
                 cgroup_worker_remove(t->cgroups, w->cgroup_id);
         if (w->prev)
@@ -1518,8 +1554,8 @@ void sessions_free(struct sessions *t) {
         spawner_free(t->spawner);
         /* Reap what we killed, so that no worker outlives the daemon. */
         for (struct worker *w = t->workers; w; w = w->next)
-                if (w->pid > 0 && !w->exited)
-                        waitpid(w->pid, NULL, 0);
+                if (w->pid > 0 && !w->exited && waitpid(w->pid, NULL, 0) == w->pid)
+                        w->exited = true;
         while (t->workers)
                 worker_free(t->workers);
         cgroup_tree_free(t->cgroups);
