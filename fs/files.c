@@ -435,7 +435,9 @@ void files_setattr(struct files *f, fuse_req_t req, fuse_ino_t ino, struct stat 
                         tfd = wfd;
                 }
                 if (ftruncate(tfd, attr->st_size) < 0) {
-                        fuse_reply_err(req, errno);
+                        e = errno;
+                        workspace_charge(s->workspace, host.st_size - attr->st_size); /* undo */
+                        fuse_reply_err(req, e);
                         return;
                 }
         }
@@ -722,14 +724,15 @@ void files_open(struct files *f, fuse_req_t req, fuse_ino_t ino, struct fuse_fil
                 fuse_reply_err(req, EACCES); /* FIFOs, sockets */
                 return;
         }
-        if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
-                workspace_charge(s->workspace, -(long long)st.st_blocks * 512);
         proc_path(fd, path, sizeof(path));
         fd = open(path, open_flags(fi->flags));
         if (fd < 0) {
                 fuse_reply_err(req, errno);
                 return;
         }
+        /* Refunded only once the truncating open succeeded. */
+        if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
+                workspace_charge(s->workspace, -(long long)st.st_blocks * 512);
         if ((e = handle_new(s, fd, fi)) < 0) {
                 close(fd);
                 fuse_reply_err(req, -e);
@@ -759,6 +762,7 @@ void files_write(struct files *f, fuse_req_t req, const char *data, size_t size,
         struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
         struct session *s = sessions_find_id(f->sessions, h->sid);
         struct stat st;
+        long long end, growth;
         ssize_t n;
         int e;
 
@@ -771,16 +775,19 @@ void files_write(struct files *f, fuse_req_t req, const char *data, size_t size,
                 fuse_reply_err(req, errno);
                 return;
         }
-        {
-                long long end = h->append ? st.st_size + (long long)size : off + (long long)size;
-                if ((e = workspace_charge(s->workspace, MAX(0, end - st.st_size))) < 0) {
-                        fuse_reply_err(req, -e);
-                        return;
-                }
+        end = h->append ? st.st_size + (long long)size : off + (long long)size;
+        growth = MAX(0, end - st.st_size);
+        if ((e = workspace_charge(s->workspace, growth)) < 0) {
+                fuse_reply_err(req, -e);
+                return;
         }
         /* The host descriptor has O_APPEND when the user's has: pwrite then
          * appends, whatever the kernel's idea of the size. */
         n = pwrite(h->fd, data, size, off);
+        /* Refund what was charged for bytes that were not written. */
+        if (n < (ssize_t)size)
+                workspace_charge(s->workspace,
+                                 -(growth - MAX(0, end - (long long)size + MAX(n, 0) - st.st_size)));
         if (n < 0) {
                 fuse_reply_err(req, errno);
                 return;

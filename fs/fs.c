@@ -973,26 +973,19 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 
 /* Place data at off in a write buffer, refusing growth past max. */
 static int buffer_write(struct text *t, const char *data, size_t size, off_t off, size_t max) {
-        size_t end = (size_t)off + size;
+        static const char zeros[4096];
+        size_t overlap;
 
-        if (off < 0 || end > max)
+        if (off < 0 || (size_t)off + size > max)
                 return -EFBIG;
-        if (end > t->len) {
-                size_t old = t->len;
-                int e = text_append(t, "", 0);
-                if (e < 0)
-                        return e;
-                /* grow with zeros up to end, then copy */
-                while (t->len < end) {
-                        size_t chunk = MIN(end - t->len, (size_t)4096);
-                        static const char zeros[4096];
-                        if (text_append(t, zeros, chunk) < 0)
-                                return -ENOMEM;
-                }
-                (void)old;
-        }
-        memcpy(t->data + off, data, size);
-        return 0;
+        /* A hole before off reads as zeros, as in a file. */
+        while (t->len < (size_t)off)
+                if (text_append(t, zeros, MIN((size_t)off - t->len, sizeof(zeros))) < 0)
+                        return -ENOMEM;
+        overlap = MIN(size, t->len - (size_t)off);
+        if (overlap)
+                memcpy(t->data + off, data, overlap);
+        return text_append(t, data + overlap, size - overlap);
 }
 
 static void trim(char *s) {
@@ -1014,11 +1007,11 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                 files_write(fs->files, req, data, size, off, fi);
                 return;
         }
-        s = sessions_find_id(fs->sessions, h->sid);
         if (h->kind == K_TOOL) {
                 tool_write(req, fs, h, data, size, off);
                 return;
         }
+        s = sessions_find_id(fs->sessions, h->sid);
         if (!s) {
                 fuse_reply_err(req, ENOENT);
                 return;
@@ -1121,6 +1114,7 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
         struct handle *h = (struct handle *)(uintptr_t)fi->fh;
         struct session *s;
         char *code;
+        size_t len;
         int e;
 
         if (ino & FILES_INO_BIT) {
@@ -1151,15 +1145,15 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
                 fuse_reply_err(req, EFBIG);
                 return;
         }
-        code = malloc(h->buf.len + 1);
+        /* The buffer (kept NUL-terminated by text_append) becomes the code. */
+        len = h->buf.len;
+        code = h->buf.data ? TAKE_PTR(h->buf.data) : strdup("");
+        h->buf = (struct text){0};
         if (!code) {
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
-        memcpy(code, h->buf.data ? h->buf.data : "", h->buf.len);
-        code[h->buf.len] = '\0';
-        e = session_start_run(s, code, h->buf.len);
-        h->buf.len = 0;
+        e = session_start_run(s, code, len);
         fuse_reply_err(req, e < 0 ? -e : 0);
 }
 

@@ -62,11 +62,6 @@ struct cli {
         int bad;
 };
 
-static const char *const our_keys[] = {"timeout", "grace", "pool", "max_sessions", "max_code_bytes",
-                                       "console_max_bytes", "tmp_size", "audit_log", "sandbox", "r_libs",
-                                       "worker", "cpu", "memory", "fsize", "nproc", "nofile", "stack",
-                                       "max_tool_calls", "files_max_bytes"};
-
 /* fuse_opt callback: our keys are applied and dropped; everything else is
  * left for libfuse (which refuses what it does not know). */
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs) {
@@ -90,17 +85,14 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
                 return 1;
         memcpy(k, arg, (size_t)(eq - arg));
         k[eq - arg] = '\0';
-        for (size_t i = 0; i < ARRAY_SIZE(our_keys); i++) {
-                if (strcmp(k, our_keys[i]) != 0)
-                        continue;
-                e = options_set(&c->opt, k, eq + 1, c->err, sizeof(c->err));
-                if (e < 0) {
-                        c->bad = 1;
-                        return -1;
-                }
-                return 0;
+        e = options_set(&c->opt, k, eq + 1, c->err, sizeof(c->err));
+        if (e == -ENOENT)
+                return 1; /* not ours */
+        if (e < 0) {
+                c->bad = 1;
+                return -1;
         }
-        return 1;
+        return 0;
 }
 
 /* A daemon killed with SIGKILL leaves its mount point answering ENOTCONN;

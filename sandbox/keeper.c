@@ -109,7 +109,12 @@ static void serve(int sock) {
                         }
                         fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (fd < 0) {
-                                reply_err(sock, errno);
+                                int e = errno;
+                                /* The daemon will not ask to remove what it
+                                 * never got. */
+                                umount2(path, MNT_DETACH);
+                                rmdir(path);
+                                reply_err(sock, e);
                                 continue;
                         }
                         reply(sock, "ok", fd);

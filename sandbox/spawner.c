@@ -231,7 +231,8 @@ static void zygote_exec(struct spawner *s, int sock, pid_t daemon_pid, char **ar
         setsid();
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != daemon_pid)
                 _exit(127);
-        if (dup2(sock, 3) < 0)
+        /* dup2 onto itself would keep FD_CLOEXEC and lose the socket. */
+        if (sock == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(sock, 3) < 0)
                 _exit(127);
         devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (devnull >= 0) {

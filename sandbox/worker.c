@@ -50,6 +50,7 @@
 #include "frame.h"
 #include "log.h"
 #include "macros.h"
+#include "options.h"
 #include "seccomp.h"
 #include "worker_internal.h"
 #include "worker_r.h"
@@ -314,7 +315,7 @@ static void console_write(const char *buf, int len, int otype) {
         /* cat("tick", i, "\n") is three writes: on time alone, send only at
          * the end of a line; polled_events() sends a partial line later. */
         if (c->len >= CONSOLE_FLUSH_BYTES ||
-            (c->buf[c->len - 1] == '\n' && now_ns() - c->last_send_ns >= CONSOLE_FLUSH_NS))
+            (c->len > 0 && c->buf[c->len - 1] == '\n' && now_ns() - c->last_send_ns >= CONSOLE_FLUSH_NS))
                 console_send(false);
 }
 
@@ -767,8 +768,15 @@ static json_t *value_json(SEXP v, char **note) {
                 R_xlen_t n = XLENGTH(v);
                 json_t *arr;
 
-                if (n == 1)
-                        return element_json(v, 0, &size);
+                if (n == 1) {
+                        json_t *e = element_json(v, 0, &size);
+                        if (e && size > VALUE_JSON_MAX) {
+                                json_decref(e);
+                                *note = strdup(too_big);
+                                return json_null();
+                        }
+                        return e ? e : json_null();
+                }
                 arr = json_array();
                 for (R_xlen_t i = 0; arr && i < n; i++) {
                         json_t *e = element_json(v, i, &size);
@@ -824,7 +832,7 @@ struct run {
         long long seq;
         const char *code;
         size_t code_len;
-        json_int_t limit_cpu, limit_memory, limit_fsize; /* -1: none given */
+        json_int_t limit[LIMIT_COUNT]; /* from the exec frame, for messages; -1: none */
         uint64_t start_ns;
 
         ParseStatus parse_status;
@@ -941,15 +949,15 @@ static char *error_text(const struct run *r, const char **limit) {
         *limit = NULL;
         if (strstr(text, "cannot allocate") || strstr(text, "memory exhausted")) {
                 *limit = "memory";
-                if (r->limit_memory > 0 && asprintf(&out, "%s (memory limit: %lld MiB)", text,
-                                                    (long long)(r->limit_memory >> 20)) >= 0) {
+                if (r->limit[LIMIT_MEMORY] > 0 && asprintf(&out, "%s (memory limit: %lld MiB)", text,
+                                                    (long long)(r->limit[LIMIT_MEMORY] >> 20)) >= 0) {
                         free(text);
                         text = out;
                 }
         } else if (got_sigxfsz) {
                 *limit = "fsize";
-                if (r->limit_fsize >= 0 &&
-                    asprintf(&out, "%s (file size limit: %lld bytes)", text, (long long)r->limit_fsize) >= 0) {
+                if (r->limit[LIMIT_FSIZE] >= 0 &&
+                    asprintf(&out, "%s (file size limit: %lld bytes)", text, (long long)r->limit[LIMIT_FSIZE]) >= 0) {
                         free(text);
                         text = out;
                 }
@@ -1088,9 +1096,9 @@ static void run_exec(struct run *r) {
         } else if (got_sigxcpu) {
                 status = "error";
                 limit = "cpu";
-                if (r->limit_cpu >= 0) {
+                if (r->limit[LIMIT_CPU] >= 0) {
                         if (asprintf(&error, "CPU time limit of %lld s reached (run interrupted)",
-                                     (long long)r->limit_cpu) < 0)
+                                     (long long)r->limit[LIMIT_CPU]) < 0)
                                 error = NULL;
                 } else {
                         error = strdup("CPU time limit reached (run interrupted)");
@@ -1137,7 +1145,6 @@ done:
 /* exec: {"type":"exec","seq":N,"code":"...","limits":{...}}.  The daemon is
  * trusted, but anything else means the two programs disagree: stop. */
 static int parse_exec(json_t *msg, struct run *r) {
-        static const char *const limit_names[] = {"cpu", "memory", "fsize", "nproc", "nofile", "stack"};
         json_t *seq = json_object_get(msg, "seq"), *code = json_object_get(msg, "code");
         json_t *limits = json_object_get(msg, "limits"), *v;
         const char *key;
@@ -1150,10 +1157,9 @@ static int parse_exec(json_t *msg, struct run *r) {
                 .seq = json_integer_value(seq),
                 .code = json_string_value(code),
                 .code_len = json_string_length(code),
-                .limit_cpu = -1,
-                .limit_memory = -1,
-                .limit_fsize = -1,
         };
+        for (int i = 0; i < LIMIT_COUNT; i++)
+                r->limit[i] = LIMIT_UNSET;
         if (!limits || json_is_null(limits))
                 return 0;
         if (!json_is_object(limits))
@@ -1161,19 +1167,14 @@ static int parse_exec(json_t *msg, struct run *r) {
         json_object_foreach(limits, key, v) {
                 size_t i;
 
-                for (i = 0; i < ARRAY_SIZE(limit_names); i++)
+                for (i = 0; i < LIMIT_COUNT; i++)
                         if (!strcmp(key, limit_names[i]))
                                 break;
-                if (i == ARRAY_SIZE(limit_names) || !(json_is_integer(v) || json_is_null(v)))
+                if (i == LIMIT_COUNT || !(json_is_integer(v) || json_is_null(v)))
                         return -EBADMSG;
                 if (!json_is_integer(v))
                         continue;
-                if (!strcmp(key, "cpu"))
-                        r->limit_cpu = json_integer_value(v);
-                else if (!strcmp(key, "memory"))
-                        r->limit_memory = json_integer_value(v);
-                else if (!strcmp(key, "fsize"))
-                        r->limit_fsize = json_integer_value(v);
+                r->limit[i] = json_integer_value(v);
         }
         return 0;
 }
@@ -1199,7 +1200,7 @@ static int tool_definition(json_t *msg) {
         bool define = !strcmp(frame_type(msg), "define_tool");
         json_t *args = json_object_get(msg, "args"), *v;
         const char *desc = json_string_value(json_object_get(msg, "description")), *key;
-        SEXP call, argnames, argtypes;
+        SEXP call, argnames, argtypes, rname, rdesc;
         int failed = 0;
         R_xlen_t i = 0;
 
@@ -1222,10 +1223,13 @@ static int tool_definition(json_t *msg) {
                 SET_STRING_ELT(argtypes, i, Rf_mkCharCE(json_string_value(v), CE_UTF8));
                 i++;
         }
-        call = PROTECT(Rf_lang5(W.define_tool_fn, Rf_mkString(name), argnames, argtypes,
-                                Rf_ScalarString(Rf_mkCharCE(desc, CE_UTF8))));
+        /* Each allocation protected before the next: the order in which C
+         * evaluates a call's arguments is unspecified. */
+        rname = PROTECT(Rf_mkString(name));
+        rdesc = PROTECT(Rf_ScalarString(Rf_mkCharCE(desc, CE_UTF8)));
+        call = PROTECT(Rf_lang5(W.define_tool_fn, rname, argnames, argtypes, rdesc));
         R_tryEval(call, W.env, &failed);
-        UNPROTECT(3);
+        UNPROTECT(5);
         return 0;
 }
 
@@ -1401,6 +1405,7 @@ static SEXP tool_call_native(SEXP name, SEXP args) {
         if (e < 0 || len > TOOL_ARGS_MAX + 4096) {
                 json_decref(msg);
                 msg = NULL;
+                free(TAKE_PTR(buf)); /* Rf_error() jumps past the clean-up */
                 Rf_error(e == -ENOMEM ? "out of memory" : "the tool call's arguments are over 1 MiB");
         }
         json_decref(msg);

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -256,23 +255,11 @@ static void worker_kill(struct worker *w, const char *reason) {
         }
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-        (void)st;
-        (void)ftw;
-        if (flag == FTW_DP)
-                rmdir(path);
-        else
-                unlink(path);
-        return 0;
-}
-
 /* None mode: a worker removes its private directory in /tmp when it exits,
  * but one that was killed cannot.  Its name carries the pid
- * (jail_private_dir()); remove it without following links (FTW_PHYS).  An
- * unjailed worker runs as our own user, so a path-based walk gives it
- * nothing it did not have. */
+ * (jail_private_dir()); remove it without following links. */
 static void sweep_private_dir(pid_t pid) {
-        char prefix[64], path[PATH_MAX];
+        char prefix[64];
         DIR *d = opendir("/tmp");
         struct dirent *de;
 
@@ -280,10 +267,8 @@ static void sweep_private_dir(pid_t pid) {
                 return;
         snprintf(prefix, sizeof(prefix), "securerfs-w%ld-", (long)pid);
         while ((de = readdir(d)))
-                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
-                        snprintf(path, sizeof(path), "/tmp/%s", de->d_name);
-                        nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-                }
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
+                        workspace_remove_tree(dirfd(d), de->d_name);
         closedir(d);
 }
 

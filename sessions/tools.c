@@ -203,6 +203,18 @@ static char *utf8_sanitize(const char *s, size_t n, size_t *out_len) {
         return t.data;
 }
 
+/* A JSON string of s, cleaned first: messages are formatted with %.64s-style
+ * cuts (which can split a character) from names that need not be UTF-8 (FUSE
+ * file names), and jansson refuses a string that is not valid UTF-8. */
+static json_t *json_string_clean(const char *s) {
+        size_t len;
+        char *clean = utf8_sanitize(s, strlen(s), &len);
+        json_t *j = clean ? json_stringn(clean, len) : NULL;
+
+        free(clean);
+        return j;
+}
+
 /* The end of a stderr buffer as a one-paragraph message ("" if empty). */
 static char *tail_message(const struct text *err) {
         size_t start = 0, end = err->len, n;
@@ -320,7 +332,9 @@ static void scope_record_error(struct tool_scope *sc, const char *filename, cons
 
         log_info("%s%s%stools/%s: refused: %s", sc->session ? "sessions/" : "",
                  sc->session ? sc->session->name : "", sc->session ? "/" : "", filename, error);
-        line = audit_format(json_pack("{s:s, s:s}", "tool", filename, "error", error), &len);
+        line = audit_format(json_pack("{s:o, s:o}", "tool", json_string_clean(filename), "error",
+                                      json_string_clean(error)),
+                            &len);
         if (!line)
                 return;
         if (sc->n_errors == ERRORS_KEPT) {
@@ -1063,11 +1077,12 @@ static void call_audit(struct tool_call *c, struct session *s, const char *error
                 return;
         while (cut < c->args_len && cut > 0 && ((unsigned char)c->args_text[cut] & 0xC0) == 0x80)
                 cut--;
-        ev = json_pack("{s:s, s:s, s:s%, s:f, s:s}", "event", "tool_call", "tool", c->def ? c->def->name : "",
+        ev = json_pack("{s:s, s:o, s:s%, s:f, s:s}", "event", "tool_call", "tool",
+                       json_string_clean(c->def ? c->def->name : ""),
                        "args", c->args_text ? c->args_text : "", c->args_text ? MIN(cut, c->args_len - 1) : 0, "elapsed_ms",
                        round((double)(now_ns() - c->start_ns) / 1e3) / 1e3, "status", error ? "error" : "ok");
         if (ev && error)
-                json_object_set_new(ev, "error", json_string(error));
+                json_object_set_new(ev, "error", json_string_clean(error));
         if (ev)
                 session_audit(s, ev);
 }
@@ -1076,7 +1091,7 @@ static void send_result(struct session *s, json_int_t id, json_t *value, const c
         _cleanup_json_ json_t *m = NULL;
 
         if (error)
-                m = json_pack("{s:s, s:I, s:s}", "type", "tool_result", "id", id, "error", error);
+                m = json_pack("{s:s, s:I, s:o}", "type", "tool_result", "id", id, "error", json_string_clean(error));
         else
                 m = json_pack("{s:s, s:I, s:O}", "type", "tool_result", "id", id, "value", value ? value : json_null());
         if (m)
@@ -1655,13 +1670,8 @@ int tools_handle_call(struct tools *t, struct session *s, json_t *frame, uint64_
                 return 0;
         }
         if (!e) {
-                char *bad;
-                size_t blen;
-                /* The name came from the worker: clean it before it reaches
-                 * the log. */
-                bad = utf8_sanitize(name, json_string_length(jtool), &blen);
-                snprintf(msg, sizeof(msg), "unknown tool \"%s\"", bad ? bad : "?");
-                free(bad);
+                /* Cut anywhere; the message is cleaned where it is sent. */
+                snprintf(msg, sizeof(msg), "unknown tool \"%s\"", name);
                 /* Audit it under the name asked for. */
                 c->def = calloc(1, sizeof(*c->def));
                 if (c->def) {

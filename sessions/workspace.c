@@ -116,6 +116,10 @@ static void remove_tree(int dirfd, const char *name, int depth) {
         unlinkat(dirfd, name, AT_REMOVEDIR);
 }
 
+void workspace_remove_tree(int dirfd, const char *name) {
+        remove_tree(dirfd, name, 0);
+}
+
 /* ---- the runtime directory (none mode) ------------------------------------ */
 
 /* Remove securerfs-run-<pid>[.XXXXXX] directories of ours whose daemon is
@@ -365,7 +369,10 @@ static void scan_dir(int parent_fd, const char *name, const char *prefix, int de
                 if (snprintf(path, sizeof(path), "%s%s", prefix, de->d_name) >= (int)sizeof(path))
                         continue;
                 if (S_ISREG(st.st_mode)) {
-                        snapshot_add(s, path, &st);
+                        /* Out of memory: stop here; the list is then marked
+                         * truncated, like one over SCAN_MAX_ENTRIES. */
+                        if (snapshot_add(s, path, &st) < 0)
+                                s->seen = SCAN_MAX_ENTRIES;
                 } else if (S_ISDIR(st.st_mode) && depth < SCAN_MAX_DEPTH) {
                         char sub[PATH_MAX];
                         if (snprintf(sub, sizeof(sub), "%s/", path) < (int)sizeof(sub))

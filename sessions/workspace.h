@@ -67,7 +67,12 @@ json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *
                           bool *truncated);
 
 /* openat2() beneath dirfd with every link refused: name must be one path
- * component (no '/', not "." or "..").  Returns the fd or -errno. */
+ * component (no '/', not ".."), or "." for dirfd itself.  Returns the fd or
+ * -errno. */
 int workspace_openat(int dirfd, const char *name, int flags, mode_t mode);
 /* Valid name for one component of a workspace path. */
 bool workspace_name_valid(const char *name);
+
+/* Remove name below dirfd and everything in it, one component at a time
+ * through workspace_openat(): never following a link. */
+void workspace_remove_tree(int dirfd, const char *name);
