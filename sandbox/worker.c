@@ -51,6 +51,7 @@
 #include "log.h"
 #include "macros.h"
 #include "options.h"
+#include "utf8.h"
 #include "seccomp.h"
 #include "worker_internal.h"
 #include "worker_r.h"
@@ -121,123 +122,6 @@ static uint64_t now_ns(void) {
  * Everything sent to the daemon must be valid UTF-8 without NUL (the frame
  * reader refuses anything else).  R strings and console output can hold any
  * bytes (rawToChar, latin1 files), so each bad byte becomes U+FFFD. */
-
-/* Length of the valid UTF-8 sequence at p, 0 if p starts an invalid one
- * (or is NUL), -1 if it is a valid start cut short by the end of input. */
-static int utf8_sequence(const unsigned char *p, size_t avail) {
-        unsigned char c = p[0], lo = 0x80, hi = 0xBF;
-        int n;
-
-        if (c < 0x80)
-                return c ? 1 : 0;
-        if (c >= 0xC2 && c <= 0xDF) {
-                n = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-                n = 3;
-                if (c == 0xE0)
-                        lo = 0xA0; /* overlong */
-                else if (c == 0xED)
-                        hi = 0x9F; /* surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-                n = 4;
-                if (c == 0xF0)
-                        lo = 0x90; /* overlong */
-                else if (c == 0xF4)
-                        hi = 0x8F; /* above U+10FFFF */
-        } else {
-                return 0;
-        }
-        for (int i = 1; i < n; i++) {
-                unsigned char d;
-
-                if ((size_t)i >= avail)
-                        return -1;
-                d = p[i];
-                if (i == 1 ? d < lo || d > hi : d < 0x80 || d > 0xBF)
-                        return 0;
-        }
-        return n;
-}
-
-static bool utf8_valid(const char *s, size_t len) {
-        const unsigned char *p = (const unsigned char *)s;
-        size_t i = 0;
-
-        while (i < len) {
-                int n;
-
-                if (p[i] && p[i] < 0x80) {
-                        i++;
-                        continue;
-                }
-                n = utf8_sequence(p + i, len - i);
-                if (n <= 0)
-                        return false;
-                i += (size_t)n;
-        }
-        return true;
-}
-
-/* Copy in[0..inlen) to out as valid UTF-8 without NUL, at most outcap
- * bytes, never splitting a character.  Unless final, a valid sequence cut
- * short by the end of the input stays unconsumed (the rest may come in the
- * next console write).  Returns the bytes written; *used is how much of the
- * input was consumed. */
-static size_t utf8_clean(const char *in, size_t inlen, char *out, size_t outcap, size_t *used, bool final) {
-        const unsigned char *p = (const unsigned char *)in;
-        size_t i = 0, o = 0;
-
-        while (i < inlen) {
-                int n = p[i] && p[i] < 0x80 ? 1 : utf8_sequence(p + i, inlen - i);
-
-                if (n < 0 && !final)
-                        break;
-                if (n > 0) {
-                        if (o + (size_t)n > outcap)
-                                break;
-                        memcpy(out + o, p + i, (size_t)n);
-                        o += (size_t)n;
-                        i += (size_t)n;
-                } else {
-                        if (o + 3 > outcap)
-                                break;
-                        memcpy(out + o, "\xEF\xBF\xBD", 3);
-                        o += 3;
-                        i++;
-                }
-        }
-        *used = i;
-        return o;
-}
-
-/* A malloc'ed clean copy of s, at most max bytes of it, plus marker when it
- * had to be cut.  NULL only when out of memory. */
-static char *utf8_clean_dup(const char *s, size_t len, size_t max, const char *marker, size_t *out_len) {
-        size_t mlen = marker ? strlen(marker) : 0, cap, used, n;
-        char *out;
-
-        if (len <= max && utf8_valid(s, len)) {
-                out = malloc(len + 1);
-                if (!out)
-                        return NULL;
-                memcpy(out, s, len);
-                out[len] = '\0';
-                *out_len = len;
-                return out;
-        }
-        cap = MIN(len, max) * 3 + mlen + 1;
-        out = malloc(cap);
-        if (!out)
-                return NULL;
-        n = utf8_clean(s, len, out, MIN(cap - mlen - 1, max), &used, true);
-        if (used < len && marker) {
-                memcpy(out + n, marker, mlen);
-                n += mlen;
-        }
-        out[n] = '\0';
-        *out_len = n;
-        return out;
-}
 
 /* ---- Talking to the daemon ----------------------------------------------- */
 
@@ -723,7 +607,7 @@ static json_t *element_json(SEXP v, R_xlen_t i, size_t *size) {
                                 *size += 5;
                 if (*size > VALUE_JSON_MAX)
                         return json_null(); /* the caller gives up anyway */
-                if (Rf_getCharCE(ch) != CE_LATIN1 && Rf_getCharCE(ch) != CE_BYTES && utf8_valid(s, n))
+                if (Rf_getCharCE(ch) != CE_LATIN1 && Rf_getCharCE(ch) != CE_BYTES && utf8_valid(s, n, NULL))
                         return json_stringn_nocheck(s, n);
                 {
                         size_t len;
@@ -1316,7 +1200,7 @@ static json_t *tool_args_fast(SEXP args) {
                 SEXP v = VECTOR_ELT(args, i), ch = STRING_ELT(names, i);
                 json_t *j;
 
-                if (ch == NA_STRING || !*CHAR(ch) || !utf8_valid(CHAR(ch), (size_t)LENGTH(ch)))
+                if (ch == NA_STRING || !*CHAR(ch) || !utf8_valid(CHAR(ch), (size_t)LENGTH(ch), NULL))
                         goto slow;
                 if (v == R_NilValue) {
                         j = json_null();
@@ -1378,7 +1262,7 @@ static SEXP tool_call_native(SEXP name, SEXP args) {
         if (!W.in_run || W.sock < 0)
                 Rf_error("tools can only be called while the session runs code");
         if (TYPEOF(name) != STRSXP || XLENGTH(name) != 1 || STRING_ELT(name, 0) == NA_STRING ||
-            !utf8_valid(CHAR(STRING_ELT(name, 0)), (size_t)LENGTH(STRING_ELT(name, 0))))
+            !utf8_valid(CHAR(STRING_ELT(name, 0)), (size_t)LENGTH(STRING_ELT(name, 0)), NULL))
                 Rf_error("the tool name must be one string");
         if (TYPEOF(args) == VECSXP) {
                 jargs = tool_args_fast(args);

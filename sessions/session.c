@@ -25,6 +25,7 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"
 #include "tools.h"
+#include "utf8.h"
 #include "workspace.h"
 
 /* Console bytes a worker may send in one run before it is taken to be
@@ -159,44 +160,6 @@ void result_unref(struct result *r) {
         text_free(&r->result_json);
         text_free(&r->value_json);
         free(r);
-}
-
-static bool utf8_valid(const char *s, size_t n, size_t *bad_at) {
-        size_t i = 0;
-
-        while (i < n) {
-                unsigned char c = (unsigned char)s[i];
-                size_t len;
-                uint32_t cp;
-
-                if (c < 0x80) {
-                        if (c == 0)
-                                goto bad; /* R cannot hold NUL in a string */
-                        i++;
-                        continue;
-                }
-                if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-                else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-                else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-                else goto bad;
-                if (i + len > n)
-                        goto bad;
-                for (size_t k = 1; k < len; k++) {
-                        unsigned char cc = (unsigned char)s[i + k];
-                        if ((cc & 0xC0) != 0x80)
-                                goto bad;
-                        cp = cp << 6 | (cc & 0x3F);
-                }
-                /* Overlong forms, surrogates and values past U+10FFFF. */
-                if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-                    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-                        goto bad;
-                i += len;
-        }
-        return true;
-bad:
-        *bad_at = i;
-        return false;
 }
 
 /* ---- audit ------------------------------------------------------------- */

@@ -1,4 +1,5 @@
 #include "tools.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -156,59 +157,12 @@ static void strv_free(char **v) {
         free(v);
 }
 
-/* Copy of s[0..n) as valid UTF-8 without NUL: each bad byte becomes U+FFFD. */
-static char *utf8_sanitize(const char *s, size_t n, size_t *out_len) {
-        struct text t = {0};
-        size_t i = 0;
-
-        text_append(&t, "", 0);
-        while (i < n) {
-                unsigned char c = (unsigned char)s[i];
-                size_t len = 0;
-                uint32_t cp = 0;
-
-                if (c && c < 0x80) {
-                        len = 1;
-                } else if ((c & 0xE0) == 0xC0) {
-                        len = 2, cp = c & 0x1F;
-                } else if ((c & 0xF0) == 0xE0) {
-                        len = 3, cp = c & 0x0F;
-                } else if ((c & 0xF8) == 0xF0) {
-                        len = 4, cp = c & 0x07;
-                }
-                if (len > 1) {
-                        size_t k;
-                        if (i + len > n)
-                                len = 0;
-                        for (k = 1; len && k < len; k++) {
-                                unsigned char cc = (unsigned char)s[i + k];
-                                if ((cc & 0xC0) != 0x80)
-                                        len = 0;
-                                else
-                                        cp = cp << 6 | (cc & 0x3F);
-                        }
-                        if (len && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-                                    (len == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF))
-                                len = 0;
-                }
-                if (len) {
-                        text_append(&t, s + i, len);
-                        i += len;
-                } else {
-                        text_append(&t, "\xEF\xBF\xBD", 3);
-                        i++;
-                }
-        }
-        *out_len = t.len;
-        return t.data;
-}
-
 /* A JSON string of s, cleaned first: messages are formatted with %.64s-style
  * cuts (which can split a character) from names that need not be UTF-8 (FUSE
  * file names), and jansson refuses a string that is not valid UTF-8. */
 static json_t *json_string_clean(const char *s) {
         size_t len;
-        char *clean = utf8_sanitize(s, strlen(s), &len);
+        char *clean = utf8_sanitize_dup(s, strlen(s), &len);
         json_t *j = clean ? json_stringn(clean, len) : NULL;
 
         free(clean);
@@ -227,7 +181,7 @@ static char *tail_message(const struct text *err) {
         /* Skip a partial UTF-8 character at the cut. */
         while (start < end && ((unsigned char)err->data[start] & 0xC0) == 0x80)
                 start++;
-        s = utf8_sanitize(err->data ? err->data + start : "", end - start, &n);
+        s = utf8_sanitize_dup(err->data ? err->data + start : "", end - start, &n);
         return s ? s : strdup("");
 }
 
@@ -1159,7 +1113,7 @@ static json_t *exec_value(const struct text *out) {
         j = json_loadb(p, n, JSON_DECODE_ANY, NULL);
         if (j)
                 return j;
-        clean = utf8_sanitize(p, n, &clean_len);
+        clean = utf8_sanitize_dup(p, n, &clean_len);
         return clean ? json_stringn(clean, clean_len) : json_null();
 }
 
