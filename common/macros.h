@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include <jansson.h>
 
 static inline void freep(void *p) { free(*(void **)p); }
 static inline void closep(int *fd) {
@@ -15,11 +14,9 @@ static inline void closep(int *fd) {
                 errno = saved;
         }
 }
-static inline void jsonp_unref(json_t **j) { json_decref(*j); }
 
 #define _cleanup_free_ __attribute__((cleanup(freep)))
 #define _cleanup_close_ __attribute__((cleanup(closep)))
-#define _cleanup_json_ __attribute__((cleanup(jsonp_unref)))
 
 /* Hand ownership out of a _cleanup_ variable. */
 #define TAKE_PTR(p)                             \

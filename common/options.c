@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_cleanup.h"
 #include "macros.h"
 
 const char *const limit_names[LIMIT_COUNT] = {"cpu", "memory", "fsize", "nproc", "nofile", "stack"};

@@ -31,17 +31,8 @@
 #include <unistd.h>
 #include <linux/capability.h>
 
-/* Not macros.h: it pulls in jansson, which the jail has no use for. */
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#include "macros.h"
 
-static void close_fdp(int *fd) {
-        if (*fd >= 0) {
-                int saved = errno;
-                close(*fd);
-                errno = saved;
-        }
-}
-#define _cleanup_close_ __attribute__((cleanup(close_fdp)))
 
 /* The identity inside the jail (DESIGN §4, docs/protocol.md: HOME=/work,
  * USER=securerfs); mapped to the daemon's own uid/gid outside. */

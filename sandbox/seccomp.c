@@ -28,11 +28,11 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
+#include "macros.h"
+
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
-
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The compiled program, built in the zygote and inherited by every worker. */
 static struct sock_filter *filter_insns;

@@ -49,6 +49,7 @@
 #include "config.h"
 #include "frame.h"
 #include "log.h"
+#include "json_cleanup.h"
 #include "macros.h"
 #include "options.h"
 #include "utf8.h"
@@ -1013,6 +1014,9 @@ done:
         }
         console_send(true);
         W.in_run = false;
+        /* The last tool reply (up to a frame's size) is not kept between runs. */
+        json_decref(W.tool_reply);
+        W.tool_reply = NULL;
         if (strcmp(status, "ok")) {
                 free(r->output);
                 r->output = NULL;

@@ -21,6 +21,7 @@
 #include "frame.h"
 #include "log.h"
 #include "loop.h"
+#include "json_cleanup.h"
 #include "macros.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"

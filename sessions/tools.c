@@ -17,6 +17,7 @@
 #include "audit.h"
 #include "log.h"
 #include "loop.h"
+#include "json_cleanup.h"
 #include "macros.h"
 #include "options.h"
 #include "r_base_names.h"
