@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "escape.h"
+
 enum log_level log_max_level = LOG_INFO;
 static char log_prefix[64] = "securerfs";
 
@@ -13,23 +15,27 @@ void log_set_prefix(const char *prefix) {
 
 void log_msg(enum log_level level, const char *fmt, ...) {
         static const char *const names[] = {"error", "warning", "info", "debug"};
-        char line[2048];
+        char msg[2048], line[64 + 16 + sizeof(msg) * TEXT_ESCAPE_GROWTH + 2];
         va_list ap;
         int n;
+        size_t len;
 
         if (level > log_max_level)
                 return;
-        n = snprintf(line, sizeof(line), "%s: %s: ", log_prefix, names[level]);
         va_start(ap, fmt);
-        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        /* The message may carry what a session chose (a tool file name, a
+         * ctl command, R's own words): every control character is escaped,
+         * so that it can neither start a line of its own (a forged log
+         * entry) nor reach the terminal the log is read on
+         * (common/escape.h). */
+        n = snprintf(line, sizeof(line), "%s: %s: ", log_prefix, names[level]);
+        len = (size_t)n + text_escape(msg, strlen(msg), line + n, 0);
         /* One write per line so that lines of several processes sharing the
          * daemon's stderr do not interleave. */
-        n = (int)strlen(line);
-        if (n < (int)sizeof(line) - 1) {
-                line[n++] = '\n';
-                line[n] = '\0';
-        }
+        line[len++] = '\n';
+        line[len] = '\0';
         fputs(line, stderr);
         fflush(stderr);
 }

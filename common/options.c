@@ -59,18 +59,41 @@ int parse_size(const char *s, long long *out) {
         return 0;
 }
 
-int parse_seconds(const char *s, double *out) {
-        char *end;
+int parse_seconds_text(const char *s, size_t len, double *out) {
+        char buf[64];
+        size_t i = 0;
         double v;
 
-        if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+        if (len > 0 && s[len - 1] == '\n')
+                len--;
+        /* Digits, then optionally a dot and digits: strtod alone would also
+         * take "0x10", "1e-9", "inf" and leading spaces. */
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+                i++;
+        if (i == 0)
                 return -EINVAL;
-        errno = 0;
-        v = strtod(s, &end);
-        if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 || v > 1e7)
+        if (i < len && s[i] == '.') {
+                size_t frac = ++i;
+                while (i < len && s[i] >= '0' && s[i] <= '9')
+                        i++;
+                if (i == frac)
+                        return -EINVAL;
+        }
+        if (i != len || len >= sizeof(buf))
+                return -EINVAL;
+        memcpy(buf, s, len);
+        buf[len] = '\0';
+        v = strtod(buf, NULL);
+        if (!isfinite(v) || v > 1e7)
                 return -EINVAL;
         *out = v;
         return 0;
+}
+
+int parse_seconds(const char *s, double *out) {
+        if (!s || memchr(s, '\n', strlen(s)))
+                return -EINVAL;
+        return parse_seconds_text(s, strlen(s), out);
 }
 
 static int set_string(char **field, const char *value) {

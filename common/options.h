@@ -48,9 +48,14 @@ int options_set(struct options *o, const char *key, const char *value, char *err
 json_t *options_to_json(const struct options *o);
 
 /* Number parsers: a non-negative decimal, optionally with a K/M/G/T suffix
- * (powers of 1024) for sizes; seconds may have a fraction. 0 or -EINVAL. */
+ * (powers of 1024) for sizes; seconds are digits with an optional fraction
+ * (a dot and digits), at most 1e7: no sign, space, exponent, hex, "inf" or
+ * "nan". 0 or -EINVAL. */
 int parse_size(const char *s, long long *out);
 int parse_seconds(const char *s, double *out);
+/* The same for s[0..len) as written to a file: one trailing newline is
+ * allowed, nothing else (a NUL is refused). */
+int parse_seconds_text(const char *s, size_t len, double *out);
 
 /* Parse a `limits` write: a JSON object whose keys are limit names and whose
  * values are non-negative integers (null: no limit).  Keys not given keep

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "macros.h"
 #include "sessions/session.h"
 #include "sessions/workspace.h"
@@ -263,6 +264,19 @@ static int stat_fd(int fd, struct stat *st) {
         return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
+/* The workspace's name for a name as files/ shows it (common/escape.h):
+ * 0 with raw (NAME_MAX + 1 bytes), -EINVAL when shown is not how any name is
+ * shown (a host-side name with a control character, or one that would be
+ * ambiguous, such as "\x41" for "A") or is no valid component, or
+ * -ENAMETOOLONG. */
+static int name_from_shown(const char *shown, char *raw) {
+        int e = name_take(shown, raw, NAME_MAX + 1);
+
+        if (e < 0)
+                return e;
+        return workspace_name_valid(raw) ? 0 : -EINVAL;
+}
+
 /* The attributes the kernel sees: the host's, with our inode number and the
  * daemon's uid/gid (the workspace's files belong to it anyway). */
 static void attr_of(struct files *f, fuse_ino_t ino, const struct stat *host, struct stat *st) {
@@ -270,6 +284,11 @@ static void attr_of(struct files *f, fuse_ino_t ino, const struct stat *host, st
         st->st_ino = ino;
         st->st_uid = f->uid;
         st->st_gid = f->gid;
+        /* No set-id or sticky bit leaves the sandbox: the mount is nosuid,
+         * but cp -a, rsync -a, tar and a copy that keeps modes would carry
+         * a set-uid bit of the code's making onto a file of the host user
+         * (root's, for a root client), outside any nosuid mount. */
+        st->st_mode &= ~(mode_t)(S_ISUID | S_ISGID | S_ISVTX);
         /* A FIFO or socket the code made would be opened by the reader's
          * own kernel, and a FIFO blocks its open until a writer comes: the
          * user's tools would hang on files/x.csv.  They are shown as empty
@@ -321,6 +340,7 @@ static void reply_new_entry(struct files *f, fuse_req_t req, struct session *s, 
 void files_lookup(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name) {
         struct session *s;
         struct fnode *pn;
+        char raw[NAME_MAX + 1];
         _cleanup_close_ int pfd = -1;
         int fd, e;
 
@@ -328,17 +348,18 @@ void files_lookup(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
                 fuse_reply_err(req, -e);
                 return;
         }
-        if (!workspace_name_valid(name)) {
-                fuse_reply_err(req, ENOENT);
+        /* A name that is not how files/ shows any name names nothing. */
+        if ((e = name_from_shown(name, raw)) < 0) {
+                fuse_reply_err(req, e == -ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
                 return;
         }
         /* O_PATH|O_NOFOLLOW: a symbolic link is looked up as itself. */
-        fd = workspace_openat(pfd, name, O_PATH, 0);
+        fd = workspace_openat(pfd, raw, O_PATH, 0);
         if (fd < 0) {
                 fuse_reply_err(req, -fd);
                 return;
         }
-        reply_new_entry(f, req, s, fd, parent, name);
+        reply_new_entry(f, req, s, fd, parent, raw);
 }
 
 void files_forget(struct files *f, fuse_ino_t ino, uint64_t nlookup) {
@@ -467,13 +488,20 @@ void files_setattr(struct files *f, fuse_req_t req, fuse_ino_t ino, struct stat 
 }
 
 /* Whether a link's text, followed by the *user's* kernel from where the link
- * is, stays inside the mount: relative, and no ".." component.  Any other
- * link (an absolute /etc/passwd, ../../../home/user/.ssh/id_rsa) would be
- * resolved by the kernel on the host side for whoever reads it, so the
- * daemon gives no text for it: readlink, and so every path through it,
- * fails with ELOOP.  Each link along a path is checked on its own. */
-static bool link_target_contained(const char *target) {
+ * is, stays inside the mount and leads strictly below the link's own
+ * directory: relative, no ".." component, and at least one component that
+ * is not ".".  Any other link would be resolved by the kernel on the host
+ * side for whoever reads it: an absolute /etc/passwd or
+ * ../../../home/user/.ssh/id_rsa leads out of the mount, and ".", "./" or
+ * "./." lead back to the directory holding the link, a cycle that find -L,
+ * du -L, grep -R and cp -rL (and R's list.files(recursive = TRUE)) walk
+ * forever: three such links in one directory make 3^40 paths before
+ * ELOOP.  So the daemon gives no text for them: readlink, and so every path
+ * through them, fails with ELOOP.  Each link along a path is checked on its
+ * own; docs/security.md shows why no cycle remains. */
+static bool link_target_safe(const char *target) {
         const char *p = target;
+        bool descends = false;
 
         if (!*target || *target == '/')
                 return false;
@@ -481,18 +509,24 @@ static bool link_target_contained(const char *target) {
                 size_t n = strcspn(p, "/");
                 if (n == 2 && p[0] == '.' && p[1] == '.')
                         return false;
+                if (n > 0 && !(n == 1 && p[0] == '.'))
+                        descends = true;
                 p += n;
                 p += strspn(p, "/");
         }
-        return true;
+        return descends;
 }
 
-/* The link's own text when it cannot lead out of the workspace (above);
- * the daemon itself never follows a link.  Valid replies: readlink, err. */
+/* The link's own text when it is safe to follow (above), spelled with each
+ * component as files/ shows names, so that the reader's kernel finds what
+ * the link names; the daemon itself never follows a link.  Valid replies:
+ * readlink, err. */
 void files_readlink(struct files *f, fuse_req_t req, fuse_ino_t ino) {
         struct session *s;
         struct fnode *n = NULL;
         char buf[PATH_MAX];
+        /* The kernel reads a link into one page (fuse_readlink_page). */
+        char shown[4096];
         ssize_t len;
         _cleanup_close_ int fd = -1;
         int e;
@@ -511,17 +545,25 @@ void files_readlink(struct files *f, fuse_req_t req, fuse_ino_t ino) {
                 return;
         }
         buf[len] = '\0';
-        if (!link_target_contained(buf)) {
+        if (!link_target_safe(buf)) {
                 fuse_reply_err(req, ELOOP);
                 return;
         }
-        fuse_reply_readlink(req, buf);
+        if ((e = path_show(buf, shown, sizeof(shown))) < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        fuse_reply_readlink(req, shown);
 }
 
-/* Valid replies: entry, err. */
-void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+/* A new symbolic link made from the host side: name and target as files/
+ * shows them, the target held to the rule readlink applies (relative, no
+ * "..", not only "."), so that the link is one readlink will give: EPERM
+ * otherwise.  Valid replies: entry, err. */
+void files_symlink(struct files *f, fuse_req_t req, const char *target, fuse_ino_t parent, const char *name) {
         struct session *s;
         struct fnode *pn;
+        char raw[NAME_MAX + 1], raw_target[PATH_MAX];
         _cleanup_close_ int pfd = -1;
         int fd, e;
 
@@ -529,28 +571,104 @@ void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char 
                 fuse_reply_err(req, -e);
                 return;
         }
-        if (!workspace_name_valid(name)) {
-                fuse_reply_err(req, EINVAL);
+        if ((e = name_from_shown(name, raw)) < 0 || (e = path_take(target, raw_target, sizeof(raw_target))) < 0) {
+                fuse_reply_err(req, -e);
                 return;
         }
-        if (mkdirat(pfd, name, mode & 0777) < 0) {
+        if (!link_target_safe(raw_target)) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        if (symlinkat(raw_target, pfd, raw) < 0) {
+                fuse_reply_err(req, errno);
+                return;
+        }
+        fd = workspace_openat(pfd, raw, O_PATH, 0);
+        if (fd < 0) {
+                fuse_reply_err(req, -fd);
+                return;
+        }
+        reply_new_entry(f, req, s, fd, parent, raw);
+}
+
+/* A new name for a file (not a directory) of the same session's
+ * workspace.  The link is made to the node's own inode, found again and
+ * checked as for open (/proc/self/fd/N with AT_SYMLINK_FOLLOW lands on that
+ * inode and follows nothing further; linkat's AT_EMPTY_PATH would need
+ * CAP_DAC_READ_SEARCH).  Valid replies: entry, err. */
+void files_link(struct files *f, fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+        struct session *s, *ns;
+        struct fnode *n, *npn;
+        struct stat st;
+        char raw[NAME_MAX + 1], path[64];
+        _cleanup_close_ int fd = -1, npfd = -1;
+        int nfd, e;
+
+        if ((e = resolve(f, ino, &s, &fd, &n)) < 0 || (e = resolve(f, newparent, &ns, &npfd, &npn)) < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        if (s != ns) {
+                fuse_reply_err(req, EXDEV);
+                return;
+        }
+        if ((e = name_from_shown(newname, raw)) < 0 || (e = stat_fd(fd, &st)) < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        if (!n || S_ISDIR(st.st_mode)) {
+                fuse_reply_err(req, EPERM);
+                return;
+        }
+        proc_path(fd, path, sizeof(path));
+        if (linkat(AT_FDCWD, path, npfd, raw, AT_SYMLINK_FOLLOW) < 0) {
+                fuse_reply_err(req, errno);
+                return;
+        }
+        nfd = workspace_openat(npfd, raw, O_PATH, 0);
+        if (nfd < 0) {
+                fuse_reply_err(req, -nfd);
+                return;
+        }
+        reply_new_entry(f, req, s, nfd, newparent, raw);
+}
+
+/* Valid replies: entry, err. */
+void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+        struct session *s;
+        struct fnode *pn;
+        char raw[NAME_MAX + 1];
+        _cleanup_close_ int pfd = -1;
+        int fd, e;
+
+        if ((e = resolve(f, parent, &s, &pfd, &pn)) < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        if ((e = name_from_shown(name, raw)) < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        /* rwx bits only: no set-gid or sticky directory from this side. */
+        if (mkdirat(pfd, raw, mode & 0777) < 0) {
                 fuse_reply_err(req, errno);
                 return;
         }
         /* If the code swapped something else in meanwhile, this fails
          * rather than follows it. */
-        fd = workspace_openat(pfd, name, O_PATH | O_DIRECTORY, 0);
+        fd = workspace_openat(pfd, raw, O_PATH | O_DIRECTORY, 0);
         if (fd < 0) {
                 fuse_reply_err(req, -fd);
                 return;
         }
-        reply_new_entry(f, req, s, fd, parent, name);
+        reply_new_entry(f, req, s, fd, parent, raw);
 }
 
 static void remove_entry(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, int flags) {
         struct session *s;
         struct fnode *pn;
         struct stat st;
+        char raw[NAME_MAX + 1];
         _cleanup_close_ int pfd = -1;
         int e;
 
@@ -558,15 +676,15 @@ static void remove_entry(struct files *f, fuse_req_t req, fuse_ino_t parent, con
                 fuse_reply_err(req, -e);
                 return;
         }
-        if (!workspace_name_valid(name)) {
-                fuse_reply_err(req, EINVAL);
+        if ((e = name_from_shown(name, raw)) < 0) {
+                fuse_reply_err(req, -e);
                 return;
         }
         /* unlinkat never follows the final component: a link goes, not its
          * target. */
-        if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        if (fstatat(pfd, raw, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 st.st_nlink = 0;
-        if (unlinkat(pfd, name, flags) < 0) {
+        if (unlinkat(pfd, raw, flags) < 0) {
                 fuse_reply_err(req, errno);
                 return;
         }
@@ -590,6 +708,7 @@ void files_rename(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
                   const char *newname, unsigned int flags) {
         struct session *s, *ns;
         struct fnode *pn, *npn;
+        char raw[NAME_MAX + 1], newraw[NAME_MAX + 1];
         _cleanup_close_ int pfd = -1, npfd = -1;
         int e;
 
@@ -601,11 +720,11 @@ void files_rename(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
                 fuse_reply_err(req, EXDEV);
                 return;
         }
-        if (!workspace_name_valid(name) || !workspace_name_valid(newname)) {
-                fuse_reply_err(req, EINVAL);
+        if ((e = name_from_shown(name, raw)) < 0 || (e = name_from_shown(newname, newraw)) < 0) {
+                fuse_reply_err(req, -e);
                 return;
         }
-        if (renameat2(pfd, name, npfd, newname, flags) < 0) {
+        if (renameat2(pfd, raw, npfd, newraw, flags) < 0) {
                 fuse_reply_err(req, errno);
                 return;
         }
@@ -641,7 +760,7 @@ void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
         struct fnode *pn, *n;
         struct stat st;
         struct fuse_entry_param ep = {0};
-        char path[64];
+        char path[64], raw[NAME_MAX + 1];
         _cleanup_close_ int fd = -1, pathfd = -1, pfd = -1;
         int e;
 
@@ -649,11 +768,16 @@ void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
                 fuse_reply_err(req, -e);
                 return;
         }
-        if (!S_ISREG(mode) || !workspace_name_valid(name)) {
-                fuse_reply_err(req, S_ISREG(mode) ? EINVAL : EPERM);
+        if (!S_ISREG(mode)) {
+                fuse_reply_err(req, EPERM);
                 return;
         }
-        fd = workspace_openat(pfd, name, open_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL), mode & 0777);
+        if ((e = name_from_shown(name, raw)) < 0) {
+                fuse_reply_err(req, -e);
+                return;
+        }
+        /* rwx bits only (no set-id from this side either). */
+        fd = workspace_openat(pfd, raw, open_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL), mode & 0777);
         if (fd < 0) {
                 fuse_reply_err(req, -fd);
                 return;
@@ -675,7 +799,7 @@ void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
                 return;
         }
         fd = -1; /* the handle has it */
-        n = node_get(f, s->id, TAKE_FD(pathfd), &st, parent, name);
+        n = node_get(f, s->id, TAKE_FD(pathfd), &st, parent, raw);
         if (!n) {
                 struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
                 close(h->fd);
@@ -862,6 +986,7 @@ void files_readdir(struct files *f, fuse_req_t req, fuse_ino_t ino, size_t size,
                 struct dirent *de = h->pending;
                 struct stat st = {0};
                 struct fnode *n;
+                char shown[NAME_MAX * NAME_SHOW_GROWTH + 1];
                 size_t need;
 
                 if (!de) {
@@ -878,7 +1003,12 @@ void files_readdir(struct files *f, fuse_req_t req, fuse_ino_t ino, size_t size,
                 n = node_by_host(f, h->sid, h->dev, de->d_ino);
                 st.st_ino = n ? n->ino : (UNKNOWN_INO_BIT | FILES_INO_BIT | (de->d_ino & (UNKNOWN_INO_BIT - 1)));
                 st.st_mode = de->d_type == DT_DIR || de->d_type == DT_LNK ? DTTOIF(de->d_type) : S_IFREG;
-                need = fuse_add_direntry(req, buf + len, size - len, de->d_name, &st, de->d_off);
+                /* The name as files/ shows it: control characters, invalid
+                 * UTF-8, backslashes and a leading '-' escaped, at most
+                 * 4 x NAME_MAX = 1020 bytes (the kernel takes up to
+                 * FUSE_NAME_MAX, 1024); lookup takes it back. */
+                name_show(de->d_name, strlen(de->d_name), shown);
+                need = fuse_add_direntry(req, buf + len, size - len, shown, &st, de->d_off);
                 if (need > size - len) {
                         h->pending = de;
                         break;

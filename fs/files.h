@@ -13,13 +13,24 @@
  *     unlinkat, renameat2: none of them follows a final link);
  *   - symbolic links are shown as links and the daemon never follows one
  *     (opening one by inode fails with ELOOP); readlink gives a link's text
- *     only when it is relative with no ".." component, because the reader's
- *     own kernel follows what readlink returns: a link that could lead out
- *     of the mount (/etc/passwd, ../../x) reads as ELOOP, so no path through
- *     it reaches any file of the host;
+ *     only when it is relative with no ".." component and not only "."
+ *     components, because the reader's own kernel follows what readlink
+ *     returns: a link that could lead out of the mount (/etc/passwd,
+ *     ../../x) or back to its own directory (".", a cycle) reads as ELOOP,
+ *     so no path through it reaches any file of the host and no walk that
+ *     follows links loops;
  *   - opening, chmod and truncation of a node go through its own descriptor
  *     (/proc/self/fd/N, which lands on that very inode), only for regular
  *     files and directories.
+ *
+ * What the host sees is data, never a lever: modes are reported without
+ * set-id and sticky bits, and chmod, mkdir and create set rwx bits only.
+ * Names cross as common/escape.h shows them: a name with a control
+ * character, invalid UTF-8, a backslash or a leading '-' is listed escaped
+ * (\xHH), every operation that takes a name takes the shown spelling back
+ * exactly, and a host-side name that is the shown form of no name (a raw
+ * control character, "\x41" for "A") is refused with EINVAL (ENOENT for a
+ * lookup).  Link texts are shown component by component the same way.
  *
  * Inode numbers: FILES_INO_BIT | a never-reused serial, one per host inode
  * while the kernel holds a lookup on it (lookup counts and forget are
@@ -62,6 +73,12 @@ void files_getattr(struct files *f, fuse_req_t req, fuse_ino_t ino);
 void files_setattr(struct files *f, fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                    struct fuse_file_info *fi);
 void files_readlink(struct files *f, fuse_req_t req, fuse_ino_t ino);
+/* A symbolic link made from the host side, its target held to readlink's
+ * rule (EPERM otherwise). */
+void files_symlink(struct files *f, fuse_req_t req, const char *target, fuse_ino_t parent, const char *name);
+/* A hard link to a non-directory; both in the same session's files/ (else
+ * EXDEV). */
+void files_link(struct files *f, fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
 void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
 void files_unlink(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name);
 void files_rmdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name);

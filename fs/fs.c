@@ -237,9 +237,17 @@ static void text_set_json(struct text *t, json_t *j) {
         json_decref(j);
 }
 
+/* In the same plain decimal a write takes (no exponent), so that what is
+ * read can be written back. */
 static void format_timeout(const struct session *s, struct text *t) {
         char b[64];
-        int n = snprintf(b, sizeof(b), "%g\n", s->timeout_s);
+        int n = snprintf(b, sizeof(b), "%.9f", s->timeout_s);
+
+        while (n > 0 && b[n - 1] == '0')
+                n--;
+        if (n > 0 && b[n - 1] == '.')
+                n--;
+        b[n++] = '\n';
         text_set(t, b, (size_t)n);
 }
 
@@ -680,6 +688,28 @@ static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         fuse_reply_err(req, EPERM);
 }
 
+/* Links only in files/ (fs/files.h has their rules); elsewhere the tree is
+ * the daemon's.  Valid replies: entry, err. */
+static void fs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name) {
+        struct fs *fs = req_fs(req);
+
+        if (files_owns(fs->files, parent))
+                files_symlink(fs->files, req, target, parent, name);
+        else
+                fuse_reply_err(req, EPERM);
+}
+
+/* Valid replies: entry, err. */
+static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+        struct fs *fs = req_fs(req);
+        bool from = files_owns(fs->files, ino), to = files_owns(fs->files, newparent);
+
+        if (from && to)
+                files_link(fs->files, req, ino, newparent, newname);
+        else
+                fuse_reply_err(req, from || to ? EXDEV : EPERM);
+}
+
 /* Only regular files in a tools/ directory.  Valid replies: create, err. */
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
         struct fs *fs = req_fs(req);
@@ -988,12 +1018,6 @@ static int buffer_write(struct text *t, const char *data, size_t size, off_t off
         return text_append(t, data + overlap, size - overlap);
 }
 
-static void trim(char *s) {
-        size_t n = strlen(s);
-        while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-                s[--n] = '\0';
-}
-
 /* Valid replies: write, err. */
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
                      struct fuse_file_info *fi) {
@@ -1037,21 +1061,19 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                 fuse_reply_write(req, size);
                 return;
         case SF_CTL: {
-                char cmd[32];
-                if (size >= sizeof(cmd)) {
-                        fuse_reply_err(req, EINVAL);
-                        return;
-                }
-                memcpy(cmd, data, size);
-                cmd[size] = '\0';
-                trim(cmd);
-                if (strcmp(cmd, "interrupt") == 0) {
+                /* One command a write, exactly: "interrupt" or "restart",
+                 * with at most one trailing newline.  Anything else is
+                 * refused as a whole, so "restart\nrestart" or a command
+                 * with junk after it does nothing at all; the log line
+                 * escapes what was written (common/log.c). */
+                size_t n = size > 0 && data[size - 1] == '\n' ? size - 1 : size;
+                if (n == 9 && memcmp(data, "interrupt", 9) == 0) {
                         session_interrupt(s);
-                } else if (strcmp(cmd, "restart") == 0) {
+                } else if (n == 7 && memcmp(data, "restart", 7) == 0) {
                         session_restart(s);
                 } else {
-                        log_info("session %s: ctl: unknown command \"%.31s\" (known: interrupt, restart)", s->name,
-                                 cmd);
+                        log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart)", s->name,
+                                 (int)MIN(size, 64), data, size > 64 ? "..." : "");
                         fuse_reply_err(req, EINVAL);
                         return;
                 }
@@ -1059,20 +1081,18 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                 return;
         }
         case SF_TIMEOUT: {
-                struct text copy = {0};
                 double v;
+                /* The whole of what this handle wrote: a plain decimal of
+                 * seconds with an optional fraction and at most one
+                 * trailing newline (parse_seconds_text). */
                 e = buffer_write(&h->buf, data, size, off, 64);
                 if (e == 0)
-                        e = text_append(&copy, h->buf.data, h->buf.len);
-                if (e == 0) {
-                        trim(copy.data);
-                        e = parse_seconds(copy.data, &v);
-                }
-                text_free(&copy);
+                        e = parse_seconds_text(h->buf.data, h->buf.len, &v);
                 if (e == 0)
                         e = session_set_timeout(s, v);
                 if (e < 0) {
-                        log_info("session %s: timeout: expected a number of seconds (0: none); unchanged", s->name);
+                        log_info("session %s: timeout: expected a number of seconds such as 30 or 2.5 (0: none); "
+                                 "unchanged", s->name);
                         h->buf.len = 0;
                         fuse_reply_err(req, EINVAL);
                         return;
@@ -1496,6 +1516,8 @@ static const struct fuse_lowlevel_ops fs_ops = {
         .getattr = fs_getattr,
         .setattr = fs_setattr,
         .mknod = fs_mknod,
+        .symlink = fs_symlink,
+        .link = fs_link,
         .mkdir = fs_mkdir,
         .unlink = fs_unlink,
         .rmdir = fs_rmdir,

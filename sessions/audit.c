@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "log.h"
 
 struct audit {
@@ -69,6 +70,17 @@ char *audit_format(json_t *ev, size_t *len) {
         if (!text)
                 return NULL;
         n = strlen(text);
+        /* jansson escapes the C0 controls but writes DEL and the C1
+         * controls (U+0080-U+009F) raw, and these lines are read with cat
+         * (the log file, the session's log): those become \u00HH, the same
+         * JSON value (common/escape.h). */
+        if (text_needs_escape(text, n, ESCAPE_JSON)) {
+                char *escaped = text_escape_dup(text, n, ESCAPE_JSON, &n);
+                free(text);
+                if (!escaped)
+                        return NULL;
+                text = escaped;
+        }
         line = realloc(text, n + 2);
         if (!line) {
                 free(text);

@@ -13,8 +13,9 @@ struct audit;
 int audit_open(const char *path, struct audit **out);
 void audit_close(struct audit *a);
 
-/* Turn ev (stolen) into one line, "time" added, ending in "\n".  NULL on
- * allocation failure.  The caller frees it. */
+/* Turn ev (stolen) into one line, "time" added, ending in "\n", with no
+ * control character raw (DEL and U+0080-U+009F as \u00HH: the line is read
+ * with cat).  NULL on allocation failure.  The caller frees it. */
 char *audit_format(json_t *ev, size_t *len);
 /* Append a line to the file; a NULL audit does nothing. */
 void audit_write(struct audit *a, const char *line, size_t len);

@@ -18,6 +18,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "escape.h"
 #include "frame.h"
 #include "log.h"
 #include "loop.h"
@@ -77,7 +78,13 @@ struct run {
         double cpu_base_s;
         size_t console_received;
         bool console_truncated;
-        struct text console;
+        struct text console;         /* exactly what the run printed (result.json) */
+        /* What the console file shows once the run printed a control
+         * character (common/escape.h): console's bytes with those escaped,
+         * grown frame by frame (a frame holds whole UTF-8 characters).
+         * Until then the file shows console itself. */
+        struct text console_shown;
+        bool console_escaped;
         struct loop_timer *deadline; /* the timeout, then the grace period */
         bool in_grace;
         unsigned tool_calls;         /* tool_call frames in this run */
@@ -522,10 +529,30 @@ static void run_free(struct run *r) {
         workspace_snapshot_free(r->before);
         free(r->code);
         text_free(&r->console);
+        text_free(&r->console_shown);
         free(r);
 }
 
 static void publish_result(struct session *s, struct result *res);
+
+/* Append text to what the console file shows: as it is, or escaped once
+ * anything in the run needed it (the file then shows console_shown, which
+ * starts as a copy of console so that offsets already read stay valid). */
+static void console_show(struct run *r, const char *text, size_t n) {
+        char *escaped;
+        size_t len;
+
+        if (!r->console_escaped) {
+                if (!text_needs_escape(text, n, ESCAPE_KEEP_LINES))
+                        return;
+                r->console_escaped = true;
+                text_append(&r->console_shown, r->console.data ? r->console.data : "", r->console.len);
+        }
+        escaped = text_escape_dup(text, n, ESCAPE_KEEP_LINES, &len);
+        if (escaped)
+                text_append(&r->console_shown, escaped, len);
+        free(escaped);
+}
 
 static void console_add(struct session *s, const char *text, size_t n) {
         struct sessions *t = s->owner;
@@ -540,16 +567,35 @@ static void console_add(struct session *s, const char *text, size_t n) {
                 /* Cut at a character boundary so the file stays UTF-8. */
                 while (room > 0 && ((unsigned char)text[room] & 0xC0) == 0x80)
                         room--;
+                console_show(r, text, room);
                 text_append(&r->console, text, room);
                 snprintf(marker, sizeof(marker), "\n[console output truncated at %lld bytes]\n",
                          (long long)t->opt->console_max_bytes);
+                console_show(r, marker, strlen(marker));
                 text_append(&r->console, marker, strlen(marker));
                 r->console_truncated = true;
         } else {
+                console_show(r, text, n);
                 text_append(&r->console, text, n);
         }
         if (t->ev.console_grew)
                 t->ev.console_grew(s);
+}
+
+/* Append text to a file people read with cat (output, error): control
+ * characters shown escaped, newlines and tabs kept (common/escape.h). */
+static void text_append_shown(struct text *t, const char *text, size_t n) {
+        char *escaped;
+        size_t len;
+
+        if (!text_needs_escape(text, n, ESCAPE_KEEP_LINES)) {
+                text_append(t, text, n);
+                return;
+        }
+        escaped = text_escape_dup(text, n, ESCAPE_KEEP_LINES, &len);
+        if (escaped)
+                text_append(t, escaped, len);
+        free(escaped);
 }
 
 /* Build the published result of the run under way. */
@@ -579,7 +625,7 @@ static struct result *result_build(struct session *s, enum run_status status, co
         res->console = r->console;
         r->console = (struct text){0};
         if (status == RUN_OK) {
-                text_append(&res->output, output, strlen(output));
+                text_append_shown(&res->output, output, strlen(output));
                 text_append(&res->output, "\n", 1);
                 vj = json_dumps(value ? value : json_null(), JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
                 if (vj) {
@@ -587,7 +633,7 @@ static struct result *result_build(struct session *s, enum run_status status, co
                         text_append(&res->value_json, "\n", 1);
                 }
         } else {
-                text_append(&res->error, error, strlen(error));
+                text_append_shown(&res->error, error, strlen(error));
                 text_append(&res->error, "\n", 1);
         }
         j = json_pack("{s:I, s:s, s:O?, s:s?, s:s, s:s%, s:o, s:f, s:I}", "seq", (json_int_t)r->seq, "status",
@@ -617,6 +663,13 @@ static struct result *result_build(struct session *s, enum run_status status, co
         if (rj) {
                 text_append(&res->result_json, rj, strlen(rj));
                 text_append(&res->result_json, "\n", 1);
+        }
+        /* result.json has the exact text; from now on the console file
+         * shows the escaped one. */
+        if (r->console_escaped) {
+                text_free(&res->console);
+                res->console = r->console_shown;
+                r->console_shown = (struct text){0};
         }
         return res;
 }
@@ -935,7 +988,7 @@ const struct text *session_console(const struct session *s) {
         static const struct text empty = {(char *)"", 0, 0};
 
         if (s->run && s->run->sent)
-                return &s->run->console;
+                return s->run->console_escaped ? &s->run->console_shown : &s->run->console;
         if (s->last)
                 return &s->last->console;
         return &empty;

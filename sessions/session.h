@@ -61,6 +61,8 @@ struct result {
         unsigned refs;
         uint64_t seq;
         enum run_status status;
+        /* The files read with cat: control characters shown escaped
+         * (common/escape.h); result_json has the exact text. */
         struct text output;      /* formatted value + "\n"; empty after an error */
         struct text error;       /* message + "\n"; empty on success */
         struct text console;

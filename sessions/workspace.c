@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <linux/openat2.h>
 
+#include "escape.h"
 #include "log.h"
 #include "macros.h"
 #include "sandbox/keeper.h"
@@ -415,6 +416,7 @@ json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *
                           bool *truncated) {
         struct workspace_snapshot *now = workspace_snapshot(w);
         json_t *list = json_array();
+        char shown[PATH_MAX * NAME_SHOW_GROWTH];
 
         *truncated = false;
         if (!now || !list) {
@@ -435,7 +437,12 @@ json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *
                         *truncated = true;
                         break;
                 }
-                json_array_append_new(list, json_string(e->path));
+                /* The path as files/ shows it: a name that is not valid
+                 * UTF-8 or holds a control character is escaped (and so can
+                 * always be a JSON string), and it is the very path that
+                 * leads to the file through the mount (common/escape.h). */
+                if (path_show(e->path, shown, sizeof(shown)) == 0)
+                        json_array_append_new(list, json_string(shown));
         }
         if (now->seen >= SCAN_MAX_ENTRIES)
                 *truncated = true;

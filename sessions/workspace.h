@@ -61,8 +61,10 @@ int workspace_charge(struct workspace *w, long long growth);
 struct workspace_snapshot *workspace_snapshot(struct workspace *w);
 void workspace_snapshot_free(struct workspace_snapshot *s);
 /* The relative paths of regular files that are new or changed since before
- * (at most limit, sorted; *truncated when there were more), as a JSON array.
- * Also recounts the usage in none mode. */
+ * (at most limit, sorted; *truncated when there were more), as a JSON array,
+ * each spelled as files/ shows it (names escaped as common/escape.h says, so
+ * a name that is not UTF-8 is listed too).  Also recounts the usage in none
+ * mode. */
 json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *before, size_t limit,
                           bool *truncated);
 

@@ -31,6 +31,25 @@ int main(void) {
         CHECK(parse_seconds("inf", &d) == -EINVAL);
         CHECK(parse_seconds("-3", &d) == -EINVAL);
         CHECK(parse_seconds("3s", &d) == -EINVAL);
+        /* As strict as limits: a plain decimal, one trailing newline in a
+         * file, nothing else. */
+        CHECK(parse_seconds("0x10", &d) == -EINVAL);
+        CHECK(parse_seconds("1e-9", &d) == -EINVAL);
+        CHECK(parse_seconds(" 5", &d) == -EINVAL);
+        CHECK(parse_seconds("5 ", &d) == -EINVAL);
+        CHECK(parse_seconds(".5", &d) == -EINVAL);
+        CHECK(parse_seconds("5.", &d) == -EINVAL);
+        CHECK(parse_seconds("+5", &d) == -EINVAL);
+        CHECK(parse_seconds("", &d) == -EINVAL);
+        CHECK(parse_seconds("5\n", &d) == -EINVAL);
+        CHECK(parse_seconds("10000001", &d) == -EINVAL);
+        CHECK(parse_seconds("007.250", &d) == 0 && d == 7.25);
+        CHECK(parse_seconds_text("15\n", 3, &d) == 0 && d == 15);
+        CHECK(parse_seconds_text("15\n\n", 4, &d) == -EINVAL);
+        CHECK(parse_seconds_text("15\0", 3, &d) == -EINVAL);
+        CHECK(parse_seconds_text("1\0" "5", 3, &d) == -EINVAL);
+        CHECK(parse_seconds_text("15\r\n", 4, &d) == -EINVAL);
+        CHECK(parse_seconds_text("\n", 1, &d) == -EINVAL);
 
         CHECK(options_set(&o, "timeout", "5", err, sizeof(err)) == 0 && o.timeout_s == 5);
         CHECK(options_set(&o, "timeout", "abc", err, sizeof(err)) == -EINVAL && o.timeout_s == 5);
