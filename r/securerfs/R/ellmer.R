@@ -155,10 +155,31 @@ ellmer_tool_images <- function() {
     utils::packageVersion("ellmer") >= "0.4.0"
 }
 
+# The largest image the tool copies out of the workspace and sends.
+image_max_bytes <- 5e6
+
+# Copy the images out of the session's workspace into dir, each checked
+# against max_bytes before any of it is read and written with a fixed mode
+# (SecureSession$download()); an image that is too large, gone, or a link is
+# left out.  Returns the paths of the copies.
+copy_images <- function(session, imgs, dir, max_bytes = image_max_bytes) {
+  out <- character()
+  for (i in seq_along(imgs)) {
+    dest <- file.path(dir, sprintf("%d-%s", i, basename(imgs[[i]])))
+    ok <- tryCatch({
+      session$download(imgs[[i]], dest, max_bytes = max_bytes)
+      TRUE
+    }, error = function(e) FALSE)
+    if (ok) out <- c(out, dest)
+  }
+  out
+}
+
 # The tool's answer: the text alone when the run made no image; with
 # ellmer >= 0.4.0, a ContentToolResult whose value is the text and the
-# images (each copied out of the workspace first, at most 5 MB); with an
-# older ellmer, the text naming the new files.
+# images (each copied out of the workspace first, at most 5 MB, its size
+# checked before it is read); with an older ellmer, the text naming the new
+# files.
 tool_result_with_images <- function(session, text, files,
                                     images_supported = ellmer_tool_images()) {
   imgs <- new_images(files)
@@ -167,21 +188,14 @@ tool_result_with_images <- function(session, text, files,
                  paste(imgs, collapse = ", "), "]")
   if (!images_supported) return(paste0(text, note))
   dir <- tempfile("securerfs-images-")
-  dir.create(dir)
+  dir.create(dir, mode = "0700")
   on.exit(unlink(dir, recursive = TRUE), add = TRUE) # read into memory below
   contents <- list(ellmer::ContentText(paste0(text, note)))
   resize <- if (requireNamespace("magick", quietly = TRUE)) "low" else "none"
-  for (i in seq_along(imgs)) {
-    dest <- file.path(dir, sprintf("%d-%s", i, basename(imgs[[i]])))
-    ok <- tryCatch({
-      session$download(imgs[[i]], dest)
-      file.size(dest) <= 5e6
-    }, error = function(e) FALSE)
-    if (isTRUE(ok)) {
-      img <- tryCatch(ellmer::content_image_file(dest, resize = resize),
-                      error = function(e) NULL)
-      if (!is.null(img)) contents[[length(contents) + 1L]] <- img
-    }
+  for (dest in copy_images(session, imgs, dir)) {
+    img <- tryCatch(ellmer::content_image_file(dest, resize = resize),
+                    error = function(e) NULL)
+    if (!is.null(img)) contents[[length(contents) + 1L]] <- img
   }
   ellmer::ContentToolResult(value = contents)
 }

@@ -4,9 +4,17 @@
 #'
 #' @description
 #' securer's \code{SecureSessionPool}: \code{size} sessions created at once;
-#' \code{$execute()} takes an idle one, runs the code and gives it back. A
+#' \code{$execute()} takes an idle one and runs the code. By default
+#' (\code{reset_between_uses = TRUE}) the session is then closed and a fresh
+#' one (new R state, empty workspace) takes its place, so nothing one use
+#' leaves reaches the next; with \code{FALSE} it is given back as it is. A
 #' session found dead when it is taken (closed, or its directory gone) is
 #' replaced by a new one, and so is a session that died during a run.
+#'
+#' Use the default whenever the pool serves more than one user or caller
+#' that must not see another's data; set \code{reset_between_uses = FALSE}
+#' only when every use belongs to one user who wants state kept between
+#' calls.
 #'
 #' @examples
 #' \dontrun{
@@ -25,13 +33,14 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     #' @param sandbox Logical: run in the jail.
     #' @param limits Resource limits, as for \code{\link{SecureSession}}.
     #' @param verbose Logical: diagnostic messages.
-    #' @param reset_between_uses Logical: restart a session (clearing its
-    #'   variables) each time it is given back.
+    #' @param reset_between_uses Logical: \code{TRUE} (default) closes the
+    #'   session after each use and puts a fresh one in its place;
+    #'   \code{FALSE} gives it back with its state and files.
     #' @param ... More arguments for \code{SecureSession$new()}, such as
     #'   \code{mount}.
     initialize = function(size = 4, tools = list(), sandbox = TRUE,
                           limits = NULL, verbose = FALSE,
-                          reset_between_uses = FALSE, ...) {
+                          reset_between_uses = TRUE, ...) {
       size <- as.integer(size)
       if (length(size) != 1L || is.na(size) || size < 1L) {
         stop("`size` must be at least 1.", call. = FALSE)
@@ -85,7 +94,8 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       if (private$closed) {
         return(list(total = 0L, busy = 0L, idle = 0L, dead = 0L))
       }
-      alive <- vapply(private$sessions, function(s) s$is_alive(), logical(1))
+      alive <- vapply(private$sessions, function(s) !is.null(s) && s$is_alive(),
+                      logical(1))
       list(total = length(private$sessions), busy = sum(private$busy),
            idle = sum(!private$busy & alive), dead = sum(!alive))
     },
@@ -111,7 +121,7 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     #' @description Close every session.
     #' @return Invisible self.
     close = function() {
-      for (s in private$sessions) try(s$close(), silent = TRUE)
+      for (s in private$sessions) if (!is.null(s)) try(s$close(), silent = TRUE)
       private$sessions <- list()
       private$busy <- logical()
       private$closed <- TRUE
@@ -128,27 +138,42 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
 
     new_session = function() do.call(SecureSession$new, private$args),
 
+    # An idle slot, with a live session in it (a dead or missing one is
+    # replaced here; if that fails, the error is the caller's and the slot
+    # stays free).
     acquire = function() {
       idle <- which(!private$busy)
       if (length(idle) == 0L) return(NULL)
       idx <- idle[[1L]]
-      if (!private$sessions[[idx]]$is_alive()) {
-        try(private$sessions[[idx]]$close(), silent = TRUE)
+      s <- private$sessions[[idx]]
+      if (is.null(s) || !s$is_alive()) {
+        if (!is.null(s)) s$close()
+        private$sessions[idx] <- list(NULL)
         private$sessions[[idx]] <- private$new_session()
       }
       private$busy[[idx]] <- TRUE
       idx
     },
 
+    # After a use.  With reset, the used session never goes back: it is
+    # closed (its worker, R state and workspace go) and a fresh one is made
+    # for the next use -- a pooled worker of the mount, forked from its
+    # zygote, so this is cheap.  If the fresh one cannot be made now, the
+    # slot is left empty and acquire() makes one.
     release = function(idx) {
       if (private$closed || idx > length(private$sessions)) return()
       s <- private$sessions[[idx]]
-      if (!s$is_alive()) {
-        try(s$close(), silent = TRUE)
-        private$sessions[[idx]] <- tryCatch(private$new_session(),
-                                            error = function(e) s)
-      } else if (private$reset) {
-        try(s$restart(), silent = TRUE)
+      if (private$reset || is.null(s) || !s$is_alive()) {
+        if (!is.null(s)) s$close()
+        private$sessions[idx] <- list(NULL)
+        fresh <- tryCatch(private$new_session(), error = function(e) {
+          if (isTRUE(private$args$verbose)) {
+            message("[securerfs] pool: no fresh session for now (",
+                    conditionMessage(e), "); the next use makes one")
+          }
+          NULL
+        })
+        if (!is.null(fresh)) private$sessions[[idx]] <- fresh
       }
       private$busy[[idx]] <- FALSE
     }

@@ -208,7 +208,9 @@ SecureSession <- R6::R6Class("SecureSession",
     #' @param validate Logical: parse the code in R first and raise a syntax
     #'   error without running anything.
     #' @param output_handler \code{NULL} or a function called with each
-    #'   line the code prints, while the run goes on.
+    #'   line the code prints, while the run goes on, as the session's
+    #'   \code{console} file shows it: terminal control characters escaped
+    #'   (\code{"\\x1b"}); the \code{"output"} attribute has the exact text.
     #' @param max_tool_calls Largest number of tool calls in this run, or
     #'   \code{NULL} (see Details).
     #' @param max_code_length Largest \code{nchar(code)}.
@@ -320,13 +322,21 @@ SecureSession <- R6::R6Class("SecureSession",
 
     #' @description Copy a file of the session's workspace to the host.
     #'   Only regular files are copied: a symbolic link the code made is
-    #'   refused, whatever it points to.
+    #'   refused, whatever it points to. The file's size is checked before
+    #'   any of it is read, and the copy is a new file with mode 0644 (0755
+    #'   when the file is executable by its owner), less the umask: never
+    #'   set-id.
     #' @param name The file's name in the workspace (as \code{$files()}
     #'   lists it).
     #' @param dest Where to write it (default: its base name in the current
-    #'   directory). An existing file is overwritten.
+    #'   directory). An existing file (or link) there is replaced.
+    #' @param max_bytes The largest file copied (default: the option
+    #'   \code{securerfs.download_max_bytes}, else 256 MiB); a larger one is
+    #'   an error and nothing is written.
     #' @return \code{dest}, invisibly.
-    download = function(name, dest = basename(name)) {
+    download = function(name, dest = basename(name),
+                        max_bytes = download_max_bytes_default()) {
+      check_max_bytes(max_bytes)
       if (private$closed || is.null(private$dir)) {
         stop("The session is closed.", call. = FALSE)
       }
@@ -343,34 +353,23 @@ SecureSession <- R6::R6Class("SecureSession",
         stop(sprintf("%s is a symbolic link in the workspace; not copied.", name),
              call. = FALSE)
       }
-      info <- file.info(src, extra_cols = FALSE)
-      if (is.na(info$size) || isTRUE(info$isdir)) {
-        stop(sprintf("No file %s in the session's workspace.", name),
-             call. = FALSE)
-      }
-      ok <- suppressWarnings(file.copy(src, dest, overwrite = TRUE))
-      if (!isTRUE(ok)) {
-        stop(sprintf("Could not copy %s from the workspace to %s.", name, dest),
-             call. = FALSE)
-      }
+      copy_out(src, dest, max_bytes, what = name)
       invisible(dest)
     },
 
-    #' @description The files in the session's workspace.
+    #' @description The files in the session's workspace, found without
+    #'   following any link the code made (so links to \code{"."} cannot
+    #'   make the walk loop), at most 64 directories deep and 100,000
+    #'   entries.
     #' @return A data frame with one row per regular file: \code{name}
-    #'   (relative to \code{/work}), \code{size} (bytes) and \code{mtime}.
+    #'   (relative to \code{/work}, as the mount shows it: a name with
+    #'   control characters is escaped), \code{size} (bytes) and
+    #'   \code{mtime}.
     files = function() {
       if (private$closed || is.null(private$dir)) {
         stop("The session is closed.", call. = FALSE)
       }
-      root <- file.path(private$dir, "files")
-      names <- list.files(root, recursive = TRUE, all.files = TRUE,
-                          no.. = TRUE)
-      info <- file.info(file.path(root, names), extra_cols = FALSE)
-      keep <- !is.na(info$size) & !info$isdir
-      data.frame(name = names[keep], size = info$size[keep],
-                 mtime = info$mtime[keep], stringsAsFactors = FALSE,
-                 row.names = NULL)
+      workspace_walk(file.path(private$dir, "files"))
     },
 
     #' @description One line describing the session.
@@ -632,9 +631,11 @@ SecureSession <- R6::R6Class("SecureSession",
       res <- jsonlite::fromJSON(res_txt, simplifyVector = FALSE)
       console <- res$console %||% ""
       if (is.function(output_handler)) {
-        cb <- charToRaw(enc2utf8(console))
-        rest <- if (length(cb) > emitted) cb[(emitted + 1L):length(cb)] else
-          raw(0)
+        # The rest of the console file (the handler sees the lines as the
+        # file shows them, control characters escaped; the value's "output"
+        # attribute has the exact text).
+        rest <- tryCatch(read_from(file.path(dir, "console"), emitted),
+                         error = function(e) raw(0))
         emit_lines(c(.securerfs_partial(output_handler), rest),
                    output_handler, final = TRUE)
       }
@@ -693,7 +694,8 @@ SecureSession <- R6::R6Class("SecureSession",
             result = res, output = lines)
     },
 
-    # Poll the console while the run goes on; returns the bytes emitted.
+    # Poll the console file while the run goes on; returns the bytes
+    # emitted (an offset in that file).
     stream_console = function(handler) {
       dir <- private$dir
       offset <- 0

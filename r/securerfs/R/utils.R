@@ -120,3 +120,128 @@ sanitize_error_message <- function(msg, max_length = 500L) {
   }
   msg
 }
+
+# ---- copies out of the sandbox and walks of a workspace -------------------
+#
+# A workspace is written by the sandboxed code, so nothing in it is trusted
+# on the host: a file may carry set-id bits (the mount reports modes without
+# them, but a copy must not depend on that), may be far larger than the
+# caller wants on its disk, may grow while it is read, and a directory may be
+# a link back to itself.
+
+# The largest file $download() copies unless told otherwise.
+download_max_bytes_default <- function() {
+  getOption("securerfs.download_max_bytes", 256 * 1024^2)
+}
+
+check_max_bytes <- function(max_bytes) {
+  if (!is.numeric(max_bytes) || length(max_bytes) != 1L ||
+      is.na(max_bytes) || max_bytes < 0) {
+    stop("`max_bytes` must be a single non-negative number of bytes.",
+         call. = FALSE)
+  }
+  max_bytes
+}
+
+# Copy src (a regular file of a workspace) to dest on the host.  Its size is
+# checked against max_bytes before a byte is read, and no more than
+# max_bytes are read even if it grows meanwhile.  The copy is a new file
+# (created private, then renamed over dest: a link at dest is replaced, not
+# followed) with a fixed mode: 0644, or 0755 when the source is executable
+# by its owner, less the umask; never set-id or sticky (no copy.mode).
+copy_out <- function(src, dest, max_bytes, what = basename(src)) {
+  info <- file.info(src, extra_cols = FALSE)
+  if (is.na(info$size) || isTRUE(info$isdir)) {
+    stop(sprintf("No file %s in the session's workspace.", what),
+         call. = FALSE)
+  }
+  if (info$size > max_bytes) {
+    stop(sprintf("%s is %.0f bytes, over max_bytes (%.0f): not copied.",
+                 what, info$size, max_bytes), call. = FALSE)
+  }
+  owner_exec <- bitwAnd(as.integer(info$mode), 64L) != 0L # 0100
+  mode <- bitwAnd(if (owner_exec) 493L else 420L,         # 0755, 0644
+                  bitwNot(as.integer(Sys.umask(NA))))
+  tmp <- tempfile(".securerfs-copy-", tmpdir = dirname(dest))
+  old <- Sys.umask("077")
+  out <- tryCatch(file(tmp, open = "wb"), error = function(e) e,
+                  finally = Sys.umask(old))
+  if (inherits(out, "error")) {
+    stop(sprintf("Could not write %s: %s", dest, conditionMessage(out)),
+         call. = FALSE)
+  }
+  done <- FALSE
+  on.exit({
+    try(close(out), silent = TRUE)
+    if (!done) unlink(tmp)
+  })
+  inp <- tryCatch(suppressWarnings(file(src, open = "rb")),
+                  error = function(e) {
+                    stop(sprintf("Could not read %s from the workspace.", what),
+                         call. = FALSE)
+                  })
+  on.exit(close(inp), add = TRUE)
+  total <- 0
+  repeat {
+    chunk <- readBin(inp, what = "raw",
+                     n = as.integer(min(1048576, max_bytes - total + 1)))
+    if (length(chunk) == 0L) break
+    total <- total + length(chunk)
+    if (total > max_bytes) {
+      stop(sprintf("%s grew past max_bytes (%.0f) while it was copied: not copied.",
+                   what, max_bytes), call. = FALSE)
+    }
+    writeBin(chunk, out)
+  }
+  close(out)
+  out <- NULL
+  Sys.chmod(tmp, as.octmode(mode), use_umask = FALSE)
+  if (!file.rename(tmp, dest)) {
+    stop(sprintf("Could not write %s.", dest), call. = FALSE)
+  }
+  done <- TRUE
+  invisible(dest)
+}
+
+# The regular files below root, as paths relative to it, with size and
+# mtime: walked one directory at a time, never following a link (an entry is
+# a link when Sys.readlink() gives a text, or NA: one the mount will not
+# read), at most max_depth deep and max_entries entries in all, so that no
+# tree the code builds -- links to ".", a directory swapped for a link while
+# the walk runs -- makes it loop or run away.  list.files(recursive = TRUE)
+# follows links to directories.
+workspace_walk <- function(root, max_depth = 64L, max_entries = 100000L) {
+  names <- character()
+  sizes <- numeric()
+  mtimes <- .POSIXct(numeric(), tz = "")
+  queue <- list(list(rel = "", depth = 0L))
+  seen <- 0L
+  while (length(queue) && seen < max_entries) {
+    item <- queue[[1L]]
+    queue <- queue[-1L]
+    dir <- if (nzchar(item$rel)) file.path(root, item$rel) else root
+    ents <- sort(list.files(dir, all.files = TRUE, no.. = TRUE))
+    if (!length(ents)) next
+    ents <- utils::head(ents, max_entries - seen)
+    seen <- seen + length(ents)
+    rel <- if (nzchar(item$rel)) file.path(item$rel, ents) else ents
+    full <- file.path(root, rel)
+    lnk <- Sys.readlink(full)
+    plain <- !is.na(lnk) & !nzchar(lnk)
+    if (!any(plain)) next
+    rel <- rel[plain]
+    info <- file.info(full[plain], extra_cols = FALSE)
+    is_file <- !is.na(info$size) & !info$isdir
+    names <- c(names, rel[is_file])
+    sizes <- c(sizes, info$size[is_file])
+    mtimes <- c(mtimes, info$mtime[is_file])
+    if (item$depth < max_depth) {
+      for (d in rel[!is.na(info$isdir) & info$isdir]) {
+        queue[[length(queue) + 1L]] <- list(rel = d, depth = item$depth + 1L)
+      }
+    }
+  }
+  o <- order(names)
+  data.frame(name = names[o], size = sizes[o], mtime = mtimes[o],
+             stringsAsFactors = FALSE, row.names = NULL)
+}

@@ -45,7 +45,7 @@ test_that("a busy pool waits acquire_timeout, then errors", {
 
 test_that("reset_between_uses clears the state", {
   skip_if_no_mount()
-  keep <- SecureSessionPool$new(size = 1)
+  keep <- SecureSessionPool$new(size = 1, reset_between_uses = FALSE)
   on.exit(keep$close())
   keep$execute("v <- 1")
   expect_true(keep$execute("exists('v')"))
