@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "log.h"
 #include "loop.h"
 #include "macros.h"
@@ -225,12 +226,21 @@ static void text_set(struct text *t, const char *data, size_t n) {
         text_append(t, data, n);
 }
 
+/* config and stats, read with cat: stats quotes reasons a worker gave
+ * (last_start_error), so DEL and C1 controls, which jansson writes raw,
+ * become \u00HH as in the log (common/escape.h). */
 static void text_set_json(struct text *t, json_t *j) {
         char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+        size_t n = s ? strlen(s) : 0;
 
         t->len = 0;
+        if (s && text_needs_escape(s, n, ESCAPE_JSON | ESCAPE_KEEP_LINES)) {
+                char *escaped = text_escape_dup(s, n, ESCAPE_JSON | ESCAPE_KEEP_LINES, &n);
+                free(s);
+                s = escaped;
+        }
         if (s) {
-                text_append(t, s, strlen(s));
+                text_append(t, s, n);
                 text_append(t, "\n", 1);
                 free(s);
         }
