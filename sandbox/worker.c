@@ -1755,8 +1755,11 @@ static void run_exec(struct run *r) {
                 r->eval_ok = !run_stopped();
         }
         if (r->eval_ok) {
-                if (!r->output)
-                        r->output = strdup("<value could not be printed: formatting failed>");
+                if (!r->output) {
+                        static const char failed[] = "<value could not be printed: formatting failed>";
+
+                        r->output = utf8_clean_dup(failed, sizeof(failed) - 1, OUTPUT_MAX, NULL, &r->output_len);
+                }
                 if (!r->value)
                         r->value = json_null();
         } else if (got_sigxcpu) {
