@@ -13,7 +13,8 @@
 #   parse_error(code)    R's own message for code R_ParseVector refused
 #   warning_summary()    the warnings of the run: c(console block, entries...)
 #   reset_warnings()     forget them
-# and reads the variables warnings_count and interrupted directly.
+# and reads the variables warnings_count and interrupted directly.  It sets
+# capture_start_native and capture_stop_native (below) to its own routines.
 
 max_output_lines <- 50L
 max_df_rows <- 30L
@@ -115,13 +116,58 @@ drop_trailing_blank <- function(lines) {
     lines[seq_len(n)]
 }
 
+# ---- print() within a line budget ---------------------------------------------
+#
+# In the worker, print()'s output never exists beyond what is kept.
+# capture_start_native (worker.c) diverts what R writes to stdout into a
+# buffer that counts lines; when a line past the budget gets its first
+# character (or the text passes 1 MiB) it invokes the restart
+# securerfs_output_full, which unwinds the printing wherever it is: in
+# print.default's C code, in a print method, in S4 show(), in cat() inside
+# either.  A restart is no condition: no tryCatch() or calling handler of a
+# print method can catch it, and on.exit() code of the frames it leaves runs,
+# as after an interrupt.  Empty lines past the budget are only counted: they
+# would be dropped as trailing blanks, unless text follows.
+#
+# Outside the worker (tests/unit/test_format.R) capture.output() stands in:
+# the same lines, without the bound.
+capture_start_native <- NULL
+capture_stop_native <- NULL
+
+# list(lines, truncated): the first max_lines lines print(x) writes (empty
+# lines past them left out), and whether it wrote more than that.
+print_lines <- function(x, max_lines) {
+    if (is.null(capture_start_native)) {
+        lines <- utils::capture.output(print(x))
+        if (length(drop_trailing_blank(lines)) > max_lines)
+            return(list(lines[seq_len(max_lines)], TRUE))
+        return(list(lines[seq_len(min(length(lines), max_lines))], FALSE))
+    }
+    # A sink() the code left open would take print()'s output: put the
+    # console on top of the sink stack for the time of the printing
+    # (connection 1: stdout() is whatever output is diverted to).
+    n <- sink.number()
+    if (n > 0L) {
+        sink(getConnection(1L))
+        if (sink.number() > n) on.exit(sink(), add = TRUE)
+    }
+    .Call(capture_start_native, max_lines)
+    on.exit(.Call(capture_stop_native), add = TRUE) # also when print() fails
+    withRestarts(print(x), securerfs_output_full = function() NULL)
+    .Call(capture_stop_native)
+}
+
 # DESIGN section 2.  Never fails: a value whose printing fails gets a
-# placeholder saying so.
+# placeholder saying so.  An interrupt (the run's deadline) is no failure:
+# it goes on to worker.c, which ends the run "interrupted", and is recorded
+# here as at the top of the run, since Sys.sleep() in a print method unwinds
+# without passing through the worker's own signal handler.
 format_value <- function(x) {
     withCallingHandlers(
         tryCatch(format_value_unsafe(x), error = function(e)
             paste0("<value could not be printed: ", conditionMessage(e), ">")),
-        warning = function(w) invokeRestart("muffleWarning"))
+        warning = function(w) invokeRestart("muffleWarning"),
+        interrupt = interrupt_handler)
 }
 
 format_value_unsafe <- function(x) {
@@ -132,13 +178,16 @@ format_value_unsafe <- function(x) {
             return(if (is.na(s)) "NA" else s)
     }
     if (is.data.frame(x)) {
+        # head() first: print.data.frame formats every row it is given.
         n <- nrow(x)
-        lines <- utils::capture.output(print(utils::head(x, max_df_rows)))
+        out <- print_lines(utils::head(x, max_df_rows), max_output_lines)
+        lines <- out[[1L]]
+        if (out[[2L]]) lines <- c(lines, "... (output truncated)")
         if (n > max_df_rows) lines <- c(lines, sprintf("... (%d rows total)", n))
     } else {
-        lines <- drop_trailing_blank(utils::capture.output(print(x)))
-        if (length(lines) > max_output_lines)
-            lines <- c(lines[seq_len(max_output_lines)], "... (output truncated)")
+        out <- print_lines(x, max_output_lines)
+        lines <- if (out[[2L]]) c(out[[1L]], "... (output truncated)")
+                 else drop_trailing_blank(out[[1L]])
     }
     paste(lines, collapse = "\n")
 }

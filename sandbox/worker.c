@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -63,6 +64,9 @@ extern int R_interrupts_pending;
 /* R_ext/GraphicsDevice.h, same reason: the number of open devices + 1 (the
  * null device). */
 extern int Rf_NumDevices(void);
+/* Defn.h, not Rinterface.h: 1 when the C stack grows down.  An exported
+ * int in libR, like R_CStackStart beside it. */
+extern int R_CStackDir;
 
 #define WORKER_FD 3
 
@@ -71,7 +75,14 @@ extern int Rf_NumDevices(void);
 #define CONSOLE_FLUSH_NS (10 * 1000000ull) /* or once this long has passed */
 #define CONSOLE_RUN_MAX (16u << 20)        /* a print loop cannot flood the daemon */
 #define OUTPUT_MAX (1u << 20)
+#define OUTPUT_LINES_MAX 50  /* DESIGN section 2; worker.R's max_output_lines */
+#define CAPTURE_BLANK_MAX 4096 /* empty lines past the budget before giving up on them */
 #define VALUE_JSON_MAX (4u << 20)
+/* value.json nests at most this deep: the R client's fromJSON(simplifyVector
+ * = TRUE) needs about 30 KiB of C stack a level, and jsonlite on the host
+ * cannot even write 200 levels with R's default 8 MiB stack. */
+#define VALUE_JSON_DEPTH_MAX 200
+#define VALUE_JSON_SECONDS 2 /* jsonlite's conversion, before it is given up */
 #define ERROR_MAX (64u << 10)
 #define WARNING_TEXT_MAX (8u << 10)
 #define POLL_WAIT_USEC 20000 /* Sys.sleep wakes this often to flush the console */
@@ -89,18 +100,34 @@ struct console {
         bool truncated;
 };
 
+/* print()'s output while the value is formatted (worker.R, print_lines):
+ * what R writes to stdout lands here instead of the console, and once the
+ * line or byte budget is spent the printing is stopped (capture_full). */
+struct capture {
+        bool active;
+        bool full;       /* the budget is spent; the restart was invoked */
+        char *buf;       /* the kept lines, as R wrote them */
+        size_t len, cap;
+        int line;        /* index of the line being written */
+        int max_lines;
+        int blank_after; /* empty lines written past max_lines */
+};
+
 static struct worker {
         int sock;       /* the daemon's stream socket: fd 3 in a worker, -1 in the zygote */
         int zygote_ctl; /* the zygote's control socket while R starts, else -1 */
         bool in_run;
         long long seq;
         struct console console;
+        struct capture capture;
+        uint64_t json_deadline_ns; /* jsonlite's conversion gives up after it; 0: none */
         /* R objects, all kept alive with R_PreserveObject. */
         SEXP env;   /* worker.R's private environment */
         SEXP slots; /* VECSXP protecting the run's parse and value */
         SEXP format_call, json_call, parse_error_call, summary_call, reset_warnings_call;
         SEXP add_handlers_call;
         SEXP graphics_off_call; /* grDevices::graphics.off() */
+        SEXP output_full_call;  /* invokeRestart("securerfs_output_full") */
         SEXP sym_value, sym_code, sym_warnings_count, sym_interrupted;
         SEXP define_tool_fn, remove_tool_fn;
         /* Tools: the daemon's frames are read through this reader both
@@ -182,10 +209,152 @@ static void console_append(const char *buf, size_t len) {
         c->len += len;
 }
 
+/* ---- Capture of print() ------------------------------------------------
+ * The value's text is print()'s output, of which only the first 50 lines
+ * (and 1 MiB) are kept: printing the rest of a million-element list would
+ * take seconds and be thrown away.  So R's stdout comes here while
+ * worker.R's print_lines() prints the value, and the first character of a
+ * line past the budget stops the printing: it invokes the restart that
+ * print_lines() establishes around print(), which long-jumps out of
+ * whatever is printing (R's own print code, a print method, show(), cat()),
+ * running the on.exit() code of the frames it leaves.  R long-jumps out of
+ * the same places when it takes an interrupt (Rvprintf checks for one
+ * every 100 writes), so its printing code is safe to leave there. */
+
+static void capture_full(void) {
+        struct capture *c = &W.capture;
+
+        if (c->full)
+                return; /* on.exit() code printing while the jump unwinds */
+        c->full = true;
+        /* Does not return: the restart jumps, and without it (user code
+         * calling the capture routines itself) the R error jumps. */
+        Rf_eval(W.output_full_call, R_BaseNamespace);
+}
+
+/* Append n bytes to the captured text, within OUTPUT_MAX (cut at a
+ * character boundary).  NUL bytes are dropped: R strings cannot hold them.
+ * Returns false when the bytes did not all fit. */
+static bool capture_append(const char *buf, size_t n) {
+        struct capture *c = &W.capture;
+        bool fits = c->len + n <= OUTPUT_MAX;
+
+        if (!fits) {
+                n = OUTPUT_MAX - c->len;
+                while (n > 0 && ((unsigned char)buf[n] & 0xc0) == 0x80)
+                        n--;
+        }
+        if (c->len + n > c->cap) {
+                size_t cap = c->cap ? c->cap : 4096;
+                char *p;
+
+                while (cap < c->len + n)
+                        cap *= 2;
+                p = realloc(c->buf, cap);
+                if (!p)
+                        return false;
+                c->buf = p;
+                c->cap = cap;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (buf[i])
+                        c->buf[c->len++] = buf[i];
+        return fits;
+}
+
+static void capture_write(const char *buf, size_t n) {
+        struct capture *c = &W.capture;
+
+        if (c->full)
+                return;
+        while (n > 0) {
+                const char *nl = memchr(buf, '\n', n);
+                size_t text = nl ? (size_t)(nl - buf) : n, step = text + (nl ? 1 : 0);
+
+                if (c->line >= c->max_lines) {
+                        /* Past the budget: an empty line is only counted (it
+                         * is dropped if nothing follows); text means the
+                         * output is cut. */
+                        if (text > 0 || ++c->blank_after > CAPTURE_BLANK_MAX) {
+                                capture_full();
+                                return;
+                        }
+                } else {
+                        if (!capture_append(buf, step)) {
+                                capture_full();
+                                return;
+                        }
+                        if (nl)
+                                c->line++;
+                }
+                buf += step;
+                n -= step;
+        }
+}
+
+/* .Call(capture_start_native, max_lines) from print_lines(): divert stdout
+ * until capture_stop_native. */
+static SEXP capture_start(SEXP max_lines) {
+        struct capture *c = &W.capture;
+        int max = Rf_asInteger(max_lines);
+
+        if (max == NA_INTEGER || max < 0 || max > OUTPUT_LINES_MAX)
+                Rf_error("max_lines must be 0 to %d", OUTPUT_LINES_MAX);
+        c->active = true;
+        c->full = false;
+        c->len = 0;
+        c->line = 0;
+        c->blank_after = 0;
+        c->max_lines = max;
+        return R_NilValue;
+}
+
+static void capture_reset(void) {
+        W.capture.active = false;
+        W.capture.full = false;
+        W.capture.len = 0;
+}
+
+/* .Call(capture_stop_native): end the diversion; list(lines, truncated) as
+ * print_lines() returns it, or NULL when no capture was under way. */
+static SEXP capture_stop(void) {
+        struct capture *c = &W.capture;
+        SEXP out, lines;
+        int n = 0;
+
+        if (!c->active)
+                return R_NilValue;
+        c->active = false;
+        /* Lines end at "\n"; a last line without one counts too. */
+        for (size_t i = 0; i < c->len; i++)
+                if (c->buf[i] == '\n')
+                        n++;
+        if (c->len > 0 && c->buf[c->len - 1] != '\n')
+                n++;
+        out = PROTECT(Rf_allocVector(VECSXP, 2));
+        lines = Rf_allocVector(STRSXP, n);
+        SET_VECTOR_ELT(out, 0, lines);
+        for (size_t i = 0, start = 0, k = 0; i <= c->len && k < (size_t)n; i++)
+                if (i == c->len || c->buf[i] == '\n') {
+                        SET_STRING_ELT(lines, (R_xlen_t)k++,
+                                       Rf_mkCharLenCE(c->buf + start, (int)(i - start), CE_NATIVE));
+                        start = i + 1;
+                }
+        SET_VECTOR_ELT(out, 1, Rf_ScalarLogical(c->full));
+        c->full = false;
+        c->len = 0;
+        UNPROTECT(1);
+        return out;
+}
+
 static void console_write(const char *buf, int len, int otype) {
         struct console *c = &W.console;
         size_t n = len > 0 ? (size_t)len : 0;
 
+        if (W.capture.active && otype == 0) {
+                capture_write(buf, n);
+                return;
+        }
         /* Outside a run (start-up, formatting between runs) nobody reads it. */
         if (!W.in_run || c->truncated || n == 0)
                 return;
@@ -205,6 +374,13 @@ static void console_write(const char *buf, int len, int otype) {
 }
 
 static void polled_events(void) {
+        /* R calls this from R_CheckUserInterrupt(), so an error here is
+         * raised where an interrupt would be: how setTimeLimit() works,
+         * without touching the limits the user's code may have set. */
+        if (W.json_deadline_ns && now_ns() > W.json_deadline_ns) {
+                W.json_deadline_ns = 0;
+                Rf_error("the conversion took over %d s", VALUE_JSON_SECONDS);
+        }
         if (W.in_run && W.console.len > 0 && now_ns() - W.console.last_send_ns >= CONSOLE_FLUSH_NS)
                 console_send(false);
 }
@@ -278,6 +454,101 @@ static void set_handler(int sig, void (*fn)(int)) {
 
         sigemptyset(&sa.sa_mask);
         sigaction(sig, &sa, NULL);
+}
+
+/* ---- C stack --------------------------------------------------------------
+ * R checks its C stack in eval() and other recursive places
+ * (R_CheckStack: usage = R_CStackDir * (R_CStackStart - sp) against
+ * R_CStackLimit) and turns deep recursion into a catchable "C stack usage
+ * is too close to the limit" error.  Without it deep recursion runs into
+ * the end of the stack and the worker dies of SIGSEGV with the session's
+ * state.  R's own set-up does not fit the worker: it reads RLIMIT_STACK once,
+ * in the zygote, while the daemon sets each session's limit on the worker
+ * with prlimit(2), and may change it between runs.
+ *
+ * The kernel lets the main thread's stack grow (on a fault below it) while
+ * the whole stack mapping, measured from its top, stays within the soft
+ * RLIMIT_STACK read at the time of the fault, and stays a guard gap
+ * (stack_guard_gap, 256 pages) above the mapping below it; the growth also
+ * counts against RLIMIT_AS.  A worker is a copy-on-write clone of the zygote
+ * (jail_clone passes no new stack), so its stack mapping is the zygote's:
+ * worker_r_init() notes its top and the room below it once, and each run
+ * sets R_CStackLimit from the limits in force (cstack_update; between runs,
+ * for the worker's own tool definitions, the last run's stays).  The limit
+ * keeps a margin inside what the kernel grants, for three reasons: R
+ * raises the limit by a further 1/0.95 while it handles the overflow error
+ * (R_SignalCStackOverflow), C code between two checks uses stack R never
+ * sees (deparse, regex, a print method's C), and RLIMIT_AS may refuse the
+ * growth first. */
+
+#define STACK_GUARD_GAP (1u << 20)      /* the kernel's default stack_guard_gap */
+#define STACK_SLACK_MIN (128u << 10)    /* kept free below R's limit, at least */
+#define STACK_ROOM_UNKNOWN (256u << 20) /* growth room when the mapping below is unknown */
+
+static struct {
+        uintptr_t top;  /* end of the main stack's mapping */
+        size_t room;    /* bytes it can grow to before the guard gap of the mapping below */
+        rlim_t stack, as; /* the limits R_CStackLimit was last computed from */
+        bool known;
+} cstack;
+
+/* In the zygote, from /proc/self/maps: the [stack] mapping and the end of
+ * the one below it.  Without /proc (it is the host's here, so only if it
+ * is not mounted), R's own start of stack (glibc's __libc_stack_end) and a
+ * fixed room stand in. */
+static void cstack_init(void) {
+        FILE *f = fopen("/proc/self/maps", "re");
+        char line[512];
+        uintptr_t prev_end = 0;
+        bool at_start = true; /* a long path is read in pieces */
+
+        cstack.top = R_CStackStart;
+        cstack.room = STACK_ROOM_UNKNOWN;
+        while (f && fgets(line, sizeof(line), f)) {
+                unsigned long start, end;
+                bool was_start = at_start;
+
+                at_start = strchr(line, '\n') != NULL;
+                if (!was_start || sscanf(line, "%lx-%lx", &start, &end) != 2)
+                        continue;
+                if (strstr(line, "[stack]") && (uintptr_t)start <= (uintptr_t)&line &&
+                    (uintptr_t)&line < (uintptr_t)end) {
+                        cstack.top = (uintptr_t)end;
+                        if (prev_end && (uintptr_t)end - prev_end > STACK_GUARD_GAP)
+                                cstack.room = (size_t)((uintptr_t)end - prev_end - STACK_GUARD_GAP);
+                        break;
+                }
+                prev_end = (uintptr_t)end;
+        }
+        if (f)
+                fclose(f);
+        cstack.stack = cstack.as = 0;
+        cstack.known = false;
+}
+
+/* At the start of a run: R's limit from the soft RLIMIT_STACK and
+ * RLIMIT_AS the daemon set.  Two getrlimit() calls when nothing changed. */
+static void cstack_update(void) {
+        struct rlimit st, as;
+        size_t usable, slack;
+
+        if (getrlimit(RLIMIT_STACK, &st) < 0 || getrlimit(RLIMIT_AS, &as) < 0)
+                return;
+        if (cstack.known && st.rlim_cur == cstack.stack && as.rlim_cur == cstack.as)
+                return;
+        usable = cstack.room;
+        if (st.rlim_cur != RLIM_INFINITY && st.rlim_cur < usable)
+                usable = (size_t)st.rlim_cur;
+        /* The heap needs the address space too. */
+        if (as.rlim_cur != RLIM_INFINITY && as.rlim_cur / 4 < usable)
+                usable = (size_t)(as.rlim_cur / 4);
+        slack = STACK_SLACK_MIN + usable / 16;
+        R_CStackStart = cstack.top;
+        R_CStackDir = 1; /* down, on every architecture Linux runs this on but PA-RISC */
+        R_CStackLimit = usable > slack ? (uintptr_t)((double)(usable - slack) * 0.95) : 0;
+        cstack.stack = st.rlim_cur;
+        cstack.as = as.rlim_cur;
+        cstack.known = true;
 }
 
 /* ---- Temporary directories --------------------------------------------- */
@@ -406,6 +677,16 @@ static int worker_call(const char *name, SEXP arg, SEXP *out, char *err, size_t 
 
 static int worker_tools_init(char *err, size_t errlen);
 
+/* A C routine bound to name in W.env, for .Call(name, ...) in worker.R.
+ * .Call() takes an external pointer tagged "native symbol" as the routine
+ * itself: no DLL registration needed. */
+static void define_native(const char *name, DL_FUNC fn) {
+        SEXP ptr = PROTECT(R_MakeExternalPtrFn(fn, Rf_install("native symbol"), R_NilValue));
+
+        Rf_defineVar(Rf_install(name), ptr, W.env);
+        UNPROTECT(1);
+}
+
 int worker_r_init(int ctl_fd, char *err, size_t errlen) {
         static char arg0[] = "R", arg1[] = "--vanilla", arg2[] = "--silent", arg3[] = "--no-echo",
                     arg4[] = "--no-readline";
@@ -436,9 +717,10 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
                 return -EINVAL;
         }
         R_Interactive = FALSE;
-        /* The jail's stack and R's guess of its base disagree; R_CStackLimit
-         * -1 turns the check off (deep recursion still stops at
-         * expressions=5000). */
+        /* No stack check while R starts: the zygote's RLIMIT_STACK is not a
+         * session's.  Each run sets R's limit from the worker's own
+         * (cstack_update); -1 here also keeps setup_Rmainloop() from
+         * scaling it. */
         R_CStackLimit = (uintptr_t)-1;
         R_Outputfile = NULL;
         R_Consolefile = NULL;
@@ -452,6 +734,7 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
         ptr_R_Suicide = r_suicide;
         ptr_R_CleanUp = r_clean_up;
         setup_Rmainloop();
+        cstack_init();
 
         W.slots = preserve(Rf_allocVector(VECSXP, N_SLOTS));
         W.sym_value = Rf_install(".value");
@@ -483,6 +766,10 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
         W.add_handlers_call = preserve(handlers);
         W.graphics_off_call = preserve(
                 Rf_lang1(Rf_lang3(Rf_install("::"), Rf_install("grDevices"), Rf_install("graphics.off"))));
+        W.output_full_call = preserve(Rf_lang2(Rf_install("invokeRestart"), R_NilValue));
+        SETCADR(W.output_full_call, Rf_mkString("securerfs_output_full"));
+        define_native("capture_start_native", (DL_FUNC)(void (*)(void))capture_start);
+        define_native("capture_stop_native", (DL_FUNC)(void (*)(void))capture_stop);
         r = worker_tools_init(err, errlen);
         if (r < 0)
                 return r;
@@ -533,6 +820,8 @@ static SEXP call_on_value(SEXP call, SEXP value) {
         return failed ? NULL : res;
 }
 
+/* The text for output, or NULL when formatting failed or was interrupted
+ * (the caller tells which). */
 static char *format_value(SEXP v, size_t *len) {
         SEXP res;
 
@@ -550,76 +839,94 @@ static char *format_value(SEXP v, size_t *len) {
                 return out;
         }
         res = call_on_value(W.format_call, v);
-        if (!res || TYPEOF(res) != STRSXP || XLENGTH(res) != 1 || STRING_ELT(res, 0) == NA_STRING) {
-                static const char failed[] = "<value could not be printed: formatting was interrupted or failed>";
-
-                return utf8_clean_dup(failed, sizeof(failed) - 1, OUTPUT_MAX, NULL, len);
-        }
+        capture_reset(); /* if an interrupt left print_lines() early */
+        if (!res || TYPEOF(res) != STRSXP || XLENGTH(res) != 1 || STRING_ELT(res, 0) == NA_STRING)
+                return NULL;
         PROTECT(res);
         char *out = charsxp_text(STRING_ELT(res, 0), OUTPUT_MAX, output_truncated_marker, len);
         UNPROTECT(1);
         return out;
 }
 
-/* ---- Value JSON (jsonlite's conventions) -------------------------------- */
+/* ---- Value JSON (jsonlite's conventions) --------------------------------
+ * value.json is at most 4 MiB and VALUE_JSON_DEPTH_MAX levels deep, and no
+ * time goes into JSON that would not be kept.  So, for every value:
+ *
+ *   1. json_scan() walks it once, in C, for a lower bound of its JSON's
+ *      size (what jsonlite writes at the least for each element), its
+ *      nesting depth, and whether the C encoder below covers all of it.  It
+ *      stops as soon as the bound passes 4 MiB: a value over the cap costs
+ *      only the walk to the cap, and is not converted at all.
+ *   2. What the C encoder covers (NULL; unclassed logical, integer, double
+ *      and character vectors and factors; unclassed lists, named or not;
+ *      plain data frames of those) is encoded in C, counting its size as
+ *      it goes and stopping at the cap.
+ *   3. The rest goes to jsonlite (worker.R's value_json), given
+ *      VALUE_JSON_SECONDS (polled_events() raises an error after that).
+ *
+ * A value that is skipped or cut gets a value_note saying why. */
 
-/* JSON of one element, adding an over-estimate of its encoded size to *size.
- * Matches toJSON(auto_unbox = TRUE, na = "null", digits = NA): NA and the
- * non-finite doubles are null, whole doubles print without a fraction
- * (jsonlite writes 2, not 2.0; below 1e15 "%.15g" has no exponent). */
-static json_t *element_json(SEXP v, R_xlen_t i, size_t *size) {
-        switch (TYPEOF(v)) {
-        case LGLSXP: {
-                int x = LOGICAL(v)[i];
+/* Text sizes of one element as jansson writes it (JSON_REAL_PRECISION(15),
+ * as common/frame.c sends it).  exact: the size, or an over-estimate of it;
+ * otherwise a lower bound, cheap to compute. */
+static size_t integer_chars(long long x) {
+        unsigned long long u = x < 0 ? -(unsigned long long)x : (unsigned long long)x;
+        size_t n = x < 0 ? 2 : 1;
 
-                *size += 6;
-                return x == NA_LOGICAL ? json_null() : json_boolean(x);
+        while (u >= 10) {
+                u /= 10;
+                n++;
         }
-        case INTSXP: {
-                int x = INTEGER(v)[i];
+        return n;
+}
 
-                *size += 12;
-                return x == NA_INTEGER ? json_null() : json_integer(x);
-        }
-        case REALSXP: {
-                double x = REAL(v)[i];
+static size_t string_chars(SEXP ch, bool exact) {
+        const char *s;
+        size_t n, escaped = 0;
 
-                *size += 24;
-                if (!isfinite(x))
-                        return json_null();
-                if (x == floor(x) && fabs(x) < 1e15)
-                        return json_integer((json_int_t)x);
-                return json_real(x);
-        }
-        case STRSXP: {
-                SEXP ch = STRING_ELT(v, i);
-                const char *s;
-                size_t n;
+        if (ch == NA_STRING)
+                return 4;
+        s = CHAR(ch);
+        n = (size_t)LENGTH(ch);
+        if (!exact && n > VALUE_JSON_MAX)
+                return n + 2; /* over the cap as it is: no need to look */
+        for (size_t k = 0; k < n; k++)
+                if ((unsigned char)s[k] < 0x20 || s[k] == '"' || s[k] == '\\')
+                        escaped++;
+        /* An escape is 2 to 6 bytes; a bad byte becomes U+FFFD (3). */
+        return n + 2 + escaped * (exact ? 5 : 1) + (exact && Rf_getCharCE(ch) == CE_LATIN1 ? n : 0);
+}
 
-                if (ch == NA_STRING) {
-                        *size += 5;
-                        return json_null();
-                }
-                s = CHAR(ch);
-                n = (size_t)LENGTH(ch);
-                *size += n + 3;
-                for (size_t k = 0; k < n; k++)
-                        if ((unsigned char)s[k] < 0x20 || s[k] == '"' || s[k] == '\\')
-                                *size += 5;
-                if (*size > VALUE_JSON_MAX)
-                        return json_null(); /* the caller gives up anyway */
-                if (Rf_getCharCE(ch) != CE_LATIN1 && Rf_getCharCE(ch) != CE_BYTES && utf8_valid(s, n, NULL))
-                        return json_stringn_nocheck(s, n);
-                {
-                        size_t len;
-                        _cleanup_free_ char *clean = charsxp_text(ch, VALUE_JSON_MAX, NULL, &len);
+static size_t real_chars(double x, bool exact) {
+        char buf[32];
+        int n;
 
-                        return clean ? json_stringn_nocheck(clean, len) : NULL;
-                }
-        }
-        default:
-                return NULL;
-        }
+        if (!isfinite(x))
+                return 4;
+        if (x == floor(x) && fabs(x) < 1e15)
+                return integer_chars((long long)x);
+        if (!exact)
+                return 3; /* "0.5" */
+        n = snprintf(buf, sizeof(buf), "%.15g", x);
+        return n > 0 ? (size_t)n : 24;
+}
+
+/* The kinds of atomic vector the C encoder writes. */
+enum atomic_kind { ATOMIC_OTHER, ATOMIC_PLAIN, ATOMIC_FACTOR };
+
+static SEXP attribute(SEXP v, SEXP name) {
+        for (SEXP a = ATTRIB(v); a != R_NilValue; a = CDR(a))
+                if (TAG(a) == name)
+                        return CAR(a);
+        return NULL;
+}
+
+static bool class_is(SEXP v, const char *a, const char *b) {
+        SEXP cls = attribute(v, R_ClassSymbol);
+
+        if (!cls || TYPEOF(cls) != STRSXP || XLENGTH(cls) != (b ? 2 : 1))
+                return false;
+        return !strcmp(CHAR(STRING_ELT(cls, 0)), a) && (!b || !strcmp(CHAR(STRING_ELT(cls, 1)), b));
 }
 
 /* An unclassed logical, integer, double or character vector whose only
@@ -641,42 +948,485 @@ static bool json_fast_path(SEXP v) {
         return a == R_NilValue || (TAG(a) == R_NamesSymbol && CDR(a) == R_NilValue);
 }
 
+static enum atomic_kind atomic_kind(SEXP v) {
+        SEXP levels;
+
+        if (json_fast_path(v))
+                return ATOMIC_PLAIN;
+        /* factor or ordered, with levels, class and perhaps names: jsonlite
+         * writes each element as its level. */
+        if (TYPEOF(v) != INTSXP || !(class_is(v, "factor", NULL) || class_is(v, "ordered", "factor")))
+                return ATOMIC_OTHER;
+        levels = attribute(v, R_LevelsSymbol);
+        if (!levels || TYPEOF(levels) != STRSXP)
+                return ATOMIC_OTHER;
+        for (SEXP a = ATTRIB(v); a != R_NilValue; a = CDR(a))
+                if (TAG(a) != R_LevelsSymbol && TAG(a) != R_ClassSymbol && TAG(a) != R_NamesSymbol)
+                        return ATOMIC_OTHER;
+        return ATOMIC_FACTOR;
+}
+
+static SEXP factor_level(SEXP v, R_xlen_t i) {
+        SEXP levels = attribute(v, R_LevelsSymbol);
+        int k = INTEGER(v)[i];
+
+        return k == NA_INTEGER || k < 1 || k > XLENGTH(levels) ? NA_STRING : STRING_ELT(levels, k - 1);
+}
+
+static size_t element_chars(SEXP v, R_xlen_t i, enum atomic_kind kind, bool exact) {
+        if (kind == ATOMIC_FACTOR)
+                return string_chars(factor_level(v, i), exact);
+        switch (TYPEOF(v)) {
+        case LGLSXP: return LOGICAL(v)[i] == FALSE ? 5 : 4;
+        case INTSXP: return INTEGER(v)[i] == NA_INTEGER ? 4 : integer_chars(INTEGER(v)[i]);
+        case REALSXP: return real_chars(REAL(v)[i], exact);
+        case STRSXP: return string_chars(STRING_ELT(v, i), exact);
+        default: return 0;
+        }
+}
+
+static json_t *string_json(SEXP ch) {
+        size_t len;
+        _cleanup_free_ char *clean = NULL;
+
+        if (ch == NA_STRING)
+                return json_null();
+        if (Rf_getCharCE(ch) != CE_LATIN1 && Rf_getCharCE(ch) != CE_BYTES &&
+            utf8_valid(CHAR(ch), (size_t)LENGTH(ch), NULL))
+                return json_stringn_nocheck(CHAR(ch), (size_t)LENGTH(ch));
+        clean = charsxp_text(ch, VALUE_JSON_MAX, NULL, &len);
+        return clean ? json_stringn_nocheck(clean, len) : NULL;
+}
+
+/* JSON of one element of a json_fast_path() vector, adding an
+ * over-estimate of its encoded size (and a separator) to *size.  Matches
+ * toJSON(auto_unbox = TRUE, na = "null", digits = NA): NA and the
+ * non-finite doubles are null, whole doubles print without a fraction
+ * (jsonlite writes 2, not 2.0; below 1e15 "%.15g" has no exponent). */
+static json_t *element_json(SEXP v, R_xlen_t i, size_t *size) {
+        *size += element_chars(v, i, ATOMIC_PLAIN, true) + 1;
+        switch (TYPEOF(v)) {
+        case LGLSXP: {
+                int x = LOGICAL(v)[i];
+
+                return x == NA_LOGICAL ? json_null() : json_boolean(x);
+        }
+        case INTSXP: {
+                int x = INTEGER(v)[i];
+
+                return x == NA_INTEGER ? json_null() : json_integer(x);
+        }
+        case REALSXP: {
+                double x = REAL(v)[i];
+
+                if (!isfinite(x))
+                        return json_null();
+                if (x == floor(x) && fabs(x) < 1e15)
+                        return json_integer((json_int_t)x);
+                return json_real(x);
+        }
+        case STRSXP:
+                if (*size > VALUE_JSON_MAX)
+                        return json_null(); /* the caller gives up anyway */
+                return string_json(STRING_ELT(v, i));
+        default:
+                return NULL;
+        }
+}
+
+/* Names that can be JSON keys as they are: all present, non-empty, valid
+ * UTF-8 (uniqueness is checked as the object is built).  jsonlite makes
+ * up keys for the others ("1", "a.1"): those values go to jsonlite. */
+static bool names_are_keys(SEXP names, R_xlen_t n) {
+        if (!names || TYPEOF(names) != STRSXP || XLENGTH(names) != n)
+                return false;
+        for (R_xlen_t i = 0; i < n; i++) {
+                SEXP ch = STRING_ELT(names, i);
+
+                if (ch == NA_STRING || LENGTH(ch) == 0 || Rf_getCharCE(ch) == CE_LATIN1 ||
+                    Rf_getCharCE(ch) == CE_BYTES || !utf8_valid(CHAR(ch), (size_t)LENGTH(ch), NULL))
+                        return false;
+        }
+        return true;
+}
+
+/* The rows of a data frame whose class is exactly "data.frame", from its
+ * row.names attribute as stored (c(NA, -n) when automatic); -1 if it has
+ * none that jsonlite reads as rows.  *named: character row names, which
+ * jsonlite writes as a "_row" field. */
+static R_xlen_t data_frame_rows(SEXP v, bool *named) {
+        SEXP rn;
+
+        *named = false;
+        if (TYPEOF(v) != VECSXP || !class_is(v, "data.frame", NULL))
+                return -1;
+        rn = attribute(v, R_RowNamesSymbol);
+        if (!rn)
+                return -1;
+        if (TYPEOF(rn) == INTSXP && XLENGTH(rn) == 2 && INTEGER(rn)[0] == NA_INTEGER)
+                return INTEGER(rn)[1] == NA_INTEGER ? -1 : llabs((long long)INTEGER(rn)[1]);
+        if (TYPEOF(rn) == STRSXP)
+                *named = true;
+        else if (TYPEOF(rn) != INTSXP)
+                return -1;
+        return XLENGTH(rn);
+}
+
+struct json_scan {
+        size_t floor;  /* the JSON has at least this many bytes */
+        size_t nodes;  /* elements walked */
+        int depth;     /* deepest array or object */
+        bool fast;     /* the C encoder covers all of it */
+        bool stopped;  /* over the cap, the depth or the walk's own budget */
+};
+
+#define JSON_SCAN_NODES_MAX (4u << 20) /* a walk of a value shared with itself (list(l, l)) ends */
+
+static bool scan_add(struct json_scan *s, size_t bytes) {
+        s->floor += bytes;
+        if (s->floor > VALUE_JSON_MAX || ++s->nodes > JSON_SCAN_NODES_MAX)
+                s->stopped = true;
+        return !s->stopped;
+}
+
+static void json_scan(SEXP v, int depth, struct json_scan *s);
+
+/* A lower bound for one element of a vector jsonlite writes in a form of its
+ * own (Date, POSIXct, a matrix, raw as base64...): a byte, unless it is NA
+ * (which may be left out); a string of class "json" is written as it is. */
+static size_t other_item_floor(SEXP v, R_xlen_t i) {
+        switch (TYPEOF(v)) {
+        case STRSXP: return STRING_ELT(v, i) == NA_STRING ? 0 : (size_t)LENGTH(STRING_ELT(v, i));
+        case LGLSXP: return LOGICAL(v)[i] == NA_LOGICAL ? 0 : 1;
+        case INTSXP: return INTEGER(v)[i] == NA_INTEGER ? 0 : 1;
+        case REALSXP: return ISNAN(REAL(v)[i]) ? 0 : 1;
+        default: return 1;
+        }
+}
+
+/* A new level of nesting; false (and the walk stopped) past the limit. */
+static bool scan_level(struct json_scan *s, int level) {
+        s->depth = MAX(s->depth, level);
+        if (level > VALUE_JSON_DEPTH_MAX)
+                s->stopped = true;
+        return !s->stopped;
+}
+
+/* The elements of an atomic vector, without brackets; separators: as
+ * array items (a data frame's cells have theirs counted with the row). */
+static void scan_atomic_items(SEXP v, bool separators, struct json_scan *s) {
+        enum atomic_kind kind = atomic_kind(v);
+        R_xlen_t n = XLENGTH(v);
+
+        if (kind == ATOMIC_OTHER) {
+                s->fast = false;
+                /* A matrix or array without a class: jsonlite writes its
+                 * elements as those of a plain vector, in nested arrays. */
+                if (!OBJECT(v) && TYPEOF(v) != CPLXSXP && TYPEOF(v) != RAWSXP)
+                        kind = ATOMIC_PLAIN;
+        }
+        for (R_xlen_t i = 0; i < n && !s->stopped; i++)
+                if (kind == ATOMIC_OTHER)
+                        scan_add(s, other_item_floor(v, i));
+                else
+                        scan_add(s, element_chars(v, i, kind, false) + (separators && i > 0 ? 1 : 0));
+}
+
+/* Only the depth, for a list jsonlite writes in a form of its own. */
+static void scan_depth(SEXP v, int depth, struct json_scan *s) {
+        if (s->stopped || TYPEOF(v) != VECSXP || !scan_level(s, depth + 1))
+                return;
+        for (R_xlen_t i = 0; i < XLENGTH(v) && !s->stopped; i++) {
+                if (++s->nodes > JSON_SCAN_NODES_MAX)
+                        s->stopped = true;
+                scan_depth(VECTOR_ELT(v, i), depth + 1, s);
+        }
+}
+
+static void scan_data_frame(SEXP v, R_xlen_t rows, bool named_rows, int depth, struct json_scan *s) {
+        SEXP names = attribute(v, R_NamesSymbol);
+        R_xlen_t ncol = XLENGTH(v);
+        size_t per_row = 2, fast_cols = 0;
+
+        if (!scan_level(s, depth + 2))
+                return;
+        if (!names_are_keys(names, ncol) || named_rows)
+                s->fast = false;
+        for (R_xlen_t j = 0; j < ncol; j++) {
+                SEXP col = VECTOR_ELT(v, j);
+
+                if (is_atomic_type(TYPEOF(col)) && XLENGTH(col) == rows && atomic_kind(col) != ATOMIC_OTHER) {
+                        /* "name":value in every row, null for NA */
+                        SEXP ch = names && TYPEOF(names) == STRSXP && j < XLENGTH(names) ? STRING_ELT(names, j)
+                                                                                          : NA_STRING;
+                        per_row += (ch == NA_STRING ? 0 : (size_t)LENGTH(ch)) + 3 + (fast_cols++ ? 1 : 0);
+                } else {
+                        s->fast = false;
+                }
+        }
+        if (!scan_add(s, rows > 0 ? 2 + (size_t)(rows - 1) + (size_t)rows * per_row : 2))
+                return;
+        for (R_xlen_t j = 0; j < ncol && !s->stopped; j++) {
+                SEXP col = VECTOR_ELT(v, j);
+
+                if (XLENGTH(col) != rows)
+                        continue; /* jsonlite's business */
+                if (is_atomic_type(TYPEOF(col)))
+                        scan_atomic_items(col, false, s);
+                else if (TYPEOF(col) == VECSXP && !OBJECT(col))
+                        for (R_xlen_t i = 0; i < rows && !s->stopped; i++)
+                                json_scan(VECTOR_ELT(col, i), depth + 2, s);
+        }
+}
+
+static void json_scan(SEXP v, int depth, struct json_scan *s) {
+        bool named_rows;
+        R_xlen_t n, rows;
+
+        if (s->stopped)
+                return;
+        switch (TYPEOF(v)) {
+        case NILSXP:
+                scan_add(s, 4);
+                return;
+        case LGLSXP:
+        case INTSXP:
+        case REALSXP:
+        case CPLXSXP:
+        case STRSXP:
+        case RAWSXP:
+                n = XLENGTH(v);
+                if ((n != 1 || attribute(v, R_DimSymbol)) && !scan_level(s, depth + 1))
+                        return;
+                if (n != 1 && !OBJECT(v) && !scan_add(s, 2))
+                        return;
+                scan_atomic_items(v, true, s);
+                return;
+        case VECSXP:
+                n = XLENGTH(v);
+                rows = data_frame_rows(v, &named_rows);
+                if (rows >= 0) {
+                        scan_data_frame(v, rows, named_rows, depth, s);
+                        return;
+                }
+                if (OBJECT(v) || (ATTRIB(v) != R_NilValue &&
+                                  (TAG(ATTRIB(v)) != R_NamesSymbol || CDR(ATTRIB(v)) != R_NilValue))) {
+                        /* Classed (POSIXlt, ...) or with attributes
+                         * jsonlite reads: its form is jsonlite's own. */
+                        s->fast = false;
+                        scan_depth(v, depth, s);
+                        return;
+                }
+                if (!scan_level(s, depth + 1))
+                        return;
+                {
+                        SEXP names = attribute(v, R_NamesSymbol);
+
+                        if (names && !names_are_keys(names, n))
+                                s->fast = false;
+                        if (!scan_add(s, n > 0 ? 2 + (size_t)(n - 1) : 2))
+                                return;
+                        for (R_xlen_t i = 0; i < n && !s->stopped; i++) {
+                                if (names) {
+                                        SEXP ch = TYPEOF(names) == STRSXP && i < XLENGTH(names)
+                                                          ? STRING_ELT(names, i)
+                                                          : NA_STRING;
+                                        if (!scan_add(s, (ch == NA_STRING ? 0 : (size_t)LENGTH(ch)) + 3))
+                                                return;
+                                }
+                                json_scan(VECTOR_ELT(v, i), depth + 1, s);
+                        }
+                }
+                return;
+        default:
+                /* Functions, environments, S4, language: no JSON form of
+                 * their own (jsonlite says why, or converts what it can). */
+                s->fast = false;
+                return;
+        }
+}
+
+/* The C encoder, for what json_scan() found it covers. */
+enum encode_status { ENCODE_OK, ENCODE_TOO_BIG, ENCODE_JSONLITE, ENCODE_NO_MEMORY };
+
+struct json_encode {
+        size_t size; /* an over-estimate of the text so far */
+        enum encode_status status;
+};
+
+static json_t *encode_failed(json_t *j, struct json_encode *e, enum encode_status status) {
+        json_decref(j);
+        if (e->status == ENCODE_OK)
+                e->status = status;
+        return NULL;
+}
+
+/* One element of a vector of a kind atomic_kind() accepts. */
+static json_t *encode_element(SEXP v, R_xlen_t i, enum atomic_kind kind, struct json_encode *e) {
+        json_t *j;
+
+        if (kind == ATOMIC_FACTOR) {
+                SEXP ch = factor_level(v, i);
+
+                e->size += string_chars(ch, true) + 1;
+                j = e->size > VALUE_JSON_MAX ? json_null() : string_json(ch);
+        } else {
+                j = element_json(v, i, &e->size);
+        }
+        if (!j)
+                return encode_failed(NULL, e, ENCODE_NO_MEMORY);
+        if (e->size > VALUE_JSON_MAX)
+                return encode_failed(j, e, ENCODE_TOO_BIG);
+        return j;
+}
+
+static json_t *encode_value(SEXP v, struct json_encode *e);
+
+static json_t *encode_atomic(SEXP v, struct json_encode *e) {
+        enum atomic_kind kind = atomic_kind(v);
+        R_xlen_t n = XLENGTH(v);
+        json_t *arr;
+
+        if (kind == ATOMIC_OTHER)
+                return encode_failed(NULL, e, ENCODE_JSONLITE);
+        if (n == 1) /* auto_unbox */
+                return encode_element(v, 0, kind, e);
+        arr = json_array();
+        e->size += 2;
+        if (!arr)
+                return encode_failed(NULL, e, ENCODE_NO_MEMORY);
+        for (R_xlen_t i = 0; i < n; i++) {
+                json_t *x = encode_element(v, i, kind, e);
+
+                if (!x)
+                        return encode_failed(arr, e, ENCODE_NO_MEMORY);
+                if (json_array_append_new(arr, x) < 0)
+                        return encode_failed(arr, e, ENCODE_NO_MEMORY);
+        }
+        return arr;
+}
+
+/* Add value under key; false if it failed or the key was there already
+ * (jsonlite would have made the names unique: its business then). */
+static bool encode_member(json_t *obj, SEXP key, json_t *value, struct json_encode *e) {
+        size_t before = json_object_size(obj);
+
+        if (!value)
+                return false;
+        e->size += (size_t)LENGTH(key) + 4;
+        if (json_object_set_new_nocheck(obj, CHAR(key), value) < 0) {
+                encode_failed(NULL, e, ENCODE_NO_MEMORY);
+                return false;
+        }
+        if (json_object_size(obj) == before) {
+                encode_failed(NULL, e, ENCODE_JSONLITE);
+                return false;
+        }
+        if (e->size > VALUE_JSON_MAX) {
+                encode_failed(NULL, e, ENCODE_TOO_BIG);
+                return false;
+        }
+        return true;
+}
+
+/* dataframe = "rows": [{"col": value, ...}, ...], NA as null. */
+static json_t *encode_data_frame(SEXP v, R_xlen_t rows, struct json_encode *e) {
+        SEXP names = attribute(v, R_NamesSymbol);
+        R_xlen_t ncol = XLENGTH(v);
+        json_t *arr = json_array();
+
+        e->size += 2;
+        if (!arr)
+                return encode_failed(NULL, e, ENCODE_NO_MEMORY);
+        for (R_xlen_t i = 0; i < rows; i++) {
+                json_t *row = json_object();
+
+                e->size += 3;
+                if (!row || json_array_append_new(arr, row) < 0)
+                        return encode_failed(arr, e, ENCODE_NO_MEMORY);
+                for (R_xlen_t j = 0; j < ncol; j++) {
+                        SEXP col = VECTOR_ELT(v, j);
+
+                        if (!encode_member(row, STRING_ELT(names, j), encode_element(col, i, atomic_kind(col), e), e))
+                                return encode_failed(arr, e, ENCODE_NO_MEMORY);
+                }
+        }
+        return arr;
+}
+
+static json_t *encode_value(SEXP v, struct json_encode *e) {
+        SEXP names;
+        R_xlen_t rows, n;
+        bool named_rows;
+        json_t *j;
+
+        if (v == R_NilValue) {
+                e->size += 5;
+                return json_null();
+        }
+        if (TYPEOF(v) != VECSXP)
+                return encode_atomic(v, e);
+        rows = data_frame_rows(v, &named_rows);
+        if (rows >= 0)
+                return encode_data_frame(v, rows, e);
+        n = XLENGTH(v);
+        names = attribute(v, R_NamesSymbol);
+        j = names ? json_object() : json_array();
+        e->size += 2;
+        if (!j)
+                return encode_failed(NULL, e, ENCODE_NO_MEMORY);
+        for (R_xlen_t i = 0; i < n; i++) {
+                json_t *x = encode_value(VECTOR_ELT(v, i), e);
+
+                if (!x)
+                        return encode_failed(j, e, ENCODE_NO_MEMORY);
+                if (names) {
+                        if (!encode_member(j, STRING_ELT(names, i), x, e))
+                                return encode_failed(j, e, ENCODE_NO_MEMORY);
+                } else {
+                        e->size++;
+                        if (json_array_append_new(j, x) < 0)
+                                return encode_failed(j, e, ENCODE_NO_MEMORY);
+                }
+        }
+        return j;
+}
+
 static json_t *value_json(SEXP v, char **note) {
         static const char too_big[] = "value JSON over 4 MiB";
+        struct json_scan scan = {.fast = true};
         SEXP res;
-        size_t size = 2;
 
         *note = NULL;
         if (v == R_NilValue)
                 return json_null();
-        if (json_fast_path(v)) {
-                R_xlen_t n = XLENGTH(v);
-                json_t *arr;
+        json_scan(v, 0, &scan);
+        if (scan.depth > VALUE_JSON_DEPTH_MAX) {
+                if (asprintf(note, "value nested more than %d levels deep: not converted to JSON",
+                             VALUE_JSON_DEPTH_MAX) < 0)
+                        *note = NULL;
+                return json_null();
+        }
+        if (scan.stopped) {
+                *note = strdup(scan.floor > VALUE_JSON_MAX ? "value JSON over 4 MiB: not converted"
+                                                           : "value too large to convert to JSON");
+                return json_null();
+        }
+        if (scan.fast) {
+                struct json_encode e = {0};
+                json_t *j = encode_value(v, &e);
 
-                if (n == 1) {
-                        json_t *e = element_json(v, 0, &size);
-                        if (e && size > VALUE_JSON_MAX) {
-                                json_decref(e);
-                                *note = strdup(too_big);
-                                return json_null();
-                        }
-                        return e ? e : json_null();
+                if (j)
+                        return j;
+                if (e.status != ENCODE_JSONLITE) {
+                        *note = strdup(e.status == ENCODE_TOO_BIG ? too_big : "value JSON failed: out of memory");
+                        return json_null();
                 }
-                arr = json_array();
-                for (R_xlen_t i = 0; arr && i < n; i++) {
-                        json_t *e = element_json(v, i, &size);
-
-                        if (!e || size > VALUE_JSON_MAX || json_array_append_new(arr, e) < 0) {
-                                json_decref(arr);
-                                arr = NULL;
-                        }
-                }
-                if (!arr && size > VALUE_JSON_MAX)
-                        *note = strdup(too_big);
-                return arr ? arr : json_null();
         }
 
+        W.json_deadline_ns = now_ns() + VALUE_JSON_SECONDS * 1000000000ull;
         res = call_on_value(W.json_call, v);
+        W.json_deadline_ns = 0;
         if (!res || TYPEOF(res) != STRSXP || XLENGTH(res) != 2) {
                 *note = strdup("value JSON failed: interrupted or out of memory");
                 return json_null();
@@ -739,14 +1489,6 @@ static void eval_cb(void *data) {
                 SET_VECTOR_ELT(W.slots, SLOT_VALUE, Rf_eval(VECTOR_ELT(exprs, i), R_GlobalEnv));
 }
 
-static void present_cb(void *data) {
-        struct run *r = data;
-        SEXP v = VECTOR_ELT(W.slots, SLOT_VALUE);
-
-        r->output = format_value(v, &r->output_len);
-        r->value = value_json(v, &r->value_note);
-}
-
 static int r_int_var(SEXP sym) {
         SEXP x = Rf_findVarInFrame3(W.env, sym, TRUE);
 
@@ -755,6 +1497,27 @@ static int r_int_var(SEXP sym) {
         if (TYPEOF(x) == LGLSXP && XLENGTH(x) == 1)
                 return LOGICAL(x)[0] == TRUE;
         return 0;
+}
+
+/* Did an interrupt (the daemon's: the run's deadline or ctl interrupt) or
+ * the CPU limit come during this run?  The flag of worker.R's handler
+ * covers the SIGINT R's own Sys.sleep handler took. */
+static bool run_stopped(void) {
+        return got_sigint || got_sigxcpu || r_int_var(W.sym_interrupted);
+}
+
+/* The value's two presentations.  Formatting is part of the run: an
+ * interrupt that comes during it ends the run as one during the evaluation
+ * would (run_exec checks run_stopped() after this), and the JSON is not
+ * made then. */
+static void present_cb(void *data) {
+        struct run *r = data;
+        SEXP v = VECTOR_ELT(W.slots, SLOT_VALUE);
+
+        r->output = format_value(v, &r->output_len);
+        if (run_stopped())
+                return;
+        r->value = value_json(v, &r->value_note);
 }
 
 /* The run's warnings: the console block R would print at the end of the
@@ -846,6 +1609,15 @@ static char *error_text(const struct run *r, const char **limit) {
                         free(text);
                         text = out;
                 }
+        } else if (strstr(text, "C stack usage")) {
+                /* R's own check (cstack_update): deep recursion, stopped
+                 * with the session's state intact. */
+                *limit = "stack";
+                if (r->limit[LIMIT_STACK] > 0 &&
+                    asprintf(&out, "%s (stack limit: %lld KiB)", text, (long long)(r->limit[LIMIT_STACK] >> 10)) >= 0) {
+                        free(text);
+                        text = out;
+                }
         } else if (strstr(text, "Too many open files")) {
                 *limit = "nofile";
         } else if (strstr(text, "cannot popen") || strstr(text, "error in running command")) {
@@ -927,6 +1699,7 @@ static void run_exec(struct run *r) {
 
         got_sigint = got_sigxcpu = got_sigxfsz = 0;
         R_interrupts_pending = 0;
+        cstack_update();
         W.seq = r->seq;
         W.console.len = 0;
         W.console.run_bytes = 0;
@@ -974,8 +1747,19 @@ static void run_exec(struct run *r) {
         r->eval_ok = R_ToplevelExec(eval_cb, r);
         SET_VECTOR_ELT(W.slots, SLOT_EXPRS, R_NilValue);
         if (r->eval_ok) {
-                if (!R_ToplevelExec(present_cb, r) && !r->output)
-                        r->output = strdup("<value could not be printed: formatting failed>");
+                R_ToplevelExec(present_cb, r);
+                capture_reset();
+                W.json_deadline_ns = 0;
+                /* Interrupted while formatting: the branches below say
+                 * how, and the text and JSON made so far are dropped. */
+                r->eval_ok = !run_stopped();
+        }
+        if (r->eval_ok) {
+                if (!r->output) {
+                        static const char failed[] = "<value could not be printed: formatting failed>";
+
+                        r->output = utf8_clean_dup(failed, sizeof(failed) - 1, OUTPUT_MAX, NULL, &r->output_len);
+                }
                 if (!r->value)
                         r->value = json_null();
         } else if (got_sigxcpu) {

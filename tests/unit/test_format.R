@@ -95,6 +95,28 @@ bad <- structure(list(), class = "srfs_bad")
 registerS3method("print", "srfs_bad", function(x, ...) stop("no printing"), envir = globalenv())
 check("failing print gives placeholder", grepl("could not be printed", w$format_value(bad), fixed = TRUE))
 
+# The line budget: empty lines past line 50 are dropped as trailing blanks
+# unless text follows them; a data frame wider than 50 lines gets both markers
+emit <- function(text) structure(list(text), class = "srfs_emit")
+registerS3method("print", "srfs_emit", function(x, ...) cat(x[[1L]]), envir = globalenv())
+fifty <- paste0("l", 1:50, "\n", collapse = "")
+out <- lines_of(w$format_value(emit(paste0(fifty, "\n\n\n"))))
+check("50 lines and blank ones: no marker", identical(out, paste0("l", 1:50)))
+out <- lines_of(w$format_value(emit(paste0(fifty, "\n\nl53\n"))))
+check("text after blank ones past 50: marker",
+      identical(out, c(paste0("l", 1:50), "... (output truncated)")))
+out <- lines_of(w$format_value(emit(paste0(paste0("l", 1:45, "\n", collapse = ""), "\n\n\n\n\n\nx"))))
+check("blank lines before the cut are kept",
+      identical(out, c(paste0("l", 1:45), rep("", 5), "... (output truncated)")))
+out <- lines_of(w$format_value(emit("no newline at the end")))
+check("a last line without newline", identical(out, "no newline at the end"))
+wide <- as.data.frame(matrix(1:4000, 40, 100))
+out <- lines_of(w$format_value(wide))
+check("wide data frame: 50 lines and both markers",
+      length(out) == 52L && identical(out[51:52], c("... (output truncated)", "... (40 rows total)")))
+check("wide data frame starts like print(head())",
+      identical(out[1:50], utils::capture.output(print(utils::head(wide, 30)))[1:50]))
+
 # No trailing newline
 check("no trailing newline", !grepl("\n$", w$format_value(list(1))))
 
