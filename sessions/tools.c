@@ -31,6 +31,10 @@
 #define TIMEOUT_MAX_S 3600.0
 /* Audit lines keep this much of the arguments. */
 #define AUDIT_ARGS_MAX 1024u
+/* Refused calls (unknown tool, bad arguments) logged one by one per run;
+ * the rest are counted and summed up in one line at the run's end, so that
+ * a run cannot turn its calls into audit log bytes (docs/security.md). */
+#define AUDIT_REFUSED_FULL 10u
 
 enum arg_type { T_ANY, T_CHARACTER, T_NUMERIC, T_INTEGER, T_LOGICAL, T_LIST, T_DATA_FRAME, T_COUNT };
 static const char *const type_names[T_COUNT] = {"", "character", "numeric", "integer", "logical", "list",
@@ -85,6 +89,7 @@ struct tool_scope {
         struct tool_call *pending;
         uint64_t call_seq;
         json_int_t last_id;
+        unsigned refused, refused_unlogged; /* in run call_seq */
         struct tool_scope *prev, *next;
 };
 
@@ -132,6 +137,7 @@ struct tool_call {
         struct tool_server *server;
         uint64_t server_id;
         struct tool_call *srv_prev, *srv_next;
+        bool quiet; /* a refusal past AUDIT_REFUSED_FULL: counted, not logged */
 };
 
 struct tools {
@@ -1086,7 +1092,8 @@ static void call_finish(struct tool_call *c, json_t *value, const char *error, b
                 w->pending = NULL;
         if (s && send)
                 send_result(s, c->id, value, error);
-        call_audit(c, s, error);
+        if (!c->quiet)
+                call_audit(c, s, error);
         json_decref(value);
         call_free(c);
 }
@@ -1549,8 +1556,15 @@ static char *check_args(const struct tool_def *d, json_t *args) {
         return NULL;
 }
 
-/* A call refused before it started: answered at once, logged. */
+/* A call refused before it started: answered at once; logged if it is
+ * one of the run's first AUDIT_REFUSED_FULL refusals, else counted. */
 static void refuse(struct tool_call *c, const char *error) {
+        struct tool_scope *sc = c->waiter;
+
+        if (sc && ++sc->refused > AUDIT_REFUSED_FULL) {
+                sc->refused_unlogged++;
+                c->quiet = true;
+        }
         call_finish(c, NULL, error, true);
 }
 
@@ -1585,6 +1599,7 @@ int tools_handle_call(struct tools *t, struct session *s, json_t *frame, uint64_
         if (sc->call_seq != seq) {
                 sc->call_seq = seq;
                 sc->last_id = 0;
+                sc->refused = sc->refused_unlogged = 0;
         }
         if (json_integer_value(jid) <= sc->last_id) {
                 *why = "tool_call id reused";
@@ -1682,6 +1697,25 @@ void tools_run_ended(struct tools *t, struct session *s) {
                 call_finish(sc->pending, NULL, "cancelled: the run ended", false);
         if (sc->dirty)
                 scope_sync(sc);
+}
+
+void tools_run_summary(struct tools *t, struct session *s, uint64_t seq, unsigned dropped) {
+        struct tool_scope *sc = s->tools;
+        unsigned refused = 0, unlogged = 0;
+        json_t *ev;
+
+        (void)t;
+        if (sc && sc->call_seq == seq) {
+                refused = sc->refused;
+                unlogged = sc->refused_unlogged;
+                sc->refused = sc->refused_unlogged = 0;
+        }
+        if (!unlogged && !dropped)
+                return;
+        ev = json_pack("{s:s, s:I, s:i, s:i, s:i}", "event", "tool_calls_refused", "seq", (json_int_t)seq, "refused",
+                       (int)refused, "not_logged", (int)unlogged, "dropped", (int)dropped);
+        if (ev)
+                session_audit(s, ev);
 }
 
 void tools_session_closed(struct tools *t, struct session *s) {
