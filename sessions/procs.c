@@ -14,6 +14,7 @@
 
 struct proc {
         pid_t pid;
+        size_t parent;     /* index in the walk (0 for the worker itself) */
         int dir_fd;        /* /proc/PID, O_DIRECTORY: pins the identity */
         char state;        /* from stat: R, S, D, Z, ... */
         unsigned long long start; /* start time (clock ticks after boot): with pid, a unique name */
@@ -94,7 +95,7 @@ static bool proc_present(int dir_fd) {
         return read_at(dir_fd, "stat", buf, sizeof(buf)) > 0;
 }
 
-static int walk_push(struct walk *w, pid_t pid, int dir_fd) {
+static int walk_push(struct walk *w, pid_t pid, int dir_fd, size_t parent) {
         if (w->n == w->cap) {
                 size_t cap = w->cap ? w->cap * 2 : 16;
                 struct proc *p = realloc(w->p, cap * sizeof(*p));
@@ -103,7 +104,7 @@ static int walk_push(struct walk *w, pid_t pid, int dir_fd) {
                 w->p = p;
                 w->cap = cap;
         }
-        w->p[w->n++] = (struct proc){.pid = pid, .dir_fd = dir_fd};
+        w->p[w->n++] = (struct proc){.pid = pid, .dir_fd = dir_fd, .parent = parent};
         return 0;
 }
 
@@ -140,7 +141,7 @@ static void walk_children(struct walk *w, size_t i) {
                         fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                         if (fd < 0)
                                 continue; /* gone already */
-                        if (walk_push(w, pid, fd) < 0) {
+                        if (walk_push(w, pid, fd, i) < 0) {
                                 close(fd);
                                 break;
                         }
@@ -165,7 +166,7 @@ static int walk_tree(pid_t worker, struct walk *w) {
         fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        if ((e = walk_push(w, worker, fd)) < 0) {
+        if ((e = walk_push(w, worker, fd, 0)) < 0) {
                 close(fd);
                 return e;
         }
@@ -187,8 +188,11 @@ int procs_usage(pid_t worker, struct procs_usage *out) {
         if (e < 0)
                 return e;
         for (size_t i = 0; i < w.n; i++) {
+                unsigned long long parent_rss = i ? w.p[w.p[i].parent].rss_bytes : 0;
                 u.cpu_s += w.p[i].cpu_s;
                 u.rss_bytes += w.p[i].rss_bytes;
+                if (w.p[i].rss_bytes > parent_rss)
+                        u.estimate_bytes += w.p[i].rss_bytes - parent_rss;
         }
         u.worker_reaped_s = w.p[0].reaped_s;
         u.worker_cpu_s = w.p[0].cpu_s - w.p[0].reaped_s;

@@ -32,6 +32,15 @@ struct procs_usage {
          * hold together (pages shared copy-on-write are counted once per
          * process that maps them). */
         unsigned long long rss_bytes;
+        /* A cheap estimate of what they hold together: the worker's
+         * resident set plus, for every other process, what its resident set
+         * has beyond its parent's.  A forked child starts out mapping its
+         * parent's pages (its resident set is then its parent's), so what
+         * it adds is about what it allocated itself.  It misses pages a
+         * child made private by writing to them (copy-on-write copies) and
+         * counts twice pages a grandchild shares with its parent only:
+         * procs_pss() is the exact count. */
+        unsigned long long estimate_bytes;
         unsigned n; /* processes seen, the worker included */
 };
 

@@ -56,11 +56,15 @@
 #define OUT_QUEUE_MAX (8u << 20)
 /* The session-wide limits monitor (docs/security.md, "Session-wide
  * limits"): it first looks at a run this long after it started (shorter
- * runs cost nothing), then every MONITOR_PERIOD_NS, or twenty times as long
- * as its last look took, whichever is longer (so it never takes more than
- * 5% of a CPU). */
+ * runs cost nothing), then every MONITOR_PERIOD_NS while the worker is
+ * alone, every MONITOR_PERIOD_FORKED_NS while it has other processes (they
+ * are what can multiply the limits), or twenty times as long as its last
+ * look took, whichever is longer (so it never takes more than 5% of a CPU).
+ * The exact memory count (a page-table walk per process) is rate-limited
+ * the same way, on its own. */
 #define MONITOR_AFTER_NS 50000000ull
 #define MONITOR_PERIOD_NS 100000000ull
+#define MONITOR_PERIOD_FORKED_NS 20000000ull
 /* The daemon's look for processes a run left behind (the worker kills its
  * own at the end of every run; this is for a worker whose native code is
  * hostile) happens at most this often per worker, off the run's path. */
@@ -125,6 +129,7 @@ struct run {
         unsigned calls_dropped;      /* tool_call frames after the stop: not answered */
         struct loop_timer *monitor;  /* session-wide CPU and memory */
         bool monitored;              /* the monitor has looked once */
+        uint64_t next_pss_ns;        /* the exact memory count, not before */
         double reaped_base_s;        /* the worker's cutime+cstime at that first look */
 };
 
@@ -1373,8 +1378,9 @@ static void on_run_monitor(void *data) {
                         return;
                 }
         }
+        took = now_ns() - start;
         if (mem != LIMIT_UNSET) {
-                unsigned long long oom, pss;
+                unsigned long long oom, held = u.estimate_bytes, pss;
                 if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) {
                         w->oom_kills_seen = oom;
                         snprintf(reason, sizeof(reason),
@@ -1383,20 +1389,27 @@ static void on_run_monitor(void *data) {
                         run_stop_on_limit(s, "memory", reason);
                         return;
                 }
-                /* The resident sets' sum is cheap and never below what they
-                 * hold; only past the limit is it worth the page walks of
-                 * the exact count. */
-                if (u.rss_bytes > (unsigned long long)mem && procs_pss(w->pid, &pss) == 0 &&
-                    pss > (unsigned long long)mem) {
+                /* The estimate is cheap; the resident sets' sum is never
+                 * below what they hold, so only past the limit is the exact
+                 * count (which the estimate can miss: copy-on-write copies)
+                 * worth its page walks. */
+                if (held <= (unsigned long long)mem && u.rss_bytes > (unsigned long long)mem &&
+                    now_ns() >= r->next_pss_ns) {
+                        uint64_t pss_start = now_ns();
+                        if (procs_pss(w->pid, &pss) == 0)
+                                held = pss;
+                        r->next_pss_ns = now_ns() + 20 * (now_ns() - pss_start);
+                }
+                if (held > (unsigned long long)mem) {
                         snprintf(reason, sizeof(reason),
                                  "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB)",
-                                 mem >> 20, u.n, pss >> 20);
+                                 mem >> 20, u.n, held >> 20);
                         run_stop_on_limit(s, "memory", reason);
                         return;
                 }
         }
-        took = now_ns() - start;
-        loop_timer_arm(r->monitor, now_ns() + MAX(MONITOR_PERIOD_NS, 20 * took));
+        loop_timer_arm(r->monitor,
+                       now_ns() + MAX(u.n > 1 ? MONITOR_PERIOD_FORKED_NS : MONITOR_PERIOD_NS, 20 * took));
 }
 
 /* Give s a worker: a ready one from the pool, else a fresh clone. */
