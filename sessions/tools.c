@@ -101,8 +101,12 @@ struct tool_proc {
         struct tool_proc *next;
 };
 
+/* A server process.  It lives in the scope of the session whose calls it
+ * serves, also for a global tool: one session's slow, hung or crashing call
+ * must never fail or delay another session's (docs/tools.md, "server"). */
 struct tool_server {
         struct tool_scope *scope;
+        bool global;        /* started for a global definition */
         char *command_key;
         struct tool_proc *proc;
         pid_t pid;
@@ -618,15 +622,18 @@ static struct tool_entry *visible_entry(struct tool_scope *sc, const char *name)
         return NULL;
 }
 
-/* Servers of sc whose command no server-mode definition of sc names any
- * more end (their last tool is gone). */
-static void scope_prune_servers(struct tool_scope *sc) {
+/* Servers in session scope sc started for definitions of defs (sc itself,
+ * or the global scope) end when no server-mode definition of defs names
+ * their command any more (their last tool is gone). */
+static void scope_prune_servers(struct tool_scope *sc, struct tool_scope *defs) {
         struct tool_server *srv, *next;
 
         for (srv = sc->servers; srv; srv = next) {
                 bool used = false;
                 next = srv->next;
-                for (struct tool_entry *e = sc->first; e && !used; e = e->next)
+                if (srv->global != (defs->session == NULL))
+                        continue;
+                for (struct tool_entry *e = defs->first; e && !used; e = e->next)
                         used = e->def && !e->unlinked && e->def->server &&
                                strcmp(e->def->command_key, srv->command_key) == 0;
                 if (!used)
@@ -636,13 +643,15 @@ static void scope_prune_servers(struct tool_scope *sc) {
 
 /* Definitions of sc changed: tell every session they reach. */
 static void scope_changed(struct tool_scope *sc) {
-        scope_prune_servers(sc);
         if (sc->session) {
+                scope_prune_servers(sc, sc);
                 scope_sync(sc);
                 return;
         }
-        for (struct tool_scope *s = sc->owner->scopes; s; s = s->next)
+        for (struct tool_scope *s = sc->owner->scopes; s; s = s->next) {
+                scope_prune_servers(s, sc);
                 scope_sync(s);
+        }
 }
 
 static void entry_free(struct tool_entry *e) {
@@ -1387,7 +1396,7 @@ static void server_on_io(int fd, uint32_t events, void *data) {
         }
 }
 
-static struct tool_server *server_start(struct tool_scope *sc, const struct tool_def *d) {
+static struct tool_server *server_start(struct tool_scope *sc, const struct tool_def *d, bool global) {
         struct tools *t = sc->owner;
         struct tool_server *srv = calloc(1, sizeof(*srv));
         int fds[3];
@@ -1395,6 +1404,7 @@ static struct tool_server *server_start(struct tool_scope *sc, const struct tool
         if (!srv)
                 return NULL;
         srv->scope = sc;
+        srv->global = global;
         srv->in_fd = srv->out_fd = srv->err_fd = -1;
         srv->command_key = strdup(d->command_key);
         srv->next = sc->servers;
@@ -1415,7 +1425,8 @@ static struct tool_server *server_start(struct tool_scope *sc, const struct tool
                 server_free(srv);
                 return NULL;
         }
-        log_info("tool server started: %s (pid %d)", srv->command_key, (int)srv->pid);
+        log_info("tool server started for session %s: %s (pid %d)", sc->session ? sc->session->name : "-",
+                 srv->command_key, (int)srv->pid);
         return srv;
 }
 
@@ -1431,15 +1442,19 @@ static void server_on_timeout(void *data) {
         server_fail(srv, "the tool server was restarted after another call to it timed out");
 }
 
+/* A call to a server tool goes to the calling session's own server for
+ * that definition's scope and command (started on first use). */
 static int server_call(struct tool_call *c, struct tool_scope *def_scope) {
+        struct tool_scope *sc = c->waiter;
+        bool global = def_scope->session == NULL;
         struct tool_server *srv;
         char head[96];
         int n, e;
 
-        for (srv = def_scope->servers; srv; srv = srv->next)
-                if (strcmp(srv->command_key, c->def->command_key) == 0)
+        for (srv = sc->servers; srv; srv = srv->next)
+                if (srv->global == global && strcmp(srv->command_key, c->def->command_key) == 0)
                         break;
-        if (!srv && !(srv = server_start(def_scope, c->def)))
+        if (!srv && !(srv = server_start(sc, c->def, global)))
                 return -ECHILD;
         c->server = srv;
         c->server_id = ++srv->next_id;
@@ -1725,7 +1740,8 @@ void tools_session_closed(struct tools *t, struct session *s) {
                 return;
         if (sc->pending)
                 call_finish(sc->pending, NULL, "cancelled: the session closed", false);
-        /* Calls of other sessions cannot be on this scope's servers. */
+        /* Its servers, its own tools' and the global ones it called, serve
+         * no other session. */
         while (sc->servers)
                 server_fail(sc->servers, "the session closed");
         /* Handles still open on its files find nothing from now on. */

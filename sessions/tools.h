@@ -15,7 +15,9 @@
  * Calls: a worker's tool_call frame is checked here (the daemon is the
  * authority) and answered with a tool_result frame, now (refused) or when
  * the tool process answers.  exec tools are a process per call, server tools
- * one process per (scope, command); both are forked from the daemon with a
+ * one process per (calling session, scope of the definition, command), so
+ * that no session's call waits behind or fails with another session's
+ * (docs/tools.md departs from DESIGN §3 there); both are forked from the daemon with a
  * clean environment, in their own process group (killed whole on timeout),
  * and watched through non-blocking pipes on the event loop: nothing here
  * blocks.
