@@ -22,6 +22,17 @@ static int reserve(struct frame_reader *r, size_t extra) {
 
         if (want <= r->cap)
                 return 0;
+        /* Taking a frame only moves start (a burst of small frames would
+         * otherwise move the rest of the buffer once per frame): the space
+         * in front is reclaimed here, when it is needed. */
+        if (r->start > 0) {
+                memmove(r->buf, r->buf + r->start, r->len - r->start);
+                r->len -= r->start;
+                r->start = 0;
+                want = r->len + extra;
+                if (want <= r->cap)
+                        return 0;
+        }
         while (cap < want)
                 cap *= 2;
         p = realloc(r->buf, cap);
@@ -74,18 +85,19 @@ int frame_reader_next(struct frame_reader *r, json_t **msg) {
         json_t *j;
         json_error_t err;
 
-        if (r->len < FRAME_HEADER_BYTES)
+        if (r->len - r->start < FRAME_HEADER_BYTES)
                 return 0;
-        n = get_be32(r->buf);
+        n = get_be32(r->buf + r->start);
         /* Refuse before buffering: a hostile peer must not make us allocate
          * more than max. */
         if (n > r->max || n == 0)
                 return -EMSGSIZE;
-        if (r->len - FRAME_HEADER_BYTES < n)
+        if (r->len - r->start - FRAME_HEADER_BYTES < n)
                 return 0;
-        j = json_loadb(r->buf + FRAME_HEADER_BYTES, n, JSON_REJECT_DUPLICATES, &err);
-        memmove(r->buf, r->buf + FRAME_HEADER_BYTES + n, r->len - FRAME_HEADER_BYTES - n);
-        r->len -= FRAME_HEADER_BYTES + n;
+        j = json_loadb(r->buf + r->start + FRAME_HEADER_BYTES, n, JSON_REJECT_DUPLICATES, &err);
+        r->start += FRAME_HEADER_BYTES + n;
+        if (r->start == r->len)
+                r->start = r->len = 0;
         if (!j)
                 return -EBADMSG;
         if (!json_is_object(j) || !json_is_string(json_object_get(j, "type"))) {

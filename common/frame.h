@@ -20,9 +20,10 @@
 
 struct frame_reader {
         char *buf;
-        size_t len; /* bytes buffered */
+        size_t start; /* bytes at the front already taken as frames */
+        size_t len;   /* end of the bytes buffered: buf[start, len) is unread */
         size_t cap;
-        size_t max; /* largest payload accepted */
+        size_t max;   /* largest payload accepted */
 };
 
 void frame_reader_init(struct frame_reader *r, size_t max_payload);

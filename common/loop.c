@@ -144,15 +144,20 @@ void loop_timer_free(struct loop_timer *t) {
 
 void loop_stop(struct loop *l) { l->stop = true; }
 
-/* Fire every timer that is due; returns the epoll timeout in ms until the
- * next one (-1: none). */
+/* Fire every timer that was due when this pass began; returns the epoll
+ * timeout in ms until the next one (-1: none; 0: one is due already).  A
+ * timer that a callback arms for now is due only after this pass began, so
+ * it fires at the next iteration, after the file descriptors' events: a
+ * callback that has done its share of work can yield that way. */
 static int run_timers(struct loop *l) {
+        uint64_t pass = now_ns();
+
         for (;;) {
-                uint64_t now = now_ns(), next = 0;
+                uint64_t now, next = 0;
                 struct loop_timer *due = NULL;
 
                 for (struct loop_timer *t = l->timers; t; t = t->next) {
-                        if (t->due <= now) {
+                        if (t->due <= pass) {
                                 due = t;
                                 break;
                         }
@@ -166,6 +171,9 @@ static int run_timers(struct loop *l) {
                 }
                 if (!next)
                         return -1;
+                now = now_ns();
+                if (next <= now)
+                        return 0;
                 /* Round up so that we never wake before the deadline. */
                 return (int)MIN((next - now + 999999) / 1000000, (uint64_t)INT32_MAX);
         }

@@ -25,7 +25,10 @@ int loop_mod_fd(struct loop *l, int fd, uint32_t events);
  * this iteration are dropped. */
 void loop_del_fd(struct loop *l, int fd);
 
-/* Timers: created disarmed; arm with an absolute now_ns() time, 0 disarms. */
+/* Timers: created disarmed; arm with an absolute now_ns() time, 0 disarms.
+ * A timer armed for now from a callback fires at the next iteration of the
+ * loop, after the events of the file descriptors: a callback that has done
+ * its share of a long job yields by arming one. */
 struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data);
 void loop_timer_arm(struct loop_timer *t, uint64_t due_ns);
 void loop_timer_free(struct loop_timer *t);

@@ -25,6 +25,7 @@ struct hierarchy {
         const char *swap_file;
         const char *pids_file;
         const char *unlimited;  /* how "no limit" is written to memory_file */
+        const char *oom_file;   /* where the kernel counts its OOM kills ("oom_kill N") */
 };
 
 struct cgroup_tree {
@@ -184,7 +185,7 @@ static int open_v2(struct cgroup_tree *t, char *reason, size_t size) {
                 return r;
         }
         *h = (struct hierarchy){.dir_fd = -1, .memory_file = "memory.max", .swap_file = "memory.swap.max",
-                                .pids_file = "pids.max", .unlimited = "max"};
+                                .pids_file = "pids.max", .unlimited = "max", .oom_file = "memory.events"};
         if ((r = hierarchy_open(h, mnt)) < 0) {
                 snprintf(reason, size, "mkdir %s: %s", h->path, strerror(-r));
                 return r;
@@ -205,7 +206,8 @@ static int open_v1(struct cgroup_tree *t, char *reason, size_t size) {
                 struct hierarchy proto;
         } want[] = {
                 {"memory", {.dir_fd = -1, .memory_file = "memory.limit_in_bytes",
-                            .swap_file = "memory.memsw.limit_in_bytes", .unlimited = "-1"}},
+                            .swap_file = "memory.memsw.limit_in_bytes", .unlimited = "-1",
+                            .oom_file = "memory.oom_control"}},
                 {"pids", {.dir_fd = -1, .pids_file = "pids.max"}},
         };
         char mnt[PATH_MAX];
@@ -331,6 +333,34 @@ int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
                 r = -EBUSY;
         }
         return r;
+}
+
+int cgroup_worker_oom_kills(struct cgroup_tree *t, unsigned long long id, unsigned long long *out) {
+        char name[64], buf[1024], *line;
+
+        if (!t)
+                return -ENOENT;
+        for (unsigned i = 0; i < t->n; i++) {
+                struct hierarchy *h = &t->h[i];
+                _cleanup_close_ int fd = -1;
+                ssize_t n;
+
+                if (!h->oom_file)
+                        continue;
+                snprintf(name, sizeof(name), "w%llu/%s", id, h->oom_file);
+                fd = openat(h->dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) < 0)
+                        return -errno;
+                buf[n] = '\0';
+                /* Both files are "key value" lines; the key is at a line's start. */
+                for (line = buf; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+                        if (strncmp(line, "oom_kill ", 9) == 0) {
+                                *out = strtoull(line + 9, NULL, 10);
+                                return 0;
+                        }
+                return -ENOENT;
+        }
+        return -ENOENT;
 }
 
 void cgroup_tree_free(struct cgroup_tree *t) {

@@ -48,6 +48,12 @@ int cgroup_worker_prepare(struct cgroup_tree *t, unsigned long long id, long lon
  * children die with it) are killed through cgroup.kill.  0 or -errno. */
 int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id);
 
+/* How many processes of worker id's cgroup the kernel's OOM killer has
+ * killed (oom_kill in memory.events on v2, memory.oom_control on v1), so
+ * that a run that ended through the memory cgroup can say so.  0 with *out,
+ * or -errno (-ENOENT: disabled, or the kernel has no such counter). */
+int cgroup_worker_oom_kills(struct cgroup_tree *t, unsigned long long id, unsigned long long *out);
+
 /* Our directories, colon-separated, for the zygote's --cgroup-dirs ("" when
  * disabled). */
 const char *cgroup_tree_dirs(const struct cgroup_tree *t);

@@ -36,6 +36,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1690,6 +1691,31 @@ static void close_devices(void) {
         R_interrupts_pending = 0;
 }
 
+/* The processes a run started end with it (docs/security.md, "The
+ * processes of a run"), before its result is sent.  In strict mode the
+ * worker is pid 1 of the session's pid namespace: every other process of
+ * the session is in it, orphans and grandchildren included (the kernel
+ * gives orphans to the namespace's init), and kill(-1) from init signals
+ * every process of the namespace but the caller.  Then they are reaped, as
+ * init must.  A run that started nothing pays one waitid(), which answers
+ * ECHILD at once.  Not pid 1 (none mode: no namespaces), kill(-1) would
+ * signal every process of the user: there only the daemon's own look
+ * applies.  The daemon does not rely on this: it looks itself. */
+static void end_run_processes(void) {
+        siginfo_t si;
+
+        if (getpid() != 1)
+                return;
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
+                return;
+        kill(-1, SIGKILL);
+        for (;;) {
+                pid_t p = waitpid(-1, NULL, 0);
+                if (p < 0 && errno != EINTR)
+                        break; /* ECHILD: none left */
+        }
+}
+
 static void run_exec(struct run *r) {
         struct parse_job p = {.text = r->code, .len = r->code_len};
         _cleanup_json_ json_t *warnings = NULL;
@@ -1796,6 +1822,7 @@ done:
                 json_array_foreach(warnings, i, w) if (strstr(json_string_value(w), "Too many open files"))
                         limit = "nofile";
         }
+        end_run_processes();
         console_send(true);
         W.in_run = false;
         /* The last tool reply (up to a frame's size) is not kept between runs. */

@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "json_cleanup.h"
 #include "macros.h"
+#include "procs.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"
 #include "tools.h"
@@ -41,9 +42,41 @@
 #define UNCLAIMED_MAX 64
 /* result.json names at most this many files a run created or changed. */
 #define RUN_FILES_MAX 100
+/* What the daemon takes from one worker per wake-up of its socket: after
+ * this many frames, or once this many bytes were read, it goes back to its
+ * loop (timers such as the run's deadline, FUSE requests, other sessions)
+ * and carries on at the next iteration.  epoll is level-triggered here, so
+ * bytes still in the socket wake it again; complete frames already in our
+ * buffer are picked up by the worker's resume timer. */
+#define READ_BUDGET_FRAMES 16u
+#define READ_BUDGET_BYTES (256u << 10)
+/* Bytes queued to a worker and not yet taken by it.  During a run the
+ * daemon only sends what the worker asked for (a tool's reply, at most
+ * TOOL_IO_MAX plus a little) and interrupts, so a worker past this has
+ * stopped reading its replies: it is killed. */
+#define OUT_QUEUE_MAX (8u << 20)
+/* The session-wide limits monitor (docs/security.md, "Session-wide
+ * limits"): it first looks at a run this long after it started (shorter
+ * runs cost nothing), then every MONITOR_PERIOD_NS while the worker is
+ * alone, every MONITOR_PERIOD_FORKED_NS while it has other processes (they
+ * are what can multiply the limits), or twenty times as long as its last
+ * look took, whichever is longer (so it never takes more than 5% of a CPU).
+ * The exact memory count (a page-table walk per process) is rate-limited
+ * the same way, on its own. */
+#define MONITOR_AFTER_NS 50000000ull
+#define MONITOR_PERIOD_NS 100000000ull
+#define MONITOR_PERIOD_FORKED_NS 20000000ull
+/* The daemon's look for processes a run left behind (the worker kills its
+ * own at the end of every run; this is for a worker whose native code is
+ * hostile) happens at most this often per worker, off the run's path. */
+#define LEFTOVER_CHECK_GAP_NS 20000000ull
+/* Passes of procs_kill_descendants() before a session whose processes keep
+ * forking loses its worker (and with it, in strict mode, its whole pid
+ * namespace). */
+#define KILL_PASSES 16u
 
 enum worker_state { WORKER_SPAWNING, WORKER_READY };
-enum interrupt_reason { INTERRUPT_NONE, INTERRUPT_TIMEOUT, INTERRUPT_CTL };
+enum interrupt_reason { INTERRUPT_NONE, INTERRUPT_TIMEOUT, INTERRUPT_CTL, INTERRUPT_LIMIT };
 
 struct worker {
         struct sessions *owner;
@@ -54,6 +87,10 @@ struct worker {
         uint64_t token;          /* spawn request in flight, 0 when none */
         uint64_t cgroup_id;      /* its cgroup: w<spawn token> */
         struct frame_reader rd;
+        struct loop_timer *resume; /* reading goes on here when the budget ran out */
+        struct loop_timer *leftover_check; /* looks for processes a run left */
+        uint64_t last_leftover_check_ns;
+        unsigned long long oom_kills_seen; /* its cgroup's OOM kill count, last read */
         struct text out;         /* frames not yet written */
         size_t out_off;
         char *fatal;             /* reason from a "fatal" frame */
@@ -62,6 +99,9 @@ struct worker {
         bool attached;           /* its "attached" frame came: /work is its session's */
         bool abandoned;          /* its session closed or restarted; just reap it */
         bool exited;
+        bool watching_out;       /* EPOLLOUT is on: the socket was full */
+        bool resume_armed;
+        bool leftover_check_armed;
         int exit_status;
         double cpu_s;            /* CPU used, from wait4's rusage */
         struct worker *prev, *next; /* all workers */
@@ -89,6 +129,15 @@ struct run {
         bool in_grace;
         unsigned tool_calls;         /* tool_call frames in this run */
         struct workspace_snapshot *before; /* the workspace when the run was sent */
+        /* Set when the daemon stopped the run on a limit of its own
+         * (INTERRUPT_LIMIT): "tool_calls", "cpu" or "memory", and why. */
+        const char *stop_limit;
+        char stop_reason[256];
+        unsigned calls_dropped;      /* tool_call frames after the stop: not answered */
+        struct loop_timer *monitor;  /* session-wide CPU and memory */
+        bool monitored;              /* the monitor has looked once */
+        uint64_t next_pss_ns;        /* the exact memory count, not before */
+        double reaped_base_s;        /* the worker's cutime+cstime at that first look */
 };
 
 struct unclaimed {
@@ -202,6 +251,8 @@ int sessions_open_audit(struct sessions *t, const char *path) {
 /* ---- workers ----------------------------------------------------------- */
 
 static void worker_on_io(int fd, uint32_t events, void *data);
+static void worker_on_resume(void *data);
+static void worker_on_leftover_check(void *data);
 static void pool_fill(struct sessions *t);
 static void session_worker_ready(struct session *s);
 static void session_worker_lost(struct session *s, struct worker *w);
@@ -258,6 +309,8 @@ static void worker_free(struct worker *w) {
         if (w->next)
                 w->next->prev = w->prev;
         frame_reader_free(&w->rd);
+        loop_timer_free(w->resume);
+        loop_timer_free(w->leftover_check);
         text_free(&w->out);
         free(w->fatal);
         free(w->kill_reason);
@@ -306,15 +359,34 @@ static int worker_flush_out(struct worker *w) {
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno == EAGAIN)
+                        if (errno == EAGAIN) {
+                                /* Drop what was sent, so that a worker that
+                                 * reads slowly while we keep adding does not
+                                 * make the buffer grow past what is queued. */
+                                if (w->out_off > (64u << 10) && w->out_off > w->out.len / 2) {
+                                        memmove(w->out.data, w->out.data + w->out_off, w->out.len - w->out_off);
+                                        w->out.len -= w->out_off;
+                                        w->out_off = 0;
+                                }
+                                if (w->watching_out)
+                                        return 0;
+                                w->watching_out = true;
                                 return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN | EPOLLOUT);
+                        }
                         return -errno;
                 }
                 w->out_off += (size_t)n;
         }
         w->out.len = w->out_off = 0;
+        /* An epoll_ctl() only when the watch changes: a reply per tool call
+         * must not cost two system calls. */
+        if (!w->watching_out)
+                return 0;
+        w->watching_out = false;
         return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN);
 }
+
+static void worker_protocol_violation(struct worker *w, const char *what);
 
 static int worker_send(struct worker *w, json_t *msg) {
         _cleanup_free_ char *buf = NULL;
@@ -329,7 +401,15 @@ static int worker_send(struct worker *w, json_t *msg) {
         e = text_append(&w->out, buf, len);
         if (e < 0)
                 return e;
-        return worker_flush_out(w);
+        e = worker_flush_out(w);
+        /* During a run we only send what the worker asked for: one that
+         * lets this pile up has stopped reading its replies (docs/protocol.md). */
+        if (e == 0 && w->out.len - w->out_off > OUT_QUEUE_MAX && w->session && w->session->run &&
+            w->session->run->sent) {
+                worker_protocol_violation(w, "it stopped reading its replies: over 8 MiB queued");
+                return -ENOBUFS;
+        }
+        return e;
 }
 
 static void worker_protocol_violation(struct worker *w, const char *what) {
@@ -345,21 +425,36 @@ static void worker_protocol_violation(struct worker *w, const char *what) {
 
 static void spawn_done(void *data, pid_t pid, int err, const char *why);
 
+/* Free a worker that worker_spawn() had not linked in yet. */
+static void worker_spawn_undo(struct worker *w, int sv[2]) {
+        if (sv) {
+                close(sv[0]);
+                close(sv[1]);
+        }
+        loop_timer_free(w->resume);
+        loop_timer_free(w->leftover_check);
+        free(w);
+}
+
 static struct worker *worker_spawn(struct sessions *t, struct session *s) {
         struct worker *w = calloc(1, sizeof(*w));
         int sv[2];
 
         if (!w)
                 return NULL;
+        w->resume = loop_timer_new(t->loop, worker_on_resume, w);
+        w->leftover_check = loop_timer_new(t->loop, worker_on_leftover_check, w);
+        if (!w->resume || !w->leftover_check) {
+                worker_spawn_undo(w, NULL);
+                return NULL;
+        }
         /* Only our end is non-blocking: the worker reads with blocking calls. */
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-                free(w);
+                worker_spawn_undo(w, NULL);
                 return NULL;
         }
         if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
-                close(sv[0]);
-                close(sv[1]);
-                free(w);
+                worker_spawn_undo(w, sv);
                 return NULL;
         }
         w->owner = t;
@@ -367,9 +462,7 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s) {
         w->fd = sv[0];
         frame_reader_init(&w->rd, FRAME_MAX_BYTES);
         if (loop_add_fd(t->loop, w->fd, EPOLLIN, worker_on_io, w) < 0) {
-                close(sv[0]);
-                close(sv[1]);
-                free(w);
+                worker_spawn_undo(w, sv);
                 return NULL;
         }
         w->next = t->workers;
@@ -526,6 +619,7 @@ static void run_free(struct run *r) {
         if (!r)
                 return;
         loop_timer_free(r->deadline);
+        loop_timer_free(r->monitor);
         workspace_snapshot_free(r->before);
         free(r->code);
         text_free(&r->console);
@@ -534,6 +628,10 @@ static void run_free(struct run *r) {
 }
 
 static void publish_result(struct session *s, struct result *res);
+static void run_stop_on_limit(struct session *s, const char *limit, const char *reason);
+static void run_kill_processes(struct session *s);
+static void on_run_monitor(void *data);
+static void schedule_leftover_check(struct session *s);
 
 /* Append text to what the console file shows: as it is, or escaped once
  * anything in the run needed it (the file then shows console_shown, which
@@ -674,12 +772,17 @@ static struct result *result_build(struct session *s, enum run_status status, co
         return res;
 }
 
-/* End the run under way with a result made here (not by the worker). */
-static void end_run(struct session *s, enum run_status status, const char *error) {
-        struct result *res = result_build(s, status, NULL, error, NULL, NULL, NULL, NULL);
+/* End the run under way with a result made here (not by the worker);
+ * limit names the limit that ended it, or NULL. */
+static void end_run_limit(struct session *s, enum run_status status, const char *error, const char *limit) {
+        struct result *res = result_build(s, status, NULL, error, NULL, NULL, NULL, limit);
 
         if (res)
                 publish_result(s, res);
+}
+
+static void end_run(struct session *s, enum run_status status, const char *error) {
+        end_run_limit(s, status, error, NULL);
 }
 
 static bool limit_name_valid(const char *name) {
@@ -731,8 +834,16 @@ static void handle_result(struct worker *w, json_t *m) {
         }
         if (st != RUN_OK && !*error)
                 error = "Error (no message)";
+        if (r->interrupt == INTERRUPT_LIMIT) {
+                /* Whatever R made of the interrupt (it may even have caught
+                 * it and returned a value), the run went past a limit. */
+                snprintf(msg, sizeof(msg), "%s: the run was stopped; the session's state is kept.", r->stop_reason);
+                st = RUN_ERROR;
+                error = msg;
+                limit = NULL;
+        }
         res = result_build(s, st, output, error, value, json_string_value(note), warnings,
-                           json_string_value(limit));
+                           r->interrupt == INTERRUPT_LIMIT ? r->stop_limit : json_string_value(limit));
         if (res)
                 publish_result(s, res);
 }
@@ -783,6 +894,25 @@ static void handle_frame(struct worker *w, json_t *m) {
                 struct run *r = w->session->run;
                 const char *why = "malformed tool_call";
 
+                /* Calls after the run was stopped on a limit are dropped:
+                 * not answered, not logged one by one (counted for the
+                 * run's summary line). */
+                if (r->stop_limit) {
+                        r->calls_dropped++;
+                        return;
+                }
+                /* Past max_tool_calls the run ends, whatever the call:
+                 * even refused ones (an unknown tool) cost us a reply and
+                 * an audit line each. */
+                if (r->tool_calls >= w->owner->opt->max_tool_calls) {
+                        char reason[128];
+                        snprintf(reason, sizeof(reason), "The run made more than %u tool calls (max_tool_calls)",
+                                 w->owner->opt->max_tool_calls);
+                        r->calls_dropped++;
+                        run_stop_on_limit(w->session, "tool_calls", reason);
+                        return;
+                }
+
                 /* The frame's shape is checked there; a refused call (an
                  * unknown tool, bad arguments) is answered, not fatal. */
                 if (tools_handle_call(w->owner->tools, w->session, m, r->seq, r->tool_calls, &why) < 0) {
@@ -796,14 +926,22 @@ static void handle_frame(struct worker *w, json_t *m) {
         worker_protocol_violation(w, "unexpected frame");
 }
 
-/* Read and handle every complete frame available. */
-static void worker_read(struct worker *w) {
+/* Read and handle the frames available, within the per-wake-up budget
+ * (READ_BUDGET_*) unless all is true: a worker that writes as fast as we
+ * read must not keep the loop from its timers and other file descriptors.
+ * all is for a worker that is gone, whose last frames are in the socket
+ * (bounded by its buffer, as nobody writes any more). */
+static void worker_read(struct worker *w, bool all) {
+        unsigned frames = 0;
+        size_t bytes = 0;
+
         for (;;) {
                 json_t *m = NULL;
                 long n;
-                int e;
+                int e = 0;
 
-                while ((e = frame_reader_next(&w->rd, &m)) == 1) {
+                while ((all || frames < READ_BUDGET_FRAMES) && (e = frame_reader_next(&w->rd, &m)) == 1) {
+                        frames++;
                         handle_frame(w, m);
                         json_decref(m);
                         if (w->fd < 0)
@@ -813,6 +951,16 @@ static void worker_read(struct worker *w) {
                         worker_protocol_violation(w, e == -EMSGSIZE ? "frame too large" : "malformed frame");
                         return;
                 }
+                if (e == 1 || (!all && frames >= READ_BUDGET_FRAMES)) {
+                        /* Complete frames may wait in our buffer, which
+                         * epoll does not see: come back next iteration. */
+                        w->resume_armed = true;
+                        loop_timer_arm(w->resume, now_ns() + 1);
+                        return;
+                }
+                /* Bytes still in the socket wake us again (level-triggered). */
+                if (!all && bytes >= READ_BUDGET_BYTES)
+                        return;
                 n = frame_reader_fill(&w->rd, w->fd);
                 if (n == -EAGAIN)
                         return;
@@ -824,7 +972,16 @@ static void worker_read(struct worker *w) {
                                 kill(w->pid, SIGKILL);
                         return;
                 }
+                bytes += (size_t)n;
         }
+}
+
+static void worker_on_resume(void *data) {
+        struct worker *w = data;
+
+        w->resume_armed = false;
+        if (w->fd >= 0)
+                worker_read(w, false);
 }
 
 static void worker_on_io(int fd, uint32_t events, void *data) {
@@ -837,15 +994,17 @@ static void worker_on_io(int fd, uint32_t events, void *data) {
                         return;
                 }
         }
-        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                worker_read(w);
+        /* One budget per loop iteration: with the resume timer armed, the
+         * timer reads next. */
+        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !w->resume_armed)
+                worker_read(w, false);
 }
 
 static void worker_reaped(struct worker *w) {
         /* Frames it sent before dying (a fatal reason, a last result) are
          * still in the socket: take them first. */
         if (w->fd >= 0)
-                worker_read(w);
+                worker_read(w, true);
         worker_close_fd(w);
         worker_finish(w);
 }
@@ -912,8 +1071,13 @@ static double process_cpu_s(pid_t pid) {
 /* Set the session's limits on its worker from outside with prlimit(2): the
  * worker cannot be trusted to set them itself.  cpu is per run: the soft
  * limit is what the worker has used so far plus the limit (SIGXCPU, which
- * the worker turns into an interrupt), the hard one a grace period later
- * (SIGKILL). */
+ * the worker turns into an interrupt).  Its hard limit stays unlimited:
+ * only CAP_SYS_RESOURCE may raise a hard limit (root lacks it on this
+ * project's machines), and the kernel raises the soft one by a second at
+ * every SIGXCPU, so a finite hard limit made a later run's prlimit() fail
+ * and left it a second of CPU.  The hard stop is the daemon's (the monitor,
+ * then the grace period); the seccomp filter keeps the worker from raising
+ * its soft limit itself. */
 static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
         static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
                                                   RLIMIT_STACK};
@@ -927,15 +1091,27 @@ static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
                 struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
 
                 if (v != LIMIT_UNSET) {
-                        if (i == LIMIT_CPU) {
+                        if (i == LIMIT_CPU)
                                 rl.rlim_cur = (rlim_t)ceil(cpu_base_s) + (rlim_t)v;
-                                rl.rlim_max = rl.rlim_cur + (rlim_t)ceil(s->owner->opt->grace_s) + 1;
-                        } else {
+                        else
                                 rl.rlim_cur = rl.rlim_max = (rlim_t)v;
+                }
+                if (prlimit(w->pid, resource[i], &rl, NULL) == 0)
+                        continue;
+                e = -errno;
+                if (i == LIMIT_CPU && e == -EPERM) {
+                        /* A finite hard limit from the daemon's own
+                         * environment: stay within it. */
+                        struct rlimit old;
+                        if (prlimit(w->pid, RLIMIT_CPU, NULL, &old) == 0) {
+                                rl.rlim_max = old.rlim_max;
+                                rl.rlim_cur = MIN(rl.rlim_cur, old.rlim_max);
+                                if (prlimit(w->pid, RLIMIT_CPU, &rl, NULL) == 0)
+                                        continue;
                         }
                 }
-                if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
-                        first_error = -errno;
+                if (!first_error)
+                        first_error = e;
         }
         /* The same memory and process counts as a cgroup (where the host
          * allows one): it also counts the worker's tmpfs pages and its
@@ -1027,6 +1203,9 @@ static void send_run(struct session *s) {
         }
         if (s->timeout_s > 0)
                 loop_timer_arm(r->deadline, r->start_ns + (uint64_t)(s->timeout_s * 1e9));
+        /* Runs shorter than this never meet the monitor. */
+        if (s->limits.v[LIMIT_CPU] != LIMIT_UNSET || s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET)
+                loop_timer_arm(r->monitor, r->start_ns + MONITOR_AFTER_NS);
 }
 
 static void publish_result(struct session *s, struct result *res) {
@@ -1034,6 +1213,8 @@ static void publish_result(struct session *s, struct result *res) {
         struct run *r = s->run;
 
         t->stats.executions++;
+        if (r->sent)
+                tools_run_summary(t->tools, s, r->seq, r->calls_dropped);
         if (res->status == RUN_ERROR)
                 t->stats.errors++;
         else if (res->status == RUN_TIMEOUT)
@@ -1057,6 +1238,9 @@ static void publish_result(struct session *s, struct result *res) {
         tools_run_ended(t->tools, s);
         if (t->ev.run_ended)
                 t->ev.run_ended(s);
+        /* The readers have their answer; look for what the run may have
+         * left behind (off this path: rate-limited, on a timer). */
+        schedule_leftover_check(s);
 }
 
 /* Interrupt run seq: an interrupt frame first, then SIGINT.  The signal
@@ -1086,13 +1270,17 @@ static void on_run_deadline(void *data) {
                 r->in_grace = true;
                 session_log_event(t, s, json_pack("{s:s, s:I, s:f}", "event", "timeout", "seq", (json_int_t)r->seq,
                                                   "timeout_s", s->timeout_s));
-                worker_interrupt(s->worker, r->seq);
+                run_kill_processes(s);
+                if (s->worker)
+                        worker_interrupt(s->worker, r->seq);
                 loop_timer_arm(r->deadline, now_ns() + (uint64_t)(t->opt->grace_s * 1e9));
                 return;
         }
         /* R did not unwind within the grace period (compiled code that never
          * checks for interrupts): kill and replace the worker. */
-        worker_kill(s->worker, r->interrupt == INTERRUPT_TIMEOUT ? "timeout" : "interrupt");
+        worker_kill(s->worker, r->interrupt == INTERRUPT_TIMEOUT ? "timeout"
+                               : r->interrupt == INTERRUPT_LIMIT ? "limit"
+                                                                 : "interrupt");
 }
 
 void session_interrupt(struct session *s) {
@@ -1104,8 +1292,177 @@ void session_interrupt(struct session *s) {
         r->interrupt = INTERRUPT_CTL;
         r->in_grace = true;
         session_log_event(s->owner, s, json_pack("{s:s, s:I}", "event", "interrupt", "seq", (json_int_t)r->seq));
-        worker_interrupt(s->worker, r->seq);
+        run_kill_processes(s);
+        if (s->worker)
+                worker_interrupt(s->worker, r->seq);
         loop_timer_arm(r->deadline, now_ns() + (uint64_t)(s->owner->opt->grace_s * 1e9));
+}
+
+/* The daemon ends the run under way on a limit of its own (max_tool_calls,
+ * the session's CPU or memory as a whole) the way a timeout ends it: the
+ * run's processes are killed, R is interrupted and keeps its state, and a
+ * worker that does not stop within the grace period is killed.  The result
+ * is an error naming the limit, whatever the worker answers. */
+static void run_stop_on_limit(struct session *s, const char *limit, const char *reason) {
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+
+        if (!r || !r->sent || !s->worker || r->in_grace)
+                return; /* a timeout or ctl interrupt is ending it already */
+        r->stop_limit = limit;
+        snprintf(r->stop_reason, sizeof(r->stop_reason), "%s", reason);
+        r->interrupt = INTERRUPT_LIMIT;
+        r->in_grace = true;
+        session_log_event(t, s, json_pack("{s:s, s:I, s:s, s:s}", "event", "limit", "seq", (json_int_t)r->seq,
+                                          "limit", limit, "reason", reason));
+        run_kill_processes(s);
+        if (s->worker)
+                worker_interrupt(s->worker, r->seq);
+        loop_timer_arm(r->deadline, now_ns() + (uint64_t)(t->opt->grace_s * 1e9));
+}
+
+/* ---- the session's processes (docs/security.md) ------------------------ */
+
+/* Processes started after this CLOCK_MONOTONIC time, as the kernel's start
+ * time of processes counts: clock ticks since boot (CLOCK_BOOTTIME), cut
+ * down.  A process whose start tick is below this one started before. */
+static unsigned long long boot_tick_of(uint64_t mono_ns) {
+        static long hz;
+        struct timespec ts;
+        uint64_t boot_now, mono_now = now_ns();
+
+        if (!hz)
+                hz = sysconf(_SC_CLK_TCK);
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        boot_now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        return (boot_now - (mono_now - MIN(mono_ns, mono_now))) / (1000000000ull / (uint64_t)hz);
+}
+
+/* Kill every process of the session but its worker, started before
+ * before_tick (ULLONG_MAX: all).  If they keep appearing (a fork bomb
+ * outrunning us) the worker is killed too: in strict mode it is pid 1 of
+ * the session's pid namespace, and the kernel then kills every process in
+ * it. */
+static void kill_session_processes(struct session *s, unsigned long long before_tick, const char *when) {
+        struct worker *w = s->worker;
+        int n;
+
+        if (!w || w->pid <= 0 || w->exited)
+                return;
+        n = procs_kill_descendants(w->pid, KILL_PASSES, before_tick);
+        if (n == -EAGAIN) {
+                log_warn("session %s: its processes kept forking %s; killing its worker", s->name, when);
+                worker_kill(w, "the session's processes kept forking faster than they could be killed");
+        } else if (n > 0) {
+                log_debug("session %s: killed %d processes %s", s->name, n, when);
+                session_log_event(s->owner, s, json_pack("{s:s, s:i, s:s}", "event", "processes_killed", "count", n,
+                                                          "when", when));
+        }
+}
+
+/* At a run's deadline, ctl interrupt or a limit: what the run started ends
+ * with it, before R is asked to unwind. */
+static void run_kill_processes(struct session *s) {
+        kill_session_processes(s, ULLONG_MAX, "as the run was stopped");
+}
+
+/* The worker kills what a run started before it sends its result; this is
+ * the daemon's own look, for a worker whose native code is hostile.  It runs
+ * off the run's path and at most every LEFTOVER_CHECK_GAP_NS, so that
+ * back-to-back runs pay nothing; when it comes while a later run is under
+ * way it kills only processes older than that run. */
+static void worker_on_leftover_check(void *data) {
+        struct worker *w = data;
+        struct session *s = w->session;
+        struct run *r = s ? s->run : NULL;
+
+        w->leftover_check_armed = false;
+        w->last_leftover_check_ns = now_ns();
+        if (!s || s->worker != w || !w->attached)
+                return;
+        kill_session_processes(s, r && r->sent ? boot_tick_of(r->start_ns) : ULLONG_MAX,
+                               "that a run left behind");
+}
+
+static void schedule_leftover_check(struct session *s) {
+        struct worker *w = s->worker;
+
+        if (!w || w->pid <= 0 || w->exited || !w->attached || w->leftover_check_armed)
+                return;
+        w->leftover_check_armed = true;
+        loop_timer_arm(w->leftover_check, MAX(now_ns(), w->last_leftover_check_ns + LEFTOVER_CHECK_GAP_NS));
+}
+
+/* The session-wide limits, during runs that last (docs/security.md): the
+ * CPU of the worker and every process it started, and their memory, summed;
+ * the rlimits bind each process alone. */
+static void on_run_monitor(void *data) {
+        struct session *s = data;
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+        struct worker *w = s->worker;
+        long long cpu = s->limits.v[LIMIT_CPU], mem = s->limits.v[LIMIT_MEMORY];
+        uint64_t start = now_ns(), took;
+        struct procs_usage u;
+        char reason[256];
+
+        if (!r || !r->sent || !w || w->pid <= 0 || w->exited || r->in_grace)
+                return;
+        if (procs_usage(w->pid, &u) < 0)
+                return; /* it is gone: its reaping ends the run */
+        if (!r->monitored) {
+                unsigned long long oom;
+                r->monitored = true;
+                r->reaped_base_s = u.worker_reaped_s;
+                if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0)
+                        w->oom_kills_seen = oom;
+        }
+        if (cpu != LIMIT_UNSET) {
+                /* The worker's own CPU since the run began (its base is
+                 * exact), all of its descendants' (none was left from an
+                 * earlier run), and what it reaped since the first look. */
+                double run_cpu = (u.worker_cpu_s - r->cpu_base_s) + (u.cpu_s - u.worker_cpu_s - u.worker_reaped_s) +
+                                 (u.worker_reaped_s - r->reaped_base_s);
+                if (run_cpu >= (double)cpu) {
+                        snprintf(reason, sizeof(reason),
+                                 "CPU time limit of %lld s reached by the session's %u processes together (%.1f s)", cpu,
+                                 u.n, run_cpu);
+                        run_stop_on_limit(s, "cpu", reason);
+                        return;
+                }
+        }
+        took = now_ns() - start;
+        if (mem != LIMIT_UNSET) {
+                unsigned long long oom, held = u.estimate_bytes, pss;
+                if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) {
+                        w->oom_kills_seen = oom;
+                        snprintf(reason, sizeof(reason),
+                                 "Memory limit of %lld MiB reached by the session's processes together (the kernel "
+                                 "killed one of them)", mem >> 20);
+                        run_stop_on_limit(s, "memory", reason);
+                        return;
+                }
+                /* The estimate is cheap; the resident sets' sum is never
+                 * below what they hold, so only past the limit is the exact
+                 * count (which the estimate can miss: copy-on-write copies)
+                 * worth its page walks. */
+                if (held <= (unsigned long long)mem && u.rss_bytes > (unsigned long long)mem &&
+                    now_ns() >= r->next_pss_ns) {
+                        uint64_t pss_start = now_ns();
+                        if (procs_pss(w->pid, &pss) == 0)
+                                held = pss;
+                        r->next_pss_ns = now_ns() + 20 * (now_ns() - pss_start);
+                }
+                if (held > (unsigned long long)mem) {
+                        snprintf(reason, sizeof(reason),
+                                 "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB)",
+                                 mem >> 20, u.n, held >> 20);
+                        run_stop_on_limit(s, "memory", reason);
+                        return;
+                }
+        }
+        loop_timer_arm(r->monitor,
+                       now_ns() + MAX(u.n > 1 ? MONITOR_PERIOD_FORKED_NS : MONITOR_PERIOD_NS, 20 * took));
 }
 
 /* Give s a worker: a ready one from the pool, else a fresh clone. */
@@ -1199,13 +1556,33 @@ static void session_worker_lost(struct session *s, struct worker *w) {
                 enum run_status st = RUN_CRASHED;
                 double used = w->cpu_s - r->cpu_base_s;
                 long long cpu = s->limits.v[LIMIT_CPU];
+                const char *limit = NULL;
+                unsigned long long oom = 0;
 
                 if (w->kill_reason && strcmp(w->kill_reason, "timeout") == 0) {
                         st = RUN_KILLED;
+                        /* Still a timeout, for stats, even if it ended in a kill. */
+                        t->stats.timeouts++;
                         snprintf(msg, sizeof(msg),
                                  "Timed out after %g s and R did not stop within %g s of the interrupt: the worker "
                                  "was killed and a fresh one replaced it; the session's state was lost.",
                                  s->timeout_s, t->opt->grace_s);
+                } else if (w->kill_reason && strcmp(w->kill_reason, "limit") == 0) {
+                        st = RUN_KILLED;
+                        limit = r->stop_limit;
+                        snprintf(msg, sizeof(msg),
+                                 "%s, and R did not stop within %g s: the worker was killed and a fresh one "
+                                 "replaced it; the session's state was lost.", r->stop_reason, t->opt->grace_s);
+                } else if (!w->kill_reason && WIFSIGNALED(w->exit_status) && WTERMSIG(w->exit_status) == SIGKILL &&
+                           s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET &&
+                           cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) {
+                        /* The memory cgroup's OOM killer chose the worker. */
+                        st = RUN_KILLED;
+                        limit = "memory";
+                        snprintf(msg, sizeof(msg),
+                                 "Memory limit of %lld MiB reached by the session's processes together: the kernel "
+                                 "killed the R worker; a fresh one replaced it and the session's state was lost.",
+                                 s->limits.v[LIMIT_MEMORY] >> 20);
                 } else if (w->kill_reason && strcmp(w->kill_reason, "interrupt") == 0) {
                         st = RUN_KILLED;
                         snprintf(msg, sizeof(msg),
@@ -1229,7 +1606,7 @@ static void session_worker_lost(struct session *s, struct worker *w) {
                 }
                 session_log_event(t, s, json_pack("{s:s, s:I, s:s}", "event", st == RUN_CRASHED ? "crash" : "killed",
                                                   "seq", (json_int_t)r->seq, "reason", msg));
-                end_run(s, st, msg);
+                end_run_limit(s, st, msg, limit);
         } else if (!w->kill_reason) {
                 snprintf(msg, sizeof(msg), "the idle R worker died (%s); replacing it; the session's state was lost",
                          how);
@@ -1350,7 +1727,10 @@ int session_start_run(struct session *s, char *code, size_t len) {
                 return -EBUSY;
         }
         r = calloc(1, sizeof(*r));
-        if (!r || !(r->deadline = loop_timer_new(t->loop, on_run_deadline, s))) {
+        if (!r || !(r->deadline = loop_timer_new(t->loop, on_run_deadline, s)) ||
+            !(r->monitor = loop_timer_new(t->loop, on_run_monitor, s))) {
+                if (r)
+                        loop_timer_free(r->deadline);
                 free(r);
                 free(code);
                 return -ENOMEM;

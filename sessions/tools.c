@@ -31,6 +31,10 @@
 #define TIMEOUT_MAX_S 3600.0
 /* Audit lines keep this much of the arguments. */
 #define AUDIT_ARGS_MAX 1024u
+/* Refused calls (unknown tool, bad arguments) logged one by one per run;
+ * the rest are counted and summed up in one line at the run's end, so that
+ * a run cannot turn its calls into audit log bytes (docs/security.md). */
+#define AUDIT_REFUSED_FULL 10u
 
 enum arg_type { T_ANY, T_CHARACTER, T_NUMERIC, T_INTEGER, T_LOGICAL, T_LIST, T_DATA_FRAME, T_COUNT };
 static const char *const type_names[T_COUNT] = {"", "character", "numeric", "integer", "logical", "list",
@@ -85,6 +89,7 @@ struct tool_scope {
         struct tool_call *pending;
         uint64_t call_seq;
         json_int_t last_id;
+        unsigned refused, refused_unlogged; /* in run call_seq */
         struct tool_scope *prev, *next;
 };
 
@@ -96,8 +101,12 @@ struct tool_proc {
         struct tool_proc *next;
 };
 
+/* A server process.  It lives in the scope of the session whose calls it
+ * serves, also for a global tool: one session's slow, hung or crashing call
+ * must never fail or delay another session's (docs/tools.md, "server"). */
 struct tool_server {
         struct tool_scope *scope;
+        bool global;        /* started for a global definition */
         char *command_key;
         struct tool_proc *proc;
         pid_t pid;
@@ -132,6 +141,7 @@ struct tool_call {
         struct tool_server *server;
         uint64_t server_id;
         struct tool_call *srv_prev, *srv_next;
+        bool quiet; /* a refusal past AUDIT_REFUSED_FULL: counted, not logged */
 };
 
 struct tools {
@@ -612,15 +622,18 @@ static struct tool_entry *visible_entry(struct tool_scope *sc, const char *name)
         return NULL;
 }
 
-/* Servers of sc whose command no server-mode definition of sc names any
- * more end (their last tool is gone). */
-static void scope_prune_servers(struct tool_scope *sc) {
+/* Servers in session scope sc started for definitions of defs (sc itself,
+ * or the global scope) end when no server-mode definition of defs names
+ * their command any more (their last tool is gone). */
+static void scope_prune_servers(struct tool_scope *sc, struct tool_scope *defs) {
         struct tool_server *srv, *next;
 
         for (srv = sc->servers; srv; srv = next) {
                 bool used = false;
                 next = srv->next;
-                for (struct tool_entry *e = sc->first; e && !used; e = e->next)
+                if (srv->global != (defs->session == NULL))
+                        continue;
+                for (struct tool_entry *e = defs->first; e && !used; e = e->next)
                         used = e->def && !e->unlinked && e->def->server &&
                                strcmp(e->def->command_key, srv->command_key) == 0;
                 if (!used)
@@ -630,13 +643,15 @@ static void scope_prune_servers(struct tool_scope *sc) {
 
 /* Definitions of sc changed: tell every session they reach. */
 static void scope_changed(struct tool_scope *sc) {
-        scope_prune_servers(sc);
         if (sc->session) {
+                scope_prune_servers(sc, sc);
                 scope_sync(sc);
                 return;
         }
-        for (struct tool_scope *s = sc->owner->scopes; s; s = s->next)
+        for (struct tool_scope *s = sc->owner->scopes; s; s = s->next) {
+                scope_prune_servers(s, sc);
                 scope_sync(s);
+        }
 }
 
 static void entry_free(struct tool_entry *e) {
@@ -1086,7 +1101,8 @@ static void call_finish(struct tool_call *c, json_t *value, const char *error, b
                 w->pending = NULL;
         if (s && send)
                 send_result(s, c->id, value, error);
-        call_audit(c, s, error);
+        if (!c->quiet)
+                call_audit(c, s, error);
         json_decref(value);
         call_free(c);
 }
@@ -1380,7 +1396,7 @@ static void server_on_io(int fd, uint32_t events, void *data) {
         }
 }
 
-static struct tool_server *server_start(struct tool_scope *sc, const struct tool_def *d) {
+static struct tool_server *server_start(struct tool_scope *sc, const struct tool_def *d, bool global) {
         struct tools *t = sc->owner;
         struct tool_server *srv = calloc(1, sizeof(*srv));
         int fds[3];
@@ -1388,6 +1404,7 @@ static struct tool_server *server_start(struct tool_scope *sc, const struct tool
         if (!srv)
                 return NULL;
         srv->scope = sc;
+        srv->global = global;
         srv->in_fd = srv->out_fd = srv->err_fd = -1;
         srv->command_key = strdup(d->command_key);
         srv->next = sc->servers;
@@ -1408,7 +1425,8 @@ static struct tool_server *server_start(struct tool_scope *sc, const struct tool
                 server_free(srv);
                 return NULL;
         }
-        log_info("tool server started: %s (pid %d)", srv->command_key, (int)srv->pid);
+        log_info("tool server started for session %s: %s (pid %d)", sc->session ? sc->session->name : "-",
+                 srv->command_key, (int)srv->pid);
         return srv;
 }
 
@@ -1424,15 +1442,19 @@ static void server_on_timeout(void *data) {
         server_fail(srv, "the tool server was restarted after another call to it timed out");
 }
 
+/* A call to a server tool goes to the calling session's own server for
+ * that definition's scope and command (started on first use). */
 static int server_call(struct tool_call *c, struct tool_scope *def_scope) {
+        struct tool_scope *sc = c->waiter;
+        bool global = def_scope->session == NULL;
         struct tool_server *srv;
         char head[96];
         int n, e;
 
-        for (srv = def_scope->servers; srv; srv = srv->next)
-                if (strcmp(srv->command_key, c->def->command_key) == 0)
+        for (srv = sc->servers; srv; srv = srv->next)
+                if (srv->global == global && strcmp(srv->command_key, c->def->command_key) == 0)
                         break;
-        if (!srv && !(srv = server_start(def_scope, c->def)))
+        if (!srv && !(srv = server_start(sc, c->def, global)))
                 return -ECHILD;
         c->server = srv;
         c->server_id = ++srv->next_id;
@@ -1549,8 +1571,15 @@ static char *check_args(const struct tool_def *d, json_t *args) {
         return NULL;
 }
 
-/* A call refused before it started: answered at once, logged. */
+/* A call refused before it started: answered at once; logged if it is
+ * one of the run's first AUDIT_REFUSED_FULL refusals, else counted. */
 static void refuse(struct tool_call *c, const char *error) {
+        struct tool_scope *sc = c->waiter;
+
+        if (sc && ++sc->refused > AUDIT_REFUSED_FULL) {
+                sc->refused_unlogged++;
+                c->quiet = true;
+        }
         call_finish(c, NULL, error, true);
 }
 
@@ -1585,6 +1614,7 @@ int tools_handle_call(struct tools *t, struct session *s, json_t *frame, uint64_
         if (sc->call_seq != seq) {
                 sc->call_seq = seq;
                 sc->last_id = 0;
+                sc->refused = sc->refused_unlogged = 0;
         }
         if (json_integer_value(jid) <= sc->last_id) {
                 *why = "tool_call id reused";
@@ -1684,6 +1714,25 @@ void tools_run_ended(struct tools *t, struct session *s) {
                 scope_sync(sc);
 }
 
+void tools_run_summary(struct tools *t, struct session *s, uint64_t seq, unsigned dropped) {
+        struct tool_scope *sc = s->tools;
+        unsigned refused = 0, unlogged = 0;
+        json_t *ev;
+
+        (void)t;
+        if (sc && sc->call_seq == seq) {
+                refused = sc->refused;
+                unlogged = sc->refused_unlogged;
+                sc->refused = sc->refused_unlogged = 0;
+        }
+        if (!unlogged && !dropped)
+                return;
+        ev = json_pack("{s:s, s:I, s:i, s:i, s:i}", "event", "tool_calls_refused", "seq", (json_int_t)seq, "refused",
+                       (int)refused, "not_logged", (int)unlogged, "dropped", (int)dropped);
+        if (ev)
+                session_audit(s, ev);
+}
+
 void tools_session_closed(struct tools *t, struct session *s) {
         struct tool_scope *sc = s->tools;
 
@@ -1691,7 +1740,8 @@ void tools_session_closed(struct tools *t, struct session *s) {
                 return;
         if (sc->pending)
                 call_finish(sc->pending, NULL, "cancelled: the session closed", false);
-        /* Calls of other sessions cannot be on this scope's servers. */
+        /* Its servers, its own tools' and the global ones it called, serve
+         * no other session. */
         while (sc->servers)
                 server_fail(sc->servers, "the session closed");
         /* Handles still open on its files find nothing from now on. */

@@ -15,7 +15,9 @@
  * Calls: a worker's tool_call frame is checked here (the daemon is the
  * authority) and answered with a tool_result frame, now (refused) or when
  * the tool process answers.  exec tools are a process per call, server tools
- * one process per (scope, command); both are forked from the daemon with a
+ * one process per (calling session, scope of the definition, command), so
+ * that no session's call waits behind or fails with another session's
+ * (docs/tools.md departs from DESIGN §3 there); both are forked from the daemon with a
  * clean environment, in their own process group (killed whole on timeout),
  * and watched through non-blocking pipes on the event loop: nothing here
  * blocks.
@@ -103,6 +105,12 @@ void tools_session_ready(struct tools *t, struct session *s);
  * is cancelled (no tool_result is sent for it), and definitions that
  * changed during the run are sent. */
 void tools_run_ended(struct tools *t, struct session *s);
+/* Run seq of s is ending (before its run_end line): one audit line
+ * "tool_calls_refused" with the calls refused in the run, how many of them
+ * were not logged one by one (all but the first few), and dropped, the
+ * calls the caller did not answer because the run had been stopped on a
+ * limit.  Nothing when nothing went unlogged. */
+void tools_run_summary(struct tools *t, struct session *s, uint64_t seq, unsigned dropped);
 /* s is closing: its scope, its servers and its call in flight end. */
 void tools_session_closed(struct tools *t, struct session *s);
 

@@ -1,0 +1,261 @@
+"""A session cannot stall or flood the daemon (docs/security.md, "Floods").
+
+The attacker floods the daemon with tool calls two ways: from plain R (a
+tight loop calling the native tool entry point, reachable with no tool
+defined, inside tryCatch so that R keeps going), and from hostile native
+code (tests/sandbox/hostile.c) that writes tool_call frames on the worker's
+socket as fast as it takes them, reading the replies or not.  Each test
+proves the bound from the outside: a witness session's round trip, `stats`,
+the flooding run's end, the daemon's RSS and the audit log's growth."""
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import util
+
+HERE = Path(__file__).resolve().parent
+PLAIN_R_FLOOD = ('x <- "kept"; f <- environment(getOption("device"))$tool_call_native\n'
+                 'repeat tryCatch(.Call(f, "bogus", list()), error = function(e) NULL)')
+RSS_MAX_MIB = 60
+AUDIT_PER_RUN_MAX = 64 << 10
+WITNESS_P90_MS = 50
+
+
+@pytest.fixture(scope="module")
+def hostile_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "hostile.so"), str(HERE / "hostile.c")],
+                   check=True)
+    for p in [d] + list(d.parents):
+        if str(p) in ("/", "/tmp"):
+            break
+        try:
+            os.chmod(p, os.stat(p).st_mode | 0o755)
+        except PermissionError:
+            pass
+    return d
+
+
+def start(daemons, hostile_dir, tmp_path, *opts):
+    audit = tmp_path / "audit.log"
+    d = daemons.start("pool=2", "audit_log=%s" % audit, "r_libs=%s" % hostile_dir, *opts)
+    d.audit = audit
+    d.hostile = str(hostile_dir / "hostile.so")
+    return d
+
+
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def native_flood(d, seq, count, read_replies, tool="bogus", delay_ms=0):
+    return ("dyn.load('%s'); .C('flood_calls', %dL, as.double(%d), 1, %dL, %dL, '%s', written = 0, err = 0L)"
+            % (d.hostile, seq, count, read_replies, delay_ms, tool))
+
+
+def next_seq(s):
+    """The seq the session's next run gets (one more than its last)."""
+    assert s.value("1") == "1"
+    return s.result()["seq"] + 1
+
+
+class Flood:
+    """Submit a flooding run and wait for its result in a thread."""
+
+    def __init__(self, s, code):
+        self.s = s
+        self.start = time.monotonic()
+        self.box = {}
+        s.submit(code)
+        self.thread = threading.Thread(target=self._wait, daemon=True)
+        self.thread.start()
+
+    def _wait(self):
+        self.box["result"] = json.loads(self.s.read("result.json"))
+        self.box["elapsed"] = time.monotonic() - self.start
+
+    def done(self):
+        return not self.thread.is_alive()
+
+    def result(self, timeout):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the flooding run did not end within %.0f s" % timeout
+        return self.box["result"], self.box["elapsed"]
+
+
+def witness_round_trips(d, w, n=50):
+    """n `1+1` round trips of the witness and a `stats` read after each,
+    while the flood runs; every daemon RSS seen."""
+    rts, stats, rss = [], [], []
+    for _ in range(n):
+        t = time.monotonic()
+        assert w.value("1+1") == "2"
+        rts.append((time.monotonic() - t) * 1000)
+        t = time.monotonic()
+        assert "executions" in d.json("stats")
+        stats.append((time.monotonic() - t) * 1000)
+        rss.append(rss_mib(d.pid))
+    rts.sort()
+    return rts, stats, rss
+
+
+def p90(v):
+    return sorted(v)[int(0.9 * len(v)) - 1]
+
+
+def audit_lines(d, session, seq):
+    """The audit events of one run of a session: from its run_start to its
+    run_end (tool_call lines carry no seq)."""
+    out, inside = [], False
+    for line in d.audit.read_text().splitlines():
+        e = json.loads(line)
+        if e.get("session") != session:
+            continue
+        if e["event"] == "run_start":
+            inside = e["seq"] == seq
+        if inside:
+            out.append(e)
+        if e["event"] == "run_end" and e["seq"] == seq:
+            break
+    return out
+
+
+@pytest.mark.timeout_s(90)
+@pytest.mark.parametrize("how", ["plain_r", "native"])
+def test_flood_does_not_stall_the_daemon(daemons, hostile_dir, tmp_path, how):
+    # max_tool_calls so high that the flood goes on until its timeout: what
+    # is tested here is that the daemon's loop (timers, FUSE, other
+    # sessions) keeps its turn while it answers every call.
+    d = start(daemons, hostile_dir, tmp_path, "max_tool_calls=1000000")
+    w = d.clone()
+    assert w.value("witness_var <- 41; witness_var + 1") == "42"
+    fl = d.clone()
+    seq = next_seq(fl)
+    timeout = 6
+    fl.write("timeout", str(timeout))
+    audit_before = d.audit.stat().st_size
+    rss_before = rss_mib(d.pid)
+    stats_before = d.json("stats")
+    flood = Flood(fl, PLAIN_R_FLOOD if how == "plain_r" else native_flood(d, seq, 10 ** 9, 1))
+    time.sleep(0.5)
+    rts, stats, rss = witness_round_trips(d, w)
+    assert not flood.done(), "the flood ended before the witness was measured"
+    r, elapsed = flood.result(util.scaled(timeout + 20))
+    stats_after = d.json("stats")
+
+    # The witness kept its turn, and its state.
+    assert p90(rts) < WITNESS_P90_MS, "witness 1+1 p90 %.1f ms (all: %s)" % (p90(rts), rts)
+    assert max(stats) < 1000, stats
+    assert w.value("witness_var") == "41"
+    # The flood ran, and the run's deadline fired on time although the
+    # worker wrote frames as fast as the daemon read them.
+    assert r["tool_calls"] > 1000, r
+    if how == "plain_r":
+        assert r["status"] == "timeout", r
+        assert elapsed < timeout + util.scaled(3), elapsed
+        assert fl.value("x") == "kept"
+    else:
+        # Native code deaf to the interrupt: killed after the grace period.
+        assert r["status"] == "killed" and "Timed out" in r["error"], r
+        assert elapsed < timeout + 2 + util.scaled(3), elapsed
+    assert stats_after["timeouts"] == stats_before["timeouts"] + 1, (stats_before, stats_after)
+    # Bounded memory and audit log: refused calls are logged in full only
+    # for the first few of a run, then counted in one line.
+    assert max(rss) < RSS_MAX_MIB and rss_mib(d.pid) < RSS_MAX_MIB, (rss_before, max(rss))
+    grown = d.audit.stat().st_size - audit_before
+    assert grown < AUDIT_PER_RUN_MAX, grown
+    lines = audit_lines(d, fl.name, seq)
+    assert len([e for e in lines if e["event"] == "tool_call"]) == 10, lines[:20]
+    summary = [e for e in lines if e["event"] == "tool_calls_refused"]
+    assert len(summary) == 1 and summary[0]["refused"] == r["tool_calls"], summary
+    assert summary[0]["not_logged"] == r["tool_calls"] - 10, summary
+
+
+@pytest.mark.timeout_s(60)
+def test_run_past_max_tool_calls_ends_with_an_error(daemons, hostile_dir, tmp_path):
+    d = start(daemons, hostile_dir, tmp_path)
+    s = d.clone()
+    seq = next_seq(s)
+    before = d.audit.stat().st_size
+    t = time.monotonic()
+    r = s.result(PLAIN_R_FLOOD)
+    elapsed = time.monotonic() - t
+    assert r["status"] == "error" and r["limit"] == "tool_calls", r
+    assert "more than 1000 tool calls" in r["error"] and "state is kept" in r["error"], r
+    assert r["tool_calls"] == 1000, r
+    assert elapsed < util.scaled(10), elapsed
+    # The worker unwound: the session kept its state.
+    assert s.value("x") == "kept"
+    assert d.audit.stat().st_size - before < AUDIT_PER_RUN_MAX
+    lines = audit_lines(d, s.name, seq)
+    events = [e["event"] for e in lines]
+    assert events.count("tool_call") == 10 and events.count("limit") == 1, events
+    summary = [e for e in lines if e["event"] == "tool_calls_refused"][0]
+    assert summary["refused"] == 1000 and summary["not_logged"] == 990 and summary["dropped"] == 1, summary
+    # The same lines in the session's own log.
+    own = [json.loads(l) for l in s.read("log").splitlines()]
+    first = [i for i, e in enumerate(own) if e["event"] == "run_start" and e["seq"] == seq][0]
+    assert [e["event"] for e in own[first:first + len(events)]] == events
+
+
+@pytest.mark.timeout_s(60)
+def test_native_calls_past_the_limit_are_dropped(daemons, hostile_dir, tmp_path):
+    # Hostile code that ignores the end of its run keeps writing calls: they
+    # are read and dropped, never answered or logged one by one.
+    d = start(daemons, hostile_dir, tmp_path)
+    s = d.clone()
+    assert s.value("x <- 7") == "7"
+    seq = next_seq(s)
+    before = d.audit.stat().st_size
+    r = s.result(native_flood(d, seq, 20000, 1))
+    # The native loop returns after its 20000 frames; R then meets the
+    # interrupt and unwinds: an error naming the limit, state kept.
+    assert r["status"] == "error" and r["limit"] == "tool_calls", r
+    assert r["tool_calls"] == 1000
+    assert s.value("x") == "7"
+    summary = [e for e in audit_lines(d, s.name, seq) if e["event"] == "tool_calls_refused"]
+    assert summary and summary[0]["dropped"] == 19000, summary
+    assert d.audit.stat().st_size - before < AUDIT_PER_RUN_MAX
+
+
+BIG_SERVER = r"""
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    sys.stdout.write(json.dumps({"id": req["id"], "value": "x" * 900000}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+@pytest.mark.timeout_s(60)
+def test_worker_that_stops_reading_its_replies_is_killed(daemons, hostile_dir, tmp_path):
+    d = start(daemons, hostile_dir, tmp_path)
+    srv = tmp_path / "big.py"
+    srv.write_text(BIG_SERVER)
+    srv.chmod(0o755)
+    util.write_bytes(d.path("tools", "big.json"), json.dumps(
+        {"description": "", "args": {}, "command": ["/usr/bin/python3", str(srv)], "mode": "server"}),
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    w = d.clone()
+    assert w.value("y <- 3") == "3"
+    s = d.clone()
+    seq = next_seq(s)
+    stats_before = d.json("stats")
+    # A call every 250 ms (time for the server's answer to come: a new call
+    # cancels one still under way), each answered with 900 kB, none read.
+    r = s.result(native_flood(d, seq, 40, 0, tool="big", delay_ms=250))
+    assert r["status"] == "killed" and "stopped reading its replies" in r["error"], r
+    assert d.json("stats")["killed"] == stats_before["killed"] + 1
+    assert rss_mib(d.pid) < RSS_MAX_MIB
+    # The session gets a fresh worker; the witness never noticed.
+    assert s.value("1+1") == "2"
+    assert w.value("y") == "3"
