@@ -1069,15 +1069,16 @@ static double process_cpu_s(pid_t pid) {
 }
 
 /* Set the session's limits on its worker from outside with prlimit(2): the
- * worker cannot be trusted to set them itself.  cpu is per run: the soft
- * limit is what the worker has used so far plus the limit (SIGXCPU, which
- * the worker turns into an interrupt).  Its hard limit stays unlimited:
+ * worker cannot be trusted to set them itself.  Only soft limits change:
+ * the hard ones stay what the worker inherited (the daemon's own), because
  * only CAP_SYS_RESOURCE may raise a hard limit (root lacks it on this
- * project's machines), and the kernel raises the soft one by a second at
- * every SIGXCPU, so a finite hard limit made a later run's prlimit() fail
- * and left it a second of CPU.  The hard stop is the daemon's (the monitor,
- * then the grace period); the seccomp filter keeps the worker from raising
- * its soft limit itself. */
+ * project's machines), so a hard limit lowered once could never be raised
+ * again for a later run or a rewritten limits file.  The soft limit binds
+ * all the same: the seccomp filter keeps the worker from raising it.  cpu is
+ * per run: the soft limit is what the worker has used so far plus the limit
+ * (SIGXCPU, which the worker turns into an interrupt; the kernel raises it
+ * by a second at every SIGXCPU); the hard stop is the daemon's (the
+ * monitor, then the grace period). */
 static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
         static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
                                                   RLIMIT_STACK};
@@ -1088,30 +1089,19 @@ static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
                 return 0;
         for (int i = 0; i < (cpu_only ? 1 : LIMIT_COUNT); i++) {
                 long long v = s->limits.v[i];
-                struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+                struct rlimit hard, rl;
 
-                if (v != LIMIT_UNSET) {
-                        if (i == LIMIT_CPU)
-                                rl.rlim_cur = (rlim_t)ceil(cpu_base_s) + (rlim_t)v;
-                        else
-                                rl.rlim_cur = rl.rlim_max = (rlim_t)v;
-                }
-                if (prlimit(w->pid, resource[i], &rl, NULL) == 0)
-                        continue;
-                e = -errno;
-                if (i == LIMIT_CPU && e == -EPERM) {
-                        /* A finite hard limit from the daemon's own
-                         * environment: stay within it. */
-                        struct rlimit old;
-                        if (prlimit(w->pid, RLIMIT_CPU, NULL, &old) == 0) {
-                                rl.rlim_max = old.rlim_max;
-                                rl.rlim_cur = MIN(rl.rlim_cur, old.rlim_max);
-                                if (prlimit(w->pid, RLIMIT_CPU, &rl, NULL) == 0)
-                                        continue;
-                        }
-                }
-                if (!first_error)
-                        first_error = e;
+                /* The worker's hard limits are the daemon's (inherited
+                 * through the zygote, never changed). */
+                if (getrlimit(resource[i], &hard) < 0)
+                        hard.rlim_max = RLIM_INFINITY;
+                rl.rlim_max = hard.rlim_max;
+                rl.rlim_cur = RLIM_INFINITY;
+                if (v != LIMIT_UNSET)
+                        rl.rlim_cur = i == LIMIT_CPU ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v : (rlim_t)v;
+                rl.rlim_cur = MIN(rl.rlim_cur, rl.rlim_max);
+                if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
+                        first_error = -errno;
         }
         /* The same memory and process counts as a cgroup (where the host
          * allows one): it also counts the worker's tmpfs pages and its
