@@ -48,10 +48,7 @@
 #define NEW_ROOT "/newroot"
 
 /* Written by jail_clone() in the zygote before the clone, read by the child:
- * inside a fresh user namespace getuid() reports the overflow uid until the
- * map is written, and getppid() is 0 inside a fresh pid namespace. */
-static uid_t jail_outer_uid;
-static gid_t jail_outer_gid;
+ * getppid() is 0 inside a fresh pid namespace. */
 static pid_t jail_expected_parent;
 
 static char jail_tmp[PATH_MAX];
@@ -86,16 +83,72 @@ static int jail_fail(struct jail_error *e, int r, const char *fmt, ...) {
 
 /* ---- Zygote side ------------------------------------------------------- */
 
-pid_t jail_clone(const struct jail_options *o) {
+/* Write one line to /proc/<pid>/<name> (one write: the kernel parses
+ * uid_map and gid_map per write(2) call). */
+static int write_proc_of(pid_t pid, const char *name, const char *line) {
+        char path[64];
+        _cleanup_close_ int fd = -1;
+        size_t len = strlen(line);
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        n = write(fd, line, len);
+        if (n < 0)
+                return -errno;
+        return (size_t)n == len ? 0 : -EIO;
+}
+
+/* Zygote side, right after the clone, while the child waits: map uid/gid
+ * 1000 of the child's new user namespace to host_uid/host_gid and nothing
+ * else.  Only a process with privilege over the child's namespace in its
+ * parent namespace may map anything but its own id (user_namespaces(7);
+ * DESIGN §7): the zygote, as root, for a session's own unprivileged id; an
+ * unprivileged zygote only ever asks for its own uid/gid, which it may map
+ * as the namespace's owner.  setgroups is denied first (required for an
+ * unprivileged gid_map, and it keeps the worker from dropping a
+ * supplementary group that guards a deny-ACL). */
+static int map_child_ids(pid_t pid, uid_t host_uid, gid_t host_gid, char *err, size_t errlen) {
+        char line[64];
+        int r;
+
+        r = write_proc_of(pid, "setgroups", "deny");
+        if (r < 0 && r != -ENOENT) { /* ENOENT: kernel < 3.19, no such file */
+                snprintf(err, errlen, "write /proc/%ld/setgroups: %s", (long)pid, strerror(-r));
+                return r;
+        }
+        snprintf(line, sizeof(line), "%d %u 1", JAIL_UID, (unsigned)host_uid);
+        if ((r = write_proc_of(pid, "uid_map", line)) < 0) {
+                snprintf(err, errlen, "write /proc/%ld/uid_map (\"%s\"): %s", (long)pid, line, strerror(-r));
+                return r;
+        }
+        snprintf(line, sizeof(line), "%d %u 1", JAIL_GID, (unsigned)host_gid);
+        if ((r = write_proc_of(pid, "gid_map", line)) < 0) {
+                snprintf(err, errlen, "write /proc/%ld/gid_map (\"%s\"): %s", (long)pid, line, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+pid_t jail_clone(const struct jail_options *o, uid_t host_uid, gid_t host_gid, char *err, size_t errlen) {
         unsigned long flags = CLONE_PARENT | SIGCHLD;
+        int go[2] = {-1, -1};
         long pid;
+        int r;
 
-        if (o->mode == JAIL_STRICT)
-                flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
-                         CLONE_NEWUTS | CLONE_NEWCGROUP;
-
-        jail_outer_uid = getuid();
-        jail_outer_gid = getgid();
+        if (o->mode == JAIL_STRICT) {
+                flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+                         CLONE_NEWCGROUP;
+                /* The child waits on this until its ids are mapped: it is
+                 * nobody (the overflow id) in its namespace until then. */
+                if (pipe2(go, O_CLOEXEC) < 0) {
+                        r = -errno;
+                        snprintf(err, errlen, "pipe2: %s", strerror(-r));
+                        return r;
+                }
+        }
         jail_expected_parent = getppid();
 
         /* A raw clone with no new stack behaves like fork(): the child
@@ -118,8 +171,53 @@ pid_t jail_clone(const struct jail_options *o) {
                 }
                 break;
         }
-        if (pid < 0)
-                return -errno;
+        if (pid < 0) {
+                r = -errno;
+                snprintf(err, errlen, "%s", jail_clone_error(r));
+                if (go[0] >= 0) {
+                        close(go[0]);
+                        close(go[1]);
+                }
+                return r;
+        }
+        if (pid == 0) {
+                /* Child, in its new namespaces, every capability there,
+                 * still the zygote's credentials (host root when the daemon
+                 * is root): nothing but wait until the zygote has mapped
+                 * our ids.  A zygote that died first gives end of file. */
+                char c = 0;
+                ssize_t n = 0;
+
+                if (go[0] < 0)
+                        return 0;
+                close(go[1]);
+                do
+                        n = read(go[0], &c, 1);
+                while (n < 0 && errno == EINTR);
+                close(go[0]);
+                if (n != 1 || c != 'm')
+                        _exit(127);
+                return 0;
+        }
+        /* Zygote. */
+        if (go[0] < 0)
+                return (pid_t)pid;
+        close(go[0]);
+        r = map_child_ids((pid_t)pid, host_uid, host_gid, err, errlen);
+        if (r < 0) {
+                /* It runs nothing before the go-ahead; the daemon reaps it. */
+                kill((pid_t)pid, SIGKILL);
+                close(go[1]);
+                return r;
+        }
+        if (write(go[1], "m", 1) != 1) {
+                r = -errno;
+                snprintf(err, errlen, "release the child: %s", strerror(-r));
+                kill((pid_t)pid, SIGKILL);
+                close(go[1]);
+                return r;
+        }
+        close(go[1]);
         return (pid_t)pid;
 }
 
@@ -347,25 +445,28 @@ static int mount_tmpfs(struct jail_error *e, const char *what, const char *path,
 
 /* ---- Strict mode, step by step ----------------------------------------- */
 
-/* Step 1: who we are.  Uid/gid 1000 inside map to the daemon's own uid/gid
- * outside, and nothing else is mapped: files the worker creates on the host
- * (none, if the rest holds) would belong to the daemon's user, and no other
- * id, root included, exists inside.  setgroups must be denied before an
- * unprivileged process may write gid_map (user_namespaces(7)); it also stops
- * the worker from dropping a supplementary group that guards a deny-ACL. */
-static int map_ids(struct jail_error *e) {
-        char line[64];
-        int r;
-
-        r = write_file("/proc/self/setgroups", "deny", 0, 0);
-        if (r < 0 && r != -ENOENT) /* ENOENT: kernel < 3.19, no such file */
-                return jail_fail(e, r, "write /proc/self/setgroups");
-        snprintf(line, sizeof(line), "%d %u 1", JAIL_UID, (unsigned)jail_outer_uid);
-        if ((r = write_file("/proc/self/uid_map", line, 0, 0)) < 0)
-                return jail_fail(e, r, "write /proc/self/uid_map (\"%s\")", line);
-        snprintf(line, sizeof(line), "%d %u 1", JAIL_GID, (unsigned)jail_outer_gid);
-        if ((r = write_file("/proc/self/gid_map", line, 0, 0)) < 0)
-                return jail_fail(e, r, "write /proc/self/gid_map (\"%s\")", line);
+/* Step 1: who we are.  The zygote has mapped uid/gid 1000 inside to the
+ * session's host id outside (jail_clone), and nothing else: no other id,
+ * root included, exists inside.  Our credentials are still the zygote's
+ * (host root when the daemon is root, which shows here as the overflow id);
+ * become 1000 so that the host's kernel sees the session's id in every
+ * check from now on, and every file we make (the scratch root, /tmp) is the
+ * session's.  Capabilities in our namespace stay: their loss on setuid
+ * applies only when leaving uid 0 of the namespace, which is not mapped.
+ * The supplementary groups were cleared by the zygote (setgroups is denied
+ * here).  Changing ids made us non-dumpable, which would hand the files of
+ * /proc/1 to host root, and cleared the parent-death signal: both are set
+ * again. */
+static int become_jail_user(struct jail_error *e) {
+        if (setresgid(JAIL_GID, JAIL_GID, JAIL_GID) < 0)
+                return jail_fail(e, -errno, "setresgid %d (is gid_map written?)", JAIL_GID);
+        if (setresuid(JAIL_UID, JAIL_UID, JAIL_UID) < 0)
+                return jail_fail(e, -errno, "setresuid %d (is uid_map written?)", JAIL_UID);
+        if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+                return jail_fail(e, -errno, "prctl PR_SET_DUMPABLE");
+        /* A change of credentials also cleared the parent-death signal. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+                return jail_fail(e, -errno, "prctl PR_SET_PDEATHSIG");
         return 0;
 }
 
@@ -594,8 +695,8 @@ static int jail_enter_strict(const struct jail_options *o, struct jail_error *e)
                 return r;
 
         /* Privilege change: from here on we are uid/gid 1000, known to the
-         * host as the daemon's uid/gid (still all capabilities in the ns). */
-        if ((r = map_ids(e)) < 0)
+         * host as the session's id (still all capabilities in the ns). */
+        if ((r = become_jail_user(e)) < 0)
                 return r;
 
         /* /tmp and /work before the host's directories, so that an R

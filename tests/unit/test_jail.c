@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -35,6 +36,10 @@
 #include "sandbox/jail.h"
 
 static int passed, failed;
+/* What the jailed child's 1000 maps to: as root an unprivileged id of the
+ * daemon's default range (as the daemon does), else our own. */
+static uid_t test_uid;
+static gid_t test_gid;
 
 /* ---- Reporting --------------------------------------------------------- */
 
@@ -398,11 +403,17 @@ static int run_jailed(const char *name, const struct jail_options *o, const stru
         fflush(stdout);
         zygote = fork();
         if (zygote == 0) {
-                /* Zygote: host namespaces. */
+                /* Zygote: host namespaces.  As root it holds no
+                 * supplementary groups, as the real one (sandbox/zygote.c). */
+                char why[512];
                 close(pfd[0]);
-                pid_t pid = jail_clone(o);
+                if (geteuid() == 0 && setgroups(0, NULL) < 0) {
+                        report(pfd[1], 0, "setgroups: %s", strerror(errno));
+                        _exit(1);
+                }
+                pid_t pid = jail_clone(o, test_uid, test_gid, why, sizeof(why));
                 if (pid < 0) {
-                        report(pfd[1], 0, "%s", jail_clone_error(pid));
+                        report(pfd[1], 0, "%s", why);
                         _exit(1);
                 }
                 if (pid == 0) {
@@ -474,7 +485,7 @@ static void none_checks(int fd, const struct context *c, int r, const char *err)
                 report(fd, 0, "jail_enter (none): %d: %s", r, err);
                 return;
         }
-        report(fd, getuid() == c->outer_uid, "none: uid unchanged");
+        report(fd, getuid() == geteuid() && getuid() == (geteuid() == 0 ? 0 : c->outer_uid), "none: uid unchanged");
         report(fd, getcwd(cwd, sizeof(cwd)) && strstr(cwd, "/securerfs-"), "none: cwd is a private directory (%s)",
                cwd);
         snprintf(expect, sizeof(expect), "%s/R", cwd);
@@ -515,7 +526,8 @@ static void time_start(const char *name, const struct jail_options *o) {
                         double t[3];
                         pid_t pid;
                         t[0] = now_us();
-                        pid = o ? jail_clone(o) : fork();
+                        char why[256];
+                        pid = o ? jail_clone(o, test_uid, test_gid, why, sizeof(why)) : fork();
                         if (pid < 0)
                                 _exit(1);
                         if (pid == 0) {
@@ -575,7 +587,9 @@ static void time_start(const char *name, const struct jail_options *o) {
 /* ---- Main --------------------------------------------------------------- */
 
 int main(void) {
-        struct context c = {.outer_uid = getuid(), .outer_gid = getgid()};
+        test_uid = geteuid() == 0 ? 1879048192u + 4242 : getuid();
+        test_gid = geteuid() == 0 ? 1879048192u + 4242 : getgid();
+        struct context c = {.outer_uid = test_uid, .outer_gid = test_gid};
         struct jail_options strict = {.mode = JAIL_STRICT};
         struct jail_options none = {.mode = JAIL_NONE};
         const char *r_libs[1];
@@ -589,7 +603,7 @@ int main(void) {
 
         /* A host directory to pass as r_libs. */
         snprintf(c.r_lib, sizeof(c.r_lib), "/tmp/securerfs-jail-lib-XXXXXX");
-        if (!mkdtemp(c.r_lib)) {
+        if (!mkdtemp(c.r_lib) || chmod(c.r_lib, 0755) < 0) {
                 printf("mkdtemp: %s\n", strerror(errno));
                 return 1;
         }
