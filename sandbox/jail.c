@@ -20,6 +20,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,12 +551,115 @@ static int write_etc(struct jail_error *e) {
         return 0;
 }
 
+/* Step 6a: limits of the worker's own user namespace, written through its
+ * fresh procfs while that is still writable (it becomes read-only below).
+ * The user.* sysctls are per user namespace and inherited by any below it;
+ * writing them needs CAP_SYS_RESOURCE in ours, which we still have.
+ *   - max_user_namespaces = 0: no nested user namespace, in which an
+ *     unprivileged process would hold every capability again (the usual
+ *     door to namespace-reachable kernel bugs).  Required.
+ *   - inotify and fanotify counts = 0: these kernel counters are charged up
+ *     the chain of user namespaces to their owners, the daemon's uid (or
+ *     root), which every session and the daemon's own user share; a second
+ *     lock behind the filter, which refuses the calls (docs/security.md,
+ *     "Per-user kernel counters").  Skipped on kernels without them. */
+static int limit_user_namespace(struct jail_error *e) {
+        static const struct {
+                const char *name;
+                bool required;
+        } limits[] = {
+                {"max_user_namespaces", true},   {"max_inotify_instances", false}, {"max_inotify_watches", false},
+                {"max_fanotify_groups", false},  {"max_fanotify_marks", false},
+        };
+        char path[128];
+        int r;
+
+        for (size_t i = 0; i < ARRAY_SIZE(limits); i++) {
+                snprintf(path, sizeof(path), NEW_ROOT "/proc/sys/user/%s", limits[i].name);
+                r = write_file(path, "0", 0, 0);
+                if (r < 0 && (limits[i].required || r != -ENOENT))
+                        return jail_fail(e, r, "write /proc/sys/user/%s", limits[i].name);
+        }
+        return 0;
+}
+
+/* What of the jail's procfs is covered, and why (docs/security.md, "/proc
+ * and /dev").  Docker's default MaskedPaths are the floor (kcore, keys,
+ * latency_stats, timer_list, timer_stats, sched_debug, interrupts, and the
+ * directories asound, acpi, scsi); its ReadonlyPaths (bus, fs, irq, sys,
+ * sysrq-trigger) are read-only here with the rest of /proc, and the first
+ * three are hidden too.  The others leak the host (its disks, file locks,
+ * kernel command line, key quotas of every host user) or give timing
+ * signals of other workloads (interrupt counts, pressure).  A name this
+ * kernel lacks is skipped. */
+static const char *const proc_masked_files[] = {
+        /* Docker's MaskedPaths */
+        "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "interrupts",
+        /* host leaks and side channels */
+        "key-users", "kallsyms", "kmsg", "softirqs", "iomem", "ioports", "partitions", "diskstats", "swaps", "locks",
+        "cmdline", "sysrq-trigger", "vmallocinfo", "slabinfo", "pagetypeinfo", "kpagecount", "kpageflags",
+        "kpagecgroup",
+};
+static const char *const proc_masked_dirs[] = {
+        /* Docker's MaskedPaths */
+        "asound", "acpi", "scsi",
+        /* Docker's ReadonlyPaths that hold nothing for R, and host leaks */
+        "bus", "irq", "fs", "driver", "tty", "pressure",
+};
+
+/* Cover each masked entry with an empty, read-only file or directory:
+ * reading gives nothing (or an empty listing), opening for writing EROFS.
+ * The sources live in the scratch root, which goes away with the host root
+ * in step 7; the mounts keep them alive. */
+static int mask_proc(struct jail_error *e) {
+        static const char mask_file[] = "/mask-file", mask_dir[] = "/mask-dir";
+        char path[128];
+        struct stat st;
+        int r;
+
+        r = open(mask_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        if (r < 0)
+                return jail_fail(e, -errno, "create %s", mask_file);
+        close(r);
+        if (mkdir(mask_dir, 0555) < 0)
+                return jail_fail(e, -errno, "mkdir %s", mask_dir);
+        for (int dirs = 0; dirs < 2; dirs++) {
+                const char *const *names = dirs ? proc_masked_dirs : proc_masked_files;
+                size_t n = dirs ? ARRAY_SIZE(proc_masked_dirs) : ARRAY_SIZE(proc_masked_files);
+
+                for (size_t i = 0; i < n; i++) {
+                        snprintf(path, sizeof(path), NEW_ROOT "/proc/%s", names[i]);
+                        if (lstat(path, &st) < 0) {
+                                if (errno == ENOENT)
+                                        continue;
+                                return jail_fail(e, -errno, "stat /proc/%s", names[i]);
+                        }
+                        /* The kernel decides the kind, not our list. */
+                        if (mount(S_ISDIR(st.st_mode) ? mask_dir : mask_file, path, NULL, MS_BIND, NULL) < 0)
+                                return jail_fail(e, -errno, "mask /proc/%s", names[i]);
+                        if ((r = remount_bind(e, path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
 /* Step 6: the kernel's file systems.  A fresh procfs shows only this pid
  * namespace (the worker is pid 1).  It must be mounted while the host's
  * /proc is still in our namespace: the kernel allows procfs in a user
  * namespace only if an unobstructed procfs is already visible there
- * (mnt_already_visible()).  /dev is a small tmpfs holding bind mounts of the
- * few harmless character devices. */
+ * (mnt_already_visible()).  Once our namespace limits are written through
+ * it, the host-facing entries are masked and the whole mount becomes
+ * read-only: no file of /proc opens for writing (/proc/self/mem, /proc/sys,
+ * /proc/self/attr: EROFS), whoever owns it.
+ *
+ * /dev is a small tmpfs holding bind mounts of the few harmless character
+ * devices (mknod is not allowed in a user namespace), each remounted
+ * read-only: a device node stays readable and writable on a read-only
+ * mount (writes go to the driver, not the file system), but its metadata —
+ * mode, owner, times, even the touch-to-now that only needs write
+ * permission — cannot change (EROFS): the host's /dev/null is the same
+ * inode. */
 static int mount_proc_and_dev(struct jail_error *e) {
         static const char *const devices[] = {"null", "zero", "full", "random", "urandom"};
         static const struct {
@@ -573,6 +677,9 @@ static int mount_proc_and_dev(struct jail_error *e) {
                 return jail_fail(e, -errno, "mkdir /proc");
         if (mount("proc", NEW_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
                 return jail_fail(e, -errno, "mount proc on /proc");
+        if ((r = limit_user_namespace(e)) < 0 || (r = mask_proc(e)) < 0 ||
+            (r = remount_bind(e, NEW_ROOT "/proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) < 0)
+                return r;
 
         if ((r = mount_tmpfs(e, "/dev", NEW_ROOT "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")) < 0)
                 return r;
@@ -585,7 +692,7 @@ static int mount_proc_and_dev(struct jail_error *e) {
                 close(r);
                 if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
                         return jail_fail(e, -errno, "bind mount /dev/%s", devices[i]);
-                if ((r = remount_bind(e, dst, MS_NOSUID | MS_NOEXEC)) < 0)
+                if ((r = remount_bind(e, dst, MS_RDONLY | MS_NOSUID | MS_NOEXEC)) < 0)
                         return r;
         }
         for (size_t i = 0; i < ARRAY_SIZE(links); i++)
@@ -713,13 +820,7 @@ static int jail_enter_strict(const struct jail_options *o, struct jail_error *e)
         /* Step 8: the rest of the jail's identity, still with capabilities. */
         if (sethostname(JAIL_HOSTNAME, strlen(JAIL_HOSTNAME)) < 0)
                 return jail_fail(e, -errno, "sethostname %s", JAIL_HOSTNAME);
-        /* No nested user namespaces: an unprivileged process may otherwise
-         * create one and hold every capability in it, which is how most
-         * namespace-reachable kernel bugs are reached.  The limit is per
-         * user namespace and inherited by any below it; writing it needs
-         * CAP_SYS_RESOURCE in ours, which we still have. */
-        if ((r = write_file("/proc/sys/user/max_user_namespaces", "0", 0, 0)) < 0)
-                return jail_fail(e, r, "write /proc/sys/user/max_user_namespaces");
+        /* (user.max_user_namespaces = 0 was written in step 6.) */
         snprintf(jail_tmp, sizeof(jail_tmp), "/tmp/R");
         if (mkdir(jail_tmp, 0700) < 0 && errno != EEXIST)
                 return jail_fail(e, -errno, "mkdir %s", jail_tmp);
