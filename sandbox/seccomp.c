@@ -3,7 +3,11 @@
  *
  * Two programs, installed one after the other:
  *
- *   1. The allowlist.  Only the system calls named in `allowed` below pass;
+ *   1. Argument checks on calls the allowlist lets through: namespace flags
+ *      of clone, set-id and sticky bits in modes, socket families, the
+ *      personality, new resource limits, terminal injection, pipe growth.
+ *      Its default is "allow": it only takes away.
+ *   2. The allowlist.  Only the system calls named in `allowed` below pass;
  *      a call the filter does not know answers ENOSYS, as on a kernel that
  *      lacks it, so that glibc and libraries fall back to the older calls
  *      they know (clone3 -> clone, openat2 -> openat, fchmodat2 ->
@@ -14,20 +18,17 @@
  *      capabilities minus what R has no use for and what is attacked
  *      (tests/unit/docker_default_seccomp.txt is that profile as data, and
  *      tests/unit/test_seccomp.c checks that this filter never allows a
- *      call Docker refuses).
- *   2. Argument checks on calls the allowlist lets through: namespace flags
- *      of clone, set-id and sticky bits in modes, socket families, the
- *      personality, new resource limits, terminal injection, pipe growth.
- *      Its default is "allow": it only takes away.
+ *      call Docker refuses).  It is installed last because it refuses
+ *      seccomp(2) itself: nothing can be added after it.
  *
  * Why two: libseccomp can test each argument only once per rule, and a rule
  * without conditions overrides every conditional rule of the same call, so
  * "allow ioctl except TIOCSTI and TIOCLINUX" cannot be one filter's rules.
  * The kernel runs every installed program and keeps the strictest answer
- * (for two errnos, the later program's), which gives exactly "allowed by
- * the list and not refused by the checks".  Calls that a program answers
- * whatever the arguments are in the kernel's per-filter cache of constant
- * answers (Linux 5.11), so most calls run no BPF at all.
+ * (for two errnos, the later program's: the allowlist's), which gives
+ * exactly "allowed by the list and not refused by the checks".  A call that
+ * both programs answer whatever its arguments is in the kernel's cache of
+ * constant answers (Linux 5.11), so most calls run no BPF at all.
  *
  * Refusals answer an errno, never kill: R reports an error and the session
  * lives.  Only a call through another ABI (i386, x32) kills the process.
@@ -86,9 +87,9 @@ static int filter_fail(char *err, size_t errlen, int r, const char *fmt, ...) {
         return r;
 }
 
-/* ---- program 1: the allowlist ---------------------------------------------- */
+/* ---- program 2: the allowlist ---------------------------------------------- */
 
-/* Allowed, whatever the arguments (some are then checked by program 2).
+/* Allowed, whatever the arguments (some are then checked by program 1).
  * Docker's default list for x86-64 without capabilities, minus:
  *   - the refusals below (EPERM) and everything that needs a capability;
  *   - landlock_*, seccomp, process_mrelease, epoll_ctl_old, epoll_wait_old:
@@ -131,12 +132,12 @@ static const char *const allowed[] = {
         /* waiting and events on descriptors the process already has */
         "epoll_ctl", "epoll_pwait", "epoll_pwait2", "epoll_wait", "eventfd", "eventfd2", "pause", "pipe", "pipe2",
         "poll", "ppoll", "pselect6", "select", "signalfd", "signalfd4",
-        /* sockets (families checked by program 2) */
+        /* sockets (families checked by program 1) */
         "accept", "accept4", "bind", "connect", "getpeername", "getsockname", "getsockopt", "listen", "recvfrom",
         "recvmmsg", "recvmsg", "sendmmsg", "sendmsg", "sendto", "setsockopt", "shutdown", "socket", "socketpair",
         /* the machine, read only */
         "getrandom", "sysinfo", "uname",
-        /* ioctl (requests checked by program 2) */
+        /* ioctl (requests checked by program 1) */
         "ioctl",
 };
 
@@ -225,7 +226,7 @@ static int add_allowlist(scmp_filter_ctx ctx, bool allow_exec, char *err, size_t
         return 0;
 }
 
-/* ---- program 2: argument checks ------------------------------------------- */
+/* ---- program 1: argument checks ------------------------------------------- */
 
 /* clone flags that create namespaces: each is refused on its own (a
  * masked-equality test per bit, since libseccomp cannot test "any of"). */
@@ -249,7 +250,7 @@ static int add_argument_checks(scmp_filter_ctx ctx, bool allow_exec, char *err, 
         (void)allow_exec;
         /* clone: glibc's fork() and pthread_create() use it without
          * namespace flags; any CLONE_NEW* is refused (clone3, whose flags
-         * are in memory, is ENOSYS in program 1). */
+         * are in memory, is ENOSYS in program 2). */
         for (size_t i = 0; i < ARRAY_SIZE(clone_ns_flags); i++)
                 if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(clone), 1,
                                           SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i], clone_ns_flags[i]))) < 0)
@@ -258,7 +259,9 @@ static int add_argument_checks(scmp_filter_ctx ctx, bool allow_exec, char *err, 
         /* No set-id or sticky bit on anything the code makes or changes
          * (issue 16): such a file leaving the workspace for the host, copied
          * by a root user's tool, would run with its owner's rights there.
-         * One masked test per bit. */
+         * One masked test per bit.  (fchmodat2 is not in the allowlist at
+         * all: ENOSYS, whose errno wins over this EPERM, and glibc falls
+         * back to fchmodat.) */
         for (size_t i = 0; i < ARRAY_SIZE(mode_calls); i++) {
                 int nr = native_nr(mode_calls[i].name);
 
@@ -376,9 +379,9 @@ int syscall_filter_build(bool allow_exec, char *err, size_t errlen) {
         struct sock_fprog progs[2] = {{0}};
         int r;
 
-        r = build_one(SCMP_ACT_ERRNO(ENOSYS), add_allowlist, allow_exec, &progs[0], err, errlen);
+        r = build_one(SCMP_ACT_ALLOW, add_argument_checks, allow_exec, &progs[0], err, errlen);
         if (r >= 0)
-                r = build_one(SCMP_ACT_ALLOW, add_argument_checks, allow_exec, &progs[1], err, errlen);
+                r = build_one(SCMP_ACT_ERRNO(ENOSYS), add_allowlist, allow_exec, &progs[1], err, errlen);
         if (r < 0) {
                 free(progs[0].filter);
                 free(progs[1].filter);
@@ -396,8 +399,8 @@ int syscall_filter_install(char *err, size_t errlen) {
         if (filter_count == 0)
                 return filter_fail(err, errlen, -ENOENT, "no filter was built");
         /* No TSYNC: the worker is single-threaded here (a fresh clone of the
-         * zygote's one thread).  The allowlist first: for two errnos the
-         * kernel answers with the later program's. */
+         * zygote's one thread).  The allowlist last: it refuses seccomp(2),
+         * and for two errnos the kernel answers with the later program's. */
         for (size_t i = 0; i < filter_count; i++)
                 if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter_progs[i]) < 0)
                         return filter_fail(err, errlen, -errno, "install filter %zu (seccomp SECCOMP_SET_MODE_FILTER)",
