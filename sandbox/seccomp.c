@@ -281,6 +281,12 @@ static int add_argument_checks(scmp_filter_ctx ctx, bool allow_exec, char *err, 
                                           SCMP_A0(SCMP_CMP_MASKED_EQ, mask, 1ULL << i))) < 0)
                         return filter_fail(err, errlen, r, "rule for personality");
         }
+        /* The kernel ignores the high 32 bits, but Docker's profile (64-bit
+         * comparisons) refuses them, and it is the floor. */
+        for (unsigned i = 32; i < 64; i++)
+                if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(personality), 1,
+                                          SCMP_A0(SCMP_CMP_MASKED_EQ, 1ULL << i, 1ULL << i))) < 0)
+                        return filter_fail(err, errlen, r, "rule for personality");
 
         /* prlimit64 with a new limit (arg 2 non-NULL) is refused; glibc's
          * getrlimit() is prlimit64(0, res, NULL, old) and R calls it. */
