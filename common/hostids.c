@@ -129,6 +129,43 @@ int id_range_check_text(const struct id_range *r, enum id_source src, const char
         return 0;
 }
 
+int id_range_check_mapped(const struct id_range *r, const char *file, const char *text, size_t len, char *err,
+                          size_t errlen) {
+        /* The ranges are few (the kernel allows 340 lines): walk the range
+         * from its start, jumping over each mapped stretch that covers the
+         * next id, until it is all covered or no line covers the next id. */
+        uint64_t next = r->base, end = (uint64_t)r->base + r->count;
+
+        while (next < end) {
+                const char *p = text, *stop = text + len;
+                bool covered = false;
+
+                while (p < stop) {
+                        const char *nl = memchr(p, '\n', (size_t)(stop - p));
+                        const char *le = nl ? nl : stop;
+                        unsigned long long inside, outside, count;
+                        char line[128];
+                        size_t n = (size_t)(le - p) < sizeof(line) - 1 ? (size_t)(le - p) : sizeof(line) - 1;
+
+                        memcpy(line, p, n);
+                        line[n] = '\0';
+                        if (sscanf(line, "%llu %llu %llu", &inside, &outside, &count) == 3 && next >= inside &&
+                            next < inside + count) {
+                                next = inside + count;
+                                covered = true;
+                                break;
+                        }
+                        p = nl ? nl + 1 : stop;
+                }
+                if (!covered) {
+                        snprintf(err, errlen, "id %llu of id_range=%u:%u is not mapped in %s (the daemon's user namespace)",
+                                 (unsigned long long)next, r->base, r->count, file);
+                        return -ERANGE;
+                }
+        }
+        return 0;
+}
+
 /* Read a whole file: 0 with *out (NUL-terminated, caller frees) and *len,
  * or -errno. */
 static int read_whole(const char *path, char **out, size_t *len) {
@@ -198,6 +235,19 @@ int id_range_check_host(const struct id_range *r, char *err, size_t errlen) {
                 }
                 e = id_range_check_text(r, files[i].src, files[i].path, text, len, err, errlen);
                 if (e < 0)
+                        return e;
+        }
+        for (int g = 0; g < 2; g++) {
+                const char *path = g ? "/proc/self/gid_map" : "/proc/self/uid_map";
+                _cleanup_free_ char *text = NULL;
+                size_t len = 0;
+                int e = read_whole(path, &text, &len);
+
+                if (e < 0) {
+                        snprintf(err, errlen, "id_range: cannot read %s to check it: %s", path, strerror(-e));
+                        return e;
+                }
+                if ((e = id_range_check_mapped(r, path, text, len, err, errlen)) < 0)
                         return e;
         }
         return 0;

@@ -52,10 +52,19 @@ enum id_source {
 int id_range_check_text(const struct id_range *r, enum id_source src, const char *file, const char *text,
                         size_t len, char *err, size_t errlen);
 
+/* Is every id of r mapped in a user namespace whose uid_map (or gid_map) has
+ * this text ("INSIDE OUTSIDE COUNT" lines)?  A root daemon in a container
+ * may only give out ids its own namespace maps.  0, or -ERANGE with the
+ * first unmapped id named in err ("id 1879048192 of id_range=... is not
+ * mapped in /proc/self/uid_map"). */
+int id_range_check_mapped(const struct id_range *r, const char *file, const char *text, size_t len, char *err,
+                          size_t errlen);
+
 /* The whole check a root daemon makes at start: id 0 is never in the range,
  * and nothing in /etc/passwd, /etc/group, /etc/subuid or /etc/subgid
  * overlaps it (a missing subuid/subgid file is fine; an unreadable passwd
- * or group is an error).  0, -EEXIST or -errno, with a reason in err. */
+ * or group is an error), and our own /proc/self/uid_map and gid_map map all
+ * of it.  0, -EEXIST, -ERANGE or -errno, with a reason in err. */
 int id_range_check_host(const struct id_range *r, char *err, size_t errlen);
 
 /* The allocator: ids of a range handed out one at a time, each back to the

@@ -76,6 +76,22 @@ int main(void) {
         CHECK(check_text(1, 4000000000u, ID_SOURCE_SUBID, subid, err, sizeof(err)) == -EEXIST);
         CHECK(check_text(120000, 1, ID_SOURCE_SUBID, "x:100000:0\n", err, sizeof(err)) == 0); /* empty range */
 
+        /* The user namespace must map the whole range. */
+        const char *init_map = "         0          0 4294967295\n";
+        const char *container = "0 100000 65536\n65536 2000000000 10\n65546 3000000000 100\n";
+        r = (struct id_range){ID_RANGE_DEFAULT_BASE, ID_RANGE_DEFAULT_COUNT};
+        CHECK(id_range_check_mapped(&r, "/m", init_map, strlen(init_map), err, sizeof(err)) == 0);
+        CHECK(id_range_check_mapped(&r, "/m", container, strlen(container), err, sizeof(err)) == -ERANGE &&
+              strstr(err, "id 1879048192") && strstr(err, "/m"));
+        r = (struct id_range){65530, 100};
+        CHECK(id_range_check_mapped(&r, "/m", container, strlen(container), err, sizeof(err)) == 0);
+        r = (struct id_range){65530, 116}; /* to 65645, across all three lines */
+        CHECK(id_range_check_mapped(&r, "/m", container, strlen(container), err, sizeof(err)) == 0);
+        r = (struct id_range){65530, 117};
+        CHECK(id_range_check_mapped(&r, "/m", container, strlen(container), err, sizeof(err)) == -ERANGE &&
+              strstr(err, "id 65646"));
+        CHECK(id_range_check_mapped(&r, "/m", "", 0, err, sizeof(err)) == -ERANGE);
+
         /* The host's own files: the default range is free on any sane host,
          * and a range holding root or nobody is refused. */
         r = (struct id_range){ID_RANGE_DEFAULT_BASE, ID_RANGE_DEFAULT_COUNT};
