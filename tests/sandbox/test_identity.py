@@ -78,6 +78,13 @@ def test_every_process_of_every_session_has_its_own_host_id(daemons):
         assert s.value("library(parallel); for (i in 1:3) mcparallel(Sys.sleep(60)); 1") == "1"
     assert check_tree(pid_a, id_a) >= 4
     assert check_tree(pid_b, id_b) >= 4
+    # Its private /tmp and R's temporary directory there, as the host's
+    # kernel sees them through the worker's root, are the session's too.
+    for s, pid, want in ((a, pid_a, id_a), (b, pid_b, id_b)):
+        tmpfile = value(s, "f <- tempfile(); writeLines('x', f); f")[0]
+        for p in ("/tmp", "/tmp/R", tmpfile):
+            st = os.lstat("/proc/%d/root%s" % (pid, p))
+            assert (st.st_uid, st.st_gid) == (want, want), (p, st.st_uid, st.st_gid)
     # Inside: uid 1000, mapped to exactly that id and nothing else.
     for s, want in ((a, id_a), (b, id_b)):
         v = value(s, "c(Sys.info()[['effective_user']], readLines('/proc/self/uid_map'), "
