@@ -25,6 +25,7 @@ void options_init(struct options *o) {
                 .max_tool_calls = 1000,
                 /* securer's defaults (default_limits()); stack is Linux's usual 8 MiB. */
                 .limits = {{60, 512LL << 20, 50LL << 20, 50, 256, 8LL << 20}},
+                .id_range = {ID_RANGE_DEFAULT_BASE, ID_RANGE_DEFAULT_COUNT},
         };
 }
 
@@ -172,6 +173,14 @@ int options_set(struct options *o, const char *key, const char *value, char *err
                 o->files_max_bytes = n;
                 return 0;
         }
+        if (strcmp(key, "id_range") == 0) {
+                struct id_range r;
+
+                if (id_range_parse(value, &r, err, errlen) < 0)
+                        return -EINVAL;
+                o->id_range = r;
+                return 0;
+        }
         if (strcmp(key, "sandbox") == 0) {
                 if (strcmp(value, "strict") != 0 && strcmp(value, "none") != 0) {
                         snprintf(err, errlen, "sandbox=%s: expected strict or none", value);
@@ -229,6 +238,8 @@ json_t *options_to_json(const struct options *o) {
         if (j) {
                 json_object_set_new(j, "max_tool_calls", json_integer(o->max_tool_calls));
                 json_object_set_new(j, "files_max_bytes", json_integer(o->files_max_bytes));
+                json_object_set_new(j, "id_range", json_pack("{s:I, s:I}", "base", (json_int_t)o->id_range.base,
+                                                             "count", (json_int_t)o->id_range.count));
         }
         return j;
 }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <jansson.h>
 
+#include "hostids.h"
+
 enum limit_kind { LIMIT_CPU, LIMIT_MEMORY, LIMIT_FSIZE, LIMIT_NPROC, LIMIT_NOFILE, LIMIT_STACK, LIMIT_COUNT };
 
 /* Seconds (cpu), bytes (memory, fsize, stack) or counts; LIMIT_UNSET means
@@ -34,6 +36,7 @@ struct options {
         char *r_libs;              /* colon-separated extra library dirs, or NULL */
         char *worker_path;         /* securerfs-worker, or NULL: next to us */
         struct limits limits;      /* defaults for new sessions */
+        struct id_range id_range;  /* host uids/gids of a root daemon's sessions (-o id_range) */
 };
 
 /* Fill o with the documented defaults. */

@@ -661,6 +661,13 @@ void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char 
                 fuse_reply_err(req, -fd);
                 return;
         }
+        /* The daemon made it: it belongs to the session's id, as if the
+         * worker had, or the code could not write into it. */
+        if ((e = workspace_own(s->workspace, fd)) < 0) {
+                close(fd);
+                fuse_reply_err(req, -e);
+                return;
+        }
         reply_new_entry(f, req, s, fd, parent, raw);
 }
 
@@ -784,6 +791,12 @@ void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
         }
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
                 fuse_reply_err(req, EACCES);
+                return;
+        }
+        /* The session's, as if the worker had made it (a file copied into
+         * files/ must be writable by the code). */
+        if ((e = workspace_own(s->workspace, fd)) < 0 || (e = fstat(fd, &st) < 0 ? -errno : 0) < 0) {
+                fuse_reply_err(req, -e);
                 return;
         }
         /* The node's descriptor is this very inode, whatever the name

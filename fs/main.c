@@ -51,6 +51,8 @@ static const char usage_text[] =
         "    worker=PATH            the securerfs-worker program\n"
         "    allow_other            let other users use the mount (off)\n"
         "    allow_exec             let R code run programs (system()); off: execve is refused\n"
+        "    id_range=BASE:COUNT    as root: host uids/gids for sessions, one each (1879048192:65536);\n"
+        "                           must not overlap /etc/passwd, group, subuid or subgid\n"
         "SIZE takes K, M, G suffixes (powers of 1024).\n"
         "\n"
         "Unmount with: fusermount3 -u MOUNTPOINT (or SIGINT/SIGTERM to the daemon).\n"
@@ -195,6 +197,22 @@ int main(int argc, char *argv[]) {
                         goto out;
                 }
                 audit_close(a);
+        }
+        /* A root daemon runs each session's workers as an unprivileged host
+         * id of its range: no id of it may be anyone's on this host (a
+         * file owned by it would be the worker's). */
+        if (geteuid() == 0 && !c.opt.sandbox_none) {
+                const struct id_range *r = &c.opt.id_range;
+
+                if (id_range_check_host(r, c.err, sizeof(c.err)) < 0) {
+                        fprintf(stderr, "securerfs: %s; pick another with -o id_range=BASE:COUNT\n", c.err);
+                        goto out;
+                }
+                if ((unsigned long long)r->count < (unsigned long long)c.opt.max_sessions + c.opt.pool) {
+                        fprintf(stderr, "securerfs: id_range=%u:%u has fewer ids than max_sessions + pool (%u)\n",
+                                r->base, r->count, c.opt.max_sessions + c.opt.pool);
+                        goto out;
+                }
         }
         clear_stale_mount(fo.mountpoint);
 

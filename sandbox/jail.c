@@ -20,6 +20,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,10 +49,7 @@
 #define NEW_ROOT "/newroot"
 
 /* Written by jail_clone() in the zygote before the clone, read by the child:
- * inside a fresh user namespace getuid() reports the overflow uid until the
- * map is written, and getppid() is 0 inside a fresh pid namespace. */
-static uid_t jail_outer_uid;
-static gid_t jail_outer_gid;
+ * getppid() is 0 inside a fresh pid namespace. */
 static pid_t jail_expected_parent;
 
 static char jail_tmp[PATH_MAX];
@@ -86,16 +84,72 @@ static int jail_fail(struct jail_error *e, int r, const char *fmt, ...) {
 
 /* ---- Zygote side ------------------------------------------------------- */
 
-pid_t jail_clone(const struct jail_options *o) {
+/* Write one line to /proc/<pid>/<name> (one write: the kernel parses
+ * uid_map and gid_map per write(2) call). */
+static int write_proc_of(pid_t pid, const char *name, const char *line) {
+        char path[64];
+        _cleanup_close_ int fd = -1;
+        size_t len = strlen(line);
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        n = write(fd, line, len);
+        if (n < 0)
+                return -errno;
+        return (size_t)n == len ? 0 : -EIO;
+}
+
+/* Zygote side, right after the clone, while the child waits: map uid/gid
+ * 1000 of the child's new user namespace to host_uid/host_gid and nothing
+ * else.  Only a process with privilege over the child's namespace in its
+ * parent namespace may map anything but its own id (user_namespaces(7);
+ * DESIGN §7): the zygote, as root, for a session's own unprivileged id; an
+ * unprivileged zygote only ever asks for its own uid/gid, which it may map
+ * as the namespace's owner.  setgroups is denied first (required for an
+ * unprivileged gid_map, and it keeps the worker from dropping a
+ * supplementary group that guards a deny-ACL). */
+static int map_child_ids(pid_t pid, uid_t host_uid, gid_t host_gid, char *err, size_t errlen) {
+        char line[64];
+        int r;
+
+        r = write_proc_of(pid, "setgroups", "deny");
+        if (r < 0 && r != -ENOENT) { /* ENOENT: kernel < 3.19, no such file */
+                snprintf(err, errlen, "write /proc/%ld/setgroups: %s", (long)pid, strerror(-r));
+                return r;
+        }
+        snprintf(line, sizeof(line), "%d %u 1", JAIL_UID, (unsigned)host_uid);
+        if ((r = write_proc_of(pid, "uid_map", line)) < 0) {
+                snprintf(err, errlen, "write /proc/%ld/uid_map (\"%s\"): %s", (long)pid, line, strerror(-r));
+                return r;
+        }
+        snprintf(line, sizeof(line), "%d %u 1", JAIL_GID, (unsigned)host_gid);
+        if ((r = write_proc_of(pid, "gid_map", line)) < 0) {
+                snprintf(err, errlen, "write /proc/%ld/gid_map (\"%s\"): %s", (long)pid, line, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+pid_t jail_clone(const struct jail_options *o, uid_t host_uid, gid_t host_gid, char *err, size_t errlen) {
         unsigned long flags = CLONE_PARENT | SIGCHLD;
+        int go[2] = {-1, -1};
         long pid;
+        int r;
 
-        if (o->mode == JAIL_STRICT)
-                flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
-                         CLONE_NEWUTS | CLONE_NEWCGROUP;
-
-        jail_outer_uid = getuid();
-        jail_outer_gid = getgid();
+        if (o->mode == JAIL_STRICT) {
+                flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+                         CLONE_NEWCGROUP;
+                /* The child waits on this until its ids are mapped: it is
+                 * nobody (the overflow id) in its namespace until then. */
+                if (pipe2(go, O_CLOEXEC) < 0) {
+                        r = -errno;
+                        snprintf(err, errlen, "pipe2: %s", strerror(-r));
+                        return r;
+                }
+        }
         jail_expected_parent = getppid();
 
         /* A raw clone with no new stack behaves like fork(): the child
@@ -118,8 +172,53 @@ pid_t jail_clone(const struct jail_options *o) {
                 }
                 break;
         }
-        if (pid < 0)
-                return -errno;
+        if (pid < 0) {
+                r = -errno;
+                snprintf(err, errlen, "%s", jail_clone_error(r));
+                if (go[0] >= 0) {
+                        close(go[0]);
+                        close(go[1]);
+                }
+                return r;
+        }
+        if (pid == 0) {
+                /* Child, in its new namespaces, every capability there,
+                 * still the zygote's credentials (host root when the daemon
+                 * is root): nothing but wait until the zygote has mapped
+                 * our ids.  A zygote that died first gives end of file. */
+                char c = 0;
+                ssize_t n = 0;
+
+                if (go[0] < 0)
+                        return 0;
+                close(go[1]);
+                do
+                        n = read(go[0], &c, 1);
+                while (n < 0 && errno == EINTR);
+                close(go[0]);
+                if (n != 1 || c != 'm')
+                        _exit(127);
+                return 0;
+        }
+        /* Zygote. */
+        if (go[0] < 0)
+                return (pid_t)pid;
+        close(go[0]);
+        r = map_child_ids((pid_t)pid, host_uid, host_gid, err, errlen);
+        if (r < 0) {
+                /* It runs nothing before the go-ahead; the daemon reaps it. */
+                kill((pid_t)pid, SIGKILL);
+                close(go[1]);
+                return r;
+        }
+        if (write(go[1], "m", 1) != 1) {
+                r = -errno;
+                snprintf(err, errlen, "release the child: %s", strerror(-r));
+                kill((pid_t)pid, SIGKILL);
+                close(go[1]);
+                return r;
+        }
+        close(go[1]);
         return (pid_t)pid;
 }
 
@@ -347,25 +446,28 @@ static int mount_tmpfs(struct jail_error *e, const char *what, const char *path,
 
 /* ---- Strict mode, step by step ----------------------------------------- */
 
-/* Step 1: who we are.  Uid/gid 1000 inside map to the daemon's own uid/gid
- * outside, and nothing else is mapped: files the worker creates on the host
- * (none, if the rest holds) would belong to the daemon's user, and no other
- * id, root included, exists inside.  setgroups must be denied before an
- * unprivileged process may write gid_map (user_namespaces(7)); it also stops
- * the worker from dropping a supplementary group that guards a deny-ACL. */
-static int map_ids(struct jail_error *e) {
-        char line[64];
-        int r;
-
-        r = write_file("/proc/self/setgroups", "deny", 0, 0);
-        if (r < 0 && r != -ENOENT) /* ENOENT: kernel < 3.19, no such file */
-                return jail_fail(e, r, "write /proc/self/setgroups");
-        snprintf(line, sizeof(line), "%d %u 1", JAIL_UID, (unsigned)jail_outer_uid);
-        if ((r = write_file("/proc/self/uid_map", line, 0, 0)) < 0)
-                return jail_fail(e, r, "write /proc/self/uid_map (\"%s\")", line);
-        snprintf(line, sizeof(line), "%d %u 1", JAIL_GID, (unsigned)jail_outer_gid);
-        if ((r = write_file("/proc/self/gid_map", line, 0, 0)) < 0)
-                return jail_fail(e, r, "write /proc/self/gid_map (\"%s\")", line);
+/* Step 1: who we are.  The zygote has mapped uid/gid 1000 inside to the
+ * session's host id outside (jail_clone), and nothing else: no other id,
+ * root included, exists inside.  Our credentials are still the zygote's
+ * (host root when the daemon is root, which shows here as the overflow id);
+ * become 1000 so that the host's kernel sees the session's id in every
+ * check from now on, and every file we make (the scratch root, /tmp) is the
+ * session's.  Capabilities in our namespace stay: their loss on setuid
+ * applies only when leaving uid 0 of the namespace, which is not mapped.
+ * The supplementary groups were cleared by the zygote (setgroups is denied
+ * here).  Changing ids made us non-dumpable, which would hand the files of
+ * /proc/1 to host root, and cleared the parent-death signal: both are set
+ * again. */
+static int become_jail_user(struct jail_error *e) {
+        if (setresgid(JAIL_GID, JAIL_GID, JAIL_GID) < 0)
+                return jail_fail(e, -errno, "setresgid %d (is gid_map written?)", JAIL_GID);
+        if (setresuid(JAIL_UID, JAIL_UID, JAIL_UID) < 0)
+                return jail_fail(e, -errno, "setresuid %d (is uid_map written?)", JAIL_UID);
+        if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+                return jail_fail(e, -errno, "prctl PR_SET_DUMPABLE");
+        /* A change of credentials also cleared the parent-death signal. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+                return jail_fail(e, -errno, "prctl PR_SET_PDEATHSIG");
         return 0;
 }
 
@@ -449,12 +551,115 @@ static int write_etc(struct jail_error *e) {
         return 0;
 }
 
+/* Step 6a: limits of the worker's own user namespace, written through its
+ * fresh procfs while that is still writable (it becomes read-only below).
+ * The user.* sysctls are per user namespace and inherited by any below it;
+ * writing them needs CAP_SYS_RESOURCE in ours, which we still have.
+ *   - max_user_namespaces = 0: no nested user namespace, in which an
+ *     unprivileged process would hold every capability again (the usual
+ *     door to namespace-reachable kernel bugs).  Required.
+ *   - inotify and fanotify counts = 0: these kernel counters are charged up
+ *     the chain of user namespaces to their owners, the daemon's uid (or
+ *     root), which every session and the daemon's own user share; a second
+ *     lock behind the filter, which refuses the calls (docs/security.md,
+ *     "Per-user kernel counters").  Skipped on kernels without them. */
+static int limit_user_namespace(struct jail_error *e) {
+        static const struct {
+                const char *name;
+                bool required;
+        } limits[] = {
+                {"max_user_namespaces", true},   {"max_inotify_instances", false}, {"max_inotify_watches", false},
+                {"max_fanotify_groups", false},  {"max_fanotify_marks", false},
+        };
+        char path[128];
+        int r;
+
+        for (size_t i = 0; i < ARRAY_SIZE(limits); i++) {
+                snprintf(path, sizeof(path), NEW_ROOT "/proc/sys/user/%s", limits[i].name);
+                r = write_file(path, "0", 0, 0);
+                if (r < 0 && (limits[i].required || r != -ENOENT))
+                        return jail_fail(e, r, "write /proc/sys/user/%s", limits[i].name);
+        }
+        return 0;
+}
+
+/* What of the jail's procfs is covered, and why (docs/security.md, "/proc
+ * and /dev").  Docker's default MaskedPaths are the floor (kcore, keys,
+ * latency_stats, timer_list, timer_stats, sched_debug, interrupts, and the
+ * directories asound, acpi, scsi); its ReadonlyPaths (bus, fs, irq, sys,
+ * sysrq-trigger) are read-only here with the rest of /proc, and the first
+ * three are hidden too.  The others leak the host (its disks, file locks,
+ * kernel command line, key quotas of every host user) or give timing
+ * signals of other workloads (interrupt counts, pressure).  A name this
+ * kernel lacks is skipped. */
+static const char *const proc_masked_files[] = {
+        /* Docker's MaskedPaths */
+        "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "interrupts",
+        /* host leaks and side channels */
+        "key-users", "kallsyms", "kmsg", "softirqs", "iomem", "ioports", "partitions", "diskstats", "swaps", "locks",
+        "cmdline", "sysrq-trigger", "vmallocinfo", "slabinfo", "pagetypeinfo", "kpagecount", "kpageflags",
+        "kpagecgroup",
+};
+static const char *const proc_masked_dirs[] = {
+        /* Docker's MaskedPaths */
+        "asound", "acpi", "scsi",
+        /* Docker's ReadonlyPaths that hold nothing for R, and host leaks */
+        "bus", "irq", "fs", "driver", "tty", "pressure",
+};
+
+/* Cover each masked entry with an empty, read-only file or directory:
+ * reading gives nothing (or an empty listing), opening for writing EROFS.
+ * The sources live in the scratch root, which goes away with the host root
+ * in step 7; the mounts keep them alive. */
+static int mask_proc(struct jail_error *e) {
+        static const char mask_file[] = "/mask-file", mask_dir[] = "/mask-dir";
+        char path[128];
+        struct stat st;
+        int r;
+
+        r = open(mask_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        if (r < 0)
+                return jail_fail(e, -errno, "create %s", mask_file);
+        close(r);
+        if (mkdir(mask_dir, 0555) < 0)
+                return jail_fail(e, -errno, "mkdir %s", mask_dir);
+        for (int dirs = 0; dirs < 2; dirs++) {
+                const char *const *names = dirs ? proc_masked_dirs : proc_masked_files;
+                size_t n = dirs ? ARRAY_SIZE(proc_masked_dirs) : ARRAY_SIZE(proc_masked_files);
+
+                for (size_t i = 0; i < n; i++) {
+                        snprintf(path, sizeof(path), NEW_ROOT "/proc/%s", names[i]);
+                        if (lstat(path, &st) < 0) {
+                                if (errno == ENOENT)
+                                        continue;
+                                return jail_fail(e, -errno, "stat /proc/%s", names[i]);
+                        }
+                        /* The kernel decides the kind, not our list. */
+                        if (mount(S_ISDIR(st.st_mode) ? mask_dir : mask_file, path, NULL, MS_BIND, NULL) < 0)
+                                return jail_fail(e, -errno, "mask /proc/%s", names[i]);
+                        if ((r = remount_bind(e, path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
 /* Step 6: the kernel's file systems.  A fresh procfs shows only this pid
  * namespace (the worker is pid 1).  It must be mounted while the host's
  * /proc is still in our namespace: the kernel allows procfs in a user
  * namespace only if an unobstructed procfs is already visible there
- * (mnt_already_visible()).  /dev is a small tmpfs holding bind mounts of the
- * few harmless character devices. */
+ * (mnt_already_visible()).  Once our namespace limits are written through
+ * it, the host-facing entries are masked and the whole mount becomes
+ * read-only: no file of /proc opens for writing (/proc/self/mem, /proc/sys,
+ * /proc/self/attr: EROFS), whoever owns it.
+ *
+ * /dev is a small tmpfs holding bind mounts of the few harmless character
+ * devices (mknod is not allowed in a user namespace), each remounted
+ * read-only: a device node stays readable and writable on a read-only
+ * mount (writes go to the driver, not the file system), but its metadata —
+ * mode, owner, times, even the touch-to-now that only needs write
+ * permission — cannot change (EROFS): the host's /dev/null is the same
+ * inode. */
 static int mount_proc_and_dev(struct jail_error *e) {
         static const char *const devices[] = {"null", "zero", "full", "random", "urandom"};
         static const struct {
@@ -472,6 +677,9 @@ static int mount_proc_and_dev(struct jail_error *e) {
                 return jail_fail(e, -errno, "mkdir /proc");
         if (mount("proc", NEW_ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
                 return jail_fail(e, -errno, "mount proc on /proc");
+        if ((r = limit_user_namespace(e)) < 0 || (r = mask_proc(e)) < 0 ||
+            (r = remount_bind(e, NEW_ROOT "/proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) < 0)
+                return r;
 
         if ((r = mount_tmpfs(e, "/dev", NEW_ROOT "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")) < 0)
                 return r;
@@ -484,7 +692,7 @@ static int mount_proc_and_dev(struct jail_error *e) {
                 close(r);
                 if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
                         return jail_fail(e, -errno, "bind mount /dev/%s", devices[i]);
-                if ((r = remount_bind(e, dst, MS_NOSUID | MS_NOEXEC)) < 0)
+                if ((r = remount_bind(e, dst, MS_RDONLY | MS_NOSUID | MS_NOEXEC)) < 0)
                         return r;
         }
         for (size_t i = 0; i < ARRAY_SIZE(links); i++)
@@ -594,8 +802,8 @@ static int jail_enter_strict(const struct jail_options *o, struct jail_error *e)
                 return r;
 
         /* Privilege change: from here on we are uid/gid 1000, known to the
-         * host as the daemon's uid/gid (still all capabilities in the ns). */
-        if ((r = map_ids(e)) < 0)
+         * host as the session's id (still all capabilities in the ns). */
+        if ((r = become_jail_user(e)) < 0)
                 return r;
 
         /* /tmp and /work before the host's directories, so that an R
@@ -612,13 +820,7 @@ static int jail_enter_strict(const struct jail_options *o, struct jail_error *e)
         /* Step 8: the rest of the jail's identity, still with capabilities. */
         if (sethostname(JAIL_HOSTNAME, strlen(JAIL_HOSTNAME)) < 0)
                 return jail_fail(e, -errno, "sethostname %s", JAIL_HOSTNAME);
-        /* No nested user namespaces: an unprivileged process may otherwise
-         * create one and hold every capability in it, which is how most
-         * namespace-reachable kernel bugs are reached.  The limit is per
-         * user namespace and inherited by any below it; writing it needs
-         * CAP_SYS_RESOURCE in ours, which we still have. */
-        if ((r = write_file("/proc/sys/user/max_user_namespaces", "0", 0, 0)) < 0)
-                return jail_fail(e, r, "write /proc/sys/user/max_user_namespaces");
+        /* (user.max_user_namespaces = 0 was written in step 6.) */
         snprintf(jail_tmp, sizeof(jail_tmp), "/tmp/R");
         if (mkdir(jail_tmp, 0700) < 0 && errno != EEXIST)
                 return jail_fail(e, -errno, "mkdir %s", jail_tmp);

@@ -27,10 +27,16 @@ struct jail_options {
 
 /* Zygote side: clone a child whose parent is the zygote's parent (the daemon,
  * through CLONE_PARENT) so that the daemon reaps it and sees its exit status.
- * In strict mode the child is in new user/pid/mount/net/ipc/uts namespaces.
- * Returns the child's pid (as seen by the zygote and the daemon) in the
- * zygote, 0 in the child, or -errno. */
-pid_t jail_clone(const struct jail_options *o);
+ * In strict mode the child is in new user/pid/mount/net/ipc/uts namespaces,
+ * and before it goes on (it waits on a pipe) the zygote maps its uid/gid
+ * 1000 to host_uid/host_gid, only those (a root zygote: the session's own
+ * unprivileged id; an unprivileged one: its own uid/gid, the only ids it
+ * may map).  None mode ignores the ids.  Returns the child's pid (as seen by
+ * the zygote and the daemon) in the zygote, 0 in the child (once mapped),
+ * or -errno with a one-line reason in err; a child whose ids could not be
+ * mapped is killed before it runs anything (its parent, the daemon, reaps
+ * it). */
+pid_t jail_clone(const struct jail_options *o, uid_t host_uid, gid_t host_gid, char *err, size_t errlen);
 
 /* A one-line reason for a jail_clone() failure (err: its return value or
  * errno), naming the likely missing kernel feature for the errnos clone(2)
@@ -42,7 +48,7 @@ pid_t jail_clone(const struct jail_options *o);
 const char *jail_clone_error(int err);
 
 /* Child side, right after jail_clone() returned 0: set PR_SET_PDEATHSIG, and
- * in strict mode map uid/gid 1000 inside to the daemon's uid/gid, build the
+ * in strict mode become uid/gid 1000 (mapped by jail_clone), build the
  * fresh read-only root (pivot_root, the old root detached), private /tmp and
  * /work, fixed hostname, drop every capability and set no_new_privs; chdir to
  * /work.  In none mode: make a private temporary directory on the host and

@@ -4,7 +4,7 @@
  *
  * Control channel: a SOCK_SEQPACKET socketpair, one short ASCII datagram per
  * request and one per reply:
- *   create ID BYTES  -> "ok" + SCM_RIGHTS(O_PATH root) | "err ERRNO"
+ *   create ID BYTES UID GID -> "ok" + SCM_RIGHTS(O_PATH root) | "err ERRNO"
  *   clone ID         -> "ok" + SCM_RIGHTS(detached mount) | "err ERRNO"
  *   remove ID        -> "ok" | "err ERRNO"
  * Workspace ID is mounted at /ID in the keeper's private root. */
@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,11 +81,38 @@ static void reply_err(int sock, int err) {
         reply(sock, line, -1);
 }
 
+/* The ids a tmpfs root is owned by, as the keeper names them: a root keeper
+ * is in the host's user namespace and names host ids; an unprivileged one
+ * maps only the daemon's uid/gid, as its 0 (keeper_main).  0, or -EINVAL
+ * for an id the keeper cannot name. */
+struct keeper_ids {
+        bool own_userns;
+        uid_t outer_uid;
+        gid_t outer_gid;
+};
+
+static int keeper_inner_ids(const struct keeper_ids *k, unsigned long long uid, unsigned long long gid,
+                            unsigned *inner_uid, unsigned *inner_gid) {
+        if (!k->own_userns) {
+                if (uid >= UINT32_MAX || gid >= UINT32_MAX)
+                        return -EINVAL;
+                *inner_uid = (unsigned)uid;
+                *inner_gid = (unsigned)gid;
+                return 0;
+        }
+        if (uid != k->outer_uid || gid != k->outer_gid)
+                return -EINVAL;
+        *inner_uid = *inner_gid = 0;
+        return 0;
+}
+
 /* Child, inside the keeper's namespaces, holding every capability there. */
-static void serve(int sock) {
+static void serve(int sock, const struct keeper_ids *ids) {
         for (;;) {
                 char line[128], path[64];
-                unsigned long long bytes;
+                unsigned long long bytes, uid, gid;
+                unsigned inner_uid, inner_gid;
+                int end = 0;
                 uint64_t id;
                 ssize_t n = recv(sock, line, sizeof(line) - 1, 0);
                 int fd;
@@ -94,13 +122,20 @@ static void serve(int sock) {
                 if (n <= 0)
                         _exit(0); /* the daemon is gone */
                 line[n] = '\0';
-                if (sscanf(line, "create %" SCNu64 " %llu", &id, &bytes) == 2) {
-                        char opts[128];
+                if (sscanf(line, "create %" SCNu64 " %llu %llu %llu%n", &id, &bytes, &uid, &gid, &end) == 4 &&
+                    line[end] == '\0') {
+                        char opts[160];
                         unsigned long long inodes = bytes / 4096 > 1024 ? bytes / 4096 : 1024;
 
+                        /* The root of the tmpfs belongs to the session's
+                         * host id, the worker's uid 1000. */
+                        if (keeper_inner_ids(ids, uid, gid, &inner_uid, &inner_gid) < 0) {
+                                reply_err(sock, EINVAL);
+                                continue;
+                        }
                         snprintf(path, sizeof(path), "/%" PRIu64, id);
-                        snprintf(opts, sizeof(opts), "mode=0755,uid=0,gid=0,size=%llu,nr_inodes=%llu", bytes,
-                                 inodes);
+                        snprintf(opts, sizeof(opts), "mode=0755,uid=%u,gid=%u,size=%llu,nr_inodes=%llu", inner_uid,
+                                 inner_gid, bytes, inodes);
                         if (mkdir(path, 0700) < 0 ||
                             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0) {
                                 reply_err(sock, errno);
@@ -146,6 +181,7 @@ static void serve(int sock) {
  * Builds the keeper's namespaces (privilege change: every capability inside
  * the new user namespace, none outside) and never returns. */
 static __attribute__((noreturn)) void keeper_main(int sock, pid_t daemon_pid, uid_t uid, gid_t gid) {
+        const struct keeper_ids ids = {.own_userns = geteuid() != 0, .outer_uid = uid, .outer_gid = gid};
         sigset_t none;
         char map[64];
         int devnull, e = 0;
@@ -179,15 +215,25 @@ static __attribute__((noreturn)) void keeper_main(int sock, pid_t daemon_pid, ui
                 }                                 \
         } while (0)
         errno = 0;
-        STEP("unshare user and mount namespaces", unshare(CLONE_NEWUSER | CLONE_NEWNS));
-        /* One id: 0 inside is the daemon's uid outside, so the tmpfs roots
-         * (uid=0,gid=0) belong to the daemon's user, which is also the
-         * workers' uid 1000 outside. */
-        STEP("write /proc/self/setgroups", (errno = -keeper_write_file("/proc/self/setgroups", "deny")) ? -1 : 0);
-        snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
-        STEP("write /proc/self/uid_map", (errno = -keeper_write_file("/proc/self/uid_map", map)) ? -1 : 0);
-        snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
-        STEP("write /proc/self/gid_map", (errno = -keeper_write_file("/proc/self/gid_map", map)) ? -1 : 0);
+        if (ids.own_userns) {
+                /* Unprivileged: a user namespace of our own gives the
+                 * capabilities to mount.  One id: 0 inside is the daemon's
+                 * uid outside, which is also the workers' uid 1000 outside,
+                 * so the tmpfs roots (uid=0,gid=0) belong to it. */
+                STEP("unshare user and mount namespaces", unshare(CLONE_NEWUSER | CLONE_NEWNS));
+                STEP("write /proc/self/setgroups",
+                     (errno = -keeper_write_file("/proc/self/setgroups", "deny")) ? -1 : 0);
+                snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
+                STEP("write /proc/self/uid_map", (errno = -keeper_write_file("/proc/self/uid_map", map)) ? -1 : 0);
+                snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
+                STEP("write /proc/self/gid_map", (errno = -keeper_write_file("/proc/self/gid_map", map)) ? -1 : 0);
+        } else {
+                /* Root: only a mount namespace.  The keeper stays in the
+                 * host's user namespace so that it can own each tmpfs root
+                 * by the session's host id (uid=ID: a user namespace of ours
+                 * could name only the ids it maps). */
+                STEP("unshare a mount namespace", unshare(CLONE_NEWNS));
+        }
         /* Nothing mounted here may propagate to the host.  Then a root of our
          * own: the host's mount table (the FUSE mount included: DESIGN §7,
          * a copy of it would make fusermount3 -u hang) is detached. */
@@ -202,7 +248,7 @@ static __attribute__((noreturn)) void keeper_main(int sock, pid_t daemon_pid, ui
         STEP("rmdir /oldroot", rmdir("/oldroot"));
 #undef STEP
         reply(sock, "ready", -1);
-        serve(sock);
+        serve(sock, &ids);
         _exit(0);
 fail:;
         char line[256];
@@ -343,10 +389,10 @@ void keeper_free(struct keeper *k) {
 
 pid_t keeper_pid(const struct keeper *k) { return k ? k->pid : 0; }
 
-int keeper_create(struct keeper *k, uint64_t id, unsigned long long bytes, int *root_fd) {
-        char req[96];
+int keeper_create(struct keeper *k, uint64_t id, unsigned long long bytes, uid_t uid, gid_t gid, int *root_fd) {
+        char req[128];
 
-        snprintf(req, sizeof(req), "create %" PRIu64 " %llu", id, bytes);
+        snprintf(req, sizeof(req), "create %" PRIu64 " %llu %u %u", id, bytes, (unsigned)uid, (unsigned)gid);
         return keeper_call(k, req, root_fd);
 }
 

@@ -5,8 +5,11 @@
  * kernel enforces the quota against the sandboxed code and the host side
  * alike (ENOSPC).  An unprivileged daemon cannot mount anything on the host,
  * so the tmpfs are mounted inside the keeper: a small process forked by the
- * daemon into a user and mount namespace of its own (owned by the daemon's
- * uid; the host root detached, so that it holds no copy of the FUSE mount).
+ * daemon into a mount namespace of its own (and, for an unprivileged
+ * daemon, a user namespace owned by the daemon's uid, which gives it the
+ * right to mount; a root keeper stays in the host's user namespace so that
+ * each tmpfs can belong to its session's host id); the host root is
+ * detached, so that it holds no copy of the FUSE mount.
  * The keeper hands out two kinds of descriptors:
  *   - the workspace's root directory (O_PATH), which the daemon keeps for the
  *     session's life and resolves every host-side access beneath;
@@ -38,9 +41,11 @@ void keeper_free(struct keeper *k);
 pid_t keeper_pid(const struct keeper *k);
 
 /* Mount a new tmpfs of at most bytes (and one inode per 4 KiB) for workspace
- * id, owned by the daemon's uid.  0 with *root_fd (O_PATH|O_DIRECTORY of its
- * root, owned by the caller), or -errno. */
-int keeper_create(struct keeper *k, uint64_t id, unsigned long long bytes, int *root_fd);
+ * id, its root directory owned by host uid:gid with mode 0755 (the
+ * session's host id, the worker's uid 1000; an unprivileged daemon can
+ * name only its own uid/gid, and other ids get -EINVAL).  0 with *root_fd
+ * (O_PATH|O_DIRECTORY of its root, owned by the caller), or -errno. */
+int keeper_create(struct keeper *k, uint64_t id, unsigned long long bytes, uid_t uid, gid_t gid, int *root_fd);
 /* A detached copy of workspace id's mount, for a worker's move_mount.  0 with
  * *tree_fd (owned by the caller), or -errno. */
 int keeper_clone(struct keeper *k, uint64_t id, int *tree_fd);

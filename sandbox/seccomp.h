@@ -3,7 +3,7 @@
  *
  * Process context: syscall_filter_build() runs once in the zygote, on the
  * host, before any worker exists; it compiles the policy with libseccomp and
- * keeps the resulting BPF program in memory.  syscall_filter_install() runs
+ * keeps the resulting two BPF programs in memory.  syscall_filter_install() runs
  * in each worker right after jail_enter() succeeded (so no_new_privs is set
  * and every capability is gone) and before the worker answers "ready": no
  * user code ever runs without the filter.  A forked worker inherits the
@@ -15,15 +15,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct sock_fprog;
+
 /* Zygote side: compile the policy for the native architecture (any other
- * syscall ABI kills the process).  allow_exec leaves execve/execveat
- * allowed (-o allow_exec).  Returns 0, or -errno with a one-line reason in
- * err ("seccomp: seccomp_rule_add(ptrace): Invalid argument"). */
+ * syscall ABI kills the process): an allowlist (unknown calls ENOSYS,
+ * refused ones EPERM) and a program of argument checks.  allow_exec leaves
+ * execve/execveat allowed (-o allow_exec).  Returns 0, or -errno with a
+ * one-line reason in err ("seccomp: rule for ptrace: Invalid argument"). */
 int syscall_filter_build(bool allow_exec, char *err, size_t errlen);
 
-/* Child side, after jail_enter(): load the program built above into this
- * process with seccomp(SECCOMP_SET_MODE_FILTER).  Needs no_new_privs (set by
+/* Child side, after jail_enter(): load the programs built above into this
+ * process with seccomp(SECCOMP_SET_MODE_FILTER), in order.  Needs no_new_privs (set by
  * jail_enter() in strict mode).  Fails (-ENOENT) when nothing was built:
  * the caller must not run user code then.  Returns 0, or -errno with a
  * one-line reason in err. */
 int syscall_filter_install(char *err, size_t errlen);
+
+/* For tests (tests/unit/test_seccomp.c): the programs syscall_filter_build()
+ * made, in the order they are installed; their count (0 before a build). */
+size_t syscall_filter_programs(const struct sock_fprog **progs);

@@ -20,6 +20,8 @@
 struct request {
         uint64_t token;
         int fd;       /* worker end, until sent */
+        uid_t uid;    /* the host uid/gid its 1000 maps to */
+        gid_t gid;
         bool sent;
         spawn_done_fn fn;
         void *data;
@@ -77,7 +79,8 @@ static void send_queued(struct spawner *s) {
 
                 if (r->sent)
                         continue;
-                snprintf(line, sizeof(line), "spawn %llu", (unsigned long long)r->token);
+                snprintf(line, sizeof(line), "spawn %llu %u %u", (unsigned long long)r->token, (unsigned)r->uid,
+                         (unsigned)r->gid);
                 iov = (struct iovec){line, strlen(line)};
                 cm = CMSG_FIRSTHDR(&mh);
                 cm->cmsg_level = SOL_SOCKET;
@@ -347,14 +350,14 @@ void spawner_free(struct spawner *s) {
         free(s);
 }
 
-uint64_t spawner_request(struct spawner *s, int worker_fd, spawn_done_fn fn, void *data) {
+uint64_t spawner_request(struct spawner *s, int worker_fd, uid_t uid, gid_t gid, spawn_done_fn fn, void *data) {
         struct request *r = calloc(1, sizeof(*r)), **pp;
 
         if (!r) {
                 close(worker_fd);
                 return 0;
         }
-        *r = (struct request){.token = s->next_token++, .fd = worker_fd, .fn = fn, .data = data};
+        *r = (struct request){.token = s->next_token++, .fd = worker_fd, .uid = uid, .gid = gid, .fn = fn, .data = data};
         for (pp = &s->requests; *pp; pp = &(*pp)->next)
                 ;
         *pp = r;

@@ -32,10 +32,12 @@ int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner *
 void spawner_free(struct spawner *s);
 
 /* Ask for a worker whose fd 3 will be worker_fd (always consumed: closed
- * here once sent or on failure).  Requests wait while the zygote starts.
- * Returns a token for spawner_cancel(), or 0 with fn not to be called when
- * the request could not even be queued (out of memory). */
-uint64_t spawner_request(struct spawner *s, int worker_fd, spawn_done_fn fn, void *data);
+ * here once sent or on failure) and whose uid/gid 1000 maps to host uid/gid
+ * (strict mode: the session's own id as root, the daemon's own otherwise;
+ * the zygote refuses 0).  Requests wait while the zygote starts.  Returns a
+ * token for spawner_cancel(), or 0 with fn not to be called when the
+ * request could not even be queued (out of memory). */
+uint64_t spawner_request(struct spawner *s, int worker_fd, uid_t uid, gid_t gid, spawn_done_fn fn, void *data);
 /* The token the next spawner_request() will return. */
 uint64_t spawner_next_token(const struct spawner *s);
 

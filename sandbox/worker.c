@@ -56,6 +56,7 @@
 #include "options.h"
 #include "utf8.h"
 #include "seccomp.h"
+#include "secrets.h"
 #include "worker_internal.h"
 #include "worker_r.h"
 
@@ -2289,6 +2290,13 @@ static int receive_workspace(void) {
 void worker_main(int sock, const struct jail_options *o) {
         char err[1024] = "";
         sigset_t none;
+
+        /* First: this worker's own stack canary, not the zygote's that every
+         * worker would otherwise share (sandbox/secrets.h).  Safe because
+         * worker_main() never returns and the zygote's frames below it never
+         * resume in this child. */
+        if (worker_reseed_secrets() < 0)
+                _exit(1);
 
         /* Child of jail_clone(): the zygote's control socket is fd 3, the
          * daemon's socket for this worker is sock.  After this, fd 3 is the

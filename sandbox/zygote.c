@@ -7,9 +7,11 @@
  * which costs about a millisecond.  Workers are cloned with CLONE_PARENT, so
  * they are the daemon's children; the zygote never waits for them. */
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,23 +160,43 @@ static long control_recv(char *buf, size_t size, int *fd) {
         return n;
 }
 
-/* "spawn TOKEN", TOKEN decimal: the token, or -EBADMSG. */
-static int parse_spawn(const char *line, unsigned long long *token) {
+/* One decimal field of at most max_digits digits, ending at a space or the
+ * end: 0 with *out and *next, or -EBADMSG. */
+static int parse_decimal(const char *p, size_t max_digits, unsigned long long *out, const char **next) {
+        size_t n = 0;
+
+        while (p[n] >= '0' && p[n] <= '9')
+                n++;
+        if (n == 0 || n > max_digits || (p[n] != ' ' && p[n] != '\0'))
+                return -EBADMSG;
+        *out = strtoull(p, NULL, 10);
+        *next = p + n;
+        return 0;
+}
+
+/* "spawn TOKEN UID GID", all decimal: the host uid and gid the worker's
+ * 1000 maps to.  0, or -EBADMSG. */
+static int parse_spawn(const char *line, unsigned long long *token, uid_t *uid, gid_t *gid) {
+        unsigned long long u, g;
         const char *p = line + 6;
 
-        if (strncmp(line, "spawn ", 6) || !*p || strlen(p) > 19)
+        if (strncmp(line, "spawn ", 6) || parse_decimal(p, 19, token, &p) < 0 || *p++ != ' ' ||
+            parse_decimal(p, 10, &u, &p) < 0 || *p++ != ' ' || parse_decimal(p, 10, &g, &p) < 0 || *p != '\0')
                 return -EBADMSG;
-        for (const char *q = p; *q; q++)
-                if (*q < '0' || *q > '9')
-                        return -EBADMSG;
-        *token = strtoull(p, NULL, 10);
+        /* (uid_t)-1 means "unchanged" to the kernel. */
+        if (u >= UINT32_MAX || g >= UINT32_MAX)
+                return -EBADMSG;
+        *uid = (uid_t)u;
+        *gid = (gid_t)g;
         return 0;
 }
 
 static void serve_spawn_requests(const struct zygote_options *z) {
         for (;;) {
-                char line[128];
+                char line[128], why[512];
                 unsigned long long token;
+                uid_t uid;
+                gid_t gid;
                 _cleanup_close_ int sock = -1;
                 long n = control_recv(line, sizeof(line), &sock);
                 pid_t pid;
@@ -189,7 +211,7 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                         log_error("control socket: %s", strerror((int)-n));
                         return;
                 }
-                if (parse_spawn(line, &token) < 0) {
+                if (parse_spawn(line, &token, &uid, &gid) < 0) {
                         log_error("control socket: unknown request ignored");
                         continue;
                 }
@@ -197,10 +219,16 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                         control_send("failed %llu spawn request without a socket", token);
                         continue;
                 }
+                /* A second lock behind the daemon's: a jailed worker is
+                 * never host root (docs/security.md). */
+                if (z->jail.mode == JAIL_STRICT && (uid == 0 || gid == 0)) {
+                        control_send("failed %llu refusing to map a worker to host uid/gid 0", token);
+                        continue;
+                }
                 /* Unwritten stdio buffers would be written twice, once by
                  * each process. */
                 fflush(NULL);
-                pid = jail_clone(&z->jail);
+                pid = jail_clone(&z->jail, uid, gid, why, sizeof(why));
                 if (pid == 0) {
                         /* Child: a new process (in strict mode, pid 1 of new
                          * namespaces, still holding its capabilities there).
@@ -217,7 +245,7 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                 }
                 /* Zygote. */
                 if (pid < 0)
-                        control_send("failed %llu %s", token, jail_clone_error(pid));
+                        control_send("failed %llu %s", token, why);
                 else
                         control_send("spawned %llu %ld", token, (long)pid);
         }
@@ -244,6 +272,14 @@ int main(int argc, char **argv) {
         sigprocmask(SIG_SETMASK, &none, NULL);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
                 log_warn("prctl PR_SET_PDEATHSIG: %s", strerror(errno));
+        /* Workers inherit our supplementary groups, and in their namespace
+         * setgroups is denied: as root, hold none (root's groups would
+         * otherwise pass group checks on the host for every worker). */
+        if (geteuid() == 0 && setgroups(0, NULL) < 0) {
+                log_error("setgroups: %s", strerror(errno));
+                free(z.r_libs_buf);
+                return 1;
+        }
 
         /* Strict: compile the seccomp policy once, here; every worker
          * installs it after jail_enter() (sandbox/seccomp.h).  A policy that

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "escape.h"
 #include "frame.h"
+#include "hostids.h"
 #include "log.h"
 #include "loop.h"
 #include "json_cleanup.h"
@@ -78,9 +79,21 @@
 enum worker_state { WORKER_SPAWNING, WORKER_READY };
 enum interrupt_reason { INTERRUPT_NONE, INTERRUPT_TIMEOUT, INTERRUPT_CTL, INTERRUPT_LIMIT };
 
+/* A host id (docs/security.md, "Who the worker is on the host"): the uid and
+ * gid outside the jail of one session's workers, from the daemon's range
+ * (root, strict mode).  Held by the session and by each of its workers, a
+ * pooled one included, until the session is closed and its last worker
+ * reaped; then back to the free set.  NULL where a struct host_id * is
+ * expected means the daemon's own uid/gid (unprivileged or none mode). */
+struct host_id {
+        uint32_t id;
+        unsigned refs;
+};
+
 struct worker {
         struct sessions *owner;
         struct session *session; /* NULL while pooled or abandoned */
+        struct host_id *host_id; /* what its 1000 is on the host (NULL: the daemon's own) */
         enum worker_state state;
         pid_t pid;               /* 0 until the zygote says */
         int fd;                  /* our end of its socket; -1 once closed */
@@ -154,6 +167,7 @@ struct sessions {
         struct tools *tools;
         struct cgroup_tree *cgroups; /* a cgroup per worker, where possible */
         struct workspaces *workspaces; /* NULL when they could not be set up */
+        struct id_pool *ids;     /* root, strict: the id range (-o id_range); else NULL */
         char workspaces_error[512];
         struct audit *audit;
         struct session *first, *last;
@@ -258,6 +272,48 @@ static void session_worker_ready(struct session *s);
 static void session_worker_lost(struct session *s, struct worker *w);
 static void session_acquire_worker(struct session *s);
 
+/* ---- host ids -------------------------------------------------------------- */
+
+/* A fresh id for a new pooled worker or session: 0 with *out (NULL when the
+ * daemon has no range: its own ids are the only ones), or -ENOSPC when
+ * every id of the range is held, or -ENOMEM. */
+static int host_id_take(struct sessions *t, struct host_id **out) {
+        struct host_id *h;
+        uint32_t id;
+        int e;
+
+        *out = NULL;
+        if (!t->ids)
+                return 0;
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        e = id_pool_take(t->ids, &id);
+        if (e < 0) {
+                free(h);
+                return e;
+        }
+        *h = (struct host_id){.id = id, .refs = 1};
+        *out = h;
+        return 0;
+}
+
+static struct host_id *host_id_ref(struct host_id *h) {
+        if (h)
+                h->refs++;
+        return h;
+}
+
+static void host_id_unref(struct sessions *t, struct host_id *h) {
+        if (!h || --h->refs > 0)
+                return;
+        id_pool_put(t->ids, h->id);
+        free(h);
+}
+
+static uid_t host_uid(const struct host_id *h) { return h ? (uid_t)h->id : getuid(); }
+static gid_t host_gid(const struct host_id *h) { return h ? (gid_t)h->id : getgid(); }
+
 static void worker_close_fd(struct worker *w) {
         if (w->fd < 0)
                 return;
@@ -314,6 +370,9 @@ static void worker_free(struct worker *w) {
         text_free(&w->out);
         free(w->fatal);
         free(w->kill_reason);
+        /* Reaped (or never started): its id may go back once its session
+         * lets go of it too. */
+        host_id_unref(t, w->host_id);
         free(w);
 }
 
@@ -433,10 +492,13 @@ static void worker_spawn_undo(struct worker *w, int sv[2]) {
         }
         loop_timer_free(w->resume);
         loop_timer_free(w->leftover_check);
+        host_id_unref(w->owner, w->host_id);
         free(w);
 }
 
-static struct worker *worker_spawn(struct sessions *t, struct session *s) {
+/* A new worker for session s (NULL: for the pool), mapped to host id h
+ * (which it holds a reference to; NULL: the daemon's own ids). */
+static struct worker *worker_spawn(struct sessions *t, struct session *s, struct host_id *h) {
         struct worker *w = calloc(1, sizeof(*w));
         int sv[2];
 
@@ -459,6 +521,7 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s) {
         }
         w->owner = t;
         w->session = s;
+        w->host_id = host_id_ref(h);
         w->fd = sv[0];
         frame_reader_init(&w->rd, FRAME_MAX_BYTES);
         if (loop_add_fd(t->loop, w->fd, EPOLLIN, worker_on_io, w) < 0) {
@@ -475,7 +538,7 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s) {
                                   (s ? &s->limits : &t->opt->limits)->v[LIMIT_NPROC]) < 0)
                 log_warn("worker cgroup: %s", strerror(errno));
         /* The worker's end goes to the zygote, which hands it to the clone. */
-        w->token = spawner_request(t->spawner, sv[1], spawn_done, w);
+        w->token = spawner_request(t->spawner, sv[1], host_uid(w->host_id), host_gid(w->host_id), spawn_done, w);
         if (!w->token) {
                 worker_free(w);
                 return NULL;
@@ -1051,7 +1114,16 @@ static void pool_fill(struct sessions *t) {
                 return;
         }
         while (t->pool_ready + t->pool_starting < t->opt->pool) {
-                if (!worker_spawn(t, NULL))
+                /* Each pooled worker has an id of its own, which the session
+                 * it goes to adopts (sessions_create). */
+                struct host_id *h;
+                struct worker *w;
+
+                if (host_id_take(t, &h) < 0)
+                        return;
+                w = worker_spawn(t, NULL, h);
+                host_id_unref(t, h);
+                if (!w)
                         return;
                 t->pool_starting++;
         }
@@ -1455,13 +1527,18 @@ static void on_run_monitor(void *data) {
                        now_ns() + MAX(u.n > 1 ? MONITOR_PERIOD_FORKED_NS : MONITOR_PERIOD_NS, 20 * took));
 }
 
-/* Give s a worker: a ready one from the pool, else a fresh clone. */
+/* Give s a worker: a ready one from the pool if it has the session's host
+ * id, else a fresh clone with that id.  A root daemon's pooled workers each
+ * have an id of their own, so only a new session (which adopted the first
+ * one's id in sessions_create) takes one from the pool; a replacement
+ * (restart, crash, kill) comes from the zygote with the session's id.
+ * Unprivileged, every id is the daemon's and the pool serves all. */
 static void session_acquire_worker(struct session *s) {
         struct sessions *t = s->owner;
         struct worker *w = t->pool;
 
         s->state = SESSION_STARTING;
-        if (w) {
+        if (w && w->host_id == s->host_id) {
                 t->pool = w->pool_next;
                 w->pool_next = NULL;
                 t->pool_ready--;
@@ -1471,7 +1548,7 @@ static void session_acquire_worker(struct session *s) {
                 worker_assign(w);
                 return;
         }
-        w = worker_spawn(t, s);
+        w = worker_spawn(t, s, s->host_id);
         if (!w) {
                 s->state = SESSION_DEAD;
                 free(s->dead_reason);
@@ -1631,12 +1708,24 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
+        /* Its host id: the first pooled worker's, which it will take (a
+         * root daemon's pooled workers each have one of their own), else a
+         * fresh one; the workspace belongs to it from the start. */
+        if (t->pool) {
+                s->host_id = host_id_ref(t->pool->host_id);
+        } else if ((e = host_id_take(t, &s->host_id)) < 0) {
+                log_error("session %s: no free host id in id_range=%u:%u", name, t->opt->id_range.base,
+                          t->opt->id_range.count);
+                free(s);
+                return e == -ENOMEM ? e : -ENOSPC;
+        }
         s->id = ++t->next_id;
-        e = workspace_new(t->workspaces, s->id, &s->workspace);
+        e = workspace_new(t->workspaces, s->id, host_uid(s->host_id), host_gid(s->host_id), &s->workspace);
         if (e < 0) {
                 log_error("session %s: could not make its workspace: %s", name, strerror(-e));
                 snprintf(t->last_start_error, sizeof(t->last_start_error), "could not make a workspace: %s",
                          strerror(-e));
+                host_id_unref(t, s->host_id);
                 free(s);
                 return e == -ENOMEM ? e : -EPERM;
         }
@@ -1699,6 +1788,8 @@ void session_close(struct session *s) {
         /* Its files go with it (a worker being killed may still hold its
          * copy of the mount for a moment; nothing else can reach it). */
         workspace_free(s->workspace);
+        /* Its id goes back once its last worker is reaped too. */
+        host_id_unref(t, s->host_id);
         result_unref(s->last);
         text_free(&s->log);
         free(s->dead_reason);
@@ -1867,7 +1958,15 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
                         snprintf(worker_path, sizeof(worker_path), "%s/securerfs-worker", SECURERFS_LIBEXECDIR);
         }
         sc.worker_path = worker_path;
+        /* A root daemon's jailed workers each get a host id of the range
+         * (main() checked it against the host's ids); unprivileged, there
+         * is only the daemon's own. */
+        if (geteuid() == 0 && !o->sandbox_none && id_pool_new(&o->id_range, &t->ids) < 0) {
+                free(t);
+                return -ENOMEM;
+        }
         if (cgroup_tree_new(&t->cgroups, &why) < 0) {
+                id_pool_free(t->ids);
                 free(t);
                 return -ENOMEM;
         }
@@ -1886,6 +1985,7 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         if (!t->pool_timer) {
                 cgroup_tree_free(t->cgroups);
                 workspaces_free(t->workspaces);
+                id_pool_free(t->ids);
                 free(t);
                 return -ENOMEM;
         }
@@ -1898,6 +1998,7 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
                 loop_timer_free(t->pool_timer);
                 cgroup_tree_free(t->cgroups);
                 workspaces_free(t->workspaces);
+                id_pool_free(t->ids);
                 free(t);
                 return e;
         }
@@ -1934,6 +2035,7 @@ void sessions_free(struct sessions *t) {
         workspaces_free(t->workspaces);
         loop_timer_free(t->pool_timer);
         audit_close(t->audit);
+        id_pool_free(t->ids);
         free(t);
 }
 

@@ -44,6 +44,7 @@ struct run;
 struct tools;
 struct tool_scope;
 struct workspace;
+struct host_id;
 
 enum session_state { SESSION_STARTING, SESSION_IDLE, SESSION_RUNNING, SESSION_DEAD };
 enum run_status { RUN_OK, RUN_ERROR, RUN_TIMEOUT, RUN_KILLED, RUN_CRASHED };
@@ -91,6 +92,11 @@ struct session {
         void *fs_data;         /* owned by the fs layer */
         struct tool_scope *tools; /* owned by sessions/tools.c; NULL until used */
         struct workspace *workspace; /* its files (sessions/workspace.h); kept across workers */
+        /* Its host uid/gid, from the daemon's id range (root, strict mode):
+         * its workers' 1000 outside and the owner of its workspace; held
+         * until it is closed and its last worker reaped.  NULL: the
+         * daemon's own ids (unprivileged, none mode). */
+        struct host_id *host_id;
         struct session *prev, *next;
 };
 

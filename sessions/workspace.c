@@ -39,6 +39,8 @@ struct workspace {
         struct workspaces *owner;
         uint64_t id;
         int root_fd;     /* O_PATH|O_DIRECTORY */
+        uid_t uid;       /* the session's host id: owner of what the host side creates */
+        gid_t gid;
         long long used;  /* none: bytes, from the last scan plus host-side writes since */
 };
 
@@ -246,7 +248,7 @@ int workspaces_keeper_pid(const struct workspaces *t) { return t ? (int)keeper_p
 
 /* ---- one workspace ---------------------------------------------------------- */
 
-int workspace_new(struct workspaces *t, uint64_t id, struct workspace **out) {
+int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, struct workspace **out) {
         struct workspace *w = calloc(1, sizeof(*w));
         char name[32];
         int e;
@@ -256,8 +258,10 @@ int workspace_new(struct workspaces *t, uint64_t id, struct workspace **out) {
         w->owner = t;
         w->id = id;
         w->root_fd = -1;
+        w->uid = uid;
+        w->gid = gid;
         if (t->strict) {
-                e = keeper_create(t->keeper, id, (unsigned long long)t->max_bytes, &w->root_fd);
+                e = keeper_create(t->keeper, id, (unsigned long long)t->max_bytes, uid, gid, &w->root_fd);
         } else {
                 snprintf(name, sizeof(name), "s%" PRIu64, id);
                 e = mkdirat(t->runtime_fd, name, 0700) < 0 ? -errno : 0;
@@ -291,6 +295,25 @@ void workspace_free(struct workspace *w) {
 }
 
 int workspace_root_fd(const struct workspace *w) { return w->root_fd; }
+
+int workspace_own(const struct workspace *w, int fd) {
+        struct stat st;
+
+        /* Only in strict mode, where the session has an id of its own; a
+         * file that already is the session's needs nothing (an unprivileged
+         * daemon's files always are: its id is the session's). */
+        if (!w->owner->strict)
+                return 0;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (st.st_uid == w->uid && st.st_gid == w->gid)
+                return 0;
+        /* On the very inode (an O_PATH descriptor works with AT_EMPTY_PATH):
+         * a name the code swapped meanwhile cannot redirect it. */
+        if (fchownat(fd, "", w->uid, w->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        return 0;
+}
 
 int workspace_worker_fd(struct workspace *w, int *fd) {
         int r;

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <jansson.h>
 
 struct workspaces;
@@ -37,13 +38,20 @@ void workspaces_free(struct workspaces *t);
 /* The keeper's pid, 0 in none mode (its exit is reaped by the daemon). */
 int workspaces_keeper_pid(const struct workspaces *t);
 
-/* A new empty workspace for session id.  0 or -errno. */
-int workspace_new(struct workspaces *t, uint64_t id, struct workspace **out);
+/* A new empty workspace for session id, its root owned by host uid:gid
+ * (the session's id; the daemon's own when unprivileged or in none mode).
+ * 0 or -errno. */
+int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, struct workspace **out);
 /* Remove it (its files go) and free it.  Accepts NULL. */
 void workspace_free(struct workspace *w);
 
 /* The O_PATH directory descriptor of its root, owned by w. */
 int workspace_root_fd(const struct workspace *w);
+/* Give fd (a file or directory the host side just created in w, any kind
+ * of descriptor) to the session's host id, so that the worker (uid 1000
+ * inside) owns what appears in files/ as if it had made it.  Strict mode
+ * only; a no-op when it is the session's already.  0 or -errno. */
+int workspace_own(const struct workspace *w, int fd);
 /* A descriptor to hand to a new worker (strict: a detached copy of the mount
  * for move_mount; none: the directory, for fchdir).  0 with *fd (owned by the
  * caller) or -errno. */

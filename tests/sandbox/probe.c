@@ -25,6 +25,16 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <asm/ldt.h>
+#include <linux/aio_abi.h>
+#include <linux/mempolicy.h>
+#include <mqueue.h>
+#include <sys/auxv.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
 
 static const struct {
         const char *name;
@@ -202,4 +212,174 @@ void probe_int80(int *ret, int *err) {
         *ret = -1;
         *err = ENOSYS;
 #endif
+}
+
+/* ---- identity and kernel surfaces (tests/sandbox/test_identity.py,
+ * test_proc_dev.py, test_syscalls.py) ---- */
+
+/* probe_nr(nr, c(a0, ..., a5)): the raw system call number nr with integer
+ * arguments (pointers NULL), for calls whose refusal errno cannot be
+ * confused with the kernel's own answer to such arguments.  A descriptor
+ * it returns is closed. */
+void probe_nr(double *nr, double *a, int *ret, int *err) {
+        errno = 0;
+        long r = syscall((long)*nr, (long)a[0], (long)a[1], (long)a[2], (long)a[3], (long)a[4], (long)a[5]);
+        *ret = (int)r;
+        *err = r < 0 ? errno : 0;
+}
+
+/* The same with a path as argument 0 (chmod, creat, mkdir, mknod, open)
+ * or argument 1 (fchmodat, openat, mkdirat, mknodat: dirfd AT_FDCWD). */
+void probe_nr_path(double *nr, char **path, int *path_arg, double *a, int *ret, int *err) {
+        long v[6];
+
+        for (int i = 0; i < 6; i++)
+                v[i] = (long)a[i];
+        v[*path_arg] = (long)*path;
+        errno = 0;
+        long r = syscall((long)*nr, v[0], v[1], v[2], v[3], v[4], v[5]);
+        *ret = (int)r;
+        *err = r < 0 ? errno : 0;
+        if (r > 2 && (*nr == SYS_open || *nr == SYS_openat || *nr == SYS_creat))
+                close((int)r);
+}
+
+/* Well-formed calls of the families the filter refuses (each harmless
+ * inside the jail if it went through: a descriptor closed, a context
+ * destroyed, a policy that is the default).  *which picks one. */
+void probe_family(char **which, int *ret, int *err) {
+        const char *w = *which;
+        long r = -1;
+
+        errno = 0;
+        if (!strcmp(w, "modify_ldt")) {
+                char buf[LDT_ENTRY_SIZE * 4];
+                r = syscall(SYS_modify_ldt, 0, buf, sizeof(buf)); /* read */
+        } else if (!strcmp(w, "memfd_create")) {
+                r = syscall(SYS_memfd_create, "probe", 1U /* MFD_CLOEXEC */);
+        } else if (!strcmp(w, "memfd_secret")) {
+                r = syscall(447 /* SYS_memfd_secret */, 0);
+        } else if (!strcmp(w, "io_setup")) {
+                aio_context_t ctx = 0;
+                r = syscall(SYS_io_setup, 1, &ctx);
+                if (r == 0)
+                        syscall(SYS_io_destroy, ctx);
+        } else if (!strcmp(w, "mbind")) {
+                r = syscall(SYS_mbind, NULL, 0, MPOL_DEFAULT, NULL, 0, 0);
+        } else if (!strcmp(w, "set_mempolicy")) {
+                r = syscall(SYS_set_mempolicy, MPOL_DEFAULT, NULL, 0);
+        } else if (!strcmp(w, "get_mempolicy")) {
+                int mode;
+                r = syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0);
+        } else if (!strcmp(w, "migrate_pages")) {
+                unsigned long mask = 1;
+                r = syscall(SYS_migrate_pages, 0, 8 * sizeof(mask), &mask, &mask);
+        } else if (!strcmp(w, "move_pages")) {
+                r = syscall(SYS_move_pages, 0, 0, NULL, NULL, NULL, 0);
+        } else if (!strcmp(w, "inotify_init1")) {
+                r = syscall(SYS_inotify_init1, IN_CLOEXEC);
+        } else if (!strcmp(w, "inotify_init")) {
+                r = syscall(SYS_inotify_init);
+        } else if (!strcmp(w, "epoll_create1")) {
+                r = syscall(SYS_epoll_create1, EPOLL_CLOEXEC);
+        } else if (!strcmp(w, "mq_open")) {
+                struct mq_attr at = {.mq_maxmsg = 1, .mq_msgsize = 16};
+                r = syscall(SYS_mq_open, "probe", O_RDWR | O_CREAT | O_CLOEXEC, 0600, &at);
+                if (r >= 0)
+                        syscall(SYS_mq_unlink, "probe");
+        } else if (!strcmp(w, "shmget")) {
+                r = syscall(SYS_shmget, IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+                if (r >= 0)
+                        syscall(SYS_shmctl, (int)r, IPC_RMID, NULL);
+        } else if (!strcmp(w, "fanotify_init")) {
+                r = syscall(SYS_fanotify_init, 0, O_RDONLY);
+        } else if (!strcmp(w, "openat2")) {
+                struct {
+                        uint64_t flags, mode, resolve;
+                } how = {O_RDONLY | O_CLOEXEC, 0, 0};
+                r = syscall(437 /* SYS_openat2 */, AT_FDCWD, "/", &how, sizeof(how));
+        } else if (!strcmp(w, "pipe_grow")) {
+                int p[2];
+                if (pipe2(p, O_CLOEXEC) < 0) {
+                        r = -1;
+                } else {
+                        r = fcntl(p[0], 1031 /* F_SETPIPE_SZ */, 1 << 20);
+                        int e = errno;
+                        close(p[0]);
+                        close(p[1]);
+                        errno = e;
+                }
+        } else if (!strcmp(w, "pipe_size")) {
+                int p[2];
+                if (pipe2(p, O_CLOEXEC) < 0) {
+                        r = -1;
+                } else {
+                        r = fcntl(p[0], 1032 /* F_GETPIPE_SZ */);
+                        close(p[0]);
+                        close(p[1]);
+                }
+        } else {
+                *ret = -1;
+                *err = -1; /* unknown name: a bug in the test */
+                return;
+        }
+        *ret = (int)r;
+        *err = r < 0 ? errno : 0;
+        if (r > 2 && (!strcmp(w, "memfd_create") || !strcmp(w, "memfd_secret") || !strncmp(w, "inotify", 7) ||
+                      !strcmp(w, "epoll_create1") || !strcmp(w, "mq_open") || !strcmp(w, "fanotify_init") ||
+                      !strcmp(w, "openat2")))
+                close((int)r);
+}
+
+/* n inotify instances, all kept open until the end: how many the kernel
+ * gave (ret) and the errno of the first refusal (err, 0 if none). */
+void probe_inotify_many(int *n, int *ret, int *err) {
+        int fds[1024], got = 0;
+
+        *err = 0;
+        for (int i = 0; i < *n && i < 1024; i++) {
+                int fd = (int)syscall(SYS_inotify_init1, IN_CLOEXEC);
+                if (fd < 0) {
+                        if (!*err)
+                                *err = errno;
+                        continue;
+                }
+                fds[got++] = fd;
+        }
+        *ret = got;
+        for (int i = 0; i < got; i++)
+                close(fds[i]);
+}
+
+/* utimensat(AT_FDCWD, path, NULL, 0): "touch to now", which needs only
+ * write access to the file, not its ownership. */
+void probe_touch_now(char **path, int *ret, int *err) {
+        *ret = utimensat(AT_FDCWD, *path, NULL, 0);
+        *err = *ret < 0 ? errno : 0;
+}
+
+/* chown(path, -1, -1): changes nothing but the ctime if allowed. */
+void probe_chown_same(char **path, int *ret, int *err) {
+        *ret = chown(*path, (uid_t)-1, (gid_t)-1);
+        *err = *ret < 0 ? errno : 0;
+}
+
+/* The stack canary (x86-64: the TCB's stack_guard at %fs:0x28) and the
+ * first 8 bytes at AT_RANDOM, each as two 32-bit halves: what native code
+ * in a session can read of the exploit-mitigation secrets. */
+void probe_secrets(double *canary, double *at_random) {
+#if defined(__x86_64__)
+        uint64_t v;
+        __asm__ volatile("movq %%fs:0x28, %0" : "=r"(v));
+        canary[0] = (double)(v >> 32);
+        canary[1] = (double)(v & 0xffffffffu);
+#else
+        canary[0] = canary[1] = -1;
+#endif
+        const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+        uint64_t a = 0;
+        if (r)
+                memcpy(&a, r, sizeof(a));
+        at_random[0] = (double)(a >> 32);
+        at_random[1] = (double)(a & 0xffffffffu);
 }

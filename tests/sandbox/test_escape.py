@@ -218,7 +218,9 @@ def test_mount_and_host_tree_invisible(sess, jail, witness):
                  % (mnt, os.path.dirname(mnt))) == [False, False, False]
     v = value(sess, "readLines('/proc/self/mountinfo')")
     assert not any("fuse" in line or os.path.basename(os.path.dirname(mnt)) in line for line in v)
-    assert len(v) < 30
+    # The jail's ~16 mounts and the masks over /proc entries (read-only,
+    # docs/security.md, "/proc and /dev").
+    assert len(v) < 64
     still_fine(jail, witness)
 
 

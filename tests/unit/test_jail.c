@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -35,6 +37,10 @@
 #include "sandbox/jail.h"
 
 static int passed, failed;
+/* What the jailed child's 1000 maps to: as root an unprivileged id of the
+ * daemon's default range (as the daemon does), else our own. */
+static uid_t test_uid;
+static gid_t test_gid;
 
 /* ---- Reporting --------------------------------------------------------- */
 
@@ -222,6 +228,67 @@ static void check_writable(int fd, const char *path) {
                 close(f);
 }
 
+/* /proc is read-only with the host-facing entries masked; the device
+ * nodes work but cannot be changed. */
+static void check_proc_dev(int fd) {
+        struct stat before, after;
+        char buf[256];
+        int rc, err, f;
+
+        f = open("/proc/self/mem", O_RDWR | O_CLOEXEC), err = errno;
+        report(fd, f < 0 && err == EROFS, "/proc/self/mem does not open for writing (%s)", f < 0 ? strerror(err) : "opened");
+        if (f >= 0)
+                close(f);
+        f = open("/proc/sys/kernel/printk_ratelimit_burst", O_WRONLY | O_CLOEXEC), err = errno;
+        /* EACCES: the kernel's owner check comes first (the file is host
+         * root's, never ours now); EROFS behind it. */
+        report(fd, f < 0 && (err == EROFS || err == EACCES), "/proc/sys does not open for writing (%s)",
+               f < 0 ? strerror(err) : "opened");
+        if (f >= 0)
+                close(f);
+        f = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC), err = errno;
+        report(fd, f < 0 && err == EROFS, "/proc/self/oom_score_adj is read-only (%s)", f < 0 ? strerror(err) : "opened");
+        if (f >= 0)
+                close(f);
+        for (const char *const *p = (const char *const[]){"/proc/keys", "/proc/timer_list", "/proc/interrupts",
+                                                           "/proc/key-users", NULL};
+             *p; p++) {
+                rc = read_text(*p, buf, sizeof(buf));
+                report(fd, rc == 0 && buf[0] == '\0', "%s reads empty (%s)", *p, rc < 0 ? strerror(-rc) : buf);
+        }
+        f = open("/proc/keys", O_WRONLY | O_CLOEXEC), err = errno;
+        report(fd, f < 0 && (err == EROFS || err == EACCES), "the mask over /proc/keys does not open for writing (%s)",
+               f < 0 ? strerror(err) : "opened");
+        if (f >= 0)
+                close(f);
+        rc = mkdir("/proc/bus/x", 0755), err = errno;
+        report(fd, rc < 0, "/proc/bus is an empty read-only directory (%s)", rc < 0 ? strerror(err) : "made");
+
+        /* The second lock behind the filter (not loaded in this test):
+         * the user namespace allows no inotify instance. */
+        f = inotify_init1(IN_CLOEXEC), err = errno;
+        report(fd, f < 0 && err == EMFILE, "inotify_init1 refused by the namespace limit (%s)",
+               f < 0 ? strerror(err) : "created");
+        if (f >= 0)
+                close(f);
+
+        stat("/dev/null", &before);
+        rc = chmod("/dev/null", before.st_mode & 07777), err = errno;
+        report(fd, rc < 0 && err == EROFS, "chmod /dev/null to its own mode refused (%s)", rc < 0 ? strerror(err) : "done");
+        rc = utimensat(AT_FDCWD, "/dev/zero", NULL, 0), err = errno;
+        report(fd, rc < 0 && err == EROFS, "touch /dev/zero to now refused (%s)", rc < 0 ? strerror(err) : "done");
+        rc = chown("/dev/null", (uid_t)-1, (gid_t)-1), err = errno;
+        report(fd, rc < 0 && err == EROFS, "chown /dev/null refused (%s)", rc < 0 ? strerror(err) : "done");
+        stat("/dev/null", &after);
+        report(fd, before.st_mode == after.st_mode && before.st_ctim.tv_sec == after.st_ctim.tv_sec &&
+                           before.st_ctim.tv_nsec == after.st_ctim.tv_nsec,
+               "/dev/null unchanged");
+        f = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        report(fd, f >= 0 && write(f, "x", 1) == 1, "/dev/null still takes writes");
+        if (f >= 0)
+                close(f);
+}
+
 static void check_files(int fd, const struct context *c) {
         static const char *const absent[] = {"/home", "/root", "/var/lib", "/var/log", "/var/tmp", "/var/cache/apt", "/run", "/mnt", "/srv", "/opt", "/sys",
                                              "/boot", "/media", "/etc/shadow", "/etc/ssh", "/oldroot", "/newroot",
@@ -372,6 +439,8 @@ static void check_mounts(int fd, const struct context *c) {
                 n++;
                 for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
                         ok |= strcmp(point, allowed[i]) == 0;
+                /* The masks over /proc entries: read-only. */
+                ok |= strncmp(point, "/proc/", 6) == 0 && strstr(line, " ro,") != NULL;
                 ok |= strcmp(point, c->r_lib) == 0;
                 if (!ok)
                         append_word(unexpected, sizeof(unexpected), point);
@@ -398,11 +467,17 @@ static int run_jailed(const char *name, const struct jail_options *o, const stru
         fflush(stdout);
         zygote = fork();
         if (zygote == 0) {
-                /* Zygote: host namespaces. */
+                /* Zygote: host namespaces.  As root it holds no
+                 * supplementary groups, as the real one (sandbox/zygote.c). */
+                char why[512];
                 close(pfd[0]);
-                pid_t pid = jail_clone(o);
+                if (geteuid() == 0 && setgroups(0, NULL) < 0) {
+                        report(pfd[1], 0, "setgroups: %s", strerror(errno));
+                        _exit(1);
+                }
+                pid_t pid = jail_clone(o, test_uid, test_gid, why, sizeof(why));
                 if (pid < 0) {
-                        report(pfd[1], 0, "%s", jail_clone_error(pid));
+                        report(pfd[1], 0, "%s", why);
                         _exit(1);
                 }
                 if (pid == 0) {
@@ -443,6 +518,7 @@ static void strict_checks(int fd, const struct context *c, int r, const char *er
         report(fd, 1, "jail_enter succeeded");
         check_identity(fd, c);
         check_privileges(fd);
+        check_proc_dev(fd);
         check_files(fd, c);
         check_processes(fd);
         check_network(fd);
@@ -474,7 +550,7 @@ static void none_checks(int fd, const struct context *c, int r, const char *err)
                 report(fd, 0, "jail_enter (none): %d: %s", r, err);
                 return;
         }
-        report(fd, getuid() == c->outer_uid, "none: uid unchanged");
+        report(fd, getuid() == geteuid() && getuid() == (geteuid() == 0 ? 0 : c->outer_uid), "none: uid unchanged");
         report(fd, getcwd(cwd, sizeof(cwd)) && strstr(cwd, "/securerfs-"), "none: cwd is a private directory (%s)",
                cwd);
         snprintf(expect, sizeof(expect), "%s/R", cwd);
@@ -515,7 +591,8 @@ static void time_start(const char *name, const struct jail_options *o) {
                         double t[3];
                         pid_t pid;
                         t[0] = now_us();
-                        pid = o ? jail_clone(o) : fork();
+                        char why[256];
+                        pid = o ? jail_clone(o, test_uid, test_gid, why, sizeof(why)) : fork();
                         if (pid < 0)
                                 _exit(1);
                         if (pid == 0) {
@@ -575,7 +652,9 @@ static void time_start(const char *name, const struct jail_options *o) {
 /* ---- Main --------------------------------------------------------------- */
 
 int main(void) {
-        struct context c = {.outer_uid = getuid(), .outer_gid = getgid()};
+        test_uid = geteuid() == 0 ? 1879048192u + 4242 : getuid();
+        test_gid = geteuid() == 0 ? 1879048192u + 4242 : getgid();
+        struct context c = {.outer_uid = test_uid, .outer_gid = test_gid};
         struct jail_options strict = {.mode = JAIL_STRICT};
         struct jail_options none = {.mode = JAIL_NONE};
         const char *r_libs[1];
@@ -589,7 +668,7 @@ int main(void) {
 
         /* A host directory to pass as r_libs. */
         snprintf(c.r_lib, sizeof(c.r_lib), "/tmp/securerfs-jail-lib-XXXXXX");
-        if (!mkdtemp(c.r_lib)) {
+        if (!mkdtemp(c.r_lib) || chmod(c.r_lib, 0755) < 0) {
                 printf("mkdtemp: %s\n", strerror(errno));
                 return 1;
         }

@@ -82,5 +82,12 @@ int main(void) {
         CHECK(limits_parse_json("{\"memory\": 1000}", 16, &o.limits, &l, err, sizeof(err)) == -EINVAL);
         CHECK(limits_parse_json("{\"cpu\":1,\"cpu\":2}", 17, &o.limits, &l, err, sizeof(err)) == -EINVAL);
         options_free(&o);
+        /* id_range: the default, a good value, and a bad one that changes nothing. */
+        options_init(&o);
+        CHECK(o.id_range.base == ID_RANGE_DEFAULT_BASE && o.id_range.count == ID_RANGE_DEFAULT_COUNT);
+        CHECK(options_set(&o, "id_range", "3000000000:1000", err, sizeof(err)) == 0 && o.id_range.base == 3000000000u &&
+              o.id_range.count == 1000);
+        CHECK(options_set(&o, "id_range", "0:1000", err, sizeof(err)) == -EINVAL && o.id_range.base == 3000000000u);
+        options_free(&o);
         return check_summary("options");
 }
