@@ -834,12 +834,20 @@ static void shutdown_server(struct server *s) {
 }
 
 int server_run(const struct server_config *cfg) {
-        struct server s = {.cfg = *cfg, .opener_pipe = {-1, -1}, .signal_fd = -1};
+        /* On the heap: a thread opening the session may outlive the loop
+         * (a private mount being stopped under it), and must find the
+         * server still there until the process exits. */
+        struct server *s = calloc(1, sizeof(*s));
         sigset_t mask;
         struct stat st;
-        int out_flags = -1;
+        int out_flags = -1, status;
 
-        line_reader_init(&s.in, MCP_LINE_MAX);
+        if (!s)
+                return 1;
+        s->cfg = *cfg;
+        s->opener_pipe[0] = s->opener_pipe[1] = -1;
+        s->signal_fd = -1;
+        line_reader_init(&s->in, MCP_LINE_MAX);
         /* Signals come through signalfd, in the loop; blocked before any
          * thread starts, so that every thread has them blocked. */
         sigemptyset(&mask);
@@ -849,9 +857,10 @@ int server_run(const struct server_config *cfg) {
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN); /* a closed stdout is EPIPE, handled */
-        s.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-        if (s.signal_fd < 0) {
+        s->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (s->signal_fd < 0) {
                 log_error("signalfd: %s", strerror(errno));
+                free(s);
                 return 1;
         }
         /* stdout must not block the loop when the client is slow to read:
@@ -862,19 +871,21 @@ int server_run(const struct server_config *cfg) {
                 if (out_flags >= 0)
                         fcntl(1, F_SETFL, out_flags | O_NONBLOCK);
         }
-        setup_begin(&s);
-        serve(&s);
-        shutdown_server(&s);
+        setup_begin(s);
+        serve(s);
+        shutdown_server(s);
         if (out_flags >= 0)
                 fcntl(1, F_SETFL, out_flags);
-        if (s.opener_done || !s.opener_started) {
-                closep(&s.opener_pipe[0]);
-                closep(&s.opener_pipe[1]);
-        }
-        free(s.progress_partial);
-        free(s.mount);
-        line_reader_free(&s.in);
-        out_queue_free(&s.out);
-        close(s.signal_fd);
-        return s.exit_status;
+        status = s->exit_status;
+        if (s->opener_started && !s->opener_done)
+                return status; /* the thread still uses s: the process exit ends both */
+        closep(&s->opener_pipe[0]);
+        closep(&s->opener_pipe[1]);
+        free(s->progress_partial);
+        free(s->mount);
+        line_reader_free(&s->in);
+        out_queue_free(&s->out);
+        close(s->signal_fd);
+        free(s);
+        return status;
 }
