@@ -633,23 +633,16 @@ static void run_watchdog(struct server *s) {
 
 /* ---- the loop --------------------------------------------------------------- */
 
-static void read_stdin(struct server *s) {
-        char buf[65536];
+/* Take n bytes of input (n == 0: end of input) and handle every complete
+ * line in them. */
+static void feed_input(struct server *s, const char *buf, size_t n) {
         const char *line;
         size_t len;
-        ssize_t n;
         enum line_kind k;
 
-        n = read(0, buf, sizeof(buf));
-        if (n < 0) {
-                if (errno == EINTR || errno == EAGAIN)
-                        return;
-                log_error("reading stdin: %s", strerror(errno));
-                n = 0;
-        }
         if (n == 0)
                 s->in_eof = true;
-        else if (line_reader_feed(&s->in, buf, (size_t)n) < 0) {
+        else if (line_reader_feed(&s->in, buf, n) < 0) {
                 log_error("out of memory reading stdin");
                 s->in_eof = true;
         }
@@ -658,10 +651,23 @@ static void read_stdin(struct server *s) {
                         respond(s, NULL,
                                 rpc_error(NULL, RPC_INVALID_REQUEST, "the message is longer than this server accepts",
                                           json_pack("{s:I, s:I}", "bytes", (json_int_t)len, "limit",
-                                                    (json_int_t)MCP_LINE_MAX)));
+                                                    (json_int_t)s->in.max)));
                 else
                         handle_line(s, line, len);
         }
+}
+
+static void read_stdin(struct server *s) {
+        char buf[65536];
+        ssize_t n = read(0, buf, sizeof(buf));
+
+        if (n < 0) {
+                if (errno == EINTR || errno == EAGAIN)
+                        return;
+                log_error("reading stdin: %s", strerror(errno));
+                n = 0;
+        }
+        feed_input(s, buf, (size_t)n);
 }
 
 static void handle_signals(struct server *s) {
@@ -888,4 +894,37 @@ int server_run(const struct server_config *cfg) {
         close(s->signal_fd);
         free(s);
         return status;
+}
+
+/* ---- without a mount, for tests and fuzzing ------------------------------------ */
+
+struct server *server_new_detached(size_t max_line) {
+        struct server *s = calloc(1, sizeof(*s));
+
+        if (!s)
+                return NULL;
+        s->opener_pipe[0] = s->opener_pipe[1] = -1;
+        s->signal_fd = -1;
+        line_reader_init(&s->in, max_line);
+        s->setup = SETUP_FAILED;
+        snprintf(s->setup_error, sizeof(s->setup_error), "detached: no mount");
+        return s;
+}
+
+void server_feed(struct server *s, const char *data, size_t len) {
+        feed_input(s, data, len);
+        pump(s);
+}
+
+void server_free_detached(struct server *s) {
+        if (!s)
+                return;
+        while (s->queue_head) {
+                struct request *r = s->queue_head;
+                s->queue_head = r->next;
+                request_free(s, r);
+        }
+        line_reader_free(&s->in);
+        out_queue_free(&s->out);
+        free(s);
 }

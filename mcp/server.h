@@ -130,6 +130,14 @@ struct server {
  * process's exit status. */
 int server_run(const struct server_config *cfg);
 
+/* A server with no mount and no session (every tool call answers that it
+ * has none), for unit tests and the fuzz target: server_feed() hands it
+ * bytes as if read from stdin (len 0: end of input) and serves what it
+ * can; its answers collect in s->out. */
+struct server *server_new_detached(size_t max_line);
+void server_feed(struct server *s, const char *data, size_t len);
+void server_free_detached(struct server *s);
+
 /* Monotonic milliseconds. */
 long long now_ms(void);
 
