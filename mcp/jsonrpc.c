@@ -52,9 +52,22 @@ int line_reader_feed(struct line_reader *r, const char *data, size_t len) {
                 memmove(r->buf, r->buf + r->start, r->len);
                 r->start = 0;
         }
-        /* One spare byte, for the NUL after an unterminated last line. */
-        if (reserve(&r->buf, &r->cap, r->len + len + 1) < 0)
-                return -ENOMEM;
+        /* One spare byte, for the NUL after an unterminated last line.  The
+         * buffer doubles, but not past the limit: beyond it, it grows only
+         * to what it must hold (max + one feed), never to a power of two. */
+        if (r->len + len + 1 > r->cap) {
+                size_t need = r->len + len + 1, n = r->cap ? r->cap * 2 : 4096;
+                char *p;
+                if (n > r->max + 1)
+                        n = r->max + 1;
+                if (n < need)
+                        n = need;
+                p = realloc(r->buf, n);
+                if (!p)
+                        return -ENOMEM;
+                r->buf = p;
+                r->cap = n;
+        }
         memcpy(r->buf + r->len, data, len);
         r->len += len;
         return 0;

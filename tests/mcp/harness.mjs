@@ -15,7 +15,8 @@ import { serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../..');
 export const BUILD = process.env.SECURERFS_BUILD || path.join(REPO, 'build');
-export const MCP_BIN = path.join(BUILD, 'securerfs-mcp');
+// SECURERFS_MCP_BIN: another build of the server (scripts/test's ASan one).
+export const MCP_BIN = process.env.SECURERFS_MCP_BIN || path.join(BUILD, 'securerfs-mcp');
 export const DAEMON = path.join(BUILD, 'securerfs');
 export const TIME_SCALE = Number(process.env.SECURERFS_TIME_SCALE || 1);
 
@@ -31,6 +32,9 @@ export function mcpEnv(extra = {}) {
     HOME: process.env.HOME || '/tmp',
     TMPDIR: process.env.TMPDIR || tmpdir(),
     SECURERFS_BIN: DAEMON,
+    ASAN_OPTIONS: process.env.ASAN_OPTIONS,
+    UBSAN_OPTIONS: process.env.UBSAN_OPTIONS,
+    LSAN_OPTIONS: process.env.LSAN_OPTIONS,
     ...extra,
   };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
@@ -111,6 +115,12 @@ export class PinnedVersionTransport {
   }
 }
 
+/** A sanitizer's report in a server's stderr fails the test that ran it. */
+export function assertNoSanitizerReport(stderr) {
+  const m = /(ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:)[^\n]*/.exec(stderr);
+  if (m) throw new Error(`securerfs-mcp: ${m[0]}\n${stderr}`);
+}
+
 /** Start securerfs-mcp with args through the SDK's StdioClientTransport
  * and connect the SDK's Client.  Returns {client, transport, stderr()}. */
 export async function connect({ args = [], env = {}, version } = {}) {
@@ -128,6 +138,8 @@ export async function connect({ args = [], env = {}, version } = {}) {
     stderr: () => err.join(''),
     close: async () => {
       await client.close();
+      await new Promise((r) => setTimeout(r, 50)); // the last of its stderr
+      assertNoSanitizerReport(err.join(''));
     },
   };
 }
@@ -195,6 +207,7 @@ export class RawTransport {
     const t = setTimeout(() => this.proc.kill('SIGKILL'), scaled(20) * 1000);
     await this.exited;
     clearTimeout(t);
+    assertNoSanitizerReport(this.err.join(''));
     this.onclose?.();
   }
 }
