@@ -160,6 +160,8 @@ static void read_mount_config(struct server *s) {
         v = json_object_get(c, "files_max_bytes");
         if (json_is_integer(v))
                 s->files_max_bytes = json_integer_value(v);
+        v = json_object_get(c, "timeout");
+        s->mount_timeout_s = json_is_number(v) ? json_number_value(v) : 0;
 }
 
 static void start_opener(struct server *s) {
@@ -194,8 +196,9 @@ static void opener_finished(struct server *s) {
         }
         s->rs = TAKE_PTR(s->opened);
         s->setup = SETUP_READY;
-        log_info("serving session %s of %s (%s)", s->rs->name, s->mount,
-                 s->rs->owned ? "closed when the client goes" : "named: it outlives this server");
+        log_info("serving session %s of %s (%s), ready %lld ms after start", s->rs->name, s->mount,
+                 s->rs->owned ? "closed when the client goes" : "named: it outlives this server",
+                 now_ms() - s->start_ms);
 }
 
 static void setup_begin(struct server *s) {
@@ -204,7 +207,8 @@ static void setup_begin(struct server *s) {
         struct stat st;
         int r;
 
-        s->setup_deadline_ms = now_ms() + SETUP_TIMEOUT_MS;
+        s->start_ms = now_ms();
+        s->setup_deadline_ms = s->start_ms + SETUP_TIMEOUT_MS;
         if (s->cfg.mount) {
                 s->mount = strdup(s->cfg.mount);
                 snprintf(path, sizeof(path), "%s/sessions", s->cfg.mount);
@@ -237,6 +241,7 @@ static void setup_check_mount(struct server *s) {
         int r = private_mount_ready(s->pm);
 
         if (r > 0) {
+                log_debug("mounted %lld ms after start", now_ms() - s->start_ms);
                 start_opener(s);
                 return;
         }
@@ -519,11 +524,14 @@ static void pump(struct server *s) {
         while (!s->current && s->queue_head && !s->stopping) {
                 struct request *req;
 
-                /* tools/list and tools/call need the mount and the session:
-                 * wait while they come up. */
-                if (s->setup == SETUP_MOUNTING || s->setup == SETUP_OPENING)
-                        return;
+                /* tools/call needs the session, tools/list the mount (and,
+                 * for a named session, which may have tools of its own, the
+                 * session): wait while they come up. */
                 req = s->queue_head;
+                if (s->setup == SETUP_MOUNTING)
+                        return;
+                if (s->setup == SETUP_OPENING && (strcmp(req->method, "tools/list") != 0 || s->cfg.session))
+                        return;
                 s->queue_head = req->next;
                 if (!s->queue_head)
                         s->queue_tail = NULL;

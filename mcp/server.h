@@ -99,10 +99,12 @@ struct server {
         struct private_mount *pm; /* when it is ours */
         enum setup_state setup;
         char setup_error[1536];
+        long long start_ms;
         long long setup_deadline_ms;
         struct rsession *rs;
         long long files_max_bytes; /* from the mount's config, for messages; 0: unknown */
         double grace_s;            /* the mount's grace period */
+        double mount_timeout_s;    /* the mount's default seconds per run */
         /* The thread that opens the session (rsession_open blocks). */
         pthread_t opener;
         bool opener_started, opener_done;

@@ -156,7 +156,7 @@ static json_t *list_output_schema(void) {
 /* execute_r_code's description: what it does, then the host tools the
  * session defines, as the seed vignette's system prompt lists them. */
 static char *execute_description(struct server *s, bool *has_host_tools) {
-        _cleanup_json_ json_t *tools = s->rs ? rsession_host_tools(s->rs, s->mount, HOST_TOOLS_MAX) : NULL;
+        _cleanup_json_ json_t *tools = s->mount ? rsession_host_tools(s->rs, s->mount, HOST_TOOLS_MAX) : NULL;
         char *out = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&out, &len);
@@ -175,9 +175,16 @@ static char *execute_description(struct server *s, bool *has_host_tools) {
               "(a plot drawn without opening a device is saved as Rplot001.png): the images a call creates come "
               "back with its result.",
               f);
-        if (s->rs && s->rs->timeout_s > 0)
-                fprintf(f, " A call may run for %g seconds; then it is interrupted and the session's state is kept.",
-                        s->rs->timeout_s);
+        {
+                /* Before the session is open: what it will be given. */
+                double secs = s->rs              ? s->rs->timeout_s
+                              : s->cfg.timeout_s >= 0 ? s->cfg.timeout_s
+                                                      : s->mount_timeout_s;
+                if (secs > 0)
+                        fprintf(f, " A call may run for %g seconds; then it is interrupted and the session's state "
+                                   "is kept.",
+                                secs);
+        }
         *has_host_tools = json_array_size(tools) > 0;
         if (*has_host_tools) {
                 fputs("\n\nFunctions available inside R that run on the host (call them from your R code):", f);
