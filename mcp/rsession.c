@@ -60,8 +60,11 @@ static int write_file_at(int dirfd, const char *name, const char *data, size_t l
 }
 
 /* Read all of fd from offset 0 (at most max bytes; -EFBIG beyond) into a
- * malloc'ed, NUL-terminated buffer. */
-static int read_all(int fd, size_t max, char **out, size_t *out_len) {
+ * malloc'ed, NUL-terminated buffer.  With short_is_eof, a read that returns
+ * less than asked is the end: true of the mount's own files, which are
+ * direct_io and answered whole up to their end (fs/fs.c reply_from), and it
+ * saves a FUSE request per run. */
+static int read_all(int fd, size_t max, bool short_is_eof, char **out, size_t *out_len) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0, cap = 0;
 
@@ -89,6 +92,8 @@ static int read_all(int fd, size_t max, char **out, size_t *out_len) {
                 len += (size_t)n;
                 if (len > max)
                         return -EFBIG;
+                if (short_is_eof && len + 1 < cap)
+                        break;
         }
         buf[len] = '\0';
         *out = TAKE_PTR(buf);
@@ -244,7 +249,7 @@ int rsession_run_finish(struct rsession *s, json_t **result) {
         size_t len;
         int r;
 
-        r = read_all(s->result_fd, RESULT_MAX, &text, &len);
+        r = read_all(s->result_fd, RESULT_MAX, true, &text, &len);
         if (r < 0)
                 return r; /* -EAGAIN while the run goes on (O_NONBLOCK) */
         s->running = false;
@@ -313,7 +318,7 @@ static void add_tools_from(json_t *tools, int dirfd, size_t max) {
                 memcpy(name, de->d_name, n - 5);
                 name[n - 5] = '\0';
                 fd = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-                if (fd < 0 || read_all(fd, TOOL_FILE_MAX, &text, &len) < 0)
+                if (fd < 0 || read_all(fd, TOOL_FILE_MAX, false, &text, &len) < 0)
                         continue;
                 def = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
                 desc = json_object_get(def, "description");
