@@ -2,7 +2,7 @@
 // what is left when stdin closes or a signal comes (nothing).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -77,6 +77,21 @@ test('SIGTERM: the same clean end', async () => {
   assert.equal(existsSync(path.dirname(mnt)), false);
   await pending;
   await c.close();
+});
+
+test('SIGKILL of securerfs-mcp: its private daemon still ends, with everything it started', async () => {
+  const c = await connect({ env: { SECURERFS_MOUNT: undefined } });
+  assert.equal(text(await exec(c.client, '1')), '1');
+  const mnt = privateMount(c.stderr());
+  const tree = descendants(c.pid);
+  process.kill(c.pid, 'SIGKILL');
+  await waitExit(c.pid, 20);
+  // PR_SET_PDEATHSIG: the kernel sends the daemon SIGTERM, on which it unmounts
+  await waitFor(() => stillRunning(tree).length === 0, 20, 'every process it started to end');
+  await waitFor(() => !mounted(mnt), 10, 'the mount to go');
+  // only the empty directories remain (nothing was left to remove them)
+  rmSync(path.dirname(mnt), { recursive: true });
+  await c.close().catch(() => {});
 });
 
 test('--mount: the session is made for this server and closed when stdin closes', async () => {
