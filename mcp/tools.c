@@ -442,6 +442,12 @@ static bool start_execute(struct server *s, struct request *req, json_t *args) {
                 reply_tool_error(s, req, "securerfs-mcp has no R session: %s", s->setup_error);
                 return false;
         }
+        if (s->pm && !s->pm->pid) {
+                reply_tool_error(s, req, "The private securerfs exited (wait status %d): the session is gone; "
+                                         "restart securerfs-mcp.",
+                                 s->pm->status);
+                return false;
+        }
         r = rsession_run_begin(s->rs, json_string_value(code), json_string_length(code));
         switch (r) {
         case 0:

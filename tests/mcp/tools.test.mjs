@@ -270,6 +270,11 @@ test('bad tool arguments are tool errors (2025-11-25); an unknown tool is a prot
   const x = await c.client.callTool({ name: 'read_file', arguments: { path: 'a', extra: 1 } });
   assert.equal(x.isError, true);
   await assert.rejects(c.client.callTool({ name: 'no_such_tool', arguments: {} }), (err) => err.code === -32602);
+  // more code than the mount's max_code_bytes (1 MiB): refused, nothing run
+  const big = await run(`too_big <- 1; "${'x'.repeat(1100000)}"`);
+  assert.equal(big.isError, true);
+  assert.match(text(big), /max_code_bytes/);
+  assert.equal(text(await run('exists("too_big")')), 'FALSE');
 });
 
 test('restart_session clears the R state and keeps the files', async () => {
