@@ -9,7 +9,9 @@
 
 /* ---- reading lines ------------------------------------------------------ */
 
-void line_reader_init(struct line_reader *r, size_t max) { *r = (struct line_reader){.max = max}; }
+void line_reader_init(struct line_reader *r, size_t max) {
+        *r = (struct line_reader){.max = max};
+}
 
 void line_reader_free(struct line_reader *r) {
         free(r->buf);

@@ -26,10 +26,10 @@ enum {
 struct line_reader {
         char *buf;
         size_t start, len, cap; /* unread bytes are buf[start..start+len) */
-        size_t max;          /* longest line kept, newline excluded */
-        size_t scanned;      /* buf[0..scanned) holds no newline */
-        bool discarding;     /* the current line went over max: dropped up to its newline */
-        size_t discarded;    /* bytes of it dropped so far */
+        size_t max;             /* longest line kept, newline excluded */
+        size_t scanned;         /* buf[0..scanned) holds no newline */
+        bool discarding;        /* the current line went over max: dropped up to its newline */
+        size_t discarded;       /* bytes of it dropped so far */
 };
 
 /* What line_reader_next() found. */
@@ -67,7 +67,9 @@ int out_queue_push(struct out_queue *q, json_t *msg);
  * is gone). */
 int out_queue_flush(struct out_queue *q, int fd);
 
-static inline size_t out_queue_pending(const struct out_queue *q) { return q->len; }
+static inline size_t out_queue_pending(const struct out_queue *q) {
+        return q->len;
+}
 void out_queue_free(struct out_queue *q);
 
 /* ---- messages ----------------------------------------------------------- */
@@ -78,9 +80,9 @@ enum rpc_kind { RPC_REQUEST, RPC_NOTIFICATION, RPC_RESPONSE, RPC_BAD };
  * into the message. */
 struct rpc_message {
         enum rpc_kind kind;
-        json_t *id;          /* requests and responses: a string or an integer */
-        const char *method;  /* requests and notifications */
-        json_t *params;      /* an object, or NULL when absent */
+        json_t *id;         /* requests and responses: a string or an integer */
+        const char *method; /* requests and notifications */
+        json_t *params;     /* an object, or NULL when absent */
 };
 
 /* Check msg's envelope: "jsonrpc": "2.0"; a string method; an id that is a

@@ -12,30 +12,32 @@
 #include "rsession.h"
 #include "server.h"
 
-static const char usage_text[] =
-        "usage: securerfs-mcp [--mount MNT] [--session NAME] [--timeout S] [-o OPTS] [-v|-q]\n"
-        "\n"
-        "Serve the Model Context Protocol on stdin/stdout (newline-delimited JSON-RPC 2.0),\n"
-        "running R code in a sandboxed, persistent securerfs session.  Logs go to stderr.\n"
-        "\n"
-        "  --mount MNT     use the securerfs mounted at MNT (default: $SECURERFS_MOUNT;\n"
-        "                  unset: start a private securerfs, unmounted at exit)\n"
-        "  --session NAME  attach to the session NAME, making it if needed; it outlives\n"
-        "                  this server (default: a new session, closed when stdin closes)\n"
-        "  --timeout S     seconds per run (default: the mount's, 30; 0: none)\n"
-        "  -o OPTS         more securerfs options for a private mount (e.g. r_libs=/srv/R)\n"
-        "  -v, -q          more, less logging\n"
-        "  --help, --version\n"
-        "\n"
-        "A client's configuration: {\"command\": \"securerfs-mcp\"}\n";
+static const char usage_text[] = "usage: securerfs-mcp [--mount MNT] [--session NAME] [--timeout S] [-o OPTS] [-v|-q]\n"
+                                 "\n"
+                                 "Serve the Model Context Protocol on stdin/stdout (newline-delimited JSON-RPC 2.0),\n"
+                                 "running R code in a sandboxed, persistent securerfs session.  Logs go to stderr.\n"
+                                 "\n"
+                                 "  --mount MNT     use the securerfs mounted at MNT (default: $SECURERFS_MOUNT;\n"
+                                 "                  unset: start a private securerfs, unmounted at exit)\n"
+                                 "  --session NAME  attach to the session NAME, making it if needed; it outlives\n"
+                                 "                  this server (default: a new session, closed when stdin closes)\n"
+                                 "  --timeout S     seconds per run (default: the mount's, 30; 0: none)\n"
+                                 "  -o OPTS         more securerfs options for a private mount (e.g. r_libs=/srv/R)\n"
+                                 "  -v, -q          more, less logging\n"
+                                 "  --help, --version\n"
+                                 "\n"
+                                 "A client's configuration: {\"command\": \"securerfs-mcp\"}\n";
 
 int main(int argc, char **argv) {
-        static const struct option longopts[] = {
-                {"mount", required_argument, NULL, 'm'},   {"session", required_argument, NULL, 's'},
-                {"timeout", required_argument, NULL, 't'}, {"options", required_argument, NULL, 'o'},
-                {"verbose", no_argument, NULL, 'v'},       {"quiet", no_argument, NULL, 'q'},
-                {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
-                {NULL, 0, NULL, 0}};
+        static const struct option longopts[] = {{"mount", required_argument, NULL, 'm'},
+                                                 {"session", required_argument, NULL, 's'},
+                                                 {"timeout", required_argument, NULL, 't'},
+                                                 {"options", required_argument, NULL, 'o'},
+                                                 {"verbose", no_argument, NULL, 'v'},
+                                                 {"quiet", no_argument, NULL, 'q'},
+                                                 {"help", no_argument, NULL, 'h'},
+                                                 {"version", no_argument, NULL, 'V'},
+                                                 {NULL, 0, NULL, 0}};
         struct server_config cfg = {.timeout_s = -1};
         const char *env = getenv("SECURERFS_MOUNT");
         int c;

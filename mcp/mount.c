@@ -68,8 +68,7 @@ static void free_mount(struct private_mount *m) {
         free(m);
 }
 
-int private_mount_start(const char *daemon, const char *extra, struct private_mount **out, char *err,
-                        size_t errlen) {
+int private_mount_start(const char *daemon, const char *extra, struct private_mount **out, char *err, size_t errlen) {
         struct private_mount *m = calloc(1, sizeof(*m));
         const char *tmp = getenv("TMPDIR");
         char opts[1024];

@@ -35,8 +35,7 @@ char *private_mount_find_daemon(void);
  * stdin is /dev/null and its stdout and stderr a pipe we read: it never
  * sees our stdout, which carries the protocol.  Returns 0 or -errno with
  * a reason in err. */
-int private_mount_start(const char *daemon, const char *extra, struct private_mount **out, char *err,
-                        size_t errlen);
+int private_mount_start(const char *daemon, const char *extra, struct private_mount **out, char *err, size_t errlen);
 
 /* 1 once the mount answers, 0 while not yet, -errno when it never will
  * (ECHILD: the daemon exited; its tail says why). */

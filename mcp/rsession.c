@@ -166,8 +166,8 @@ int rsession_open(const char *mount, const char *name, double timeout_s, struct 
         } else {
                 if (!rsession_name_ok(name)) {
                         r = -EINVAL;
-                        snprintf(err, errlen,
-                                 "bad session name \"%s\": 1-64 of A-Z a-z 0-9 . _ -, not starting with .", name);
+                        snprintf(err, errlen, "bad session name \"%s\": 1-64 of A-Z a-z 0-9 . _ -, not starting with .",
+                                 name);
                         goto fail;
                 }
                 snprintf(s->name, sizeof(s->name), "%s", name);
@@ -287,9 +287,13 @@ int rsession_console(struct rsession *s, char *buf, size_t cap, size_t *n) {
         return 0;
 }
 
-int rsession_interrupt(struct rsession *s) { return write_file_at(s->dir_fd, "ctl", "interrupt\n", 10); }
+int rsession_interrupt(struct rsession *s) {
+        return write_file_at(s->dir_fd, "ctl", "interrupt\n", 10);
+}
 
-int rsession_restart(struct rsession *s) { return write_file_at(s->dir_fd, "ctl", "restart\n", 8); }
+int rsession_restart(struct rsession *s) {
+        return write_file_at(s->dir_fd, "ctl", "restart\n", 8);
+}
 
 /* ---- host tools ------------------------------------------------------------ */
 

@@ -22,18 +22,18 @@
 
 struct rsession {
         char name[65];
-        bool owned;           /* created by this server: removed when it ends */
-        int sessions_fd;      /* MNT/sessions, O_PATH */
-        int dir_fd;           /* MNT/sessions/NAME, O_PATH */
-        int files_fd;         /* its files/, O_PATH */
-        int result_fd;        /* its result.json, O_RDONLY | O_NONBLOCK, kept open */
-        int console_fd;       /* its console, kept open */
-        int status_fd;        /* its status, kept open */
-        double timeout_s;     /* seconds per run (0: none), as the session says */
+        bool owned;       /* created by this server: removed when it ends */
+        int sessions_fd;  /* MNT/sessions, O_PATH */
+        int dir_fd;       /* MNT/sessions/NAME, O_PATH */
+        int files_fd;     /* its files/, O_PATH */
+        int result_fd;    /* its result.json, O_RDONLY | O_NONBLOCK, kept open */
+        int console_fd;   /* its console, kept open */
+        int status_fd;    /* its status, kept open */
+        double timeout_s; /* seconds per run (0: none), as the session says */
         /* The run under way. */
         bool running;
-        bool seen_running;    /* status said "running": console is this run's */
-        size_t console_off;   /* console bytes of this run already handed out */
+        bool seen_running;  /* status said "running": console is this run's */
+        size_t console_off; /* console bytes of this run already handed out */
 };
 
 /* Is name a session name the mount accepts: 1-64 of [A-Za-z0-9._-], not
@@ -58,7 +58,9 @@ void rsession_close(struct rsession *s);
 int rsession_run_begin(struct rsession *s, const char *code, size_t len);
 
 /* The descriptor that becomes readable (POLLIN) when the run has ended. */
-static inline int rsession_run_fd(const struct rsession *s) { return s->result_fd; }
+static inline int rsession_run_fd(const struct rsession *s) {
+        return s->result_fd;
+}
 
 /* The result of the run that ended: result.json as a JSON object with at
  * least a string "status" (checked).  -EAGAIN while the run goes on;

@@ -222,9 +222,8 @@ static void setup_begin(struct server *s) {
         }
         daemon = private_mount_find_daemon();
         if (!daemon) {
-                setup_failed(s,
-                             "securerfs not found (not in $SECURERFS_BIN, next to securerfs-mcp, nor on PATH): "
-                             "install it, or give a running mount with --mount or SECURERFS_MOUNT");
+                setup_failed(s, "securerfs not found (not in $SECURERFS_BIN, next to securerfs-mcp, nor on PATH): "
+                                "install it, or give a running mount with --mount or SECURERFS_MOUNT");
                 return;
         }
         r = private_mount_start(daemon, s->cfg.daemon_options, &s->pm, err, sizeof(err));
@@ -248,14 +247,15 @@ static void setup_check_mount(struct server *s) {
         if (r < 0 || now_ms() > s->setup_deadline_ms) {
                 private_mount_read_log(s->pm);
                 setup_failed(s, "the private securerfs did not mount%s%.*s",
-                             r < 0 ? " (it exited)" : " within its deadline",
-                             (int)s->pm->tail_len, s->pm->tail);
+                             r < 0 ? " (it exited)" : " within its deadline", (int)s->pm->tail_len, s->pm->tail);
         }
 }
 
 /* ---- requests --------------------------------------------------------------- */
 
-static bool is_id(json_t *v) { return json_is_string(v) || json_is_integer(v); }
+static bool is_id(json_t *v) {
+        return json_is_string(v) || json_is_integer(v);
+}
 
 static struct request *find_request(struct server *s, json_t *id) {
         if (s->current && json_equal(s->current->id, id))
@@ -311,8 +311,8 @@ static json_t *initialize_result(const struct server *s) {
 
         if (info && (s->version->features & MCP_F_STRUCTURED))
                 json_object_set_new(info, "title", json_string("securerfs: sandboxed R sessions"));
-        return json_pack("{s:s, s:{s:{s:b}}, s:o, s:s}", "protocolVersion", s->version->name, "capabilities",
-                         "tools", "listChanged", 0, "serverInfo", info, "instructions",
+        return json_pack("{s:s, s:{s:{s:b}}, s:o, s:s}", "protocolVersion", s->version->name, "capabilities", "tools",
+                         "listChanged", 0, "serverInfo", info, "instructions",
                          "securerfs-mcp runs R code in one sandboxed, persistent R session (securerfs): "
                          "execute_r_code keeps variables between calls; list_files, read_file and write_file "
                          "reach the session's workspace, which is the code's working directory; "
@@ -370,8 +370,8 @@ static void handle_request(struct server *s, json_t *msg, const struct rpc_messa
                         return;
                 }
                 if (b) {
-                        respond(s, b, rpc_error(m->id, RPC_INVALID_REQUEST,
-                                                "initialize must not be part of a batch", NULL));
+                        respond(s, b,
+                                rpc_error(m->id, RPC_INVALID_REQUEST, "initialize must not be part of a batch", NULL));
                         return;
                 }
                 if ((why = check_initialize(m->params))) {
@@ -387,13 +387,15 @@ static void handle_request(struct server *s, json_t *msg, const struct rpc_messa
                 return;
         }
         if (!known) {
-                respond(s, b, rpc_error(m->id, RPC_METHOD_NOT_FOUND, "method not found", json_pack("{s:s}", "method", m->method)));
+                respond(s, b,
+                        rpc_error(m->id, RPC_METHOD_NOT_FOUND, "method not found",
+                                  json_pack("{s:s}", "method", m->method)));
                 return;
         }
         if (!s->version) {
-                respond(s, b, rpc_error(m->id, RPC_INVALID_REQUEST,
-                                        "the server is not initialized: the first request must be initialize",
-                                        NULL));
+                respond(s, b,
+                        rpc_error(m->id, RPC_INVALID_REQUEST,
+                                  "the server is not initialized: the first request must be initialize", NULL));
                 return;
         }
         if ((why = check_meta(m->params, &token))) {
@@ -417,20 +419,19 @@ static void handle_request(struct server *s, json_t *msg, const struct rpc_messa
                         return;
                 }
                 if (!tools_known(json_string_value(v))) {
-                        respond(s, b, rpc_error(m->id, RPC_INVALID_PARAMS, "unknown tool",
-                                                json_pack("{s:O}", "name", v)));
+                        respond(s, b,
+                                rpc_error(m->id, RPC_INVALID_PARAMS, "unknown tool", json_pack("{s:O}", "name", v)));
                         return;
                 }
                 v = json_object_get(m->params, "arguments");
                 if (v && !json_is_object(v)) {
-                        respond(s, b, rpc_error(m->id, RPC_INVALID_PARAMS, "params.arguments must be an object",
-                                                NULL));
+                        respond(s, b, rpc_error(m->id, RPC_INVALID_PARAMS, "params.arguments must be an object", NULL));
                         return;
                 }
         }
         if (find_request(s, m->id)) {
-                respond(s, b, rpc_error(m->id, RPC_INVALID_REQUEST,
-                                        "the id is that of a request still in progress", NULL));
+                respond(s, b,
+                        rpc_error(m->id, RPC_INVALID_REQUEST, "the id is that of a request still in progress", NULL));
                 return;
         }
         req = calloc(1, sizeof(*req));
@@ -488,8 +489,9 @@ static void handle_line(struct server *s, const char *line, size_t len) {
          * duplicate keys that would make a message mean two things. */
         msg = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
         if (!msg) {
-                respond(s, NULL, rpc_error(NULL, RPC_PARSE_ERROR, "parse error: the line is not JSON",
-                                           json_pack("{s:s, s:i}", "error", jerr.text, "position", jerr.position)));
+                respond(s, NULL,
+                        rpc_error(NULL, RPC_PARSE_ERROR, "parse error: the line is not JSON",
+                                  json_pack("{s:s, s:i}", "error", jerr.text, "position", jerr.position)));
                 return;
         }
         if (!json_is_array(msg)) {
@@ -497,10 +499,11 @@ static void handle_line(struct server *s, const char *line, size_t len) {
                 return;
         }
         if (!s->version || !(s->version->features & MCP_F_BATCH)) {
-                respond(s, NULL, rpc_error(NULL, RPC_INVALID_REQUEST,
-                                           s->version ? "JSON-RPC batches are not part of this protocol version"
-                                                      : "JSON-RPC batches are not accepted before initialize",
-                                           NULL));
+                respond(s, NULL,
+                        rpc_error(NULL, RPC_INVALID_REQUEST,
+                                  s->version ? "JSON-RPC batches are not part of this protocol version"
+                                             : "JSON-RPC batches are not accepted before initialize",
+                                  NULL));
                 return;
         }
         if (json_array_size(msg) == 0) {
@@ -545,10 +548,10 @@ static void pump(struct server *s) {
                         s->current = req;
                         s->run_started_ms = t;
                         s->run_watchdog_stage = 0;
-                        s->run_watchdog_ms = s->rs->timeout_s > 0
-                                                     ? t + (long long)((s->rs->timeout_s + s->grace_s) * 1000) +
-                                                               WATCHDOG_SLACK_MS
-                                                     : 0;
+                        s->run_watchdog_ms =
+                                s->rs->timeout_s > 0
+                                        ? t + (long long)((s->rs->timeout_s + s->grace_s) * 1000) + WATCHDOG_SLACK_MS
+                                        : 0;
                         s->next_progress_ms = t + PROGRESS_INTERVAL_MS;
                         s->progress_bytes = 0;
                         s->progress_partial_len = 0;
@@ -628,15 +631,15 @@ static void run_readable(struct server *s) {
 
 static void run_watchdog(struct server *s) {
         if (s->run_watchdog_stage == 0) {
-                log_warn("the run has gone %lld ms past its deadline; interrupting it",
-                         (long long)WATCHDOG_SLACK_MS);
+                log_warn("the run has gone %lld ms past its deadline; interrupting it", (long long)WATCHDOG_SLACK_MS);
                 rsession_interrupt(s->rs);
                 s->run_watchdog_stage = 1;
                 s->run_watchdog_ms = now_ms() + WATCHDOG_SLACK_MS;
                 return;
         }
-        run_ended(s, NULL, "the mount did not end the run within its timeout and grace period; "
-                           "the session may still be busy (try restart_session)");
+        run_ended(s, NULL,
+                  "the mount did not end the run within its timeout and grace period; "
+                  "the session may still be busy (try restart_session)");
 }
 
 /* ---- the loop --------------------------------------------------------------- */

@@ -38,18 +38,18 @@
 #define MCP_LINE_MAX (16u << 20)
 
 struct server_config {
-        const char *mount;           /* a running mount, or NULL: a private one */
-        const char *session;         /* a named session, or NULL: a new one, closed at the end */
-        double timeout_s;            /* seconds per run, or < 0: the mount's default */
-        const char *daemon_options;  /* more -o options for a private mount, or NULL */
+        const char *mount;          /* a running mount, or NULL: a private one */
+        const char *session;        /* a named session, or NULL: a new one, closed at the end */
+        double timeout_s;           /* seconds per run, or < 0: the mount's default */
+        const char *daemon_options; /* more -o options for a private mount, or NULL */
 };
 
 /* Features by protocol revision (modelcontextprotocol.io/specification). */
 enum {
-        MCP_F_BATCH = 1 << 0,            /* 2025-03-26 only: receiving JSON-RPC batches is a MUST */
-        MCP_F_ANNOTATIONS = 1 << 1,      /* tool annotations, from 2025-03-26 */
-        MCP_F_PROGRESS_MESSAGE = 1 << 2, /* notifications/progress "message", from 2025-03-26 */
-        MCP_F_STRUCTURED = 1 << 3,       /* outputSchema, structuredContent, title: from 2025-06-18 */
+        MCP_F_BATCH = 1 << 0,                 /* 2025-03-26 only: receiving JSON-RPC batches is a MUST */
+        MCP_F_ANNOTATIONS = 1 << 1,           /* tool annotations, from 2025-03-26 */
+        MCP_F_PROGRESS_MESSAGE = 1 << 2,      /* notifications/progress "message", from 2025-03-26 */
+        MCP_F_STRUCTURED = 1 << 3,            /* outputSchema, structuredContent, title: from 2025-06-18 */
         MCP_F_ARG_ERRORS_AS_RESULTS = 1 << 4, /* bad tool arguments are tool errors: 2025-11-25 (SEP-1303) */
 };
 
@@ -70,12 +70,12 @@ struct batch;
 
 /* A request that was accepted: queued, or the one being served. */
 struct request {
-        json_t *msg;             /* the whole message (owns what follows) */
+        json_t *msg; /* the whole message (owns what follows) */
         json_t *id;
         const char *method;
-        json_t *params;          /* an object, or NULL */
-        json_t *progress_token;  /* params._meta.progressToken, or NULL */
-        struct batch *batch;     /* the batch it came in, or NULL */
+        json_t *params;         /* an object, or NULL */
+        json_t *progress_token; /* params._meta.progressToken, or NULL */
+        struct batch *batch;    /* the batch it came in, or NULL */
         struct request *next;
         bool cancelled;
 };
@@ -118,8 +118,8 @@ struct server {
         long long run_watchdog_ms; /* 0: none */
         int run_watchdog_stage;    /* 0, 1: interrupted by the watchdog */
         long long next_progress_ms;
-        double progress_bytes;     /* console bytes sent as progress */
-        char *progress_partial;    /* console after the last newline, not sent yet */
+        double progress_bytes;  /* console bytes sent as progress */
+        char *progress_partial; /* console after the last newline, not sent yet */
         size_t progress_partial_len;
 
         /* the end */

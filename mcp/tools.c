@@ -19,8 +19,7 @@
 #define HOST_TOOLS_MAX 100
 #define HOST_TOOL_DESCRIPTION_MAX 1000
 
-static const char *const tool_names[] = {"execute_r_code", "list_files", "read_file", "write_file",
-                                         "restart_session"};
+static const char *const tool_names[] = {"execute_r_code", "list_files", "read_file", "write_file", "restart_session"};
 
 bool tools_known(const char *name) {
         for (size_t i = 0; i < ARRAY_SIZE(tool_names); i++)
@@ -38,7 +37,9 @@ size_t utf8_cut(const char *s, size_t len, size_t max) {
         return max;
 }
 
-json_t *content_text(const char *text) { return json_pack("{s:s, s:s}", "type", "text", "text", text); }
+json_t *content_text(const char *text) {
+        return json_pack("{s:s, s:s}", "type", "text", "text", text);
+}
 
 static json_t *content_textn(const char *text, size_t len) {
         json_t *t = json_stringn(text, len);
@@ -85,7 +86,8 @@ static void reply_arg_error(struct server *s, struct request *req, const char *m
 /* ---- tools/list ------------------------------------------------------------- */
 
 static json_t *annotations(const char *title, bool read_only, bool destructive, bool idempotent, bool open_world) {
-        json_t *a = json_pack("{s:s, s:b, s:b}", "title", title, "readOnlyHint", read_only, "openWorldHint", open_world);
+        json_t *a =
+                json_pack("{s:s, s:b, s:b}", "title", title, "readOnlyHint", read_only, "openWorldHint", open_world);
 
         /* destructiveHint and idempotentHint mean something only when the
          * tool is not read-only (the specification's wording). */
@@ -125,32 +127,30 @@ static json_t *execute_output_schema(void) {
                 "{s:s, s:{s:{s:s, s:[sssss], s:s}, s:{s:s}, s:{s:[ss], s:s}, s:{s:s, s:s}, s:{s:s, s:s},"
                 " s:{s:s, s:{s:s}, s:s}, s:{s:s}, s:{s:s, s:{s:s}, s:s}, s:{s:s, s:s}, s:{s:s, s:s}},"
                 " s:[sss]}",
-                "type", "object", "properties",
-                "status", "type", "string", "enum", "ok", "error", "timeout", "killed", "crashed", "description",
+                "type", "object", "properties", "status", "type", "string", "enum", "ok", "error", "timeout", "killed",
+                "crashed", "description",
                 "how the run ended: ok; error (R error or syntax error, state kept); timeout (interrupted at the "
                 "deadline, state kept); killed or crashed (a fresh R process replaced it: state lost)",
-                "value", "description", "the value of the last expression as JSON (jsonlite's conventions: "
+                "value", "description",
+                "the value of the last expression as JSON (jsonlite's conventions: "
                 "data frames as arrays of rows, NA as null); null after an error or when it has no JSON form",
-                "output", "type", "string", "null", "description", "the value as text, as in the text content",
-                "error", "type", "string", "description", "the error message; empty on success",
-                "console", "type", "string", "description", "what the code printed (cat, print, message, warnings)",
-                "warnings", "type", "array", "items", "type", "string", "description", "the run's warnings",
-                "elapsed_ms", "type", "number",
-                "files", "type", "array", "items", "type", "string", "description",
-                "workspace files the run created or changed, relative paths",
-                "limit", "type", "string", "description", "the resource limit that ended the run, if one did",
-                "value_note", "type", "string", "description", "why value is null although the run succeeded",
-                "required", "status", "value", "console");
+                "output", "type", "string", "null", "description", "the value as text, as in the text content", "error",
+                "type", "string", "description", "the error message; empty on success", "console", "type", "string",
+                "description", "what the code printed (cat, print, message, warnings)", "warnings", "type", "array",
+                "items", "type", "string", "description", "the run's warnings", "elapsed_ms", "type", "number", "files",
+                "type", "array", "items", "type", "string", "description",
+                "workspace files the run created or changed, relative paths", "limit", "type", "string", "description",
+                "the resource limit that ended the run, if one did", "value_note", "type", "string", "description",
+                "why value is null although the run succeeded", "required", "status", "value", "console");
 }
 
 static json_t *list_output_schema(void) {
         return json_pack("{s:s, s:{s:{s:s, s:{s:s, s:{s:{s:s}, s:{s:s, s:[ssss]}, s:{s:s}, s:{s:s}}, s:[ss]}},"
                          " s:{s:s}}, s:[ss]}",
                          "type", "object", "properties", "entries", "type", "array", "items", "type", "object",
-                         "properties", "path", "type", "string", "type", "type", "string", "enum", "file",
-                         "directory", "symlink", "other", "size", "type", "integer", "target", "type", "string",
-                         "required", "path", "type", "truncated", "type", "boolean", "required", "entries",
-                         "truncated");
+                         "properties", "path", "type", "string", "type", "type", "string", "enum", "file", "directory",
+                         "symlink", "other", "size", "type", "integer", "target", "type", "string", "required", "path",
+                         "type", "truncated", "type", "boolean", "required", "entries", "truncated");
 }
 
 /* execute_r_code's description: what it does, then the host tools the
@@ -177,12 +177,11 @@ static char *execute_description(struct server *s, bool *has_host_tools) {
               f);
         {
                 /* Before the session is open: what it will be given. */
-                double secs = s->rs              ? s->rs->timeout_s
-                              : s->cfg.timeout_s >= 0 ? s->cfg.timeout_s
-                                                      : s->mount_timeout_s;
+                double secs = s->rs ? s->rs->timeout_s : s->cfg.timeout_s >= 0 ? s->cfg.timeout_s : s->mount_timeout_s;
                 if (secs > 0)
-                        fprintf(f, " A call may run for %g seconds; then it is interrupted and the session's state "
-                                   "is kept.",
+                        fprintf(f,
+                                " A call may run for %g seconds; then it is interrupted and the session's state "
+                                "is kept.",
                                 secs);
         }
         *has_host_tools = json_array_size(tools) > 0;
@@ -241,36 +240,36 @@ json_t *tools_list(struct server *s) {
                 tool_def(s, "list_files", "List workspace files",
                          "List the files in the R session's workspace (its working directory), or in a directory "
                          "of it, with their sizes. Paths are relative to the workspace.",
-                         json_pack("{s:s, s:{s:{s:s, s:s}, s:{s:s, s:s}}, s:b}", "type", "object", "properties",
-                                   "path", "type", "string", "description",
-                                   "a directory relative to the workspace (default: the workspace itself)",
-                                   "recursive", "type", "boolean", "description",
+                         json_pack("{s:s, s:{s:{s:s, s:s}, s:{s:s, s:s}}, s:b}", "type", "object", "properties", "path",
+                                   "type", "string", "description",
+                                   "a directory relative to the workspace (default: the workspace itself)", "recursive",
+                                   "type", "boolean", "description",
                                    "also list what subdirectories hold (default false)", "additionalProperties", 0),
                          list_output_schema(), annotations("List workspace files", true, false, true, false)),
                 tool_def(s, "read_file", "Read a workspace file",
                          "Read a file of the R session's workspace: text comes back as text (at most 1 MiB), a "
                          "PNG, JPEG, GIF or WebP image as an image (at most 2 MiB).",
                          json_pack("{s:s, s:{s:{s:s, s:s}}, s:[s], s:b}", "type", "object", "properties", "path",
-                                   "type", "string", "description", "the file, relative to the workspace",
-                                   "required", "path", "additionalProperties", 0),
+                                   "type", "string", "description", "the file, relative to the workspace", "required",
+                                   "path", "additionalProperties", 0),
                          NULL, annotations("Read a workspace file", true, false, true, false)),
                 tool_def(s, "write_file", "Write a workspace file",
                          "Write a file into the R session's workspace, replacing it if it exists (directories are "
                          "made as needed), so that R code can read it by its relative name, e.g. "
                          "read.csv(\"data.csv\"). The workspace has a size limit.",
-                         json_pack("{s:s, s:{s:{s:s, s:s}, s:{s:s, s:s}, s:{s:s, s:[ss], s:s}}, s:[ss], s:b}",
-                                   "type", "object", "properties", "path", "type", "string", "description",
-                                   "the file, relative to the workspace", "content", "type", "string",
-                                   "description", "the file's content", "encoding", "type", "string", "enum",
-                                   "utf-8", "base64", "description",
+                         json_pack("{s:s, s:{s:{s:s, s:s}, s:{s:s, s:s}, s:{s:s, s:[ss], s:s}}, s:[ss], s:b}", "type",
+                                   "object", "properties", "path", "type", "string", "description",
+                                   "the file, relative to the workspace", "content", "type", "string", "description",
+                                   "the file's content", "encoding", "type", "string", "enum", "utf-8", "base64",
+                                   "description",
                                    "utf-8 (default): content is the text; base64: content is the bytes in base64",
                                    "required", "path", "content", "additionalProperties", 0),
                          NULL, annotations("Write a workspace file", false, true, true, false)),
                 tool_def(s, "restart_session", "Restart the R session",
                          "Restart the R session: a fresh R process, with every variable and loaded package gone. "
                          "The workspace's files are kept.",
-                         json_pack("{s:s, s:{}, s:b}", "type", "object", "properties", "additionalProperties", 0),
-                         NULL, annotations("Restart the R session", false, true, true, false)));
+                         json_pack("{s:s, s:{}, s:b}", "type", "object", "properties", "additionalProperties", 0), NULL,
+                         annotations("Restart the R session", false, true, true, false)));
         return tools ? json_pack("{s:o}", "tools", tools) : NULL;
 }
 
@@ -285,10 +284,10 @@ struct arg_spec {
 /* Check args against spec: every required one there, each of its type,
  * none other.  Returns NULL or a message (in buf). */
 static const char *check_args(json_t *args, const struct arg_spec *spec, size_t n, char *buf, size_t cap) {
-        static const char *const type_names[] = {[JSON_OBJECT] = "an object", [JSON_ARRAY] = "an array",
-                                                 [JSON_STRING] = "a string", [JSON_INTEGER] = "an integer",
-                                                 [JSON_REAL] = "a number", [JSON_TRUE] = "a boolean",
-                                                 [JSON_FALSE] = "a boolean", [JSON_NULL] = "null"};
+        static const char *const type_names[] = {
+                [JSON_OBJECT] = "an object",   [JSON_ARRAY] = "an array", [JSON_STRING] = "a string",
+                [JSON_INTEGER] = "an integer", [JSON_REAL] = "a number",  [JSON_TRUE] = "a boolean",
+                [JSON_FALSE] = "a boolean",    [JSON_NULL] = "null"};
         const char *k;
         json_t *v;
 
@@ -298,8 +297,7 @@ static const char *check_args(json_t *args, const struct arg_spec *spec, size_t 
                         snprintf(buf, cap, "\"%s\" is required", spec[i].name);
                         return buf;
                 }
-                if (v && !(json_typeof(v) == spec[i].type ||
-                           (spec[i].type == JSON_TRUE && json_is_boolean(v)))) {
+                if (v && !(json_typeof(v) == spec[i].type || (spec[i].type == JSON_TRUE && json_is_boolean(v)))) {
                         snprintf(buf, cap, "\"%s\" must be %s", spec[i].name, type_names[spec[i].type]);
                         return buf;
                 }
@@ -443,8 +441,9 @@ static bool start_execute(struct server *s, struct request *req, json_t *args) {
                 return false;
         }
         if (s->pm && !s->pm->pid) {
-                reply_tool_error(s, req, "The private securerfs exited (wait status %d): the session is gone; "
-                                         "restart securerfs-mcp.",
+                reply_tool_error(s, req,
+                                 "The private securerfs exited (wait status %d): the session is gone; "
+                                 "restart securerfs-mcp.",
                                  s->pm->status);
                 return false;
         }
@@ -453,13 +452,15 @@ static bool start_execute(struct server *s, struct request *req, json_t *args) {
         case 0:
                 return true;
         case -EBUSY:
-                reply_tool_error(s, req, "The session is running other code (another client of session %s); try "
-                                         "again when it ends.",
+                reply_tool_error(s, req,
+                                 "The session is running other code (another client of session %s); try "
+                                 "again when it ends.",
                                  s->rs->name);
                 return false;
         case -EFBIG:
-                reply_tool_error(s, req, "The code is %zu bytes, more than the mount's max_code_bytes; send less "
-                                         "code per call, or write it to a file and source() it.",
+                reply_tool_error(s, req,
+                                 "The code is %zu bytes, more than the mount's max_code_bytes; send less "
+                                 "code per call, or write it to a file and source() it.",
                                  json_string_length(code));
                 return false;
         case -ENOENT:
@@ -526,8 +527,8 @@ void tools_run_ended(struct server *s, struct request *req, json_t *result, cons
         if (nf && fclose(nf) == 0 && notes_len > 0)
                 json_array_append_new(content, content_textn(notes, notes_len));
         if (s->version->features & MCP_F_STRUCTURED) {
-                static const char *const keys[] = {"status", "value", "output", "error", "console", "warnings",
-                                                   "elapsed_ms", "files", "limit", "value_note"};
+                static const char *const keys[] = {"status",   "value",      "output", "error", "console",
+                                                   "warnings", "elapsed_ms", "files",  "limit", "value_note"};
                 structured = json_object();
                 for (i = 0; structured && i < ARRAY_SIZE(keys); i++) {
                         v = json_object_get(res, keys[i]);
@@ -598,9 +599,10 @@ static void list_files(struct server *s, struct request *req, json_t *args) {
                 else if (strcmp(type, "file") == 0)
                         fprintf(f, "  (%lld bytes)", (long long)json_integer_value(json_object_get(e, "size")));
                 else if (strcmp(type, "symlink") == 0)
-                        fprintf(f, " -> %s", json_string_value(json_object_get(e, "target"))
-                                                     ? json_string_value(json_object_get(e, "target"))
-                                                     : "(unreadable link)");
+                        fprintf(f, " -> %s",
+                                json_string_value(json_object_get(e, "target"))
+                                        ? json_string_value(json_object_get(e, "target"))
+                                        : "(unreadable link)");
                 else
                         fputs("  (not a regular file)", f);
         }
@@ -639,9 +641,9 @@ static void read_file(struct server *s, struct request *req, json_t *args) {
                                          path, size, MCP_IMAGE_MAX >> 20);
                         return;
                 }
-                server_reply_result(s, req,
-                                    tool_result(json_pack("[o]", content_image((unsigned char *)data, len, mime)),
-                                                false, NULL));
+                server_reply_result(
+                        s, req,
+                        tool_result(json_pack("[o]", content_image((unsigned char *)data, len, mime)), false, NULL));
                 return;
         }
         len = utf8_cut(data, len, MCP_READ_TEXT_MAX);
@@ -656,9 +658,9 @@ static void read_file(struct server *s, struct request *req, json_t *args) {
         if (len < size) {
                 char note[160];
                 snprintf(note, sizeof(note), "[%s is %zu bytes: only its first %zu are shown]", path, size, len);
-                server_reply_result(s, req,
-                                    tool_result(json_pack("[o, o]", content_textn(data, len), content_text(note)),
-                                                false, NULL));
+                server_reply_result(
+                        s, req,
+                        tool_result(json_pack("[o, o]", content_textn(data, len), content_text(note)), false, NULL));
                 return;
         }
         server_reply_result(s, req, tool_result(json_pack("[o]", content_textn(data, len)), false, NULL));

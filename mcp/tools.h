@@ -12,9 +12,9 @@
 #define MCP_IMAGE_MAX (2u << 20)        /* one image, raw bytes */
 #define MCP_IMAGES_TOTAL_MAX (4u << 20) /* all images of one result */
 #define MCP_IMAGES_COUNT_MAX 8
-#define MCP_VALUE_MAX (1u << 20)        /* the value in structuredContent, as JSON */
+#define MCP_VALUE_MAX (1u << 20)         /* the value in structuredContent, as JSON */
 #define MCP_CONSOLE_TEXT_MAX (32u << 10) /* the console in the text content */
-#define MCP_READ_TEXT_MAX (1u << 20)    /* read_file, text */
+#define MCP_READ_TEXT_MAX (1u << 20)     /* read_file, text */
 
 /* Is name one of ours? */
 bool tools_known(const char *name);

@@ -96,8 +96,7 @@ static void test_base64(void) {
         for (size_t i = 0; i < 7; i++) {
                 char *e = base64_encode((const unsigned char *)samples[i], strlen(samples[i]), &n);
                 CHECK(e && strcmp(e, expect[i]) == 0 && n == strlen(expect[i]));
-                CHECK(base64_decode(e, n, &out, &n) == 0 && n == strlen(samples[i]) &&
-                      memcmp(out, samples[i], n) == 0);
+                CHECK(base64_decode(e, n, &out, &n) == 0 && n == strlen(samples[i]) && memcmp(out, samples[i], n) == 0);
                 free(out);
                 free(e);
         }
@@ -109,8 +108,8 @@ static void test_base64(void) {
                 free(out);
                 free(e);
         }
-        CHECK(base64_decode("Zg=", 3, &out, &n) == -EINVAL);   /* length */
-        CHECK(base64_decode("Zh==", 4, &out, &n) == -EINVAL);  /* non-zero dropped bits */
+        CHECK(base64_decode("Zg=", 3, &out, &n) == -EINVAL);  /* length */
+        CHECK(base64_decode("Zh==", 4, &out, &n) == -EINVAL); /* non-zero dropped bits */
         CHECK(base64_decode("Zm9=", 4, &out, &n) == -EINVAL);
         CHECK(base64_decode("Z===", 4, &out, &n) == -EINVAL);
         CHECK(base64_decode("Zm 9", 4, &out, &n) == -EINVAL);
@@ -176,7 +175,9 @@ static json_t *answers(const char *input) {
         return all;
 }
 
-static int error_code(json_t *m) { return (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code")); }
+static int error_code(json_t *m) {
+        return (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code"));
+}
 
 static void test_detached_server(void) {
         json_t *a;
@@ -191,8 +192,8 @@ static void test_detached_server(void) {
                     "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"execute_r_code\","
                     "\"arguments\":{\"code\":1}}}\n");
         CHECK(json_array_size(a) == 5);
-        CHECK(strcmp(json_string_value(json_object_get(json_object_get(json_array_get(a, 0), "result"),
-                                                       "protocolVersion")),
+        CHECK(strcmp(json_string_value(
+                             json_object_get(json_object_get(json_array_get(a, 0), "result"), "protocolVersion")),
                      "2025-06-18") == 0);
         /* a protocol error in the envelope or params is answered on arrival
          * (4); valid requests are served from the queue in order (2, 3, 5) */
