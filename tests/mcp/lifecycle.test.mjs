@@ -61,23 +61,26 @@ test('no --mount: a private securerfs, gone with everything it started when stdi
   assert.doesNotMatch(c.stderr(), /signal 15: ending/);
 });
 
-test('SIGTERM: the same clean end', async () => {
-  const c = await connect({ env: { SECURERFS_MOUNT: undefined } });
-  assert.equal(text(await exec(c.client, '1')), '1');
-  const mnt = privateMount(c.stderr());
-  const tree = descendants(c.pid);
-  const pid = c.pid;
-  // a run under way does not hold the end up
-  const pending = exec(c.client, 'Sys.sleep(60)').catch((e) => e);
-  await new Promise((r) => setTimeout(r, 300));
-  process.kill(pid, 'SIGTERM');
-  await waitExit(pid, 20);
-  await waitFor(() => stillRunning(tree).length === 0, 10, 'every process it started to end');
-  assert.equal(mounted(mnt), false);
-  assert.equal(existsSync(path.dirname(mnt)), false);
-  await pending;
-  await c.close();
-});
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  test(`${sig}: the same clean end`, async () => {
+    const c = await connect({ env: { SECURERFS_MOUNT: undefined } });
+    assert.equal(text(await exec(c.client, '1')), '1');
+    const mnt = privateMount(c.stderr());
+    const tree = descendants(c.pid);
+    const pid = c.pid;
+    // a run under way does not hold the end up
+    const pending = exec(c.client, 'Sys.sleep(60)').catch((e) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(pid, sig);
+    await waitExit(pid, 20);
+    assert.match(c.stderr(), new RegExp(`signal ${sig === 'SIGTERM' ? 15 : 2}: ending`));
+    await waitFor(() => stillRunning(tree).length === 0, 10, 'every process it started to end');
+    assert.equal(mounted(mnt), false);
+    assert.equal(existsSync(path.dirname(mnt)), false);
+    await pending;
+    await c.close();
+  });
+}
 
 test('SIGKILL of securerfs-mcp: its private daemon still ends, with everything it started', async () => {
   const c = await connect({ env: { SECURERFS_MOUNT: undefined } });
