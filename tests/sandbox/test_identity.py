@@ -73,11 +73,18 @@ def test_every_process_of_every_session_has_its_own_host_id(daemons):
         assert id_a != id_b, "two sessions share host id %d" % id_a
     else:
         assert id_a == id_b == os.getuid()
-    # Children of the run (parallel's fork) are the session's too.
+    # Children of the run (parallel's fork) are the session's too.  They
+    # end with the run that started them, so look while it runs.
     for s in (a, b):
-        assert s.value("library(parallel); for (i in 1:3) mcparallel(Sys.sleep(60)); 1") == "1"
-    assert check_tree(pid_a, id_a) >= 4
-    assert check_tree(pid_b, id_b) >= 4
+        s.submit("library(parallel); for (i in 1:3) mcparallel(Sys.sleep(60)); Sys.sleep(60); 1")
+    for pid, want in ((pid_a, id_a), (pid_b, id_b)):
+        deadline = time.monotonic() + util.scaled(20)
+        while check_tree(pid, want) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert check_tree(pid, want) >= 4
+    for s in (a, b):
+        s.write("ctl", "interrupt")
+        assert s.result()["status"] == "error"
     # Its private /tmp and R's temporary directory there, as the host's
     # kernel sees them through the worker's root, are the session's too.
     for s, pid, want in ((a, pid_a, id_a), (b, pid_b, id_b)):
