@@ -158,16 +158,31 @@ static long control_recv(char *buf, size_t size, int *fd) {
         return n;
 }
 
-/* "spawn TOKEN", TOKEN decimal: the token, or -EBADMSG. */
-static int parse_spawn(const char *line, unsigned long long *token) {
-        const char *p = line + 6;
+/* One decimal field of at most max_digits, ending at a space or the end:
+ * its value and where it ends, or -EBADMSG. */
+static int parse_decimal(const char *p, size_t max_digits, unsigned long long *v, const char **end) {
+        size_t n = strspn(p, "0123456789");
 
-        if (strncmp(line, "spawn ", 6) || !*p || strlen(p) > 19)
+        if (n == 0 || n > max_digits || (p[n] != '\0' && p[n] != ' '))
                 return -EBADMSG;
-        for (const char *q = p; *q; q++)
-                if (*q < '0' || *q > '9')
-                        return -EBADMSG;
-        *token = strtoull(p, NULL, 10);
+        *v = strtoull(p, NULL, 10);
+        *end = p + n;
+        return 0;
+}
+
+/* "spawn TOKEN UID GID" (the worker's host ids; "spawn TOKEN" alone is
+ * also taken), all decimal: the token, or -EBADMSG. */
+static int parse_spawn(const char *line, unsigned long long *token) {
+        unsigned long long uid, gid;
+        const char *p;
+
+        if (strncmp(line, "spawn ", 6) || parse_decimal(line + 6, 19, token, &p) < 0)
+                return -EBADMSG;
+        if (*p == '\0')
+                return 0;
+        if (parse_decimal(p + 1, 10, &uid, &p) < 0 || *p != ' ' || parse_decimal(p + 1, 10, &gid, &p) < 0 ||
+            *p != '\0' || uid > 0xfffffffeULL || gid > 0xfffffffeULL)
+                return -EBADMSG;
         return 0;
 }
 
@@ -207,6 +222,7 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                          * First into its cgroup, made by the daemon for this
                          * token: it runs no user code before that. */
                         char err[512];
+                        prctl(PR_SET_NAME, "securerfs-worke"); /* not the zygote's name */
                         if (z->cgroup_dirs && cgroup_join(z->cgroup_dirs, token, err, sizeof(err)) < 0) {
                                 json_t *m = json_pack("{s:s, s:s}", "type", "fatal", "error", err);
                                 if (m)
@@ -244,6 +260,8 @@ int main(int argc, char **argv) {
         sigprocmask(SIG_SETMASK, &none, NULL);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
                 log_warn("prctl PR_SET_PDEATHSIG: %s", strerror(errno));
+        /* ps and the tests tell the zygote from its workers by this. */
+        prctl(PR_SET_NAME, "srfs-zygote");
 
         /* Strict: compile the seccomp policy once, here; every worker
          * installs it after jail_enter() (sandbox/seccomp.h).  A policy that

@@ -38,6 +38,7 @@
 #include "options.h"
 
 struct loop;
+struct loop_timer;
 struct sessions;
 struct worker;
 struct run;
@@ -84,6 +85,7 @@ struct session {
         struct text log;       /* this session's audit events, JSON lines */
         char *dead_reason;     /* why the worker could not start, when DEAD */
         bool creating;         /* waiting for its first worker */
+        struct loop_timer *create_deadline; /* the creating mkdir's answer is due */
         bool closing;
         void *input_writer;    /* the fs handle open for writing input, if any */
         void *fs_data;         /* owned by the fs layer */
