@@ -50,6 +50,11 @@
 /* A new session's mkdir (or open of clone) is answered within this, come
  * what may: it holds the sessions/ directory's lock meanwhile. */
 #define SESSION_CREATE_TIMEOUT_MS 10000
+/* A worker that failed to start because a helper failed (the zygote or the
+ * keeper died, missed a deadline or was restarting: -EAGAIN) is replaced
+ * this many times in a row before the session gives up (dead, or a failed
+ * mkdir): the helper is usually back within a second. */
+#define SESSION_START_RETRIES 2
 /* The most address space a worker may say its build reserves (the whole
  * x86-64 user half; a sanitizer's shadow is about 20 TiB). */
 #define RESERVED_AS_MAX (1LL << 47)
@@ -1195,6 +1200,7 @@ static void session_worker_ready(struct session *s) {
         struct sessions *t = s->owner;
 
         s->state = SESSION_IDLE;
+        s->start_retries = 0;
         apply_limits(s, process_cpu_s(s->worker->pid), false);
         if (s->creating) {
                 s->creating = false;
@@ -1231,6 +1237,17 @@ static void session_worker_lost(struct session *s, struct worker *w) {
         if (w->state == WORKER_SPAWNING || !w->attached) {
                 snprintf(msg, sizeof(msg), "the sandboxed R worker could not start: %s",
                          w->fatal ? w->fatal : how);
+                if (w->fatal && w->start_err == -EAGAIN && s->start_retries < SESSION_START_RETRIES && !s->closing) {
+                        /* A helper's fault, not the jail's: a fresh worker
+                         * (a queued run waits for it; a creating session's
+                         * deadline still holds). */
+                        s->start_retries++;
+                        log_warn("session %s: %s; trying again", s->name, msg);
+                        snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
+                        session_acquire_worker(s);
+                        if (s->state != SESSION_DEAD)
+                                return;
+                }
                 log_error("session %s: %s", s->name, msg);
                 snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
                 if (s->creating) {

@@ -86,6 +86,7 @@ struct session {
         char *dead_reason;     /* why the worker could not start, when DEAD */
         bool creating;         /* waiting for its first worker */
         struct loop_timer *create_deadline; /* the creating mkdir's answer is due */
+        unsigned start_retries; /* workers replaced in a row after a helper failed */
         bool closing;
         void *input_writer;    /* the fs handle open for writing input, if any */
         void *fs_data;         /* owned by the fs layer */
