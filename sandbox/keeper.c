@@ -39,8 +39,15 @@
 #include "macros.h"
 
 #define MS(x) ((uint64_t)(x) * 1000000ULL)
-/* A remove that kept failing because its keeper died: given up after this
- * many keepers (the mount then stays until the daemon exits). */
+/* A request its keeper did not answer because it died goes to the
+ * replacement, up to this many keepers in all: a keeper killed by accident
+ * (or by the out-of-memory killer) costs the caller a restart's delay, not a
+ * failure.  Every request is idempotent (create of an ID that is mounted
+ * already answers that mount).  A keeper killed for missing a deadline is
+ * different: the caller has waited the deadline already, and the request
+ * may be what stalls a keeper; its requests fail (-ETIMEDOUT).  A remove
+ * that still fails leaves its mount until the daemon exits. */
+#define REQUEST_TRIES 2
 #define REMOVE_TRIES 3
 
 /* fds of a keeper process. */
@@ -54,7 +61,7 @@ struct keeper_request {
         uint64_t token;
         char line[128];
         bool sent;
-        bool is_remove;       /* no answer wanted; resent to a replacement */
+        bool is_remove;       /* no answer wanted */
         unsigned tries;
         uint64_t deadline_ns; /* queued: since it was made; sent: since it was sent */
         keeper_done_fn fn;    /* NULL once cancelled */
@@ -81,6 +88,7 @@ struct keeper {
         struct backoff backoff;
         unsigned long long restarts;
         bool became_ready;  /* this process said "ready" */
+        bool missed_deadline; /* we killed it for missing one */
         bool start_failed;  /* this process said "fail" */
         char kill_reason[256]; /* why we killed it: for the log line at its reaping */
         char last_error[512];
@@ -139,6 +147,13 @@ static void reply_err(int sock, int err) {
         reply(sock, line, -1);
 }
 
+/* Is path (a directory in our root) a mount point of its own? */
+static bool is_mount_point(const char *path) {
+        struct stat st, root;
+
+        return stat(path, &st) == 0 && stat("/", &root) == 0 && st.st_dev != root.st_dev;
+}
+
 /* "WORD ID" and nothing more; 0 or -EINVAL. */
 static int parse_id(const char *line, const char *word, uint64_t *id) {
         size_t w = strlen(word);
@@ -195,8 +210,12 @@ static void serve(int sock, bool own_user_ns, uid_t host_uid, gid_t host_gid) {
                         snprintf(path, sizeof(path), "/%" PRIu64, id);
                         snprintf(opts, sizeof(opts), "mode=0755,uid=%u,gid=%u,size=%llu,nr_inodes=%llu", uid, gid,
                                  bytes, inodes);
-                        if (mkdir(path, 0700) < 0 ||
-                            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0) {
+                        /* IDs are never reused: an /ID that exists is this
+                         * same request, sent again after a keeper died
+                         * before answering it (mounted, or not yet). */
+                        if ((mkdir(path, 0700) < 0 && errno != EEXIST) ||
+                            (!is_mount_point(path) &&
+                             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)) {
                                 reply_err(sock, errno);
                                 rmdir(path);
                                 continue;
@@ -394,11 +413,14 @@ static void request_finish(struct keeper *k, struct keeper_request *r, int err, 
         free(r);
 }
 
-/* Fail every request matching (sent or queued) with err and why, except
- * removes, which stay for the next keeper (up to REMOVE_TRIES).  Callbacks
- * can add requests meanwhile: the failing ones are taken off first. */
-static void fail_requests(struct keeper *k, bool sent, int err, const char *why) {
+/* Fail every request matching (sent or queued) with err and why; with
+ * retry, those that have tries left are queued again for the next keeper
+ * instead (but for removes, only when the keeper was not killed for missing
+ * a deadline).  Callbacks can add requests meanwhile: the failing ones are taken
+ * off first. */
+static void fail_requests(struct keeper *k, bool sent, bool retry, int err, const char *why) {
         struct keeper_request *failing = NULL, **tail = &failing, **pp = &k->requests;
+        uint64_t now = now_ns();
 
         while (*pp) {
                 struct keeper_request *r = *pp;
@@ -407,8 +429,12 @@ static void fail_requests(struct keeper *k, bool sent, int err, const char *why)
                         pp = &r->next;
                         continue;
                 }
-                if (r->is_remove && ++r->tries < REMOVE_TRIES) {
+                /* Removes go again whatever killed the keeper: no caller
+                 * waits for them. */
+                if (retry && (r->is_remove || !k->missed_deadline) &&
+                    ++r->tries < (r->is_remove ? REMOVE_TRIES : REQUEST_TRIES)) {
                         r->sent = false;
+                        r->deadline_ns = now + MS(KEEPER_QUEUE_TIMEOUT_MS);
                         pp = &r->next;
                         continue;
                 }
@@ -461,6 +487,15 @@ static void flush_requests(struct keeper *k) {
                                  * the oldest deadline; wait for room. */
                                 loop_mod_fd(k->loop, k->fd, EPOLLIN | EPOLLOUT);
                                 break;
+                        }
+                        if (errno == EPIPE || errno == ECONNRESET) {
+                                /* It died: its reaping says how.  This
+                                 * request was not sent. */
+                                close_channel(k);
+                                if (k->pid > 0)
+                                        kill(k->pid, SIGKILL);
+                                k->state = KEEPER_DOWN;
+                                return;
                         }
                         keeper_kill(k, "its control socket failed");
                         return;
@@ -599,10 +634,11 @@ static void on_keeper_io(int fd, uint32_t events, void *data) {
 
                 if (n == -EAGAIN)
                         return;
-                if (n == 0) {
-                        /* End of file: it is dying (killed from outside,
-                         * most likely).  Its reaping says how; make sure
-                         * it does die. */
+                if (n == 0 || n == -ECONNRESET) {
+                        /* End of file (a reset: it died with our requests
+                         * unread): it is dying, killed from outside most
+                         * likely.  Its reaping says how; make sure it does
+                         * die. */
                         close_channel(k);
                         if (k->pid > 0)
                                 kill(k->pid, SIGKILL);
@@ -629,7 +665,7 @@ static void on_keeper_io(int fd, uint32_t events, void *data) {
                                 k->start_failed = true;
                                 /* What waits for it cannot be done by any
                                  * keeper until this is fixed. */
-                                fail_requests(k, false, -EPERM, k->last_error);
+                                fail_requests(k, false, false, -EPERM, k->last_error);
                                 close_channel(k);
                                 k->state = KEEPER_DOWN;
                                 return; /* it exits; its reaping schedules the next try */
@@ -668,12 +704,14 @@ static void on_deadline(void *data) {
         if (k->state == KEEPER_STARTING && now >= k->start_ns + MS(KEEPER_START_TIMEOUT_MS)) {
                 snprintf(why, sizeof(why), "it did not become ready within %d ms", KEEPER_START_TIMEOUT_MS);
                 keeper_kill(k, why);
+                k->missed_deadline = true;
         }
         for (struct keeper_request *r = k->requests; r; r = r->next)
                 if (r->sent && !r->is_remove && now >= r->deadline_ns && k->state == KEEPER_READY) {
                         snprintf(why, sizeof(why), "it did not answer \"%s\" within %d ms", r->line,
                                  KEEPER_REQUEST_TIMEOUT_MS);
                         keeper_kill(k, why);
+                        k->missed_deadline = true;
                         break;
                 }
         /* Queued ones whose time is up fail alone: no keeper was there to
@@ -685,9 +723,9 @@ static void on_deadline(void *data) {
                         r = r->next;
                 if (!r)
                         break;
-                snprintf(why, sizeof(why), "the keeper is not running (being restarted%s%s)",
-                         k->last_error[0] ? ": " : "", k->last_error);
-                request_finish(k, r, -EAGAIN, -1, why);
+                snprintf(why, sizeof(why), "no keeper came up within %d ms (%s)", KEEPER_QUEUE_TIMEOUT_MS,
+                         k->last_error[0] ? k->last_error : "it is being started");
+                request_finish(k, r, -ETIMEDOUT, -1, why);
         }
         arm_deadline(k);
 }
@@ -706,7 +744,7 @@ static void keeper_start(struct keeper *k) {
         pid_t pid, self = getpid();
 
         k->kill_reason[0] = '\0';
-        k->became_ready = k->start_failed = false;
+        k->became_ready = k->start_failed = k->missed_deadline = false;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
                 snprintf(k->last_error, sizeof(k->last_error), "keeper: socketpair: %s", strerror(errno));
                 log_warn("%s", k->last_error);
@@ -764,9 +802,11 @@ bool keeper_child_exited(struct keeper *k, pid_t pid, int status) {
                 log_warn("%s; restarting it%s", why, delay ? " after a pause" : "");
                 snprintf(k->last_error, sizeof(k->last_error), "%s", why);
         }
-        /* What it had not answered fails now (removes wait for the next). */
+        /* What it had not answered goes to the next keeper (or fails now
+         * when it went to enough keepers already), unless it was killed for
+         * missing a deadline. */
         snprintf(why + strlen(why), sizeof(why) - strlen(why), "; it is being restarted");
-        fail_requests(k, true, -EAGAIN, why);
+        fail_requests(k, true, true, k->missed_deadline ? -ETIMEDOUT : -EAGAIN, why);
         loop_timer_arm(k->restart_timer, now + delay);
         arm_deadline(k);
         return true;

@@ -17,9 +17,12 @@
  *
  * Supervision.  The keeper is a helper like the zygote: it can die or stall,
  * and the daemon's loop never waits for it.  Every request is asynchronous:
- * its callback runs on the loop when the answer comes, or when its deadline
- * passes (a keeper that misses one is killed), or when the keeper dies.  A
- * dead keeper is logged with its cause and replaced, with back-off.  The
+ * its callback runs on the loop when the answer comes, or when it fails.  A
+ * keeper that misses a request's deadline is killed and its requests fail
+ * (-ETIMEDOUT); a dead keeper is logged with its cause and replaced, with
+ * back-off; a request a keeper that died (rather than stalled) did not
+ * answer goes to the replacement, and fails (-EAGAIN) only when a second
+ * keeper dies too (every request is idempotent).  The
  * daemon holds nsfs descriptors of the first keeper's namespaces (sent with
  * its "ready"), so its mount namespace, and every /ID mount in it, outlives
  * the process: a replacement setns()es into those namespaces instead of
@@ -47,10 +50,11 @@ struct keeper;
 
 /* The answer to one request, called once on the loop (never from inside the
  * call that made the request) unless cancelled.  err 0: fd is the descriptor
- * asked for (create, clone; the callee owns it) or -1 (remove).  err < 0:
- * fd is -1 and why says what failed; -EAGAIN when the keeper died, missed
- * the deadline or is being restarted (worth trying again), -EPERM when it
- * cannot be built at all, else the errno of the keeper's own call. */
+ * asked for (create, clone; the callee owns it).  err < 0: fd is -1 and why
+ * says what failed: -ETIMEDOUT when the keeper missed the request's
+ * deadline (it is then replaced) or none came up in time, -EAGAIN when two
+ * keepers in a row died with it, -EPERM when none can be built at all, else
+ * the errno of the keeper's own call. */
 typedef void (*keeper_done_fn)(void *data, int err, int fd, const char *why);
 
 /* Start the keeper (asynchronously: requests queue until it is ready).  Its

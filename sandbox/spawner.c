@@ -39,6 +39,7 @@ struct spawner {
         int ctl_fd;
         bool ready;
         bool became_ready;  /* this zygote said "ready" */
+        bool missed_deadline; /* we killed it for missing one */
         uint64_t next_token;
         struct request *requests; /* queued and in flight, in order */
         struct loop_timer *restart_timer;
@@ -188,12 +189,14 @@ static void on_deadline(void *data) {
             now >= s->last_start_ns + MS(SPAWNER_START_TIMEOUT_MS)) {
                 snprintf(why, sizeof(why), "it did not become ready within %d ms", SPAWNER_START_TIMEOUT_MS);
                 zygote_kill(s, why);
+                s->missed_deadline = true;
         }
         for (struct request *r = s->requests; r && s->ctl_fd >= 0; r = r->next)
                 if (r->sent && now >= r->deadline_ns) {
                         snprintf(why, sizeof(why), "it did not answer spawn request %llu within %d ms",
                                  (unsigned long long)r->token, SPAWNER_REQUEST_TIMEOUT_MS);
                         zygote_kill(s, why);
+                        s->missed_deadline = true;
                         break;
                 }
         /* Queued requests whose wait is over fail alone. */
@@ -204,9 +207,9 @@ static void on_deadline(void *data) {
                         r = r->next;
                 if (!r)
                         break;
-                snprintf(why, sizeof(why), "the zygote is not ready (it is being started%s%s)",
-                         s->last_error[0] ? "; last: " : "", s->last_error);
-                request_finish(s, r, 0, -EAGAIN, why);
+                snprintf(why, sizeof(why), "the zygote was not ready within %d ms (%s)", SPAWNER_QUEUE_TIMEOUT_MS,
+                         s->last_error[0] ? s->last_error : "it is being started");
+                request_finish(s, r, 0, -ETIMEDOUT, why);
         }
         arm_deadline(s);
 }
@@ -267,9 +270,10 @@ static void on_zygote_readable(int fd, uint32_t events, void *data) {
 
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
-        if (n == 0) {
-                /* The zygote closed its end: it is dying (make sure of it);
-                 * its reaping says how and restarts it. */
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+                /* The zygote closed its end (or died with requests unread):
+                 * it is dying (make sure of it); its reaping says how and
+                 * restarts it. */
                 zygote_stop(s);
                 return;
         }
@@ -326,7 +330,7 @@ bool spawner_child_exited(struct spawner *s, pid_t pid, int status) {
         /* Requests it was sent fail; queued ones wait for the next zygote
          * (up to their own deadline).  One that died while starting fails
          * the queued ones too: the next start may fail the same way. */
-        fail_all(s, !early, -EAGAIN, why);
+        fail_all(s, !early, s->missed_deadline ? -ETIMEDOUT : -EAGAIN, why);
         loop_timer_arm(s->restart_timer, now_ns() + delay);
         arm_deadline(s);
         return true;
@@ -415,6 +419,7 @@ static int zygote_start(struct spawner *s) {
         s->became_ready = false;
         s->kill_reason[0] = '\0';
         s->fatal[0] = '\0';
+        s->missed_deadline = false;
         s->last_start_ns = now_ns();
         e = loop_add_fd(s->loop, s->ctl_fd, EPOLLIN, on_zygote_readable, s);
         if (e < 0) {

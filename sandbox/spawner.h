@@ -11,8 +11,10 @@
  * request within SPAWNER_REQUEST_TIMEOUT_MS of its sending; one that misses
  * either is killed.  A zygote that dies is logged with its cause and
  * restarted with back-off (common/backoff.h); the requests it had been sent
- * fail with -EAGAIN and the reason, and those still queued wait for the next
- * one, at most SPAWNER_QUEUE_TIMEOUT_MS from when they were made. */
+ * fail with the reason (-ETIMEDOUT when it was killed for missing a
+ * deadline, -EAGAIN when it died), and those still queued wait for the next
+ * one, at most SPAWNER_QUEUE_TIMEOUT_MS from when they were made
+ * (-ETIMEDOUT). */
 #pragma once
 
 #include <stdbool.h>
@@ -37,8 +39,9 @@ struct spawner_config {
 
 /* Called once per request, on the loop and never from inside
  * spawner_request(): pid > 0 on success; otherwise err is -errno and why says
- * what failed (-EAGAIN: the zygote died, missed a deadline or is being
- * restarted; -EPERM: it could not clone the worker). */
+ * what failed (-EAGAIN: the zygote died; -ETIMEDOUT: it missed the
+ * deadline, or none was ready in time; -EPERM: it could not clone the
+ * worker). */
 typedef void (*spawn_done_fn)(void *data, pid_t pid, int err, const char *why);
 
 int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner **out);

@@ -50,10 +50,11 @@
 /* A new session's mkdir (or open of clone) is answered within this, come
  * what may: it holds the sessions/ directory's lock meanwhile. */
 #define SESSION_CREATE_TIMEOUT_MS 10000
-/* A worker that failed to start because a helper failed (the zygote or the
- * keeper died, missed a deadline or was restarting: -EAGAIN) is replaced
- * this many times in a row before the session gives up (dead, or a failed
- * mkdir): the helper is usually back within a second. */
+/* A worker that failed to start because a helper died under it, or because
+ * it stalled itself (-EAGAIN), is replaced this many times in a row before
+ * the session gives up (dead, or a failed mkdir): a dead helper is back
+ * within a second.  A helper that missed a deadline (-ETIMEDOUT) has made
+ * the caller wait that long already: that is reported, not retried. */
 #define SESSION_START_RETRIES 2
 /* The most address space a worker may say its build reserves (the whole
  * x86-64 user half; a sanitizer's shadow is about 20 TiB). */
@@ -75,7 +76,9 @@ struct worker {
         struct text out;         /* frames not yet written */
         size_t out_off;
         char *fatal;             /* reason from a "fatal" frame, or why it failed to start */
-        int start_err;           /* with fatal: -EAGAIN (a helper failed) or -EPERM (the default) */
+        int start_err;           /* with fatal: -EAGAIN (a helper or the worker died, or the worker
+                                  * stalled: worth another worker), -ETIMEDOUT (a helper missed a
+                                  * deadline: report it), -EPERM (the jail: the default) */
         char *kill_reason;       /* set when we killed it on purpose */
         struct loop_timer *start_timer; /* its start or attach deadline */
         struct workspace *ws_pending;   /* the keeper's copy of it is on its way ... */
@@ -523,7 +526,7 @@ static void worker_hand_workspace(struct worker *w, int err, int fd, const char 
         if (err < 0) {
                 snprintf(msg, sizeof(msg), "could not hand the workspace to the worker: %s",
                          why ? why : strerror(-err));
-                worker_set_fatal(w, err == -EAGAIN ? -EAGAIN : -EPERM, msg);
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM, msg);
                 worker_close_fd(w);
                 worker_kill(w, NULL);
         }
@@ -582,7 +585,7 @@ static void spawn_done(void *data, pid_t pid, int err, const char *why) {
 
         w->token = 0;
         if (pid <= 0) {
-                worker_set_fatal(w, err == -EAGAIN ? -EAGAIN : -EPERM,
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM,
                                  why ? why : "the zygote could not clone a worker");
                 worker_close_fd(w);
                 w->exited = true;
@@ -1254,7 +1257,10 @@ static void session_worker_lost(struct session *s, struct worker *w) {
                         s->creating = false;
                         loop_timer_arm(s->create_deadline, 0);
                         if (t->ev.created)
-                                t->ev.created(s, w->fatal && w->start_err ? w->start_err : -EPERM, msg);
+                                t->ev.created(s, w->fatal && (w->start_err == -EAGAIN || w->start_err == -ETIMEDOUT)
+                                                         ? -EAGAIN
+                                                         : -EPERM,
+                                              msg);
                         session_close(s);
                         return;
                 }
@@ -1337,7 +1343,7 @@ static void on_workspace_made(void *data, int err, int fd, const char *why) {
         if (err == 0 || !s->creating)
                 return;
         snprintf(msg, sizeof(msg), "could not make a workspace: %s", why ? why : strerror(-err));
-        session_create_failed(s, err == -EAGAIN || err == -ENOMEM ? err : -EPERM, msg);
+        session_create_failed(s, err == -EAGAIN || err == -ETIMEDOUT ? -EAGAIN : err == -ENOMEM ? err : -EPERM, msg);
 }
 
 static void on_create_deadline(void *data) {
