@@ -89,6 +89,7 @@ struct keeper {
         unsigned long long restarts;
         bool became_ready;  /* this process said "ready" */
         bool missed_deadline; /* we killed it for missing one */
+        bool broken;        /* the last start said "fail": until one is ready, requests fail at once */
         bool start_failed;  /* this process said "fail" */
         char kill_reason[256]; /* why we killed it: for the log line at its reaping */
         char last_error[512];
@@ -569,6 +570,7 @@ static void on_ready(struct keeper *k, int *fds, size_t nfds) {
         }
         k->state = KEEPER_READY;
         k->became_ready = true;
+        k->broken = false;
         k->ready_ns = now_ns();
         if (k->restarts)
                 log_info("keeper (pid %d) ready%s", (int)k->pid,
@@ -663,6 +665,7 @@ static void on_keeper_io(int fd, uint32_t events, void *data) {
                                         log_error("keeper: %s", line + 5);
                                 snprintf(k->last_error, sizeof(k->last_error), "keeper: %s", line + 5);
                                 k->start_failed = true;
+                                k->broken = true;
                                 /* What waits for it cannot be done by any
                                  * keeper until this is fixed. */
                                 fail_requests(k, false, false, -EPERM, k->last_error);
@@ -723,6 +726,12 @@ static void on_deadline(void *data) {
                         r = r->next;
                 if (!r)
                         break;
+                if (k->broken) {
+                        /* The namespaces cannot be built: say so now, not
+                         * after a deadline, as for a jail that cannot be. */
+                        request_finish(k, r, -EPERM, -1, k->last_error);
+                        continue;
+                }
                 snprintf(why, sizeof(why), "no keeper came up within %d ms (%s)", KEEPER_QUEUE_TIMEOUT_MS,
                          k->last_error[0] ? k->last_error : "it is being started");
                 request_finish(k, r, -ETIMEDOUT, -1, why);
@@ -875,7 +884,9 @@ static uint64_t request_add(struct keeper *k, const char *line, bool is_remove, 
         r->is_remove = is_remove;
         r->fn = fn;
         r->data = data;
-        r->deadline_ns = now_ns() + MS(KEEPER_QUEUE_TIMEOUT_MS);
+        /* While no keeper can be built, a request fails at the next turn
+         * of the loop (never from inside this call). */
+        r->deadline_ns = now_ns() + (k->broken && !is_remove ? 0 : MS(KEEPER_QUEUE_TIMEOUT_MS));
         for (pp = &k->requests; *pp; pp = &(*pp)->next)
                 ;
         *pp = r;
