@@ -203,7 +203,11 @@ def test_keeper_sigstop_bounded_then_recovers(daemons, stopped):
     a = d.clone()
     assert run_bounded(a, "writeLines('kept', 'note.txt')")["status"] == "ok"
     keeper = helper(d, util.KEEPER_COMM)
+    a.submit("Sys.sleep(0.5); 'ran'")
     stopped(keeper)
+    # Runs do not need the keeper.
+    r = util.bounded(lambda: json.loads(a.read("result.json")), util.scaled(10), d.kill)
+    assert r["status"] == "ok" and r["value"] == "ran", r
     # stats never waits for the keeper.
     t0 = time.monotonic()
     stats(d)
@@ -257,7 +261,12 @@ def test_zygote_sigstop_bounded_then_recovers(daemons, stopped):
     d = start(daemons, "pool=0")
     assert run_bounded(d.clone(), "1")["value"] == 1  # the zygote is ready
     zygote = helper(d, util.ZYGOTE_COMM)
+    b = d.clone()
+    b.submit("Sys.sleep(0.5); 'ran'")
     stopped(zygote)
+    # Runs do not need the zygote.
+    r = util.bounded(lambda: json.loads(b.read("result.json")), util.scaled(10), d.kill)
+    assert r["status"] == "ok" and r["value"] == "ran", r
     # The spawn request misses its deadline: the zygote is killed and
     # restarted, the mkdir gets EAGAIN within the bound, never a hang.
     ls = ls_during(d)
@@ -387,6 +396,28 @@ def test_dead_session_revived_by_ctl_restart(daemons, tmp_path):
     wait_for(revived, 60, "the session revived")
     r = run_bounded(s, "readLines('note.txt')")
     assert r["status"] == "ok" and r["value"] == "kept", r
+
+
+@pytest.mark.timeout_s(90)
+def test_session_dead_after_keeper_stall_revived(daemons, stopped):
+    """A restart whose new worker cannot get the workspace because the
+    keeper stalls: the session is dead (with the reason), not hung; once the
+    keeper is replaced, ctl restart brings it back with its files."""
+    d = start(daemons, "pool=1")
+    s = d.clone()
+    assert run_bounded(s, "writeLines('kept', 'note.txt')")["status"] == "ok"
+    keeper = helper(d, util.KEEPER_COMM)
+    stopped(keeper)
+    s.write("ctl", "restart")
+    wait_for(lambda: s.status() == "dead", STALL_BOUND, "the session dead")
+    r = run_bounded(s, "1")
+    assert r["status"] == "error" and "keeper" in r["error"] and "restart" in r["error"], r
+    wait_for(lambda: gone(keeper), 10, "the stopped keeper killed")
+    helper(d, util.KEEPER_COMM)
+    s.write("ctl", "restart")
+    r = run_bounded(s, "readLines('note.txt')")
+    assert r["status"] == "ok" and r["value"] == "kept", r
+    assert s.status() == "idle"
 
 
 # ---------------------------------------------------------------- tools
