@@ -274,7 +274,7 @@ def test_soak(tmp_path):
                              os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         counts = Counts()
         barrier = threading.Barrier(CLIENTS + 1, timeout=util.scaled(300))
-        runs_per_round = max(1, RUNS // (CLIENTS * ROUNDS))
+        runs_per_round = max(1, -(-RUNS // (CLIENTS * ROUNDS)))
         clients = [Client(d, i, barrier, counts, runs_per_round) for i in range(CLIENTS)]
         for c in clients:
             c.start()
