@@ -23,6 +23,14 @@
  * The fs layer (above) gets told through struct session_events; this layer
  * never calls libfuse.
  *
+ * Creation is asynchronous and bounded: the workspace is made (by the keeper)
+ * while the first worker starts, and the created event comes within
+ * SESSION_CREATE_TIMEOUT_MS (session.c) whatever a helper does — the fs layer
+ * holds a mkdir, and so the sessions/ directory's lock, until then.  A worker
+ * whose start failed because a helper died is replaced (twice at most); one
+ * that a stalled helper failed leaves the session DEAD (or fails the mkdir
+ * with EAGAIN), and ctl restart tries again.
+ *
  * Each session has a workspace from creation to close (sessions/workspace.h):
  * a worker, pooled or fresh, is handed it with a `workspace` frame and
  * counts as ready only once it answers `attached`; a worker that dies
