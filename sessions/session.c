@@ -1184,7 +1184,11 @@ static void session_acquire_worker(struct session *s) {
                 t->pool_ready--;
                 w->session = s;
                 s->worker = w;
-                pool_fill(t);
+                /* The pool refills once this worker is attached
+                 * (session_worker_ready) or lost (worker_finish): a
+                 * refill's clone, jail and cgroup moves would compete with
+                 * the keeper and this worker for the CPUs, on the new
+                 * session's path. */
                 worker_assign(w);
                 return;
         }
@@ -1215,6 +1219,7 @@ static void session_worker_ready(struct session *s) {
         tools_session_ready(t->tools, s);
         if (s->run && !s->run->sent)
                 send_run(s);
+        pool_fill(t);
 }
 
 static void describe_exit(const struct worker *w, char *buf, size_t n) {
