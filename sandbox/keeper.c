@@ -416,9 +416,10 @@ static void request_finish(struct keeper *k, struct keeper_request *r, int err, 
 
 /* Fail every request matching (sent or queued) with err and why; with
  * retry, those that have tries left are queued again for the next keeper
- * instead (but for removes, only when the keeper was not killed for missing
- * a deadline).  Callbacks can add requests meanwhile: the failing ones are taken
- * off first. */
+ * instead (removes always; others only when the keeper was not killed for
+ * missing a deadline).  Callbacks can add requests meanwhile: the failing
+ * ones are taken off the list first.  The list keeps its order: the sent
+ * requests stay a prefix of it, which the in-order answers rely on. */
 static void fail_requests(struct keeper *k, bool sent, bool retry, int err, const char *why) {
         struct keeper_request *failing = NULL, **tail = &failing, **pp = &k->requests;
         uint64_t now = now_ns();
