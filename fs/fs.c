@@ -144,6 +144,8 @@ struct handle {
         uint64_t tool_id;       /* K_TOOL: the entry (sessions/tools.h) */
         struct fuse_pollhandle *ph;
         struct handle *poll_next;
+        struct fs *fs;          /* on its list of open handles */
+        struct handle *open_prev, *open_next;
 };
 
 struct fs {
@@ -157,6 +159,10 @@ struct fs {
         gid_t gid;
         struct timespec mount_time;
         bool mounted;
+        /* Every handle not yet released: the kernel may unmount with
+         * RELEASEs still to come (they are asynchronous to close()), and
+         * what those handles hold is freed at the end instead. */
+        struct handle *open_handles;
 };
 
 static struct fs *req_fs(fuse_req_t req) { return fuse_req_userdata(req); }
@@ -798,9 +804,29 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 /* ---- files -------------------------------------------------------------- */
 
+/* A new handle, on fs's list of open ones; NULL when out of memory. */
+static struct handle *handle_new(struct fs *fs) {
+        struct handle *h = calloc(1, sizeof(*h));
+
+        if (!h)
+                return NULL;
+        h->fs = fs;
+        h->open_next = fs->open_handles;
+        if (fs->open_handles)
+                fs->open_handles->open_prev = h;
+        fs->open_handles = h;
+        return h;
+}
+
 static void handle_free(struct handle *h) {
         if (!h)
                 return;
+        if (h->open_prev)
+                h->open_prev->open_next = h->open_next;
+        else
+                h->fs->open_handles = h->open_next;
+        if (h->open_next)
+                h->open_next->open_prev = h->open_prev;
         result_unref(h->snap);
         text_free(&h->text);
         text_free(&h->buf);
@@ -867,7 +893,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                 fuse_reply_err(req, EBUSY);
                 return;
         }
-        h = calloc(1, sizeof(*h));
+        h = handle_new(fs);
         if (!h) {
                 fuse_reply_err(req, ENOMEM);
                 return;
@@ -1302,7 +1328,7 @@ static void tools_dir_readdir(fuse_req_t req, struct fs *fs, struct tool_scope *
 
 /* Valid replies: open (or create when created), err. */
 static void tool_open(fuse_req_t req, struct fs *fs, struct tool_entry *e, struct fuse_file_info *fi, bool created) {
-        struct handle *h = calloc(1, sizeof(*h));
+        struct handle *h = handle_new(fs);
         const struct text *t = tool_entry_text(e);
 
         if (!h) {
@@ -1630,6 +1656,9 @@ void fs_free(struct fs *fs) {
                 return;
         fs_unmount(fs);
         sessions_free(fs->sessions);
+        /* Handles whose RELEASE never came (the unmount overtook it). */
+        while (fs->open_handles)
+                handle_free(fs->open_handles);
         files_free(fs->files);
         fuse_session_destroy(fs->se);
         free(fs->buf.mem);

@@ -12,17 +12,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "config.h"
 #include "log.h"
 #include "macros.h"
 #include "loop.h"
 
+#define MS(x) ((uint64_t)(x) * 1000000ULL)
+
 struct request {
         uint64_t token;
         int fd;       /* worker end, until sent */
-        uid_t uid;    /* the host uid/gid its 1000 maps to */
+        uid_t uid;
         gid_t gid;
         bool sent;
+        uint64_t deadline_ns; /* queued: since it was made; sent: since it was sent */
         spawn_done_fn fn;
         void *data;
         struct request *next;
@@ -34,22 +38,36 @@ struct spawner {
         pid_t zygote_pid;
         int ctl_fd;
         bool ready;
+        bool became_ready;  /* this zygote said "ready" */
+        bool missed_deadline; /* we killed it for missing one */
         uint64_t next_token;
         struct request *requests; /* queued and in flight, in order */
         struct loop_timer *restart_timer;
+        struct loop_timer *deadline_timer;
         uint64_t last_start_ns;
+        uint64_t ready_ns;
+        struct backoff backoff;
+        unsigned long long restarts;
+        char kill_reason[256]; /* why we killed it, for the line at its reaping */
+        char fatal[512];       /* what this zygote said in "fatal" */
         char last_error[512];
 };
 
 static int zygote_start(struct spawner *s);
+static void arm_deadline(struct spawner *s);
 
+static void request_unlink(struct spawner *s, struct request *r) {
+        for (struct request **pp = &s->requests; *pp; pp = &(*pp)->next)
+                if (*pp == r) {
+                        *pp = r->next;
+                        r->next = NULL;
+                        return;
+                }
+}
+
+/* Take r out, then answer it: the callback may make or cancel requests. */
 static void request_finish(struct spawner *s, struct request *r, pid_t pid, int err, const char *why) {
-        struct request **pp = &s->requests;
-
-        while (*pp && *pp != r)
-                pp = &(*pp)->next;
-        if (*pp)
-                *pp = r->next;
+        request_unlink(s, r);
         if (r->fd >= 0)
                 close(r->fd);
         if (r->fn)
@@ -57,18 +75,39 @@ static void request_finish(struct spawner *s, struct request *r, pid_t pid, int 
         free(r);
 }
 
+/* Fail the requests sent (only_sent) or all of them.  The failing ones are
+ * taken off the list before any callback runs. */
 static void fail_all(struct spawner *s, bool only_sent, int err, const char *why) {
-        struct request *r = s->requests, *next;
+        struct request *failing = NULL, **tail = &failing, **pp = &s->requests;
 
-        for (; r; r = next) {
-                next = r->next;
-                if (!only_sent || r->sent)
-                        request_finish(s, r, 0, err, why);
+        while (*pp) {
+                struct request *r = *pp;
+
+                if (only_sent && !r->sent) {
+                        pp = &r->next;
+                        continue;
+                }
+                *pp = r->next;
+                r->next = NULL;
+                *tail = r;
+                tail = &r->next;
+        }
+        while (failing) {
+                struct request *r = failing;
+
+                failing = r->next;
+                if (r->fd >= 0)
+                        close(r->fd);
+                if (r->fn)
+                        r->fn(r->data, 0, err, why);
+                free(r);
         }
 }
 
 /* Send what is queued.  SEQPACKET keeps each request one datagram. */
 static void send_queued(struct spawner *s) {
+        uint64_t now = now_ns();
+
         for (struct request *r = s->requests; r && s->ready; r = r->next) {
                 char line[64];
                 char cbuf[CMSG_SPACE(sizeof(int))] = {0};
@@ -89,14 +128,16 @@ static void send_queued(struct spawner *s) {
                 memcpy(CMSG_DATA(cm), &r->fd, sizeof(int));
                 if (sendmsg(s->ctl_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
                         if (errno == EAGAIN)
-                                return; /* the zygote is behind; retried on its next reply */
+                                break; /* the zygote is behind; retried on its next reply */
                         log_warn("zygote: sending a spawn request: %s", strerror(errno));
-                        return;
+                        break;
                 }
                 close(r->fd);
                 r->fd = -1;
                 r->sent = true;
+                r->deadline_ns = now + MS(SPAWNER_REQUEST_TIMEOUT_MS);
         }
+        arm_deadline(s);
 }
 
 static struct request *find_request(struct spawner *s, uint64_t token) {
@@ -117,6 +158,62 @@ static void zygote_stop(struct spawner *s) {
         s->ready = false;
 }
 
+/* Kill the zygote on purpose; its reaping logs why and restarts it. */
+static void zygote_kill(struct spawner *s, const char *why) {
+        if (!s->kill_reason[0])
+                snprintf(s->kill_reason, sizeof(s->kill_reason), "%s", why);
+        log_warn("zygote (pid %d): %s; killing it", (int)s->zygote_pid, why);
+        zygote_stop(s);
+}
+
+/* The earliest deadline: the zygote's start, a sent request's answer (only
+ * while its zygote is there to miss it: a killed one's requests wait for its
+ * reaping), a queued request's wait. */
+static void arm_deadline(struct spawner *s) {
+        uint64_t due = 0;
+
+        if (s->zygote_pid > 0 && s->ctl_fd >= 0 && !s->ready)
+                due = s->last_start_ns + MS(SPAWNER_START_TIMEOUT_MS);
+        for (struct request *r = s->requests; r; r = r->next)
+                if ((!r->sent || s->ctl_fd >= 0) && (!due || r->deadline_ns < due))
+                        due = r->deadline_ns;
+        loop_timer_arm(s->deadline_timer, due);
+}
+
+static void on_deadline(void *data) {
+        struct spawner *s = data;
+        uint64_t now = now_ns();
+        char why[300];
+
+        if (s->zygote_pid > 0 && s->ctl_fd >= 0 && !s->ready &&
+            now >= s->last_start_ns + MS(SPAWNER_START_TIMEOUT_MS)) {
+                snprintf(why, sizeof(why), "it did not become ready within %d ms", SPAWNER_START_TIMEOUT_MS);
+                zygote_kill(s, why);
+                s->missed_deadline = true;
+        }
+        for (struct request *r = s->requests; r && s->ctl_fd >= 0; r = r->next)
+                if (r->sent && now >= r->deadline_ns) {
+                        snprintf(why, sizeof(why), "it did not answer spawn request %llu within %d ms",
+                                 (unsigned long long)r->token, SPAWNER_REQUEST_TIMEOUT_MS);
+                        zygote_kill(s, why);
+                        s->missed_deadline = true;
+                        break;
+                }
+        /* Queued requests whose wait is over fail alone. */
+        for (;;) {
+                struct request *r = s->requests;
+
+                while (r && (r->sent || now < r->deadline_ns))
+                        r = r->next;
+                if (!r)
+                        break;
+                snprintf(why, sizeof(why), "the zygote was not ready within %d ms (%s)", SPAWNER_QUEUE_TIMEOUT_MS,
+                         s->last_error[0] ? s->last_error : "it is being started");
+                request_finish(s, r, 0, -ETIMEDOUT, why);
+        }
+        arm_deadline(s);
+}
+
 /* One datagram from the zygote: "ready", "fatal MSG", "spawned TOKEN PID",
  * "failed TOKEN MSG".  The zygote runs no user code, but its lines are still
  * parsed strictly. */
@@ -125,17 +222,20 @@ static void on_zygote_line(struct spawner *s, char *line) {
         long pid;
         int n = 0;
         struct request *r;
+        char why[160];
 
-        if (strcmp(line, "ready") == 0) {
+        if (strcmp(line, "ready") == 0 && !s->ready) {
                 s->ready = true;
-                s->last_error[0] = '\0';
-                log_debug("zygote %d ready", (int)s->zygote_pid);
+                s->became_ready = true;
+                s->ready_ns = now_ns();
+                if (s->restarts)
+                        log_info("zygote (pid %d) ready", (int)s->zygote_pid);
                 send_queued(s);
                 return;
         }
         if (strncmp(line, "fatal ", 6) == 0) {
-                snprintf(s->last_error, sizeof(s->last_error), "R could not start: %s", line + 6);
-                log_error("zygote: %s", s->last_error);
+                snprintf(s->fatal, sizeof(s->fatal), "R could not start: %s", line + 6);
+                log_error("zygote: %s", s->fatal);
                 return;
         }
         if (sscanf(line, "spawned %llu %ld%n", &token, &pid, &n) == 2 && line[n] == '\0' && pid > 0) {
@@ -159,8 +259,8 @@ static void on_zygote_line(struct spawner *s, char *line) {
                 send_queued(s);
                 return;
         }
-        log_warn("zygote: unexpected message \"%.80s\"; restarting it", line);
-        zygote_stop(s);
+        snprintf(why, sizeof(why), "unexpected message \"%.80s\"", line);
+        zygote_kill(s, why);
 }
 
 static void on_zygote_readable(int fd, uint32_t events, void *data) {
@@ -170,18 +270,20 @@ static void on_zygote_readable(int fd, uint32_t events, void *data) {
 
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
-        if (n <= 0) {
-                /* The zygote closed its end: it is dying; its exit restarts it. */
-                loop_del_fd(s->loop, s->ctl_fd);
-                close(s->ctl_fd);
-                s->ctl_fd = -1;
-                s->ready = false;
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+                /* The zygote closed its end (or died with requests unread):
+                 * it is dying (make sure of it); its reaping says how and
+                 * restarts it. */
+                zygote_stop(s);
+                return;
+        }
+        if (n < 0) {
+                zygote_kill(s, "its control socket failed");
                 return;
         }
         line[n] = '\0';
         if (memchr(line, '\0', (size_t)n)) {
-                log_warn("zygote: NUL byte in a message; restarting it");
-                zygote_stop(s);
+                zygote_kill(s, "NUL byte in a message");
                 return;
         }
         on_zygote_line(s, line);
@@ -189,37 +291,48 @@ static void on_zygote_readable(int fd, uint32_t events, void *data) {
 
 static void on_restart_timer(void *data) {
         struct spawner *s = data;
-        int e = zygote_start(s);
+        int e;
 
+        s->restarts++;
+        e = zygote_start(s);
         if (e < 0) {
                 snprintf(s->last_error, sizeof(s->last_error), "starting %s: %s", s->cfg.worker_path,
                          strerror(-e));
-                fail_all(s, false, e, s->last_error);
+                log_error("zygote: %s", s->last_error);
+                fail_all(s, false, -EAGAIN, s->last_error);
+                loop_timer_arm(s->restart_timer, now_ns() + backoff_next(&s->backoff, false, 0));
         }
 }
 
 bool spawner_child_exited(struct spawner *s, pid_t pid, int status) {
-        char why[600];
+        char why[900];
         bool early;
+        uint64_t delay;
 
-        if (pid != s->zygote_pid)
+        if (pid != s->zygote_pid || pid <= 0)
                 return false;
         s->zygote_pid = 0;
-        early = !s->ready;
+        early = !s->became_ready;
         zygote_stop(s);
         if (WIFSIGNALED(status))
-                snprintf(why, sizeof(why), "the zygote was killed by signal %d (%s)", WTERMSIG(status),
-                         strsignal(WTERMSIG(status)));
+                snprintf(why, sizeof(why), "the zygote (pid %d) was killed by signal %d (%s)", (int)pid,
+                         WTERMSIG(status), strsignal(WTERMSIG(status)));
         else
-                snprintf(why, sizeof(why), "the zygote exited with status %d%s%s", WEXITSTATUS(status),
-                         s->last_error[0] ? ": " : "", s->last_error);
-        log_warn("%s", why);
-        fail_all(s, !early, -EIO, why);
-        if (early && !s->last_error[0])
-                snprintf(s->last_error, sizeof(s->last_error), "%s", why);
-        /* Restart at once, or after a second when it died while starting (so
-         * that a broken installation does not spin). */
-        loop_timer_arm(s->restart_timer, early ? now_ns() + 1000000000ULL : now_ns());
+                snprintf(why, sizeof(why), "the zygote (pid %d) exited with status %d", (int)pid,
+                         WEXITSTATUS(status));
+        if (s->kill_reason[0])
+                snprintf(why + strlen(why), sizeof(why) - strlen(why), ": %s", s->kill_reason);
+        else if (s->fatal[0])
+                snprintf(why + strlen(why), sizeof(why) - strlen(why), ": %s", s->fatal);
+        delay = backoff_next(&s->backoff, !early, now_ns() - s->ready_ns);
+        log_warn("%s; restarting it%s", why, delay ? " after a pause" : "");
+        snprintf(s->last_error, sizeof(s->last_error), "%s", why);
+        /* Requests it was sent fail; queued ones wait for the next zygote
+         * (up to their own deadline).  One that died while starting fails
+         * the queued ones too: the next start may fail the same way. */
+        fail_all(s, !early, s->missed_deadline ? -ETIMEDOUT : -EAGAIN, why);
+        loop_timer_arm(s->restart_timer, now_ns() + delay);
+        arm_deadline(s);
         return true;
 }
 
@@ -303,12 +416,17 @@ static int zygote_start(struct spawner *s) {
         s->zygote_pid = pid;
         s->ctl_fd = sv[0];
         s->ready = false;
+        s->became_ready = false;
+        s->kill_reason[0] = '\0';
+        s->fatal[0] = '\0';
+        s->missed_deadline = false;
         s->last_start_ns = now_ns();
         e = loop_add_fd(s->loop, s->ctl_fd, EPOLLIN, on_zygote_readable, s);
         if (e < 0) {
-                zygote_stop(s);
-                return e;
+                zygote_kill(s, "its control socket could not be watched");
+                return 0; /* its reaping restarts it */
         }
+        arm_deadline(s);
         return 0;
 }
 
@@ -323,13 +441,17 @@ int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner *
         s->ctl_fd = -1;
         s->next_token = 1;
         s->restart_timer = loop_timer_new(l, on_restart_timer, s);
-        if (!s->restart_timer) {
+        s->deadline_timer = loop_timer_new(l, on_deadline, s);
+        if (!s->restart_timer || !s->deadline_timer) {
+                loop_timer_free(s->restart_timer);
+                loop_timer_free(s->deadline_timer);
                 free(s);
                 return -ENOMEM;
         }
         e = zygote_start(s);
         if (e < 0) {
                 loop_timer_free(s->restart_timer);
+                loop_timer_free(s->deadline_timer);
                 free(s);
                 return e;
         }
@@ -347,6 +469,7 @@ void spawner_free(struct spawner *s) {
         if (s->zygote_pid > 0)
                 waitpid(s->zygote_pid, NULL, 0);
         loop_timer_free(s->restart_timer);
+        loop_timer_free(s->deadline_timer);
         free(s);
 }
 
@@ -357,11 +480,13 @@ uint64_t spawner_request(struct spawner *s, int worker_fd, uid_t uid, gid_t gid,
                 close(worker_fd);
                 return 0;
         }
-        *r = (struct request){.token = s->next_token++, .fd = worker_fd, .uid = uid, .gid = gid, .fn = fn, .data = data};
+        *r = (struct request){.token = s->next_token++, .fd = worker_fd, .uid = uid, .gid = gid, .fn = fn,
+                              .data = data, .deadline_ns = now_ns() + MS(SPAWNER_QUEUE_TIMEOUT_MS)};
         for (pp = &s->requests; *pp; pp = &(*pp)->next)
                 ;
         *pp = r;
         send_queued(s);
+        arm_deadline(s);
         return r->token;
 }
 
@@ -371,8 +496,10 @@ void spawner_cancel(struct spawner *s, uint64_t token) {
         if (!r)
                 return;
         r->fn = NULL;
-        if (!r->sent)
+        if (!r->sent) {
                 request_finish(s, r, 0, 0, NULL);
+                arm_deadline(s);
+        }
         /* A sent one stays until the zygote answers: its pid is then killed. */
 }
 
@@ -381,3 +508,7 @@ uint64_t spawner_next_token(const struct spawner *s) { return s->next_token; }
 const char *spawner_last_error(const struct spawner *s) {
         return s->last_error[0] ? s->last_error : NULL;
 }
+
+unsigned long long spawner_restarts(const struct spawner *s) { return s->restarts; }
+
+pid_t spawner_zygote_pid(const struct spawner *s) { return s->zygote_pid; }

@@ -2329,7 +2329,8 @@ void worker_main(int sock, const struct jail_options *o) {
         R_PolledEvents = polled_events;
         R_wait_usec = POLL_WAIT_USEC;
 
-        send_frame(json_pack("{s:s, s:s}", "type", "ready", "r_version", R_MAJOR "." R_MINOR));
+        send_frame(json_pack("{s:s, s:s, s:I}", "type", "ready", "r_version", R_MAJOR "." R_MINOR, "reserved_bytes",
+                             (json_int_t)worker_reserved_address_space()));
 
         frame_reader_init(&W.reader, FRAME_MAX_BYTES);
         /* Assigned to a session: its workspace becomes /work, then the last

@@ -25,3 +25,9 @@ void worker_r_shutdown(void);
  * the worker's fd 3 and close every other fd, build the jail, answer
  * "ready" and serve exec frames until end of file.  Never returns. */
 __attribute__((noreturn)) void worker_main(int sock, const struct jail_options *o);
+
+/* Address space the build reserves before any user code (bytes): 0 in a
+ * normal build; a sanitizer's shadow memory in an ASan one
+ * (sandbox/sanitizer.c).  Sent in "ready": the daemon adds it to the
+ * session's memory limit (RLIMIT_AS). */
+long long worker_reserved_address_space(void);

@@ -235,6 +235,7 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                          * First into its cgroup, made by the daemon for this
                          * token: it runs no user code before that. */
                         char err[512];
+                        prctl(PR_SET_NAME, "securerfs-worke"); /* not the zygote's name */
                         if (z->cgroup_dirs && cgroup_join(z->cgroup_dirs, token, err, sizeof(err)) < 0) {
                                 json_t *m = json_pack("{s:s, s:s}", "type", "fatal", "error", err);
                                 if (m)
@@ -280,6 +281,8 @@ int main(int argc, char **argv) {
                 free(z.r_libs_buf);
                 return 1;
         }
+        /* ps and the tests tell the zygote from its workers by this. */
+        prctl(PR_SET_NAME, "srfs-zygote");
 
         /* Strict: compile the seccomp policy once, here; every worker
          * installs it after jail_enter() (sandbox/seccomp.h).  A policy that

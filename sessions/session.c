@@ -75,6 +75,26 @@
  * forking loses its worker (and with it, in strict mode, its whole pid
  * namespace). */
 #define KILL_PASSES 16u
+/* Deadlines of a worker's start (docs/protocol.md, "Deadlines"): from the
+ * spawn request to its "ready" (the zygote's own deadlines come first), and
+ * from its assignment to a session to its "attached" (the keeper's copy of
+ * the workspace, and the worker's move_mount); a worker that misses one is
+ * killed. */
+#define WORKER_START_TIMEOUT_MS 15000
+#define WORKER_ATTACH_TIMEOUT_MS 5000
+/* A new session's mkdir (or open of clone) is answered within this, come
+ * what may: it holds the sessions/ directory's lock meanwhile. */
+#define SESSION_CREATE_TIMEOUT_MS 10000
+/* A worker that failed to start because a helper died under it, or because
+ * it stalled itself (-EAGAIN), is replaced this many times in a row before
+ * the session gives up (dead, or a failed mkdir): a dead helper is back
+ * within a second.  A helper that missed a deadline (-ETIMEDOUT) has made
+ * the caller wait that long already: that is reported, not retried. */
+#define SESSION_START_RETRIES 2
+/* The most address space a worker may say its build reserves (the whole
+ * x86-64 user half; a sanitizer's shadow is about 20 TiB). */
+#define RESERVED_AS_MAX (1LL << 47)
+#define MS(x) ((uint64_t)(x) * 1000000ULL)
 
 enum worker_state { WORKER_SPAWNING, WORKER_READY };
 enum interrupt_reason { INTERRUPT_NONE, INTERRUPT_TIMEOUT, INTERRUPT_CTL, INTERRUPT_LIMIT };
@@ -106,8 +126,15 @@ struct worker {
         unsigned long long oom_kills_seen; /* its cgroup's OOM kill count, last read */
         struct text out;         /* frames not yet written */
         size_t out_off;
-        char *fatal;             /* reason from a "fatal" frame */
+        char *fatal;             /* reason from a "fatal" frame, or why it failed to start */
+        int start_err;           /* with fatal: -EAGAIN (a helper or the worker died, or the worker
+                                  * stalled: worth another worker), -ETIMEDOUT (a helper missed a
+                                  * deadline: report it), -EPERM (the jail: the default) */
         char *kill_reason;       /* set when we killed it on purpose */
+        struct loop_timer *start_timer; /* its start or attach deadline */
+        struct workspace *ws_pending;   /* the keeper's copy of it is on its way ... */
+        uint64_t ws_token;              /* ... under this token */
+        long long reserved_as;   /* address space its build reserves (its "ready" frame) */
         bool got_ready;          /* its "ready" frame came */
         bool attached;           /* its "attached" frame came: /work is its session's */
         bool abandoned;          /* its session closed or restarted; just reap it */
@@ -331,6 +358,20 @@ static void worker_kill(struct worker *w, const char *reason) {
                 spawner_cancel(w->owner->spawner, w->token);
                 w->token = 0;
         }
+        if (w->ws_token) {
+                workspace_cancel(w->ws_pending, w->ws_token);
+                w->ws_token = 0;
+                w->ws_pending = NULL;
+        }
+        loop_timer_arm(w->start_timer, 0);
+}
+
+/* Record why w failed to start (the first reason wins). */
+static void worker_set_fatal(struct worker *w, int err, const char *why) {
+        if (w->fatal)
+                return;
+        w->fatal = strdup(why);
+        w->start_err = err;
 }
 
 /* None mode: a worker removes its private directory in /tmp when it exits,
@@ -354,6 +395,9 @@ static void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
         worker_close_fd(w);
+        if (w->ws_token)
+                workspace_cancel(w->ws_pending, w->ws_token);
+        loop_timer_free(w->start_timer);
         if (t->opt->sandbox_none && w->pid > 0 && w->exited)
                 sweep_private_dir(w->pid);
         if (w->cgroup_id)
@@ -492,8 +536,30 @@ static void worker_spawn_undo(struct worker *w, int sv[2]) {
         }
         loop_timer_free(w->resume);
         loop_timer_free(w->leftover_check);
+        loop_timer_free(w->start_timer);
         host_id_unref(w->owner, w->host_id);
         free(w);
+}
+
+/* The worker missed its start or attach deadline: it is killed, and fails to
+ * start as if it had died (worker_finish). */
+static void on_worker_start_timeout(void *data) {
+        struct worker *w = data;
+        char why[160];
+
+        snprintf(why, sizeof(why), "the worker did not %s within %d ms",
+                 w->state == WORKER_READY ? "attach its workspace" : w->pid > 0 ? "become ready" : "get cloned",
+                 w->state == WORKER_READY ? WORKER_ATTACH_TIMEOUT_MS : WORKER_START_TIMEOUT_MS);
+        log_warn("%s (pid %d); killing it", why, (int)w->pid);
+        worker_set_fatal(w, -EAGAIN, why);
+        worker_close_fd(w);
+        worker_kill(w, NULL);
+        if (w->pid <= 0 && !w->exited) {
+                /* Never cloned: nothing to reap.  The zygote's answer, if
+                 * it still comes, kills what it made. */
+                w->exited = true;
+                worker_finish(w);
+        }
 }
 
 /* A new worker for session s (NULL: for the pool), mapped to host id h
@@ -506,7 +572,8 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s, struct
                 return NULL;
         w->resume = loop_timer_new(t->loop, worker_on_resume, w);
         w->leftover_check = loop_timer_new(t->loop, worker_on_leftover_check, w);
-        if (!w->resume || !w->leftover_check) {
+        w->start_timer = loop_timer_new(t->loop, on_worker_start_timeout, w);
+        if (!w->resume || !w->leftover_check || !w->start_timer) {
                 worker_spawn_undo(w, NULL);
                 return NULL;
         }
@@ -543,6 +610,7 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s, struct
                 worker_free(w);
                 return NULL;
         }
+        loop_timer_arm(w->start_timer, now_ns() + MS(WORKER_START_TIMEOUT_MS));
         return w;
 }
 
@@ -600,26 +668,50 @@ static int worker_send_fd(struct worker *w, json_t *msg, int fd) {
         return 0;
 }
 
-/* w (ready, jailed but for /work) now belongs to a session: hand it the
- * session's workspace.  It counts as the session's worker once it answers
- * "attached"; if it cannot be given the workspace it is killed, which
- * session_worker_lost() reports as a failed start. */
-static void worker_assign(struct worker *w) {
-        struct session *s = w->session;
-        _cleanup_close_ int fd = -1;
-        _cleanup_json_ json_t *m = json_pack("{s:s}", "type", "workspace");
-        int e = m ? workspace_worker_fd(s->workspace, &fd) : -ENOMEM;
-        char why[256];
+/* The workspace descriptor for w came (or could not be had): send it as the
+ * worker's first frame.  fd is consumed. */
+static void worker_hand_workspace(struct worker *w, int err, int fd, const char *why) {
+        _cleanup_close_ int owned = fd;
+        char msg[512];
 
-        if (e == 0)
-                e = worker_send_fd(w, m, fd);
-        if (e < 0) {
-                snprintf(why, sizeof(why), "could not hand the workspace to the worker: %s", strerror(-e));
-                free(w->fatal);
-                w->fatal = strdup(why);
+        if (err == 0) {
+                _cleanup_json_ json_t *m = json_pack("{s:s}", "type", "workspace");
+                err = m ? worker_send_fd(w, m, fd) : -ENOMEM;
+                why = NULL;
+        }
+        if (err < 0) {
+                snprintf(msg, sizeof(msg), "could not hand the workspace to the worker: %s",
+                         why ? why : strerror(-err));
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM, msg);
                 worker_close_fd(w);
                 worker_kill(w, NULL);
         }
+}
+
+static void on_worker_fd(void *data, int err, int fd, const char *why) {
+        struct worker *w = data;
+
+        w->ws_token = 0;
+        w->ws_pending = NULL;
+        worker_hand_workspace(w, err, fd, why);
+}
+
+/* w (ready, jailed but for /work) now belongs to a session: hand it the
+ * session's workspace (a copy of its mount from the keeper, asynchronously).
+ * It counts as the session's worker once it answers "attached", within
+ * WORKER_ATTACH_TIMEOUT_MS; if it cannot be given the workspace it is
+ * killed, which session_worker_lost() reports as a failed start. */
+static void worker_assign(struct worker *w) {
+        struct session *s = w->session;
+        int fd = -1, e;
+
+        loop_timer_arm(w->start_timer, now_ns() + MS(WORKER_ATTACH_TIMEOUT_MS));
+        e = workspace_worker_fd(s->workspace, on_worker_fd, w, &fd, &w->ws_token);
+        if (e == -EINPROGRESS) {
+                w->ws_pending = s->workspace;
+                return;
+        }
+        worker_hand_workspace(w, e, fd, NULL);
 }
 
 /* A worker is ready once both its "ready" frame and the zygote's word of its
@@ -631,6 +723,7 @@ static void worker_check_ready(struct worker *w) {
         if (!w->got_ready || w->pid <= 0 || w->exited || w->state != WORKER_SPAWNING)
                 return;
         w->state = WORKER_READY;
+        loop_timer_arm(w->start_timer, 0);
         if (w->session) {
                 worker_assign(w);
         } else if (!w->abandoned) {
@@ -648,8 +741,8 @@ static void spawn_done(void *data, pid_t pid, int err, const char *why) {
 
         w->token = 0;
         if (pid <= 0) {
-                free(w->fatal);
-                w->fatal = strdup(why ? why : "the zygote could not clone a worker");
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM,
+                                 why ? why : "the zygote could not clone a worker");
                 worker_close_fd(w);
                 w->exited = true;
                 worker_finish(w);
@@ -915,12 +1008,23 @@ static void handle_frame(struct worker *w, json_t *m) {
         const char *type = frame_type(m);
 
         if (strcmp(type, "ready") == 0 && w->state == WORKER_SPAWNING && !w->got_ready) {
+                /* Sent before any user code ran in the worker: what its build
+                 * reserves is believed, within bounds (docs/protocol.md). */
+                json_t *reserved = json_object_get(m, "reserved_bytes");
+                if (reserved && (!json_is_integer(reserved) || json_integer_value(reserved) < 0 ||
+                                 json_integer_value(reserved) > RESERVED_AS_MAX)) {
+                        worker_protocol_violation(w, "malformed ready frame");
+                        return;
+                }
+                w->reserved_as = reserved ? (long long)json_integer_value(reserved) : 0;
                 w->got_ready = true;
                 worker_check_ready(w);
                 return;
         }
-        if (strcmp(type, "attached") == 0 && w->state == WORKER_READY && w->session && !w->attached) {
+        if (strcmp(type, "attached") == 0 && w->state == WORKER_READY && w->session && !w->attached &&
+            !w->ws_token) {
                 w->attached = true;
+                loop_timer_arm(w->start_timer, 0);
                 session_worker_ready(w->session);
                 return;
         }
@@ -1084,7 +1188,8 @@ void sessions_reap(struct sessions *t) {
                         return;
                 cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
                       ru.ru_stime.tv_usec / 1e6;
-                if (spawner_child_exited(t->spawner, pid, status) || tools_child_exited(t->tools, pid, status))
+                if (spawner_child_exited(t->spawner, pid, status) ||
+                    workspaces_child_exited(t->workspaces, pid, status) || tools_child_exited(t->tools, pid, status))
                         continue;
                 for (w = t->workers; w; w = w->next)
                         if (w->pid == pid)
@@ -1170,7 +1275,12 @@ static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
                 rl.rlim_max = hard.rlim_max;
                 rl.rlim_cur = RLIM_INFINITY;
                 if (v != LIMIT_UNSET)
-                        rl.rlim_cur = i == LIMIT_CPU ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v : (rlim_t)v;
+                        rl.rlim_cur = i == LIMIT_CPU ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v
+                                      /* What the worker's build reserves before any
+                                       * user code (0, but for a sanitizer's shadow
+                                       * memory) is not the run's. */
+                                      : i == LIMIT_MEMORY ? (rlim_t)v + (rlim_t)w->reserved_as
+                                                          : (rlim_t)v;
                 rl.rlim_cur = MIN(rl.rlim_cur, rl.rlim_max);
                 if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
                         first_error = -errno;
@@ -1544,7 +1654,11 @@ static void session_acquire_worker(struct session *s) {
                 t->pool_ready--;
                 w->session = s;
                 s->worker = w;
-                pool_fill(t);
+                /* The pool refills once this worker is attached
+                 * (session_worker_ready) or lost (worker_finish): a
+                 * refill's clone, jail and cgroup moves would compete with
+                 * the keeper and this worker for the CPUs, on the new
+                 * session's path. */
                 worker_assign(w);
                 return;
         }
@@ -1563,9 +1677,11 @@ static void session_worker_ready(struct session *s) {
         struct sessions *t = s->owner;
 
         s->state = SESSION_IDLE;
+        s->start_retries = 0;
         apply_limits(s, process_cpu_s(s->worker->pid), false);
         if (s->creating) {
                 s->creating = false;
+                loop_timer_arm(s->create_deadline, 0);
                 if (t->ev.created)
                         t->ev.created(s, 0, NULL);
         }
@@ -1573,6 +1689,7 @@ static void session_worker_ready(struct session *s) {
         tools_session_ready(t->tools, s);
         if (s->run && !s->run->sent)
                 send_run(s);
+        pool_fill(t);
 }
 
 static void describe_exit(const struct worker *w, char *buf, size_t n) {
@@ -1598,12 +1715,27 @@ static void session_worker_lost(struct session *s, struct worker *w) {
         if (w->state == WORKER_SPAWNING || !w->attached) {
                 snprintf(msg, sizeof(msg), "the sandboxed R worker could not start: %s",
                          w->fatal ? w->fatal : how);
+                if (w->fatal && w->start_err == -EAGAIN && s->start_retries < SESSION_START_RETRIES && !s->closing) {
+                        /* A helper's fault, not the jail's: a fresh worker
+                         * (a queued run waits for it; a creating session's
+                         * deadline still holds). */
+                        s->start_retries++;
+                        log_warn("session %s: %s; trying again", s->name, msg);
+                        snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
+                        session_acquire_worker(s);
+                        if (s->state != SESSION_DEAD)
+                                return;
+                }
                 log_error("session %s: %s", s->name, msg);
                 snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
                 if (s->creating) {
                         s->creating = false;
+                        loop_timer_arm(s->create_deadline, 0);
                         if (t->ev.created)
-                                t->ev.created(s, -EPERM, msg);
+                                t->ev.created(s, w->fatal && (w->start_err == -EAGAIN || w->start_err == -ETIMEDOUT)
+                                                         ? -EAGAIN
+                                                         : -EPERM,
+                                              msg);
                         session_close(s);
                         return;
                 }
@@ -1684,6 +1816,45 @@ static void session_worker_lost(struct session *s, struct worker *w) {
                 session_acquire_worker(s);
 }
 
+/* A new session failed before its first worker was ready: the mkdir (or
+ * open of clone) waiting for it gets err, the reason goes to the log and to
+ * stats' last_start_error, and the session goes. */
+static void session_create_failed(struct session *s, int err, const char *msg) {
+        struct sessions *t = s->owner;
+
+        log_error("session %s: %s", s->name, msg);
+        snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
+        s->creating = false;
+        loop_timer_arm(s->create_deadline, 0);
+        if (t->ev.created)
+                t->ev.created(s, err, msg);
+        session_close(s);
+}
+
+static void on_workspace_made(void *data, int err, int fd, const char *why) {
+        struct session *s = data;
+        char msg[768];
+
+        if (err == 0 || !s->creating)
+                return;
+        snprintf(msg, sizeof(msg), "could not make a workspace: %s", why ? why : strerror(-err));
+        session_create_failed(s, err == -EAGAIN || err == -ETIMEDOUT ? -EAGAIN : err == -ENOMEM ? err : -EPERM, msg);
+}
+
+static void on_create_deadline(void *data) {
+        struct session *s = data;
+        char msg[768];
+
+        if (!s->creating)
+                return;
+        snprintf(msg, sizeof(msg), "the session did not start within %d ms (%s)", SESSION_CREATE_TIMEOUT_MS,
+                 workspace_root_fd(s->workspace) < 0 ? "its workspace was not made"
+                 : !s->worker                        ? "no worker"
+                 : s->worker->state == WORKER_SPAWNING ? "its worker was not ready"
+                                                       : "its worker did not attach the workspace");
+        session_create_failed(s, -EAGAIN, msg);
+}
+
 int sessions_create(struct sessions *t, const char *name, struct session **out) {
         struct session *s;
         char auto_name[32];
@@ -1708,6 +1879,11 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
+        s->create_deadline = loop_timer_new(t->loop, on_create_deadline, s);
+        if (!s->create_deadline) {
+                free(s);
+                return -ENOMEM;
+        }
         /* Its host id: the first pooled worker's, which it will take (a
          * root daemon's pooled workers each have one of their own), else a
          * fresh one; the workspace belongs to it from the start. */
@@ -1716,15 +1892,20 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         } else if ((e = host_id_take(t, &s->host_id)) < 0) {
                 log_error("session %s: no free host id in id_range=%u:%u", name, t->opt->id_range.base,
                           t->opt->id_range.count);
+                loop_timer_free(s->create_deadline);
                 free(s);
                 return e == -ENOMEM ? e : -ENOSPC;
         }
         s->id = ++t->next_id;
-        e = workspace_new(t->workspaces, s->id, host_uid(s->host_id), host_gid(s->host_id), &s->workspace);
-        if (e < 0) {
+        /* Strict: the keeper makes it while the worker starts (both take
+         * their time; the keeper answers the worker's copy after the
+         * mount).  A failure to make it comes to on_workspace_made(). */
+        e = workspace_new(t->workspaces, s->id, host_uid(s->host_id), host_gid(s->host_id), on_workspace_made, s, &s->workspace);
+        if (e < 0 && e != -EINPROGRESS) {
                 log_error("session %s: could not make its workspace: %s", name, strerror(-e));
                 snprintf(t->last_start_error, sizeof(t->last_start_error), "could not make a workspace: %s",
                          strerror(-e));
+                loop_timer_free(s->create_deadline);
                 host_id_unref(t, s->host_id);
                 free(s);
                 return e == -ENOMEM ? e : -EPERM;
@@ -1743,6 +1924,7 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         t->n_sessions++;
         t->stats.sessions_created++;
         session_log_event(t, s, json_pack("{s:s}", "event", "session_open"));
+        loop_timer_arm(s->create_deadline, now_ns() + MS(SESSION_CREATE_TIMEOUT_MS));
         session_acquire_worker(s);
         if (s->state == SESSION_IDLE)
                 s->creating = false; /* the pool had one: ready now */
@@ -1793,6 +1975,7 @@ void session_close(struct session *s) {
         result_unref(s->last);
         text_free(&s->log);
         free(s->dead_reason);
+        loop_timer_free(s->create_deadline);
         free(s);
 }
 
@@ -1914,8 +2097,12 @@ json_t *sessions_stats(struct sessions *t) {
                          "interrupts", (json_int_t)t->stats.interrupts, "restarts", (json_int_t)t->stats.restarts,
                          "tool_calls", (json_int_t)t->stats.tool_calls, "pool_idle", (int)t->pool_ready, "uptime",
                          round((double)(now_ns() - t->start_ns) / 1e6) / 1e3));
-        if (j)
+        if (j) {
                 json_object_set_new(j, "workspace_bytes", json_integer(workspace_bytes));
+                json_object_set_new(j, "keeper_restarts",
+                                    json_integer((json_int_t)workspaces_keeper_restarts(t->workspaces)));
+                json_object_set_new(j, "zygote_restarts", json_integer((json_int_t)spawner_restarts(t->spawner)));
+        }
         return j;
 }
 
@@ -1942,6 +2129,7 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         t->opt = o;
         t->ev = *ev;
         t->start_ns = now_ns();
+        /* Workers and their workspaces belong to the daemon's own ids. */
         /* The worker program: -o worker=PATH, else next to this program (a
          * build tree), else the installed libexec one. */
         if (o->worker_path) {
@@ -1975,7 +2163,7 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         /* Without workspaces no session can start; the daemon still runs and
          * says why (the log, stats' last_start_error), as for a jail that
          * cannot be built. */
-        if (workspaces_new(!o->sandbox_none, o->files_max_bytes, &t->workspaces, t->workspaces_error,
+        if (workspaces_new(l, !o->sandbox_none, o->files_max_bytes, &t->workspaces, t->workspaces_error,
                            sizeof(t->workspaces_error)) < 0) {
                 log_error("no workspaces, so no sessions: %s", t->workspaces_error);
                 snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", t->workspaces_error);

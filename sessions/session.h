@@ -23,6 +23,14 @@
  * The fs layer (above) gets told through struct session_events; this layer
  * never calls libfuse.
  *
+ * Creation is asynchronous and bounded: the workspace is made (by the keeper)
+ * while the first worker starts, and the created event comes within
+ * SESSION_CREATE_TIMEOUT_MS (session.c) whatever a helper does — the fs layer
+ * holds a mkdir, and so the sessions/ directory's lock, until then.  A worker
+ * whose start failed because a helper died is replaced (twice at most); one
+ * that a stalled helper failed leaves the session DEAD (or fails the mkdir
+ * with EAGAIN), and ctl restart tries again.
+ *
  * Each session has a workspace from creation to close (sessions/workspace.h):
  * a worker, pooled or fresh, is handed it with a `workspace` frame and
  * counts as ready only once it answers `attached`; a worker that dies
@@ -38,6 +46,7 @@
 #include "options.h"
 
 struct loop;
+struct loop_timer;
 struct sessions;
 struct worker;
 struct run;
@@ -87,6 +96,8 @@ struct session {
         struct text log;       /* this session's audit events, JSON lines */
         char *dead_reason;     /* why the worker could not start, when DEAD */
         bool creating;         /* waiting for its first worker */
+        struct loop_timer *create_deadline; /* the creating mkdir's answer is due */
+        unsigned start_retries; /* workers replaced in a row after a helper failed */
         bool closing;
         void *input_writer;    /* the fs handle open for writing input, if any */
         void *fs_data;         /* owned by the fs layer */

@@ -38,10 +38,13 @@ struct workspaces {
 struct workspace {
         struct workspaces *owner;
         uint64_t id;
-        int root_fd;     /* O_PATH|O_DIRECTORY */
+        int root_fd;     /* O_PATH|O_DIRECTORY; -1 while the keeper makes it */
         uid_t uid;       /* the session's host id: owner of what the host side creates */
         gid_t gid;
         long long used;  /* none: bytes, from the last scan plus host-side writes since */
+        uint64_t create_token; /* strict: the keeper's create in flight, 0 when none */
+        workspace_done_fn created;
+        void *created_data;
 };
 
 struct scan_entry {
@@ -205,7 +208,8 @@ static int runtime_dir_open(struct workspaces *t, char *err, size_t errlen) {
 
 /* ---- the set --------------------------------------------------------------- */
 
-int workspaces_new(bool strict, long long max_bytes, struct workspaces **out, char *err, size_t errlen) {
+int workspaces_new(struct loop *l, bool strict, long long max_bytes, struct workspaces **out, char *err,
+                   size_t errlen) {
         struct workspaces *t = calloc(1, sizeof(*t));
         int e;
 
@@ -216,7 +220,13 @@ int workspaces_new(bool strict, long long max_bytes, struct workspaces **out, ch
         t->strict = strict;
         t->max_bytes = max_bytes;
         t->runtime_fd = -1;
-        e = strict ? keeper_new(&t->keeper, err, errlen) : runtime_dir_open(t, err, errlen);
+        if (strict) {
+                e = keeper_new(l, &t->keeper);
+                if (e < 0)
+                        snprintf(err, errlen, "keeper: %s", strerror(-e));
+        } else {
+                e = runtime_dir_open(t, err, errlen);
+        }
         if (e < 0) {
                 free(t);
                 return e;
@@ -244,11 +254,27 @@ void workspaces_free(struct workspaces *t) {
         free(t);
 }
 
-int workspaces_keeper_pid(const struct workspaces *t) { return t ? (int)keeper_pid(t->keeper) : 0; }
+bool workspaces_child_exited(struct workspaces *t, pid_t pid, int status) {
+        return t && t->keeper && keeper_child_exited(t->keeper, pid, status);
+}
+
+unsigned long long workspaces_keeper_restarts(const struct workspaces *t) {
+        return t ? keeper_restarts(t->keeper) : 0;
+}
 
 /* ---- one workspace ---------------------------------------------------------- */
 
-int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, struct workspace **out) {
+static void on_keeper_created(void *data, int err, int fd, const char *why) {
+        struct workspace *w = data;
+
+        w->create_token = 0;
+        if (err == 0)
+                w->root_fd = fd;
+        w->created(w->created_data, err, -1, why);
+}
+
+int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, workspace_done_fn fn, void *data,
+                  struct workspace **out) {
         struct workspace *w = calloc(1, sizeof(*w));
         char name[32];
         int e;
@@ -261,7 +287,16 @@ int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, struc
         w->uid = uid;
         w->gid = gid;
         if (t->strict) {
-                e = keeper_create(t->keeper, id, (unsigned long long)t->max_bytes, uid, gid, &w->root_fd);
+                w->created = fn;
+                w->created_data = data;
+                w->create_token = keeper_create(t->keeper, id, (unsigned long long)t->max_bytes, uid, gid,
+                                                on_keeper_created, w);
+                if (!w->create_token) {
+                        free(w);
+                        return -ENOMEM;
+                }
+                *out = w;
+                return -EINPROGRESS;
         } else {
                 snprintf(name, sizeof(name), "s%" PRIu64, id);
                 e = mkdirat(t->runtime_fd, name, 0700) < 0 ? -errno : 0;
@@ -286,6 +321,10 @@ void workspace_free(struct workspace *w) {
         if (w->root_fd >= 0)
                 close(w->root_fd);
         if (w->owner->strict) {
+                /* A create still in flight is answered before the remove
+                 * (the keeper answers in order): its mount goes too. */
+                if (w->create_token)
+                        keeper_cancel(w->owner->keeper, w->create_token);
                 keeper_remove(w->owner->keeper, w->id);
         } else {
                 snprintf(name, sizeof(name), "s%" PRIu64, w->id);
@@ -315,11 +354,17 @@ int workspace_own(const struct workspace *w, int fd) {
         return 0;
 }
 
-int workspace_worker_fd(struct workspace *w, int *fd) {
+int workspace_worker_fd(struct workspace *w, workspace_done_fn fn, void *data, int *fd, uint64_t *token) {
         int r;
 
-        if (w->owner->strict)
-                return keeper_clone(w->owner->keeper, w->id, fd);
+        if (w->owner->strict) {
+                uint64_t t = keeper_clone(w->owner->keeper, w->id, fn, data);
+
+                if (!t)
+                        return -ENOMEM;
+                *token = t;
+                return -EINPROGRESS;
+        }
         r = fcntl(w->root_fd, F_DUPFD_CLOEXEC, 3);
         if (r < 0)
                 return -errno;
@@ -327,12 +372,17 @@ int workspace_worker_fd(struct workspace *w, int *fd) {
         return 0;
 }
 
+void workspace_cancel(struct workspace *w, uint64_t token) {
+        if (w->owner->strict && token)
+                keeper_cancel(w->owner->keeper, token);
+}
+
 long long workspace_usage(struct workspace *w) {
         struct statfs sf;
 
         if (!w->owner->strict)
                 return w->used;
-        if (fstatfs(w->root_fd, &sf) < 0)
+        if (w->root_fd < 0 || fstatfs(w->root_fd, &sf) < 0)
                 return 0;
         return (long long)(sf.f_blocks - sf.f_bfree) * (long long)sf.f_bsize;
 }

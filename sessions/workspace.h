@@ -26,26 +26,44 @@
 #include <sys/types.h>
 #include <jansson.h>
 
+struct loop;
 struct workspaces;
 struct workspace;
 struct workspace_snapshot;
 
-/* The daemon's workspaces.  strict: start the keeper; else make the runtime
- * directory (and sweep stale ones).  0, or -errno with a reason in err. */
-int workspaces_new(bool strict, long long max_bytes, struct workspaces **out, char *err, size_t errlen);
+/* The answer to an asynchronous workspace request, called once on the loop
+ * (never from inside the call that made it) unless cancelled: err 0 with fd
+ * (the callee's; -1 when none is asked for), or err < 0 with why (-EAGAIN:
+ * the keeper died, missed its deadline or is restarting; -EPERM: it cannot
+ * be built; else the errno of the keeper's call). */
+typedef void (*workspace_done_fn)(void *data, int err, int fd, const char *why);
+
+/* The daemon's workspaces.  strict: start the keeper (asynchronously, on
+ * loop l); else make the runtime directory (and sweep stale ones).  0, or
+ * -errno with a reason in err. */
+int workspaces_new(struct loop *l, bool strict, long long max_bytes, struct workspaces **out, char *err,
+                   size_t errlen);
 /* Remove every workspace left, the runtime directory, end the keeper. */
 void workspaces_free(struct workspaces *t);
-/* The keeper's pid, 0 in none mode (its exit is reaped by the daemon). */
-int workspaces_keeper_pid(const struct workspaces *t);
+/* From the daemon's SIGCHLD handling: true when pid was the keeper (which
+ * is then replaced: sandbox/keeper.h). */
+bool workspaces_child_exited(struct workspaces *t, pid_t pid, int status);
+/* Keepers started to replace one that died (0 in none mode). */
+unsigned long long workspaces_keeper_restarts(const struct workspaces *t);
 
-/* A new empty workspace for session id, its root owned by host uid:gid
- * (the session's id; the daemon's own when unprivileged or in none mode).
- * 0 or -errno. */
-int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, struct workspace **out);
-/* Remove it (its files go) and free it.  Accepts NULL. */
+/* A new empty workspace for session id, its root owned by uid:gid (strict;
+ * an unprivileged daemon must pass its own ids).  0: *out is ready now
+ * (none mode).  -EINPROGRESS: *out is made and fn(data, err, -1, why) comes
+ * later, when it is ready (err 0) or could not be made (err < 0; free it
+ * then).  Other -errno: nothing was made. */
+int workspace_new(struct workspaces *t, uint64_t id, uid_t uid, gid_t gid, workspace_done_fn fn, void *data,
+                  struct workspace **out);
+/* Remove it (its files go) and free it, also while it is being made (its
+ * answer is then dropped).  Accepts NULL. */
 void workspace_free(struct workspace *w);
 
-/* The O_PATH directory descriptor of its root, owned by w. */
+/* The O_PATH directory descriptor of its root, owned by w; -1 until it is
+ * ready. */
 int workspace_root_fd(const struct workspace *w);
 /* Give fd (a file or directory the host side just created in w, any kind
  * of descriptor) to the session's host id, so that the worker (uid 1000
@@ -53,9 +71,15 @@ int workspace_root_fd(const struct workspace *w);
  * only; a no-op when it is the session's already.  0 or -errno. */
 int workspace_own(const struct workspace *w, int fd);
 /* A descriptor to hand to a new worker (strict: a detached copy of the mount
- * for move_mount; none: the directory, for fchdir).  0 with *fd (owned by the
- * caller) or -errno. */
-int workspace_worker_fd(struct workspace *w, int *fd);
+ * for move_mount; none: the directory, for fchdir).  0 with *fd at once
+ * (none mode; owned by the caller).  -EINPROGRESS: fn(data, err, fd, why)
+ * comes later, *token names the request for workspace_cancel().  Other
+ * -errno: failed now.  A workspace still being made may be asked: the
+ * keeper answers in order, so the copy is made after the mount. */
+int workspace_worker_fd(struct workspace *w, workspace_done_fn fn, void *data, int *fd, uint64_t *token);
+/* The callback of token will not be called (a descriptor still on its way
+ * is closed). */
+void workspace_cancel(struct workspace *w, uint64_t token);
 
 /* Bytes in use now. */
 long long workspace_usage(struct workspace *w);

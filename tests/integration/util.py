@@ -114,9 +114,16 @@ def descendants(root):
     return out
 
 
+# The daemon's helpers name themselves (prctl PR_SET_NAME) so that they can be
+# told from workers: the zygote is a securerfs-worker too, and a restarted one
+# is younger than the workers it made.
+ZYGOTE_COMM = "srfs-zygote"
+KEEPER_COMM = "srfs-keeper"
+
+
 def worker_pids(daemon_pid):
     """The daemon's securerfs-worker children (zygote and workers), oldest
-    first: the zygote is the first one."""
+    first."""
     found = []
     for pid in all_pids():
         st = proc_stat(pid)
@@ -127,7 +134,17 @@ def worker_pids(daemon_pid):
 
 def session_worker_pids(daemon_pid):
     """Worker pids of sessions (and pool), the zygote excluded."""
-    return worker_pids(daemon_pid)[1:]
+    return [p for p in worker_pids(daemon_pid) if proc_comm(p) != ZYGOTE_COMM]
+
+
+def helper_pid(daemon_pid, comm):
+    """The live child of the daemon named comm (ZYGOTE_COMM, KEEPER_COMM),
+    or None."""
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[1] == daemon_pid and st[0] != "Z" and proc_comm(pid) == comm:
+            return pid
+    return None
 
 
 def reap_orphans():
