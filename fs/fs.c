@@ -142,6 +142,7 @@ struct handle {
         bool failed;            /* input: over max_code_bytes */
         bool applied;           /* limits: the buffer took effect */
         uint64_t tool_id;       /* K_TOOL: the entry (sessions/tools.h) */
+        uint64_t clone_sid;     /* clone: the session this open made, until the open is answered */
         struct fuse_pollhandle *ph;
         struct handle *poll_next;
         struct fs *fs;          /* on its list of open handles */
@@ -205,6 +206,9 @@ static struct tool_scope *dir_scope(struct fs *fs, fuse_ino_t ino) {
 struct handle;
 struct dirbuf;
 static void tools_dir_lookup(fuse_req_t req, struct fs *fs, struct tool_scope *sc, const char *name);
+static void reply_open(fuse_req_t req, struct fs *fs, struct handle *h, struct fuse_file_info *fi,
+                       const struct fuse_entry_param *ep);
+static struct tool_entry *handle_entry(struct fs *fs, struct handle *h);
 static void tools_dir_readdir(fuse_req_t req, struct fs *fs, struct tool_scope *sc, fuse_ino_t ino, struct dirbuf *b,
                               off_t off);
 static void tool_open(fuse_req_t req, struct fs *fs, struct tool_entry *e, struct fuse_file_info *fi, bool created);
@@ -213,7 +217,6 @@ static void tool_setattr(fuse_req_t req, struct fs *fs, struct tool_entry *e, st
 static void tool_read(fuse_req_t req, struct fs *fs, struct handle *h, size_t size, off_t off);
 static void tool_write(fuse_req_t req, struct fs *fs, struct handle *h, const char *data, size_t size, off_t off);
 static void tool_flush(fuse_req_t req, struct fs *fs, struct handle *h);
-static void tool_release(fuse_req_t req, struct fs *fs, struct handle *h);
 
 static fuse_ino_t errors_ino(const struct tool_scope *sc) {
         struct session *s = tool_scope_session(sc);
@@ -937,8 +940,9 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                         sfs(s)->create_is_open = true;
                         return;
                 }
+                h->clone_sid = s->id;
         }
-        fuse_reply_open(req, fi);
+        reply_open(req, fs, h, fi, NULL);
 }
 
 static void reply_from(fuse_req_t req, const struct text *t, size_t size, off_t off) {
@@ -1214,27 +1218,52 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
 }
 
 /* Valid replies: err. */
-static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-        struct fs *fs = req_fs(req);
-        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct session *s;
+/* What a RELEASE does to one of our handles (not one of files/), without
+ * the reply: also for an open whose reply the kernel refused (the opener
+ * was interrupted), for which no RELEASE will ever come. */
+static void handle_close(struct fs *fs, struct handle *h) {
+        struct session *s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
 
-        if (ino & FILES_INO_BIT) {
-                files_release(fs->files, req, fi);
-                return;
-        }
-        s = h->sid ? sessions_find_id(fs->sessions, h->sid) : NULL;
         if (h->kind == K_TOOL) {
-                tool_release(req, fs, h);
-                return;
-        }
-        if (s) {
+                struct tool_entry *e = handle_entry(fs, h);
+                if (e)
+                        tool_entry_release(e);
+        } else if (s) {
                 if (s->input_writer == h)
                         s->input_writer = NULL;
                 if (h->ph || h->poll_next)
                         pollers_remove(sfs(s), h);
         }
         handle_free(h);
+}
+
+/* Reply to an open with h; if the kernel refuses the reply (the opener was
+ * interrupted meanwhile), no RELEASE comes for it: close h now.  A clone
+ * open's session then has nobody who knows its name: it is closed too.
+ * Valid replies: open (create when ep is given). */
+static void reply_open(fuse_req_t req, struct fs *fs, struct handle *h, struct fuse_file_info *fi,
+                       const struct fuse_entry_param *ep) {
+        int r = ep ? fuse_reply_create(req, ep, fi) : fuse_reply_open(req, fi);
+        struct session *s;
+
+        if (r == 0)
+                return;
+        s = h->clone_sid ? sessions_find_id(fs->sessions, h->clone_sid) : NULL;
+        handle_close(fs, h);
+        if (s)
+                session_close(s);
+}
+
+/* Valid replies: err. */
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+        struct fs *fs = req_fs(req);
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+        if (ino & FILES_INO_BIT) {
+                files_release(fs->files, req, fi);
+                return;
+        }
+        handle_close(fs, h);
         fuse_reply_err(req, 0);
 }
 
@@ -1353,9 +1382,9 @@ static void tool_open(fuse_req_t req, struct fs *fs, struct tool_entry *e, struc
         if (created) {
                 struct fuse_entry_param ep = {.ino = h->ino};
                 node_attr(fs, ep.ino, &ep.attr, &ep.attr_timeout);
-                fuse_reply_create(req, &ep, fi);
+                reply_open(req, fs, h, fi, &ep);
         } else {
-                fuse_reply_open(req, fi);
+                reply_open(req, fs, h, fi, NULL);
         }
 }
 
@@ -1443,15 +1472,6 @@ static void tool_flush(fuse_req_t req, struct fs *fs, struct handle *h) {
 }
 
 /* Valid replies: err. */
-static void tool_release(fuse_req_t req, struct fs *fs, struct handle *h) {
-        struct tool_entry *e = handle_entry(fs, h);
-
-        if (e)
-                tool_entry_release(e);
-        handle_free(h);
-        fuse_reply_err(req, 0);
-}
-
 /* ---- events from the sessions layer ------------------------------------ */
 
 static void wake_pollers(struct session_fs *f) {
@@ -1505,8 +1525,11 @@ static void on_created(struct session *s, int err, const char *why) {
                 fuse_reply_err(req, -err);
                 return;
         }
+        /* The session stays if the opener went away meanwhile (closing it
+         * here, inside its own created event, would free it under the
+         * caller): it is listed in sessions/ and rmdir removes it. */
         if (f->create_is_open)
-                fuse_reply_open(req, &f->create_fi);
+                reply_open(req, fs, (struct handle *)(uintptr_t)f->create_fi.fh, &f->create_fi, NULL);
         else
                 reply_entry(req, fs, session_ino(s, SF_DIR));
 }
