@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,8 +26,28 @@ struct loop_timer {
         struct loop_timer *prev, *next;
 };
 
+/* A watched child, or an exit nobody watched yet (fn NULL). */
+struct child {
+        pid_t pid;
+        loop_child_fn fn;
+        void *data;
+        bool exited;
+        int status;
+        struct rusage ru;
+        struct child *next; /* in its hash bucket */
+};
+
+#define UNCLAIMED_MAX 64
+
 struct loop {
         int epfd;
+        struct child **children; /* hash buckets by pid */
+        size_t n_buckets, n_children;
+        pid_t unclaimed[UNCLAIMED_MAX]; /* oldest first */
+        unsigned n_unclaimed;
+        pid_t claimed[UNCLAIMED_MAX]; /* exited before their watch came: to deliver */
+        unsigned n_claimed;
+        struct loop_timer *deliver; /* exits claimed after they happened */
         struct watch *watches; /* indexed by fd */
         int n_watches;
         struct loop_timer *timers; /* armed ones, unsorted */
@@ -56,6 +78,14 @@ int loop_new(struct loop **out) {
 void loop_free(struct loop *l) {
         if (!l)
                 return;
+        loop_timer_free(l->deliver);
+        for (size_t i = 0; i < l->n_buckets; i++)
+                while (l->children[i]) {
+                        struct child *c = l->children[i];
+                        l->children[i] = c->next;
+                        free(c);
+                }
+        free(l->children);
         while (l->timers)
                 loop_timer_arm(l->timers, 0);
         if (l->epfd >= 0)
@@ -143,6 +173,155 @@ void loop_timer_free(struct loop_timer *t) {
 }
 
 void loop_stop(struct loop *l) { l->stop = true; }
+
+/* ---- children ------------------------------------------------------------ */
+
+static struct child **child_slot(struct loop *l, pid_t pid) {
+        struct child **pp;
+
+        if (!l->n_buckets)
+                return NULL;
+        for (pp = &l->children[(uint32_t)pid * 2654435761u % l->n_buckets]; *pp; pp = &(*pp)->next)
+                if ((*pp)->pid == pid)
+                        return pp;
+        return pp;
+}
+
+/* Grow the table when it is as full as it has buckets. */
+static int child_table_grow(struct loop *l) {
+        size_t n = l->n_buckets ? l->n_buckets * 2 : 256;
+        struct child **b = calloc(n, sizeof(*b));
+
+        if (!b)
+                return -ENOMEM;
+        for (size_t i = 0; i < l->n_buckets; i++)
+                while (l->children[i]) {
+                        struct child *c = l->children[i];
+                        size_t k = (uint32_t)c->pid * 2654435761u % n;
+                        l->children[i] = c->next;
+                        c->next = b[k];
+                        b[k] = c;
+                }
+        free(l->children);
+        l->children = b;
+        l->n_buckets = n;
+        return 0;
+}
+
+static struct child *child_take(struct loop *l, pid_t pid) {
+        struct child **pp = child_slot(l, pid), *c;
+
+        if (!pp || !*pp)
+                return NULL;
+        c = *pp;
+        *pp = c->next;
+        l->n_children--;
+        return c;
+}
+
+static void unclaimed_forget(struct loop *l, pid_t pid) {
+        for (unsigned i = 0; i < l->n_unclaimed; i++)
+                if (l->unclaimed[i] == pid) {
+                        memmove(l->unclaimed + i, l->unclaimed + i + 1, (l->n_unclaimed - i - 1) * sizeof(pid_t));
+                        l->n_unclaimed--;
+                        return;
+                }
+}
+
+static int child_insert(struct loop *l, struct child *c) {
+        struct child **pp;
+
+        if (l->n_children >= l->n_buckets && child_table_grow(l) < 0 && !l->n_buckets)
+                return -ENOMEM;
+        pp = child_slot(l, c->pid);
+        c->next = NULL;
+        *pp = c;
+        l->n_children++;
+        return 0;
+}
+
+/* Exits whose watch came after them (at most UNCLAIMED_MAX: each was an
+ * unclaimed one). */
+static void deliver_claimed(void *data) {
+        struct loop *l = data;
+
+        while (l->n_claimed > 0) {
+                pid_t pid = l->claimed[--l->n_claimed];
+                struct child **pp = child_slot(l, pid), *c;
+
+                if (!pp || !(c = *pp) || !c->exited || !c->fn)
+                        continue;
+                child_take(l, pid);
+                c->fn(c->pid, c->status, &c->ru, c->data); /* may watch or claim more */
+                free(c);
+        }
+}
+
+int loop_watch_child(struct loop *l, pid_t pid, loop_child_fn fn, void *data) {
+        struct child **pp = child_slot(l, pid), *c = pp ? *pp : NULL;
+
+        if (c) {
+                c->fn = fn;
+                c->data = data;
+                if (c->exited) {
+                        unclaimed_forget(l, pid);
+                        if (l->n_claimed < UNCLAIMED_MAX)
+                                l->claimed[l->n_claimed++] = pid;
+                        if (!l->deliver && !(l->deliver = loop_timer_new(l, deliver_claimed, l)))
+                                return -ENOMEM;
+                        loop_timer_arm(l->deliver, now_ns());
+                }
+                return 0;
+        }
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        *c = (struct child){.pid = pid, .fn = fn, .data = data};
+        if (child_insert(l, c) < 0) {
+                free(c);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void loop_unwatch_child(struct loop *l, pid_t pid) {
+        struct child **pp = child_slot(l, pid);
+
+        if (pp && *pp && !(*pp)->exited)
+                free(child_take(l, pid));
+}
+
+void loop_reap_children(struct loop *l) {
+        for (;;) {
+                struct rusage ru;
+                int status;
+                pid_t pid = wait4(-1, &status, WNOHANG, &ru);
+                struct child *c;
+
+                if (pid <= 0)
+                        return;
+                c = child_take(l, pid);
+                if (c && c->fn) {
+                        c->fn(pid, status, &ru, c->data);
+                        free(c);
+                        continue;
+                }
+                /* Nobody watches it yet: keep it for a watch to come. */
+                if (!c && !(c = calloc(1, sizeof(*c))))
+                        continue;
+                *c = (struct child){.pid = pid, .exited = true, .status = status, .ru = ru};
+                if (child_insert(l, c) < 0) {
+                        free(c);
+                        continue;
+                }
+                if (l->n_unclaimed == UNCLAIMED_MAX) {
+                        free(child_take(l, l->unclaimed[0]));
+                        memmove(l->unclaimed, l->unclaimed + 1, (UNCLAIMED_MAX - 1) * sizeof(pid_t));
+                        l->n_unclaimed--;
+                }
+                l->unclaimed[l->n_unclaimed++] = pid;
+        }
+}
 
 /* Fire every timer that was due when this pass began; returns the epoll
  * timeout in ms until the next one (-1: none; 0: one is due already).  A

@@ -5,6 +5,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+struct rusage;
 
 struct loop;
 struct loop_timer;
@@ -32,6 +35,23 @@ void loop_del_fd(struct loop *l, int fd);
 struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data);
 void loop_timer_arm(struct loop_timer *t, uint64_t due_ns);
 void loop_timer_free(struct loop_timer *t);
+
+/* Child exits.  The daemon reaps every child through the loop: on SIGCHLD
+ * its signal handling calls loop_reap_children(), which wait4()s for each
+ * exited child and calls the watch registered for its pid (then forgotten).
+ * A child may exit before its owner learns its pid (a worker cloned by the
+ * zygote with CLONE_PARENT dies before the zygote's answer arrives): such an
+ * exit is kept (the last 64) and handed to a watch registered for that pid
+ * later, at the next iteration of the loop.  Lookups are by a hash of the
+ * pid: constant time however many children there are. */
+typedef void (*loop_child_fn)(pid_t pid, int status, const struct rusage *ru, void *data);
+/* Watch pid (one watch per pid: a second replaces the first).  0 or
+ * -ENOMEM. */
+int loop_watch_child(struct loop *l, pid_t pid, loop_child_fn fn, void *data);
+/* Forget pid's watch (its exit, when it comes, is kept as unclaimed). */
+void loop_unwatch_child(struct loop *l, pid_t pid);
+/* Reap every exited child and dispatch its exit (call on SIGCHLD). */
+void loop_reap_children(struct loop *l);
 
 /* Run until loop_stop().  Returns 0 or -errno from epoll. */
 int loop_run(struct loop *l);

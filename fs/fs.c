@@ -230,10 +230,6 @@ static struct tool_entry *tool_of_ino(struct fs *fs, fuse_ino_t ino) {
 
 /* ---- content ------------------------------------------------------------ */
 
-static void text_set(struct text *t, const char *data, size_t n) {
-        t->len = 0;
-        text_append(t, data, n);
-}
 
 /* config and stats, read with cat: stats quotes reasons a worker gave
  * (last_start_error), so DEL and C1 controls, which jansson writes raw,

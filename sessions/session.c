@@ -218,30 +218,7 @@ struct sessions {
 
 static const char *const status_words[] = {"ok", "error", "timeout", "killed", "crashed"};
 
-/* ---- small buffers ---------------------------------------------------- */
-
-int text_append(struct text *t, const char *data, size_t n) {
-        if (t->len + n + 1 > t->cap) {
-                size_t cap = t->cap ? t->cap : 256;
-                char *p;
-                while (cap < t->len + n + 1)
-                        cap *= 2;
-                p = realloc(t->data, cap);
-                if (!p)
-                        return -ENOMEM;
-                t->data = p;
-                t->cap = cap;
-        }
-        memcpy(t->data + t->len, data, n);
-        t->len += n;
-        t->data[t->len] = '\0';
-        return 0;
-}
-
-void text_free(struct text *t) {
-        free(t->data);
-        *t = (struct text){0};
-}
+/* ---- results ----------------------------------------------------------- */
 
 struct result *result_ref(struct result *r) {
         if (r)

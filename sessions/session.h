@@ -44,6 +44,7 @@
 #include <jansson.h>
 
 #include "options.h"
+#include "text.h"
 
 struct loop;
 struct loop_timer;
@@ -58,13 +59,7 @@ struct host_id;
 enum session_state { SESSION_STARTING, SESSION_IDLE, SESSION_RUNNING, SESSION_DEAD };
 enum run_status { RUN_OK, RUN_ERROR, RUN_TIMEOUT, RUN_KILLED, RUN_CRASHED };
 
-/* A growable byte buffer. */
-struct text {
-        char *data;
-        size_t len, cap;
-};
-int text_append(struct text *t, const char *data, size_t n);
-void text_free(struct text *t);
+
 
 /* A finished run, immutable once published; shared by readers' snapshots. */
 struct result {
