@@ -2,32 +2,44 @@
 
 #' An ellmer tool that runs R code in a sandboxed session
 #'
-#' Returns \code{ellmer::tool(fun, description, arguments = list(code =
-#' ellmer::type_string(...)), name = "execute_r_code")}, to be registered
-#' with \code{chat$register_tool()}. The model passes R code as a string;
-#' the result is the session's formatted value (the text of its
-#' \code{output} file: \code{NULL}, a scalar as \code{as.character()}, a data
-#' frame's \code{print()} cut at 30 lines, anything else's \code{print()} cut
-#' at 50 lines). Every failure (a syntax error, an R error, a timeout, a
-#' crashed or closed session, a tool called with an argument of the wrong
-#' type) comes back as \code{ellmer::ContentToolResult(error = message)}, so
-#' the chat goes on and the model can react.
+#' @description
+#' Returns `ellmer::tool(fun, description, arguments = list(code =
+#' ellmer::type_string(...)), name = "execute_r_code")`, to register with
+#' `chat$register_tool()`. The model passes R code as a string; the result is
+#' the session's formatted value (the text of its `output` file: `"NULL"`, a
+#' scalar as `as.character()`, a data frame's `print()` cut after 30 rows
+#' with `... (N rows total)`, anything else's `print()` cut after 50 lines).
+#' Every failure (a syntax error, an R error, a timeout, a crashed or closed
+#' session, a tool called with an argument of the wrong type) comes back as
+#' `ellmer::ContentToolResult(error = message)`, so the chat goes on and the
+#' model can react.
 #'
-#' When \code{session} is \code{NULL} the tool creates its own session with
-#' \code{tools}, \code{sandbox} and \code{limits}, and closes it when the
-#' tool is garbage collected (or R exits). A session you pass in is left
-#' to you: close it yourself.
+#' @details
+#' When `session` is `NULL` the tool creates its own session with `tools`,
+#' `sandbox` and `limits`, and closes it when the tool is garbage collected
+#' (or R exits). A session passed in is left to its owner: close it
+#' yourself. The description given to the model names the session's tools
+#' with their arguments, and tells it to save plots as PNG files in its
+#' working directory.
 #'
-#' \code{securer_as_ellmer_tool()} and \code{as_ellmer_tool()} are the same
-#' function (securer deprecated the first name; here both are current).
+#' PNG and JPEG files a call creates in the workspace (at most four, each
+#' checked against 5 MB before it is copied out with
+#' `SecureSession$download()`) are sent to the model beside the text with
+#' ellmer >= 0.4.0 (scaled down when magick is installed); with an older
+#' ellmer the text names them.
 #'
-#' @param session A \code{\link{SecureSession}}, or \code{NULL}.
-#' @param tools A list of \code{\link{securer_tool}()} objects (only when
-#'   \code{session} is \code{NULL}).
-#' @param sandbox Logical (only when \code{session} is \code{NULL}).
-#' @param limits Resource limits (only when \code{session} is \code{NULL}).
-#' @param timeout Seconds for each run (default 30); \code{NULL}: none.
-#' @return An ellmer \code{ToolDef}.
+#' The two names are the same function (securer deprecated
+#' `securer_as_ellmer_tool()`; here both are current). ellmer (>= 0.3.0) must
+#' be installed; without it, the function behind the tool (internal) returns
+#' its errors as plain objects of class `securerfs_tool_error`.
+#'
+#' @param session A [SecureSession], or `NULL`.
+#' @param tools A list of [securer_tool()] objects (only when `session` is
+#'   `NULL`).
+#' @param sandbox Logical (only when `session` is `NULL`).
+#' @param limits Resource limits (only when `session` is `NULL`).
+#' @param timeout Seconds for each run (default 30); `NULL`: none.
+#' @return An ellmer `ToolDef`.
 #' @examples
 #' \dontrun{
 #' library(ellmer)

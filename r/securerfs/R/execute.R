@@ -1,20 +1,25 @@
+# One-call helpers: execute_r(), with_secure_session(), default_limits(),
+# validate_code().
+
 #' Run code once in a new session
 #'
-#' Creates a \code{\link{SecureSession}}, runs \code{code}, closes the session
-#' and returns the value (with the attribute \code{"output"}).
+#' Creates a [SecureSession], runs `code`, closes the session and returns the
+#' value.
 #'
 #' @param code R code, a string.
-#' @param tools A list of \code{\link{securer_tool}()} objects.
-#' @param timeout Seconds (default 30); \code{NULL}: none.
+#' @param tools A list of [securer_tool()] objects.
+#' @param timeout Seconds (default 30); `NULL`: none.
 #' @param sandbox Logical: run in the jail.
-#' @param limits Resource limits (see \code{\link{SecureSession}}).
+#' @param limits Resource limits (see [SecureSession]).
 #' @param verbose Logical: diagnostic messages.
 #' @param validate Logical: check the syntax in R first.
-#' @param sandbox_strict Logical: error if the mount has no sandbox.
-#' @param audit_log Path of a JSON-lines audit log, or \code{NULL}.
-#' @param ... More arguments for \code{SecureSession$new()} (\code{mount},
-#'   \code{sanitize_errors}, ...).
-#' @return The value of the code's last expression.
+#' @param sandbox_strict Logical: an error if the mount has no sandbox.
+#' @param audit_log Path of a JSON-lines audit log, or `NULL`.
+#' @param ... More arguments for `SecureSession$new()` (`mount`,
+#'   `sanitize_errors`, `pre_execute_hook`, ...).
+#' @return The value of the code's last expression, with the attribute
+#'   `"output"` (see [SecureSession]); its errors are those of
+#'   `SecureSession$execute()`.
 #' @examples
 #' \dontrun{
 #' execute_r("sum(1:10)")
@@ -33,14 +38,14 @@ execute_r <- function(code, tools = list(), timeout = 30, sandbox = TRUE,
 
 #' Use a session for the duration of a function
 #'
-#' Creates a \code{\link{SecureSession}}, calls \code{fn(session)} and closes
-#' the session when \code{fn} returns or fails.
+#' Creates a [SecureSession], calls `fn(session)` and closes the session when
+#' `fn` returns or fails.
 #'
 #' @param fn A function of one argument, the session.
-#' @param tools A list of \code{\link{securer_tool}()} objects.
+#' @param tools A list of [securer_tool()] objects.
 #' @param sandbox Logical: run in the jail.
-#' @param ... More arguments for \code{SecureSession$new()}.
-#' @return What \code{fn} returns.
+#' @param ... More arguments for `SecureSession$new()`.
+#' @return What `fn` returns.
 #' @examples
 #' \dontrun{
 #' with_secure_session(function(s) {
@@ -58,12 +63,11 @@ with_secure_session <- function(fn, tools = list(), sandbox = TRUE, ...) {
 
 #' Default resource limits
 #'
-#' The limits a sandboxed session gets when \code{limits = NULL}: 60 CPU
-#' seconds per run, 512 MiB of address space, 50 MiB files, 50 processes,
-#' 256 open files.
+#' The limits a sandboxed session gets when `limits = NULL`: 60 CPU seconds
+#' per run, 512 MiB of address space, 50 MiB files, 50 processes, 256 open
+#' files (the stack keeps the mount's default, 8 MiB).
 #'
-#' @return A named list: \code{cpu}, \code{memory}, \code{fsize},
-#'   \code{nproc}, \code{nofile}.
+#' @return A named list: `cpu`, `memory`, `fsize`, `nproc`, `nofile`.
 #' @examples
 #' default_limits()
 #' @export
@@ -74,13 +78,13 @@ default_limits <- function() {
 
 #' Check R code before running it
 #'
-#' Parses \code{code} (nothing is evaluated) and looks for calls that the
-#' sandbox restricts. The warnings are advisory: the sandbox, not this check,
-#' is what enforces the rules.
+#' Parses `code` (nothing is evaluated) and looks for calls that the sandbox
+#' restricts (`system()`, `.Call()`, `download.file()`, ...). The warnings are
+#' advisory: the sandbox, not this check, enforces the rules.
 #'
 #' @param code A single string of R code.
-#' @return A list: \code{valid} (logical), \code{error} (the parse error or
-#'   \code{NULL}), \code{warnings} (character).
+#' @return A list: `valid` (logical), `error` (the parse error message, or
+#'   `NULL`) and `warnings` (a character vector).
 #' @examples
 #' validate_code("1 + 1")
 #' validate_code("x <- ")

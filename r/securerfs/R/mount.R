@@ -33,28 +33,39 @@ find_securerfs_bin <- function() {
 
 #' Find or start a securerfs mount
 #'
-#' \code{securerfs_mount()} returns the directory of the securerfs mount that
-#' sessions use. It looks, in order, at the argument \code{mount}, the option
-#' \code{securerfs.mount} and the environment variable \code{SECURERFS_MOUNT}.
-#' If none is set it mounts a private one in R's temporary directory: the
-#' \code{securerfs} program is found through the option \code{securerfs.bin},
-#' the environment variable \code{SECURERFS_BIN} or \code{PATH}, started in
-#' the foreground under \pkg{processx} with \code{-o pool=N} (option
-#' \code{securerfs.pool}, default 1; option \code{securerfs.options}: more
-#' \code{-o} options as a character vector), and unmounted when R exits (or
-#' by \code{securerfs_unmount()}). \code{sandbox = FALSE} uses a second
-#' private mount started with \code{-o sandbox=none}.
+#' @description
+#' `securerfs_mount()` returns the directory of the securerfs mount that
+#' sessions use: the argument `mount`, else the option `securerfs.mount`,
+#' else the environment variable `SECURERFS_MOUNT`. If none is set it mounts
+#' a private one in R's temporary directory. `securerfs_unmount()` unmounts
+#' the private mounts (R does it on exit).
+#'
+#' @details
+#' A private mount: the `securerfs` program is found through the option
+#' `securerfs.bin`, the environment variable `SECURERFS_BIN` or `PATH` (an
+#' error of class `securerfs_mount_error` says what to install or set when it
+#' is missing), started in the foreground under \pkg{processx} (supervised,
+#' so it ends if R dies) as `securerfs -f -o pool=N DIR` (option
+#' `securerfs.pool`, default 1; option `securerfs.options`: more `-o` options
+#' as a character vector), and ready when `DIR/README` can be read (at most
+#' 15 seconds). It is unmounted with `fusermount3 -u` when R exits or the
+#' package is unloaded. `sandbox = FALSE` uses a second private mount,
+#' started with `-o sandbox=none`. A private mount whose daemon has ended is
+#' replaced by a new one at the next call.
 #'
 #' A mount given by the caller is used as it is: when its sandbox does not
-#' match \code{sandbox}, a warning says so (an error with
-#' \code{sandbox_strict = TRUE} when a sandbox was asked for).
+#' match `sandbox`, a warning says so (once per message), or an error of
+#' class `securerfs_sandbox_error` with `sandbox_strict = TRUE` when a
+#' sandbox was asked for but the mount has none. A directory that is not a
+#' securerfs mount (no `README` or `sessions/`) is an error of class
+#' `securerfs_mount_error`.
 #'
 #' @param sandbox Logical: whether sessions run in the jail.
 #' @param sandbox_strict Logical: an error instead of a warning when the
-#'   mount found runs without a sandbox although one was asked for.
-#' @param mount Directory of a running mount, or \code{NULL}.
-#' @return The mount directory (a string). \code{securerfs_unmount()}
-#'   returns \code{NULL} invisibly.
+#'   mount given runs without a sandbox although one was asked for.
+#' @param mount Directory of a running mount, or `NULL`.
+#' @return `securerfs_mount()`: the mount directory, a string.
+#'   `securerfs_unmount()`: `NULL`, invisibly.
 #' @examples
 #' \dontrun{
 #' dir <- securerfs_mount()

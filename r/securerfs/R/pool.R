@@ -3,19 +3,27 @@
 #' A pool of sandboxed sessions
 #'
 #' @description
-#' securer's \code{SecureSessionPool}: \code{size} sessions created at once;
-#' \code{$execute()} takes an idle one and runs the code. By default
-#' (\code{reset_between_uses = TRUE}) the session is then closed and a fresh
-#' one (new R state, empty workspace) takes its place, so nothing one use
-#' leaves reaches the next; with \code{FALSE} it is given back as it is. A
-#' session found dead when it is taken (closed, or its directory gone) is
-#' replaced by a new one, and so is a session that died during a run.
+#' securer's `SecureSessionPool`: `size` sessions created at once;
+#' `$execute()` takes an idle session and runs the code. By default
+#' (`reset_between_uses = TRUE`) the session is then closed and replaced by a
+#' fresh one, so that every use starts with a new R state and an empty
+#' workspace: nothing one use leaves (variables, `trace()`d functions, files
+#' in `/work`) reaches the next. With `reset_between_uses = FALSE` the
+#' session is given back as it is. A session found dead when it is taken
+#' (closed, or its directory gone) is replaced by a new one, and so is a
+#' session found dead after a run.
 #'
 #' Use the default whenever the pool serves more than one user or caller
-#' that must not see another's data; set \code{reset_between_uses = FALSE}
-#' only when every use belongs to one user who wants state kept between
-#' calls.
+#' that must not see another's data; set `reset_between_uses = FALSE` only
+#' when every use belongs to one user who wants state kept between calls.
 #'
+#' @details
+#' A fresh session comes from the mount's warm pool of workers (forked from
+#' its zygote), so the reset costs one session creation per use. Unlike
+#' securer (whose default is `FALSE`), the reset is the default, and it is a
+#' fresh session (state and workspace), not a restart of R.
+#'
+#' @seealso [SecureSession]
 #' @examples
 #' \dontrun{
 #' pool <- SecureSessionPool$new(size = 2)
@@ -28,16 +36,18 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
   cloneable = FALSE,
   public = list(
     #' @description Create the pool and its sessions.
-    #' @param size Number of sessions (1 to 100).
-    #' @param tools A list of \code{\link{securer_tool}()} objects.
+    #' @param size Number of sessions, 1 to 100.
+    #' @param tools A list of [securer_tool()] objects.
     #' @param sandbox Logical: run in the jail.
-    #' @param limits Resource limits, as for \code{\link{SecureSession}}.
+    #' @param limits Resource limits, as for [SecureSession].
     #' @param verbose Logical: diagnostic messages.
-    #' @param reset_between_uses Logical: \code{TRUE} (default) closes the
-    #'   session after each use and puts a fresh one in its place;
-    #'   \code{FALSE} gives it back with its state and files.
-    #' @param ... More arguments for \code{SecureSession$new()}, such as
-    #'   \code{mount}.
+    #' @param reset_between_uses Logical: `TRUE` (default) closes the session
+    #'   after each use and puts a fresh one (new R state, empty workspace) in
+    #'   its place; `FALSE` gives it back as it is, state and files kept. A fresh
+    #'   session that cannot be made leaves the slot empty, and the next use
+    #'   that takes it makes one (its error goes to that caller).
+    #' @param ... More arguments for `SecureSession$new()`, such as `mount`.
+    #' @return A new `SecureSessionPool` object.
     initialize = function(size = 4, tools = list(), sandbox = TRUE,
                           limits = NULL, verbose = FALSE,
                           reset_between_uses = TRUE, ...) {
@@ -54,12 +64,21 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       for (i in seq_len(size)) private$sessions[[i]] <- private$new_session()
     },
 
-    #' @description Run code in an idle session.
-    #' @param code R code.
-    #' @param timeout Seconds for the run (default 30), \code{NULL}: none.
-    #' @param acquire_timeout Seconds to wait for an idle session (default
-    #'   30).
-    #' @return The value, as \code{SecureSession$execute()}.
+    #' @description Run code in an idle session (see the class's description for
+    #'   what happens to the session afterwards).
+    #' @param code R code, a string.
+    #' @param timeout Seconds for the run (default 30); `NULL`: none.
+    #' @param acquire_timeout Seconds to wait for an idle session (default 30;
+    #'   `NULL`: do not wait); after that, an error of class `securerfs_blocked`,
+    #'   "All sessions are busy."
+    #' @return The value, as `SecureSession$execute()` returns it (and its
+    #'   errors). An error when the pool is closed.
+    #' @examples
+    #' \dontrun{
+    #' pool <- SecureSessionPool$new(size = 2)
+    #' pool$execute("1 + 1")
+    #' pool$close()
+    #' }
     execute = function(code, timeout = 30, acquire_timeout = 30) {
       if (private$closed) stop("Pool is closed.", call. = FALSE)
       idx <- private$acquire()
@@ -77,19 +96,20 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
       private$sessions[[idx]]$execute(code, timeout = timeout)
     },
 
-    #' @description Number of sessions.
-    #' @return An integer.
+    #' @description Number of sessions (slots) in the pool.
+    #' @return An integer; 0 once closed.
     size = function() length(private$sessions),
 
     #' @description Number of sessions not in use.
-    #' @return An integer.
+    #' @return An integer; 0 once closed.
     available = function() {
       if (private$closed) return(0L)
       sum(!private$busy)
     },
 
-    #' @description Counts of sessions.
-    #' @return A list: \code{total}, \code{busy}, \code{idle}, \code{dead}.
+    #' @description Counts of the pool's sessions.
+    #' @return A list of integers: `total`, `busy`, `idle` (not in use and
+    #'   alive) and `dead` (closed, gone, or an empty slot); all 0 once closed.
     status = function() {
       if (private$closed) {
         return(list(total = 0L, busy = 0L, idle = 0L, dead = 0L))
@@ -100,7 +120,8 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
            idle = sum(!private$busy & alive), dead = sum(!alive))
     },
 
-    #' @description One line describing the pool.
+    #' @description One line describing the pool: its size, idle and busy
+    #'   sessions, or that it is closed.
     #' @param ... Ignored.
     #' @return A string.
     format = function(...) {
@@ -110,16 +131,17 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
               sum(private$busy))
     },
 
-    #' @description Print the pool.
+    #' @description Print the pool's one-line description.
     #' @param ... Ignored.
-    #' @return Invisible self.
+    #' @return The pool, invisibly.
     print = function(...) {
       cat(self$format(), "\n", sep = "")
       invisible(self)
     },
 
-    #' @description Close every session.
-    #' @return Invisible self.
+    #' @description Close every session of the pool; after that `$execute()`
+    #'   is an error.
+    #' @return The pool, invisibly.
     close = function() {
       for (s in private$sessions) if (!is.null(s)) try(s$close(), silent = TRUE)
       private$sessions <- list()

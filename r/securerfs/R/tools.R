@@ -6,31 +6,42 @@ tool_types <- c("character", "numeric", "integer", "logical", "list",
 
 #' Define a tool that sandboxed code can call
 #'
+#' @description
 #' A tool is an R function that runs on the host, outside the sandbox. In the
-#' session it is an R function called \code{name} with the arguments named in
-#' \code{args}; the sandbox checks their types, and the call is carried out
-#' by a tool process of this package (\code{Rscript} running the package's
-#' \code{tool_server.R}) which calls \code{fn} with the arguments.
+#' session it is an R function called `name` with the arguments named in
+#' `args`; the sandbox checks their types, and the call is carried out by a
+#' tool process of this package (`Rscript` running the package's
+#' `tool_server.R`, a `server`-mode tool of the mount) which calls `fn` with
+#' the arguments.
 #'
-#' \code{fn} and everything it encloses are saved with \code{saveRDS()} into a
-#' private file (mode 0600, in a directory of R's session temporary
-#' directory) that the tool process reads when it starts; nothing that comes
-#' from the sandbox is ever evaluated as code or unserialized: arguments and
-#' results cross as JSON, with jsonlite's conventions (a data frame as rows,
-#' \code{NA} as \code{null}). The tool process runs in the client's working
+#' @details
+#' When a session with tools starts, `fn` and everything it encloses are
+#' saved with `saveRDS()` into a private file (mode 0600, in a directory of
+#' R's temporary directory that only this R process wrote); the session's
+#' `tools/NAME.json` definitions name that file in the tool process's
+#' command. A function of the global environment gets copies of the global
+#' objects its code names (the global environment itself is not serialized).
+#' The tool process runs as the mount's user, in the client's working
 #' directory at the time the session was created, with the client's library
-#' paths, and ends with the session.
+#' paths, and ends with the session; its time per call is the option
+#' `securerfs.tool_timeout` (default 60 seconds).
 #'
-#' @param name The function's name in the session: a syntactic R name.
+#' Nothing that comes from the sandbox is ever evaluated as code or
+#' unserialized: arguments and results cross as JSON, with jsonlite's
+#' conventions (a data frame as rows, `NA` as `null`). What `fn` prints goes
+#' to the tool process's standard error, not to the session.
+#'
+#' @param name The function's name in the session: a syntactic R name (not
+#'   starting with `.securerfs`).
 #' @param description What the tool does (shown to the model by
-#'   \code{\link{as_ellmer_tool}()}).
+#'   [as_ellmer_tool()]).
 #' @param fn The function to run on the host.
-#' @param args A named list: argument name to type, one of
-#'   \code{"character"}, \code{"numeric"}, \code{"integer"}, \code{"logical"},
-#'   \code{"list"}, \code{"data.frame"} or \code{""} (any; \code{"any"} is
-#'   taken as \code{""}). \code{list()} for none.
-#' @return An object of class \code{securer_tool}: a list with \code{name},
-#'   \code{description}, \code{fn} and \code{args}.
+#' @param args A named list: argument name to type, one of `"character"`,
+#'   `"numeric"`, `"integer"`, `"logical"`, `"list"`, `"data.frame"` or `""`
+#'   (any; `"any"` and `NULL` mean the same). `list()` for none.
+#' @return An object of class `securer_tool`: a list with `name`,
+#'   `description`, `fn` and `args`. `format()` returns a string, `print()`
+#'   its argument invisibly.
 #' @examples
 #' add <- securer_tool("add", "Add two numbers",
 #'   fn = function(a, b) a + b,
@@ -90,6 +101,9 @@ is_syntactic <- function(x) {
     identical(make.names(x), x)
 }
 
+#' @rdname securer_tool
+#' @param x A `securer_tool`.
+#' @param ... Ignored.
 #' @export
 format.securer_tool <- function(x, ...) {
   desc <- x$description
@@ -105,6 +119,7 @@ format.securer_tool <- function(x, ...) {
          "\n  Args: ", args)
 }
 
+#' @rdname securer_tool
 #' @export
 print.securer_tool <- function(x, ...) {
   cat(format(x, ...), "\n", sep = "")

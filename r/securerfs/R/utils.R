@@ -88,9 +88,9 @@ elapsed_str <- function(start) {
 
 #' Strip sensitive details from an error message
 #'
-#' Used when \code{sanitize_errors = TRUE}: absolute paths, IP addresses,
+#' Used when `sanitize_errors = TRUE`: absolute paths, IP addresses,
 #' host names in connection errors and process ids are replaced, and the
-#' message is cut at \code{max_length} characters.
+#' message is cut at `max_length` characters.
 #' @param msg A character string.
 #' @param max_length Longest message kept.
 #' @return The cleaned message.
