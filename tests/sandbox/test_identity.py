@@ -201,10 +201,12 @@ def test_ids_return_to_the_free_set_least_recently_freed_first(daemons):
     # The pool took base first, a adopted it, the pool took base+1, b adopted it.
     assert ids == [base, base + 1], ids
     workers = [p for p in util.session_worker_pids(d.pid)]
-    a.close()
-    b.close()
-    # An id returns only once the session is closed and its worker reaped.
-    assert wait_gone([p for p in workers if ids_of(p) and ids_of(p)[0][0] in ids])
+    # An id returns only once the session is closed and its worker reaped:
+    # close them one after the other, so that a's id is freed first.
+    for s, sid_of in ((a, ids[0]), (b, ids[1])):
+        mine = [p for p in workers if ids_of(p) and ids_of(p)[0][0] == sid_of]
+        s.close()
+        assert wait_gone(mine)
     wait_pool(d)
     c = d.clone()
     wait_pool(d)
