@@ -240,7 +240,7 @@ static int resolve_depth(struct files *f, fuse_ino_t ino, struct session **s, in
         } else {
                 if (!(*s = root_session(f, ino)))
                         return -ENOENT;
-                r = fcntl(workspace_root_fd((*s)->workspace), F_DUPFD_CLOEXEC, 3);
+                r = fcntl(workspace_root_fd(session_workspace(*s)), F_DUPFD_CLOEXEC, 3);
         }
         if (r < 0)
                 return r == -1 ? -errno : r;
@@ -326,7 +326,7 @@ static void reply_new_entry(struct files *f, fuse_req_t req, struct session *s, 
                 fuse_reply_err(req, -e);
                 return;
         }
-        n = node_get(f, s->id, fd, &st, parent, name);
+        n = node_get(f, session_id(s), fd, &st, parent, name);
         if (!n) {
                 fuse_reply_err(req, ENOMEM);
                 return;
@@ -441,7 +441,7 @@ void files_setattr(struct files *f, fuse_req_t req, fuse_ino_t ino, struct stat 
                         fuse_reply_err(req, EINVAL);
                         return;
                 }
-                if ((e = workspace_charge(s->workspace, attr->st_size - host.st_size)) < 0) {
+                if ((e = workspace_charge(session_workspace(s), attr->st_size - host.st_size)) < 0) {
                         fuse_reply_err(req, -e);
                         return;
                 }
@@ -457,7 +457,7 @@ void files_setattr(struct files *f, fuse_req_t req, fuse_ino_t ino, struct stat 
                 }
                 if (ftruncate(tfd, attr->st_size) < 0) {
                         e = errno;
-                        workspace_charge(s->workspace, host.st_size - attr->st_size); /* undo */
+                        workspace_charge(session_workspace(s), host.st_size - attr->st_size); /* undo */
                         fuse_reply_err(req, e);
                         return;
                 }
@@ -663,7 +663,7 @@ void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char 
         }
         /* The daemon made it: it belongs to the session's id, as if the
          * worker had, or the code could not write into it. */
-        if ((e = workspace_own(s->workspace, fd)) < 0) {
+        if ((e = workspace_own(session_workspace(s), fd)) < 0) {
                 close(fd);
                 fuse_reply_err(req, -e);
                 return;
@@ -696,7 +696,7 @@ static void remove_entry(struct files *f, fuse_req_t req, fuse_ino_t parent, con
                 return;
         }
         if (S_ISREG(st.st_mode) && st.st_nlink == 1)
-                workspace_charge(s->workspace, -(long long)st.st_blocks * 512);
+                workspace_charge(session_workspace(s), -(long long)st.st_blocks * 512);
         fuse_reply_err(req, 0);
 }
 
@@ -751,7 +751,7 @@ static int handle_new(struct session *s, int fd, struct fuse_file_info *fi) {
 
         if (!h)
                 return -ENOMEM;
-        *h = (struct fhandle){.sid = s->id, .fd = fd, .append = (fi->flags & O_APPEND) != 0};
+        *h = (struct fhandle){.sid = session_id(s), .fd = fd, .append = (fi->flags & O_APPEND) != 0};
         fi->fh = (uint64_t)(uintptr_t)h;
         /* The code may change the file at any time: no page cache. */
         fi->direct_io = 1;
@@ -795,7 +795,7 @@ void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
         }
         /* The session's, as if the worker had made it (a file copied into
          * files/ must be writable by the code). */
-        if ((e = workspace_own(s->workspace, fd)) < 0 || (e = fstat(fd, &st) < 0 ? -errno : 0) < 0) {
+        if ((e = workspace_own(session_workspace(s), fd)) < 0 || (e = fstat(fd, &st) < 0 ? -errno : 0) < 0) {
                 fuse_reply_err(req, -e);
                 return;
         }
@@ -812,7 +812,7 @@ void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char
                 return;
         }
         fd = -1; /* the handle has it */
-        n = node_get(f, s->id, TAKE_FD(pathfd), &st, parent, raw);
+        n = node_get(f, session_id(s), TAKE_FD(pathfd), &st, parent, raw);
         if (!n) {
                 struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
                 close(h->fd);
@@ -869,7 +869,7 @@ void files_open(struct files *f, fuse_req_t req, fuse_ino_t ino, struct fuse_fil
         }
         /* Refunded only once the truncating open succeeded. */
         if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
-                workspace_charge(s->workspace, -(long long)st.st_blocks * 512);
+                workspace_charge(session_workspace(s), -(long long)st.st_blocks * 512);
         if ((e = handle_new(s, fd, fi)) < 0) {
                 close(fd);
                 fuse_reply_err(req, -e);
@@ -914,7 +914,7 @@ void files_write(struct files *f, fuse_req_t req, const char *data, size_t size,
         }
         end = h->append ? st.st_size + (long long)size : off + (long long)size;
         growth = MAX(0, end - st.st_size);
-        if ((e = workspace_charge(s->workspace, growth)) < 0) {
+        if ((e = workspace_charge(session_workspace(s), growth)) < 0) {
                 fuse_reply_err(req, -e);
                 return;
         }
@@ -923,7 +923,7 @@ void files_write(struct files *f, fuse_req_t req, const char *data, size_t size,
         n = pwrite(h->fd, data, size, off);
         /* Refund what was charged for bytes that were not written. */
         if (n < (ssize_t)size)
-                workspace_charge(s->workspace,
+                workspace_charge(session_workspace(s),
                                  -(growth - MAX(0, end - (long long)size + MAX(n, 0) - st.st_size)));
         if (n < 0) {
                 fuse_reply_err(req, errno);
@@ -970,7 +970,7 @@ void files_opendir(struct files *f, fuse_req_t req, fuse_ino_t ino, struct fuse_
                 fuse_reply_err(req, err ? err : EIO);
                 return;
         }
-        h->sid = s->id;
+        h->sid = session_id(s);
         h->dev = st.st_dev;
         fi->fh = (uint64_t)(uintptr_t)h;
         if (fuse_reply_open(req, fi) != 0) {

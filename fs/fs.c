@@ -168,7 +168,7 @@ struct fs {
 
 static struct fs *req_fs(fuse_req_t req) { return fuse_req_userdata(req); }
 
-static uint64_t session_ino(const struct session *s, int kind) { return s->id * SF_STRIDE + (uint64_t)kind; }
+static uint64_t session_ino(const struct session *s, int kind) { return session_id(s) * SF_STRIDE + (uint64_t)kind; }
 
 static bool is_result_file(int kind) {
         return kind == SF_OUTPUT || kind == SF_ERROR || kind == SF_RESULT || kind == SF_VALUE;
@@ -185,7 +185,7 @@ static int decode_ino(struct fs *fs, fuse_ino_t ino, struct session **s, int *ki
         return *s ? 0 : -ENOENT;
 }
 
-static struct session_fs *sfs(struct session *s) { return s->fs_data; }
+static struct session_fs *sfs(struct session *s) { return session_fs_data(s); }
 
 static struct fs *session_events_fs(struct session *s) { return session_events_data(s); }
 
@@ -199,7 +199,7 @@ static struct tool_scope *dir_scope(struct fs *fs, fuse_ino_t ino) {
         if (ino == N_TOOLS)
                 return tools_global(fs_tools(fs));
         if (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_TOOLS)
-                return tools_session_scope(fs_tools(fs), s);
+                return session_tool_scope(s);
         return NULL;
 }
 
@@ -219,8 +219,8 @@ static void tool_write(fuse_req_t req, struct fs *fs, struct handle *h, const ch
 static void tool_flush(fuse_req_t req, struct fs *fs, struct handle *h);
 
 static fuse_ino_t errors_ino(const struct tool_scope *sc) {
-        struct session *s = tool_scope_session(sc);
-        return s ? session_ino(s, SF_TOOLS_ERRORS) : N_TOOLS_ERRORS;
+        uint64_t sid = tool_scope_session_id(sc);
+        return sid ? sid * SF_STRIDE + SF_TOOLS_ERRORS : N_TOOLS_ERRORS;
 }
 
 /* The tool file an inode names (also one unlinked but still open). */
@@ -256,7 +256,7 @@ static void text_set_json(struct text *t, json_t *j) {
  * read can be written back. */
 static void format_timeout(const struct session *s, struct text *t) {
         char b[64];
-        int n = snprintf(b, sizeof(b), "%.9f", s->timeout_s);
+        int n = snprintf(b, sizeof(b), "%.9f", session_timeout(s));
 
         while (n > 0 && b[n - 1] == '0')
                 n--;
@@ -267,7 +267,7 @@ static void format_timeout(const struct session *s, struct text *t) {
 }
 
 static void format_limits(const struct session *s, struct text *t) {
-        json_t *j = limits_to_json(&s->limits);
+        json_t *j = limits_to_json(session_limits(s));
         char *str = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 
         t->len = 0;
@@ -304,11 +304,10 @@ static void generate_text(struct fs *fs, int kind, struct session *s, struct tex
         }
         case SF_TIMEOUT: format_timeout(s, t); break;
         case SF_LIMITS: format_limits(s, t); break;
-        case SF_LOG: text_set(t, s->log.data ? s->log.data : "", s->log.len); break;
+        case SF_LOG: text_set(t, session_log(s)->data, session_log(s)->len); break;
         case SF_TOOLS_ERRORS: {
-                struct tool_scope *sc = tools_session_scope(fs_tools(fs), s);
-                const struct text *e = sc ? tool_scope_errors(sc) : NULL;
-                text_set(t, e ? e->data : "", e ? e->len : 0);
+                const struct text *e = tool_scope_errors(session_tool_scope(s));
+                text_set(t, e->data, e->len);
                 break;
         }
         default: t->len = 0; break;
@@ -318,13 +317,11 @@ static void generate_text(struct fs *fs, int kind, struct session *s, struct tex
 static const struct text *result_part(const struct result *r, int kind) {
         static const struct text empty = {(char *)"", 0, 0};
 
-        if (!r)
-                return &empty;
         switch (kind) {
-        case SF_OUTPUT: return &r->output;
-        case SF_ERROR: return &r->error;
-        case SF_RESULT: return &r->result_json;
-        case SF_VALUE: return &r->value_json;
+        case SF_OUTPUT: return result_text(r, RESULT_OUTPUT);
+        case SF_ERROR: return result_text(r, RESULT_ERROR);
+        case SF_RESULT: return result_text(r, RESULT_JSON);
+        case SF_VALUE: return result_text(r, RESULT_VALUE_JSON);
         default: return &empty;
         }
 }
@@ -336,11 +333,11 @@ static size_t current_size(struct fs *fs, struct session *s, int kind) {
         size_t n;
 
         if (is_result_file(kind))
-                return session_busy(s) ? 0 : result_part(s->last, kind)->len;
+                return session_busy(s) ? 0 : result_part(session_last_result(s), kind)->len;
         if (kind == SF_CONSOLE)
                 return session_console(s)->len;
         if (kind == SF_LOG)
-                return s->log.len;
+                return session_log(s)->len;
         if (kind == SF_INPUT || kind == SF_CTL)
                 return 0;
         generate_text(fs, kind, s, &t);
@@ -595,8 +592,9 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
                                 break;
         } else if (ino == N_SESSIONS) {
                 for (s = sessions_next(fs->sessions, (uint64_t)MAX(off - 2, 0)); s;
-                     s = sessions_next(fs->sessions, s->id))
-                        if (!dirbuf_add(req, &b, s->name, session_ino(s, SF_DIR), S_IFDIR, (off_t)s->id + 2))
+                     s = sessions_next(fs->sessions, session_id(s)))
+                        if (!dirbuf_add(req, &b, session_name(s), session_ino(s, SF_DIR), S_IFDIR,
+                                        (off_t)session_id(s) + 2))
                                 break;
         } else if (decode_ino(fs, ino, &s, &kind) == 0 && kind == SF_DIR) {
                 for (int k = (int)MAX(off - 2, 0) + 1; k < SF_COUNT; k++)
@@ -638,8 +636,8 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 }
 
 static void session_fs_attach(struct session *s) {
-        if (!s->fs_data)
-                s->fs_data = calloc(1, sizeof(struct session_fs));
+        if (!session_fs_data(s))
+                session_set_fs_data(s, calloc(1, sizeof(struct session_fs)));
 }
 
 /* Valid replies: entry, err (now, or from the created event). */
@@ -662,12 +660,12 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
                 return;
         }
         session_fs_attach(s);
-        if (!s->fs_data) {
+        if (!session_fs_data(s)) {
                 session_close(s);
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
-        if (s->state == SESSION_STARTING && s->creating) {
+        if (session_create_pending(s)) {
                 sfs(s)->create_req = req; /* answered when its worker is ready */
                 sfs(s)->create_is_open = false;
                 return;
@@ -887,7 +885,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                 fuse_reply_err(req, EACCES);
                 return;
         }
-        if (kind == SF_INPUT && s && (session_busy(s) || s->input_writer)) {
+        if (kind == SF_INPUT && s && (session_busy(s) || session_input_writer(s))) {
                 /* One run at a time, one writer at a time. */
                 fuse_reply_err(req, EBUSY);
                 return;
@@ -898,7 +896,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                 return;
         }
         h->ino = ino;
-        h->sid = s ? s->id : 0;
+        h->sid = s ? session_id(s) : 0;
         h->kind = kind;
         h->flags = fi->flags;
         fi->fh = (uint64_t)(uintptr_t)h;
@@ -911,14 +909,14 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                 /* Only a write makes a run: shells dup the descriptor and
                  * close the original before writing, which flushes an
                  * empty handle. */
-                s->input_writer = h;
+                session_set_input_writer(s, h);
         }
         if (kind == N_CLONE && !s) {
                 /* Plan 9's clone file: opening it makes a session. */
                 e = sessions_create(fs->sessions, NULL, &s);
                 if (e == 0) {
                         session_fs_attach(s);
-                        if (!s->fs_data) {
+                        if (!session_fs_data(s)) {
                                 session_close(s);
                                 e = -ENOMEM;
                         }
@@ -928,15 +926,15 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
                         fuse_reply_err(req, -e);
                         return;
                 }
-                text_set(&h->text, s->name, strlen(s->name));
+                text_set(&h->text, session_name(s), strlen(session_name(s)));
                 text_append(&h->text, "\n", 1);
-                if (s->state == SESSION_STARTING && s->creating) {
+                if (session_create_pending(s)) {
                         sfs(s)->create_req = req;
                         sfs(s)->create_fi = *fi;
                         sfs(s)->create_is_open = true;
                         return;
                 }
-                h->clone_sid = s->id;
+                h->clone_sid = session_id(s);
         }
         reply_open(req, fs, h, fi, NULL);
 }
@@ -1023,7 +1021,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
                                 return;
                         }
                         result_unref(h->snap);
-                        h->snap = result_ref(s->last);
+                        h->snap = result_ref(session_last_result(s));
                 }
                 reply_from(req, result_part(h->snap, h->kind), size, off);
                 return;
@@ -1087,7 +1085,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                         if (e == -EFBIG) {
                                 /* Nothing of this code will run. */
                                 h->failed = true;
-                                log_info("session %s: input over max_code_bytes (%lld); refused", s->name,
+                                log_info("session %s: input over max_code_bytes (%lld); refused", session_name(s),
                                          fs->opt->max_code_bytes);
                         }
                         fuse_reply_err(req, -e);
@@ -1108,8 +1106,8 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                 } else if (n == 7 && memcmp(data, "restart", 7) == 0) {
                         session_restart(s);
                 } else {
-                        log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart)", s->name,
-                                 (int)MIN(size, 64), data, size > 64 ? "..." : "");
+                        log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart)",
+                                 session_name(s), (int)MIN(size, 64), data, size > 64 ? "..." : "");
                         fuse_reply_err(req, EINVAL);
                         return;
                 }
@@ -1128,7 +1126,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                         e = session_set_timeout(s, v);
                 if (e < 0) {
                         log_info("session %s: timeout: expected a number of seconds such as 30 or 2.5 (0: none); "
-                                 "unchanged", s->name);
+                                 "unchanged", session_name(s));
                         h->buf.len = 0;
                         fuse_reply_err(req, EINVAL);
                         return;
@@ -1140,14 +1138,15 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
                 struct limits l;
                 e = buffer_write(&h->buf, data, size, off, 4096);
                 if (e == 0)
-                        e = limits_parse_json(h->buf.data, h->buf.len, &s->limits, &l, err, sizeof(err));
+                        e = limits_parse_json(h->buf.data, h->buf.len, session_limits(s), &l, err, sizeof(err));
                 if (e == -EAGAIN) { /* more of the JSON is coming */
                         h->applied = false;
                         fuse_reply_write(req, size);
                         return;
                 }
                 if (e < 0) {
-                        log_info("session %s: %s; unchanged", s->name, e == -EFBIG ? "limits: over 4096 bytes" : err);
+                        log_info("session %s: %s; unchanged", session_name(s),
+                                 e == -EFBIG ? "limits: over 4096 bytes" : err);
                         h->buf.len = 0;
                         fuse_reply_err(req, EINVAL);
                         return;
@@ -1187,7 +1186,7 @@ static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
                 return;
         }
         if (h->kind == SF_LIMITS && h->buf.len > 0 && !h->applied) {
-                log_info("session %s: limits: incomplete JSON; unchanged", s->name);
+                log_info("session %s: limits: incomplete JSON; unchanged", session_name(s));
                 h->buf.len = 0;
                 fuse_reply_err(req, EINVAL);
                 return;
@@ -1225,8 +1224,8 @@ static void handle_close(struct fs *fs, struct handle *h) {
                 if (e)
                         tool_entry_release(e);
         } else if (s) {
-                if (s->input_writer == h)
-                        s->input_writer = NULL;
+                if (session_input_writer(s) == h)
+                        session_set_input_writer(s, NULL);
                 if (h->ph || h->poll_next)
                         pollers_remove(sfs(s), h);
         }
@@ -1497,7 +1496,7 @@ static void on_run_ended(struct session *s) {
         for (; p; p = next) {
                 next = p->next;
                 result_unref(p->h->snap);
-                p->h->snap = result_ref(s->last);
+                p->h->snap = result_ref(session_last_result(s));
                 reply_from(p->req, result_part(p->h->snap, p->h->kind), p->size, p->off);
                 free(p);
         }
@@ -1536,7 +1535,7 @@ static void on_closing(struct session *s) {
 
         if (!f)
                 return;
-        files_session_closed(session_events_fs(s)->files, s->id);
+        files_session_closed(session_events_fs(s)->files, session_id(s));
         if (f->create_req) {
                 if (f->create_is_open)
                         handle_free((struct handle *)(uintptr_t)f->create_fi.fh);
@@ -1551,7 +1550,7 @@ static void on_closing(struct session *s) {
          * from now on.  Pollers are woken to see POLLHUP. */
         wake_pollers(f);
         free(f);
-        s->fs_data = NULL;
+        session_set_fs_data(s, NULL);
 }
 
 /* ---- set-up ------------------------------------------------------------- */

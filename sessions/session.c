@@ -1,4 +1,4 @@
-#include "session.h"
+#include "session_private.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1321,6 +1321,40 @@ const struct text *session_console(const struct session *s) {
 
 bool session_busy(const struct session *s) { return s->run != NULL; }
 
+uint64_t session_id(const struct session *s) { return s->id; }
+const char *session_name(const struct session *s) { return s->name; }
+bool session_create_pending(const struct session *s) { return s->creating && s->state == SESSION_STARTING; }
+double session_timeout(const struct session *s) { return s->timeout_s; }
+const struct limits *session_limits(const struct session *s) { return &s->limits; }
+struct result *session_last_result(const struct session *s) { return s->last; }
+struct workspace *session_workspace(const struct session *s) { return s->workspace; }
+struct tool_scope *session_tool_scope(const struct session *s) { return s->tools; }
+void *session_input_writer(const struct session *s) { return s->input_writer; }
+void session_set_input_writer(struct session *s, void *handle) { s->input_writer = handle; }
+void *session_fs_data(const struct session *s) { return s->fs_data; }
+void session_set_fs_data(struct session *s, void *data) { s->fs_data = data; }
+
+const struct text *session_log(const struct session *s) {
+        static const struct text empty = {(char *)"", 0, 0};
+
+        return s->log.data ? &s->log : &empty;
+}
+
+const struct text *result_text(const struct result *r, enum result_file which) {
+        static const struct text empty = {(char *)"", 0, 0};
+
+        if (!r)
+                return &empty;
+        switch (which) {
+        case RESULT_OUTPUT: return &r->output;
+        case RESULT_ERROR: return &r->error;
+        case RESULT_CONSOLE: return &r->console;
+        case RESULT_JSON: return &r->result_json;
+        case RESULT_VALUE_JSON: return &r->value_json;
+        }
+        return &empty;
+}
+
 const struct options *sessions_options(const struct sessions *t) { return t->opt; }
 
 void *session_events_data(const struct session *s) { return s->owner->ev.data; }
@@ -1886,6 +1920,14 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
                 host_id_unref(t, s->host_id);
                 free(s);
                 return e == -ENOMEM ? e : -EPERM;
+        }
+        /* Its tools/ directory exists from the start (fs lists it). */
+        if (!tools_session_scope(t->tools, s)) {
+                workspace_free(s->workspace);
+                loop_timer_free(s->create_deadline);
+                host_id_unref(t, s->host_id);
+                free(s);
+                return -ENOMEM;
         }
         snprintf(s->name, sizeof(s->name), "%s", name);
         s->owner = t;

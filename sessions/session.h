@@ -51,6 +51,8 @@ struct loop_timer;
 struct sessions;
 struct worker;
 struct run;
+struct result;
+struct session;
 struct tools;
 struct tool_scope;
 struct workspace;
@@ -61,50 +63,16 @@ enum run_status { RUN_OK, RUN_ERROR, RUN_TIMEOUT, RUN_KILLED, RUN_CRASHED };
 
 
 
-/* A finished run, immutable once published; shared by readers' snapshots. */
-struct result {
-        unsigned refs;
-        uint64_t seq;
-        enum run_status status;
-        /* The files read with cat: control characters shown escaped
-         * (common/escape.h); result_json has the exact text. */
-        struct text output;      /* formatted value + "\n"; empty after an error */
-        struct text error;       /* message + "\n"; empty on success */
-        struct text console;
-        struct text result_json; /* the result.json file */
-        struct text value_json;  /* the value.json file */
-};
+/* A finished run, immutable once published; shared by readers' snapshots
+ * (result_ref to keep one, result_unref to let go). */
 struct result *result_ref(struct result *r);
 void result_unref(struct result *r);
 
-struct session {
-        uint64_t id;   /* never reused; the fs layer derives inode numbers from it */
-        char name[65];
-        enum session_state state;
-        struct sessions *owner;
-        struct worker *worker;
-        double timeout_s;
-        struct limits limits;
-        uint64_t next_seq;
-        struct run *run;       /* under way or queued; NULL when none */
-        struct result *last;   /* last finished run; NULL before the first */
-        struct text log;       /* this session's audit events, JSON lines */
-        char *dead_reason;     /* why the worker could not start, when DEAD */
-        bool creating;         /* waiting for its first worker */
-        struct loop_timer *create_deadline; /* the creating mkdir's answer is due */
-        unsigned start_retries; /* workers replaced in a row after a helper failed */
-        bool closing;
-        void *input_writer;    /* the fs handle open for writing input, if any */
-        void *fs_data;         /* owned by the fs layer */
-        struct tool_scope *tools; /* owned by sessions/tools.c; NULL until used */
-        struct workspace *workspace; /* its files (sessions/workspace.h); kept across workers */
-        /* Its host uid/gid, from the daemon's id range (root, strict mode):
-         * its workers' 1000 outside and the owner of its workspace; held
-         * until it is closed and its last worker reaped.  NULL: the
-         * daemon's own ids (unprivileged, none mode). */
-        struct host_id *host_id;
-        struct session *prev, *next;
-};
+/* The files of a result (never NULL; empty before the first run):
+ * output, error and console for cat (control characters shown escaped,
+ * common/escape.h); result.json and value.json exact. */
+enum result_file { RESULT_OUTPUT, RESULT_ERROR, RESULT_CONSOLE, RESULT_JSON, RESULT_VALUE_JSON };
+const struct text *result_text(const struct result *r, enum result_file which);
 
 struct session_events {
         void *data; /* for the callbacks: session_events_data() */
@@ -132,9 +100,11 @@ int sessions_open_audit(struct sessions *t, const char *path);
 void sessions_reap(struct sessions *t);
 
 /* Create a session.  name NULL picks the next free number.  Returns 0 with
- * *out in STARTING (its created event follows) or IDLE (a pooled worker was
- * ready: no created event), -EEXIST, -EINVAL (bad name), -ENOSPC (too
- * many sessions). */
+ * *out in STARTING: its created event follows, within
+ * SESSION_CREATE_TIMEOUT_MS, also when a pooled worker was ready (that one
+ * must still attach the session's workspace).  -EEXIST, -EINVAL (bad name),
+ * -ENOSPC (too many sessions, or no free host id), -ENOMEM, -EPERM (no
+ * workspace could be made). */
 int sessions_create(struct sessions *t, const char *name, struct session **out);
 /* Close a session, also while it runs: its worker is killed.  The closing
  * event is sent, then s is freed. */
@@ -157,9 +127,39 @@ void session_restart(struct session *s);
 int session_set_timeout(struct session *s, double seconds);
 int session_set_limits(struct session *s, const struct limits *l);
 
+/* ---- what the fs layer reads of a session ------------------------------ */
+
+/* Never reused; the fs layer derives inode numbers from it. */
+uint64_t session_id(const struct session *s);
+/* Its directory name under sessions/. */
+const char *session_name(const struct session *s);
+/* The status file's word: "starting", "idle", "running" or "dead". */
 const char *session_state_word(const struct session *s);
+/* True while its created event is still to come (the mkdir or clone open
+ * that made it waits for it). */
+bool session_create_pending(const struct session *s);
+/* Seconds for each run (0: none) and the limits, as the timeout and limits
+ * files show them. */
+double session_timeout(const struct session *s);
+const struct limits *session_limits(const struct session *s);
 /* Console of the run under way, else of the last run (never NULL). */
 const struct text *session_console(const struct session *s);
+/* The last finished run (borrowed: result_ref() to keep it), NULL before
+ * the first. */
+struct result *session_last_result(const struct session *s);
+/* Its audit lines, the log file (never NULL). */
+const struct text *session_log(const struct session *s);
+/* Its workspace (sessions/workspace.h), from creation to close. */
+struct workspace *session_workspace(const struct session *s);
+/* Its tools/ directory's scope (sessions/tools.h), from creation to close. */
+struct tool_scope *session_tool_scope(const struct session *s);
+/* Two pointers the fs layer keeps here and owns: the handle open for
+ * writing input (NULL: none), and its per-session state.  The sessions
+ * layer only stores them. */
+void *session_input_writer(const struct session *s);
+void session_set_input_writer(struct session *s, void *handle);
+void *session_fs_data(const struct session *s);
+void session_set_fs_data(struct session *s, void *data);
 
 json_t *sessions_stats(struct sessions *t);
 const struct options *sessions_options(const struct sessions *t);

@@ -21,7 +21,7 @@
 #include "macros.h"
 #include "options.h"
 #include "r_base_names.h"
-#include "session.h"
+#include "session_private.h"
 
 /* What is kept of a tool's stderr for the error message: its end. */
 #define STDERR_TAIL 4096u
@@ -551,7 +551,7 @@ bad:
 
 struct tool_scope *tools_global(struct tools *t) { return &t->global; }
 
-struct session *tool_scope_session(const struct tool_scope *sc) { return sc->session; }
+uint64_t tool_scope_session_id(const struct tool_scope *sc) { return sc->session ? sc->session->id : 0; }
 
 struct tool_scope *tools_session_scope(struct tools *t, struct session *s) {
         struct tool_scope *sc = s->tools;

@@ -58,8 +58,9 @@ bool tools_child_exited(struct tools *t, pid_t pid, int status);
 struct tool_scope *tools_global(struct tools *t);
 /* The scope of session s, created on first use; NULL when out of memory. */
 struct tool_scope *tools_session_scope(struct tools *t, struct session *s);
-/* The session a scope belongs to, NULL for the global one. */
-struct session *tool_scope_session(const struct tool_scope *sc);
+/* The id of the session a scope belongs to (session_id()), 0 for the
+ * global one. */
+uint64_t tool_scope_session_id(const struct tool_scope *sc);
 
 /* The entry named filename ("NAME.json") or NULL. */
 struct tool_entry *tools_entry_lookup(struct tool_scope *sc, const char *filename);
