@@ -51,6 +51,7 @@
 #include "config.h"
 #include "frame.h"
 #include "log.h"
+#include "loop.h" /* now_ns() */
 #include "json_cleanup.h"
 #include "macros.h"
 #include "options.h"
@@ -140,13 +141,6 @@ static struct worker {
 } W = {.sock = -1, .zygote_ctl = -1};
 
 static volatile sig_atomic_t got_sigint, got_sigxcpu, got_sigxfsz;
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- UTF-8 ---------------------------------------------------------------
  * Everything sent to the daemon must be valid UTF-8 without NUL (the frame

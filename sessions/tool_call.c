@@ -100,21 +100,14 @@ static void refuse(struct tool_call *c, const char *error) {
 
 /* The arguments as the tool reads them: one JSON object and a newline. */
 static char *args_line(const json_t *args, size_t *len) {
-        char *text = json_dumps(args, JSON_COMPACT), *line;
-        size_t n;
+        _cleanup_free_ char *json = json_dumps(args, JSON_COMPACT);
+        struct text line = {0};
 
-        if (!text)
-                return NULL;
-        n = strlen(text);
-        line = realloc(text, n + 2);
-        if (!line) {
-                free(text);
+        if (!json || text_append(&line, json, strlen(json)) < 0 || text_append(&line, "\n", 1) < 0) {
+                text_free(&line);
                 return NULL;
         }
-        line[n] = '\n';
-        line[n + 1] = '\0';
-        *len = n + 1;
-        return line;
+        return text_steal(&line, len);
 }
 
 void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const char *tool, json_t *args) {
