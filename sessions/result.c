@@ -38,9 +38,6 @@ static const char *const kind_words[ERROR_KIND_COUNT] = {
         [ERROR_DEAD] = "dead",
 };
 
-const char *run_status_word(enum run_status st) { return status_words[st]; }
-const char *error_kind_word(enum error_kind k) { return kind_words[k]; }
-
 struct result *result_ref(struct result *r) {
         if (r)
                 r->refs++;

@@ -30,9 +30,6 @@ enum error_kind {
         ERROR_KIND_COUNT
 };
 
-const char *run_status_word(enum run_status st);
-const char *error_kind_word(enum error_kind k);
-
 /* How the run under way ended: what result_build() is given. */
 struct run_end {
         enum run_status status;

@@ -85,7 +85,6 @@ struct tool_entry *tools_entry_by_id(struct tools *t, uint64_t id);
 /* For readdir: the listed entry with the smallest id > after, or NULL. */
 struct tool_entry *tools_entry_next(struct tool_scope *sc, uint64_t after);
 uint64_t tool_entry_id(const struct tool_entry *e);
-struct tool_scope *tool_entry_scope(const struct tool_entry *e);
 /* "NAME.json" */
 const char *tool_entry_filename(const struct tool_entry *e);
 /* The text of the definition in force ("" before one was accepted). */
@@ -93,9 +92,9 @@ const struct text *tool_entry_text(const struct tool_entry *e);
 /* Unlinked entries are only reachable through handles still open. */
 bool tool_entry_unlinked(const struct tool_entry *e);
 
-/* Create an empty entry (no definition yet): 0 with *out, -EEXIST, or
- * -EINVAL for a name that is not NAME.json with NAME a valid tool name (the
- * reason is logged and recorded in the scope's .errors). */
+/* Create an empty entry (no definition yet): 0 with *out, -EEXIST,
+ * -ENOMEM, or -EINVAL for a name that is not NAME.json with NAME a valid
+ * tool name (the reason is logged and recorded in the scope's .errors). */
 int tools_entry_create(struct tool_scope *sc, const char *filename, struct tool_entry **out);
 /* Open handles keep an entry alive; an entry without a definition goes
  * away with its last handle. */
@@ -135,10 +134,12 @@ void tool_scope_run_ended(struct tool_scope *sc);
  * limit.  Nothing when nothing went unlogged. */
 void tool_scope_run_summary(struct tool_scope *sc, uint64_t seq, unsigned dropped);
 /* A call from the session's worker during run seq (the frame's id, tool
- * and args, which sessions/protocol.h checked for shape).  Always answered
- * with a tool_result: now when refused (a tool this session does not see,
- * missing, extra or mistyped arguments, arguments over TOOL_IO_MAX, out of
- * memory, a tool that cannot be started), else when the tool answers, fails
- * or times out.  A call in flight is cancelled first (no reply: the worker
- * gave up on it). */
+ * and args, which sessions/protocol.h checked for shape).  Answered with a
+ * tool_result (unless the run ends first: then it is cancelled): now when
+ * refused (a tool this session does not see, missing, extra or mistyped
+ * arguments, arguments over TOOL_IO_MAX, out of memory, a tool that cannot
+ * be started), else when the tool answers, fails or times out.  Only when
+ * not even the answer's frame can be made is the worker left to its run's
+ * deadline.  A call in flight is cancelled first (no reply: the worker gave
+ * up on it). */
 void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const char *tool, json_t *args);
