@@ -12,47 +12,27 @@ void frame_reader_init(struct frame_reader *r, size_t max_payload) {
 }
 
 void frame_reader_free(struct frame_reader *r) {
-        free(r->buf);
+        text_free(&r->buf);
         *r = (struct frame_reader){.max = r->max};
 }
 
+/* Room for extra more bytes.  Taking a frame only moves start (a burst of
+ * small frames would otherwise move the rest of the buffer once per frame):
+ * the space in front is reclaimed here, when it is needed. */
 static int reserve(struct frame_reader *r, size_t extra) {
-        size_t want = r->len + extra, cap = r->cap ? r->cap : 4096;
-        char *p;
-
-        if (want <= r->cap)
+        if (r->buf.len + extra < r->buf.cap)
                 return 0;
-        /* Taking a frame only moves start (a burst of small frames would
-         * otherwise move the rest of the buffer once per frame): the space
-         * in front is reclaimed here, when it is needed. */
         if (r->start > 0) {
-                memmove(r->buf, r->buf + r->start, r->len - r->start);
-                r->len -= r->start;
+                text_consume(&r->buf, r->start);
                 r->start = 0;
-                want = r->len + extra;
-                if (want <= r->cap)
-                        return 0;
         }
-        while (cap < want)
-                cap *= 2;
-        p = realloc(r->buf, cap);
-        if (!p)
-                return -ENOMEM;
-        r->buf = p;
-        r->cap = cap;
-        return 0;
+        return text_reserve(&r->buf, extra);
 }
 
 int frame_reader_feed(struct frame_reader *r, const void *data, size_t n) {
-        int e = n ? reserve(r, n) : 0;
+        int e = reserve(r, n);
 
-        if (n == 0)
-                return 0;
-        if (e < 0)
-                return e;
-        memcpy(r->buf + r->len, data, n);
-        r->len += n;
-        return 0;
+        return e < 0 ? e : text_append(&r->buf, data, n);
 }
 
 long frame_reader_fill(struct frame_reader *r, int fd) {
@@ -62,11 +42,12 @@ long frame_reader_fill(struct frame_reader *r, int fd) {
         if (e < 0)
                 return e;
         do
-                n = read(fd, r->buf + r->len, r->cap - r->len);
+                n = read(fd, r->buf.data + r->buf.len, r->buf.cap - r->buf.len - 1);
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;
-        r->len += (size_t)n;
+        r->buf.len += (size_t)n;
+        r->buf.data[r->buf.len] = '\0';
         return n;
 }
 
@@ -85,19 +66,21 @@ int frame_reader_next(struct frame_reader *r, json_t **msg) {
         json_t *j;
         json_error_t err;
 
-        if (r->len - r->start < FRAME_HEADER_BYTES)
+        if (r->buf.len - r->start < FRAME_HEADER_BYTES)
                 return 0;
-        n = get_be32(r->buf + r->start);
+        n = get_be32(r->buf.data + r->start);
         /* Refuse before buffering: a hostile peer must not make us allocate
          * more than max. */
         if (n > r->max || n == 0)
                 return -EMSGSIZE;
-        if (r->len - r->start - FRAME_HEADER_BYTES < n)
+        if (r->buf.len - r->start - FRAME_HEADER_BYTES < n)
                 return 0;
-        j = json_loadb(r->buf + r->start + FRAME_HEADER_BYTES, n, JSON_REJECT_DUPLICATES, &err);
+        j = json_loadb(r->buf.data + r->start + FRAME_HEADER_BYTES, n, JSON_REJECT_DUPLICATES, &err);
         r->start += FRAME_HEADER_BYTES + n;
-        if (r->start == r->len)
-                r->start = r->len = 0;
+        if (r->start == r->buf.len) {
+                r->start = 0;
+                text_clear(&r->buf);
+        }
         if (!j)
                 return -EBADMSG;
         if (!json_is_object(j) || !json_is_string(json_object_get(j, "type"))) {
@@ -108,10 +91,11 @@ int frame_reader_next(struct frame_reader *r, json_t **msg) {
         return 1;
 }
 
-int frame_encode(const json_t *msg, char **out, size_t *out_len) {
+int frame_append(const json_t *msg, struct text *out) {
         _cleanup_free_ char *text = NULL;
         size_t n;
-        char *buf;
+        char header[FRAME_HEADER_BYTES];
+        int e;
 
         if (!json_is_object(msg))
                 return -EINVAL;
@@ -122,16 +106,24 @@ int frame_encode(const json_t *msg, char **out, size_t *out_len) {
         n = strlen(text);
         if (n > FRAME_MAX_BYTES)
                 return -EMSGSIZE;
-        buf = malloc(FRAME_HEADER_BYTES + n);
-        if (!buf)
-                return -ENOMEM;
-        buf[0] = (char)(n >> 24);
-        buf[1] = (char)(n >> 16);
-        buf[2] = (char)(n >> 8);
-        buf[3] = (char)n;
-        memcpy(buf + FRAME_HEADER_BYTES, text, n);
-        *out = buf;
-        *out_len = FRAME_HEADER_BYTES + n;
+        header[0] = (char)(n >> 24);
+        header[1] = (char)(n >> 16);
+        header[2] = (char)(n >> 8);
+        header[3] = (char)n;
+        if ((e = text_reserve(out, FRAME_HEADER_BYTES + n)) < 0)
+                return e;
+        text_append(out, header, FRAME_HEADER_BYTES); /* room reserved: cannot fail */
+        text_append(out, text, n);
+        return 0;
+}
+
+int frame_encode(const json_t *msg, char **out, size_t *out_len) {
+        struct text t = {0};
+        int e = frame_append(msg, &t);
+
+        if (e < 0)
+                return e;
+        *out = text_steal(&t, out_len);
         return 0;
 }
 

@@ -13,17 +13,17 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "text.h"
+
 #define FRAME_HEADER_BYTES 4u
 /* Largest frame either side accepts: a result carries at most a few MiB of
  * formatted value and value JSON (the worker cuts both well below this). */
 #define FRAME_MAX_BYTES (16u << 20)
 
 struct frame_reader {
-        char *buf;
-        size_t start; /* bytes at the front already taken as frames */
-        size_t len;   /* end of the bytes buffered: buf[start, len) is unread */
-        size_t cap;
-        size_t max;   /* largest payload accepted */
+        struct text buf; /* bytes read; buf.data[start, buf.len) are not taken yet */
+        size_t start;    /* bytes at the front already taken as frames */
+        size_t max;      /* largest payload accepted */
 };
 
 void frame_reader_init(struct frame_reader *r, size_t max_payload);
@@ -45,6 +45,9 @@ int frame_reader_next(struct frame_reader *r, json_t **msg);
 
 /* Encode msg as one frame into a new buffer.  0 or -ENOMEM/-EMSGSIZE/-EINVAL. */
 int frame_encode(const json_t *msg, char **out, size_t *out_len);
+/* Encode msg as one frame at the end of out (a send queue).  0 or
+ * -ENOMEM/-EMSGSIZE/-EINVAL, out unchanged then. */
+int frame_append(const json_t *msg, struct text *out);
 
 /* Blocking helpers for the worker: send one whole frame (retrying on EINTR),
  * and receive the next frame (1 with *msg, 0 at end of file, -errno). */

@@ -122,13 +122,14 @@ static void clear_stale_mount(const char *mountpoint) {
 }
 
 static void on_signal(int fd, uint32_t events, void *data) {
-        struct fs *fs = ((void **)data)[0];
-        struct loop *l = ((void **)data)[1];
+        struct loop *l = data;
         struct signalfd_siginfo si;
 
         while (read(fd, &si, sizeof(si)) == sizeof(si)) {
                 if (si.ssi_signo == SIGCHLD) {
-                        fs_reap(fs);
+                        /* Each child's exit goes to the watch its owner
+                         * registered (common/loop.h). */
+                        loop_reap_children(l);
                 } else {
                         log_info("signal %d (%s): unmounting", (int)si.ssi_signo, strsignal((int)si.ssi_signo));
                         loop_stop(l);
@@ -144,7 +145,6 @@ int main(int argc, char *argv[]) {
         struct fs *fs = NULL;
         sigset_t mask;
         int sfd = -1, e, ret = 1;
-        void *sigdata[2];
         char abs_audit[PATH_MAX];
 
         log_set_prefix("securerfs");
@@ -227,8 +227,9 @@ int main(int argc, char *argv[]) {
                 log_error("could not go to the background");
                 goto out;
         }
-        /* Signals arrive through the loop; children (the zygote, and the
-         * workers it clones with CLONE_PARENT) are reaped there. */
+        /* Signals arrive through the loop; children (the zygote, the
+         * keeper, tool processes and the workers the zygote clones with
+         * CLONE_PARENT) are reaped there. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGTERM);
@@ -237,9 +238,7 @@ int main(int argc, char *argv[]) {
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-        sigdata[0] = fs;
-        sigdata[1] = l;
-        if (sfd < 0 || loop_add_fd(l, sfd, EPOLLIN, on_signal, sigdata) < 0) {
+        if (sfd < 0 || loop_add_fd(l, sfd, EPOLLIN, on_signal, l) < 0) {
                 log_error("signalfd: %s", strerror(errno));
                 goto out;
         }

@@ -747,6 +747,11 @@ static void on_restart_timer(void *data) {
         keeper_start(k);
 }
 
+/* The loop reaped the keeper (common/loop.h: a child-exit watch). */
+static void on_keeper_exit(pid_t pid, int status, const struct rusage *ru, void *data) {
+        keeper_child_exited(data, pid, status);
+}
+
 /* Fork a keeper: a fresh one the first time, later one that joins the
  * namespaces we kept.  Failures to fork are retried with back-off. */
 static void keeper_start(struct keeper *k) {
@@ -780,6 +785,8 @@ static void keeper_start(struct keeper *k) {
         }
         close(sv[1]);
         k->pid = pid;
+        if (loop_watch_child(k->loop, pid, on_keeper_exit, k) < 0)
+                log_error("keeper: out of memory watching its exit");
         k->fd = sv[0];
         k->state = KEEPER_STARTING;
         k->start_ns = now_ns();

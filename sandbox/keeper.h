@@ -66,7 +66,8 @@ int keeper_new(struct loop *l, struct keeper **out);
 void keeper_free(struct keeper *k);
 /* The keeper's pid, 0 when none runs. */
 pid_t keeper_pid(const struct keeper *k);
-/* From the daemon's SIGCHLD handling: true when pid was the keeper (its
+/* From the keeper's child-exit watch on the loop (registered at each of its
+ * starts): true when pid was the keeper (its
  * death is logged, requests in flight fail, a replacement is scheduled). */
 bool keeper_child_exited(struct keeper *k, pid_t pid, int status);
 /* Keepers started to replace one that died or was killed. */

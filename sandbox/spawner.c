@@ -336,6 +336,11 @@ bool spawner_child_exited(struct spawner *s, pid_t pid, int status) {
         return true;
 }
 
+/* The loop reaped the zygote (common/loop.h: a child-exit watch). */
+static void on_zygote_exit(pid_t pid, int status, const struct rusage *ru, void *data) {
+        spawner_child_exited(data, pid, status);
+}
+
 /* Child, after fork, before exec: still the daemon's image.  Only
  * async-signal-safe calls here. */
 static void zygote_exec(struct spawner *s, int sock, pid_t daemon_pid, char **argv, char **envp) {
@@ -414,6 +419,8 @@ static int zygote_start(struct spawner *s) {
                 zygote_exec(s, sv[1], self, argv, envp); /* child: never returns */
         close(sv[1]);
         s->zygote_pid = pid;
+        if (loop_watch_child(s->loop, pid, on_zygote_exit, s) < 0)
+                log_error("zygote: out of memory watching its exit");
         s->ctl_fd = sv[0];
         s->ready = false;
         s->became_ready = false;

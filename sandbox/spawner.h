@@ -60,7 +60,8 @@ uint64_t spawner_next_token(const struct spawner *s);
 /* The callback of token will not be called. */
 void spawner_cancel(struct spawner *s, uint64_t token);
 
-/* From the daemon's SIGCHLD handling: true when pid was the zygote (it is
+/* From the zygote's child-exit watch on the loop (registered at each of its
+ * starts): true when pid was the zygote (it is
  * then restarted, and requests in flight fail). */
 bool spawner_child_exited(struct spawner *s, pid_t pid, int status);
 

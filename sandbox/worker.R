@@ -58,12 +58,20 @@ warning_handler <- function(w) {
 interrupted <- FALSE
 interrupt_handler <- function(cond) interrupted <<- TRUE
 
+# Set when an error of a tool call (class securerfs_tool_error: the daemon
+# refused the call, the tool failed, or an argument had the wrong type)
+# reaches the top of the run: the result's error_kind is then "tool".  A
+# calling handler at the top sees only errors the code did not catch.
+tool_error <- FALSE
+error_handler <- function(cond)
+    if (inherits(cond, "securerfs_tool_error")) tool_error <<- TRUE
+
 # The call worker.c evaluates in the global environment at the start of each
 # run: exactly what withCallingHandlers() does, minus its frame.
 add_handlers_call <- as.call(list(
     quote(.Internal),
-    as.call(list(quote(.addCondHands), c("warning", "interrupt"),
-                 list(warning_handler, interrupt_handler),
+    as.call(list(quote(.addCondHands), c("warning", "interrupt", "error"),
+                 list(warning_handler, interrupt_handler, error_handler),
                  globalenv(), NULL, TRUE))))
 
 # Forget the warnings of the last run (worker.c calls it only when there

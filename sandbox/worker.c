@@ -51,6 +51,7 @@
 #include "config.h"
 #include "frame.h"
 #include "log.h"
+#include "loop.h" /* now_ns() */
 #include "json_cleanup.h"
 #include "macros.h"
 #include "options.h"
@@ -130,7 +131,7 @@ static struct worker {
         SEXP add_handlers_call;
         SEXP graphics_off_call; /* grDevices::graphics.off() */
         SEXP output_full_call;  /* invokeRestart("securerfs_output_full") */
-        SEXP sym_value, sym_code, sym_warnings_count, sym_interrupted;
+        SEXP sym_value, sym_code, sym_warnings_count, sym_interrupted, sym_tool_error;
         SEXP define_tool_fn, remove_tool_fn;
         /* Tools: the daemon's frames are read through this reader both
          * between runs and while a tool call waits for its reply. */
@@ -140,13 +141,6 @@ static struct worker {
 } W = {.sock = -1, .zygote_ctl = -1};
 
 static volatile sig_atomic_t got_sigint, got_sigxcpu, got_sigxfsz;
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- UTF-8 ---------------------------------------------------------------
  * Everything sent to the daemon must be valid UTF-8 without NUL (the frame
@@ -743,6 +737,7 @@ int worker_r_init(int ctl_fd, char *err, size_t errlen) {
         W.sym_code = Rf_install(".code");
         W.sym_warnings_count = Rf_install("warnings_count");
         W.sym_interrupted = Rf_install("interrupted");
+        W.sym_tool_error = Rf_install("tool_error");
 
         /* worker.R's own environment: its parent is the base namespace, so
          * base comes before anything user code defines globally. */
@@ -1554,7 +1549,10 @@ static json_t *collect_warnings(void) {
         return arr;
 }
 
-static void send_result(struct run *r, const char *status, const char *error, const char *limit, json_t *warnings) {
+/* kind: the result's error_kind when status is not ok ("syntax", "runtime",
+ * "tool", "interrupted": docs/protocol.md). */
+static void send_result(struct run *r, const char *status, const char *kind, const char *error, const char *limit,
+                        json_t *warnings) {
         json_t *msg;
         int e;
 
@@ -1567,9 +1565,11 @@ static void send_result(struct run *r, const char *status, const char *error, co
                 json_object_set_new(msg, "value_note", json_string(r->value_note));
         if (limit)
                 json_object_set_new(msg, "limit", json_string(limit));
+        if (strcmp(status, "ok"))
+                json_object_set_new(msg, "error_kind", json_string(kind));
 #ifdef WORKER_TIMING
-        /* Benchmark aid, off in normal builds (the daemon refuses unknown
-         * fields): the worker's time from the exec frame to here. */
+        /* Benchmark aid, off in normal builds (the daemon knows the field
+         * and ignores it): the worker's time from the exec frame to here. */
         json_object_set_new(msg, "worker_ns", json_integer((json_int_t)(now_ns() - r->start_ns)));
 #endif
         e = frame_send(W.sock, msg);
@@ -1721,7 +1721,7 @@ static void run_exec(struct run *r) {
         struct parse_job p = {.text = r->code, .len = r->code_len};
         _cleanup_json_ json_t *warnings = NULL;
         _cleanup_free_ char *error = NULL;
-        const char *status = "ok", *limit = NULL;
+        const char *status = "ok", *limit = NULL, *kind = "runtime";
         SEXP exprs;
 
         got_sigint = got_sigxcpu = got_sigxfsz = 0;
@@ -1736,6 +1736,8 @@ static void run_exec(struct run *r) {
         W.in_run = true;
         if (r_int_var(W.sym_interrupted))
                 Rf_defineVar(W.sym_interrupted, Rf_ScalarLogical(FALSE), W.env);
+        if (r_int_var(W.sym_tool_error))
+                Rf_defineVar(W.sym_tool_error, Rf_ScalarLogical(FALSE), W.env);
         if (interrupt_queued(r->seq)) {
                 status = "interrupted";
                 error = strdup("interrupted");
@@ -1744,11 +1746,13 @@ static void run_exec(struct run *r) {
 
         if (memchr(r->code, '\0', r->code_len)) {
                 status = "error";
+                kind = "syntax";
                 error = strdup("Syntax error: the code contains a NUL byte");
                 goto done;
         }
         if (!R_ToplevelExec(parse_cb, &p)) {
                 status = "error";
+                kind = "syntax";
                 error = strdup("Syntax error: the parser failed (out of memory?)");
                 goto done;
         }
@@ -1757,6 +1761,7 @@ static void run_exec(struct run *r) {
                 SEXP msg;
 
                 status = "error";
+                kind = "syntax";
                 Rf_defineVar(W.sym_code, Rf_ScalarString(Rf_mkCharLenCE(r->code, (int)r->code_len, CE_UTF8)),
                              W.env);
                 msg = call_on_value(W.parse_error_call, R_NilValue);
@@ -1804,6 +1809,9 @@ static void run_exec(struct run *r) {
                 error = strdup("interrupted");
         } else {
                 status = "error";
+                /* A tool call's error that reached the top (worker.R). */
+                if (r_int_var(W.sym_tool_error))
+                        kind = "tool";
                 error = error_text(r, &limit);
         }
         SET_VECTOR_ELT(W.slots, SLOT_VALUE, R_NilValue);
@@ -1835,7 +1843,8 @@ done:
                 json_decref(r->value);
                 r->value = NULL;
         }
-        send_result(r, status, !strcmp(status, "ok") ? "" : error ? error : "error", limit, warnings);
+        send_result(r, status, !strcmp(status, "interrupted") ? "interrupted" : kind,
+                    !strcmp(status, "ok") ? "" : error ? error : "error", limit, warnings);
         free(r->output);
         json_decref(r->value);
         free(r->value_note);

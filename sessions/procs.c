@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "macros.h"
+#include "smallfile.h"
 
 struct proc {
         pid_t pid;
@@ -34,23 +35,6 @@ static void walk_free(struct walk *w) {
                         close(w->p[i].dir_fd);
         free(w->p);
         *w = (struct walk){0};
-}
-
-/* Read a small procfs file below dir_fd into buf (NUL-terminated); the
- * length or -errno. */
-static ssize_t read_at(int dir_fd, const char *name, char *buf, size_t size) {
-        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        ssize_t n;
-
-        if (fd < 0)
-                return -errno;
-        do
-                n = read(fd, buf, size - 1);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-                return -errno;
-        buf[n] = '\0';
-        return n;
 }
 
 /* Parse /proc/PID/stat: the command name is in parentheses and may itself
@@ -82,7 +66,7 @@ static int parse_stat(const char *text, struct proc *p, pid_t *ppid) {
 
 static int proc_read_stat(struct proc *p, pid_t *ppid) {
         char buf[1024];
-        ssize_t n = read_at(p->dir_fd, "stat", buf, sizeof(buf));
+        ssize_t n = small_file_read(p->dir_fd, "stat", buf, sizeof(buf));
 
         return n < 0 ? (int)n : parse_stat(buf, p, ppid);
 }
@@ -92,7 +76,7 @@ static int proc_read_stat(struct proc *p, pid_t *ppid) {
 static bool proc_present(int dir_fd) {
         char buf[1024];
 
-        return read_at(dir_fd, "stat", buf, sizeof(buf)) > 0;
+        return small_file_read(dir_fd, "stat", buf, sizeof(buf)) > 0;
 }
 
 static int walk_push(struct walk *w, pid_t pid, int dir_fd, size_t parent) {
@@ -128,7 +112,7 @@ static void walk_children(struct walk *w, size_t i) {
                 if (de->d_name[0] == '.')
                         continue;
                 snprintf(name, sizeof(name), "%s/children", de->d_name);
-                if (read_at(dirfd(d), name, buf, sizeof(buf)) <= 0)
+                if (small_file_read(dirfd(d), name, buf, sizeof(buf)) <= 0)
                         continue;
                 for (tok = strtok_r(buf, " \n", &save); tok && w->n < PROCS_MAX; tok = strtok_r(NULL, " \n", &save)) {
                         char path[32];
@@ -215,7 +199,7 @@ int procs_pss(pid_t worker, unsigned long long *out) {
 
                 if (w.p[i].state == 'Z')
                         continue;
-                n = read_at(w.p[i].dir_fd, "smaps_rollup", buf, sizeof(buf));
+                n = small_file_read(w.p[i].dir_fd, "smaps_rollup", buf, sizeof(buf));
                 if (n < 0) {
                         /* A process that exited meanwhile holds nothing. */
                         if (n != -ESRCH && n != -ENOENT)

@@ -1,41 +1,54 @@
-/* Sessions: the table of live R sessions and each one's state machine.
+/* Sessions: the table of live R sessions and each one's state machine —
+ * the interface the fs layer (above) uses.  The state itself is private to
+ * sessions/ (session_private.h).
  *
- * A session owns at most one worker (a sandboxed embedded-R process) and
- * moves through these states; only the event loop moves it:
+ * A session owns at most one worker (a sandboxed embedded-R process,
+ * sessions/worker.h) and moves through four states, the words of its
+ * status file.  Only the event loop moves it: a FUSE request through this
+ * header, a frame of its worker, a child's exit, a timer, a helper's answer.
  *
- *   STARTING --worker ready--> IDLE --input flushed--> RUNNING --result--> IDLE
- *      ^                         |                        |
- *      |                         +-- ctl restart, crash --+--> STARTING (new worker,
- *      |                                                         state lost)
- *      +-- worker failed to start --> DEAD (until ctl restart)
+ *   sessions_create --> STARTING --worker attached--> IDLE --input flushed--> RUNNING
+ *                          ^  |                        |  ^                       |
+ *                          |  +--start failed--> DEAD  |  +--------result---------+
+ *                          |                      |    |                          |
+ *                          +--- ctl restart (any state); the idle worker died; ---+
+ *                               the run's worker killed or crashed (state lost)
  *
- * A run may be queued while STARTING (after a restart or crash); it is sent
- * as soon as the worker is ready.  At the run's deadline the worker gets
- * SIGINT (R unwinds, the global environment stays); a worker that does not
- * answer within the grace period gets SIGKILL and is replaced.
+ *   STARTING  a worker is being made ready for it: a pooled one, or a fresh
+ *             clone from the zygote, which must say "ready", get the
+ *             session's workspace and answer "attached" (each with a
+ *             deadline).  A new session's created event comes when that
+ *             happens, or with the reason it failed (then the session is
+ *             closed: the mkdir or clone open fails), within
+ *             SESSION_CREATE_TIMEOUT_MS whatever a helper does: the fs layer
+ *             holds the mkdir, and so the sessions/ directory's lock, until
+ *             then.  A worker whose start failed because a helper died or
+ *             stalled is replaced (twice at most).  A run written now is
+ *             queued and sent once the worker is attached.
+ *   IDLE      its worker is attached and waits for code; tool definitions
+ *             reach it now (sessions/tools.h).
+ *   RUNNING   a run was sent; it ends with the worker's result, or at its
+ *             deadline (SIGINT: R unwinds, the global environment stays),
+ *             or on a limit, or when the worker does not stop within the
+ *             grace period (SIGKILL) or dies: then a fresh worker replaces
+ *             it (STARTING) and the state is lost.
+ *   DEAD      no worker could be started (the jail cannot be built, a
+ *             helper missed its deadline); a run written now ends at once
+ *             with an error; ctl restart tries again.
  *
- * What readers see, by state: output, error, result.json and value.json show
- * the last finished run (empty before the first); while a run is under way
- * or queued, reads of them wait (the fs layer parks them) and are answered
- * when the run ends.  console shows the run under way as it grows, else the
- * last run's.  status is the state's word.
+ * What readers see, in every state: output, error, result.json and
+ * value.json show the last finished run (empty before the first); while a
+ * run is under way or queued, reads of them wait (the fs layer parks them)
+ * and are answered when the run ends (the run_ended event).  console shows
+ * the run under way as it grows (once it is sent), else the last run's.
+ * status is the state's word; log, timeout and limits are the session's.
  *
- * The fs layer (above) gets told through struct session_events; this layer
- * never calls libfuse.
+ * Each session has a workspace from creation to close (sessions/workspace.h),
+ * kept across its workers; result.json lists the regular files a run
+ * created or changed (a scan before the run is compared with one after).
  *
- * Creation is asynchronous and bounded: the workspace is made (by the keeper)
- * while the first worker starts, and the created event comes within
- * SESSION_CREATE_TIMEOUT_MS (session.c) whatever a helper does — the fs layer
- * holds a mkdir, and so the sessions/ directory's lock, until then.  A worker
- * whose start failed because a helper died is replaced (twice at most); one
- * that a stalled helper failed leaves the session DEAD (or fails the mkdir
- * with EAGAIN), and ctl restart tries again.
- *
- * Each session has a workspace from creation to close (sessions/workspace.h):
- * a worker, pooled or fresh, is handed it with a `workspace` frame and
- * counts as ready only once it answers `attached`; a worker that dies
- * before that failed to start.  result.json lists the regular files a run
- * created or changed (a scan before the run is compared with one after). */
+ * This layer never calls libfuse: the fs layer is told through struct
+ * session_events. */
 #pragma once
 
 #include <stdbool.h>
@@ -47,57 +60,42 @@
 #include "text.h"
 
 struct loop;
-struct loop_timer;
-struct sessions;
-struct worker;
-struct run;
 struct result;
 struct session;
-struct tools;
+struct sessions;
 struct tool_scope;
+struct tools;
 struct workspace;
-struct host_id;
 
 enum session_state { SESSION_STARTING, SESSION_IDLE, SESSION_RUNNING, SESSION_DEAD };
-enum run_status { RUN_OK, RUN_ERROR, RUN_TIMEOUT, RUN_KILLED, RUN_CRASHED };
 
-
-
-/* A finished run, immutable once published; shared by readers' snapshots
- * (result_ref to keep one, result_unref to let go). */
-struct result *result_ref(struct result *r);
-void result_unref(struct result *r);
-
-/* The files of a result (never NULL; empty before the first run):
- * output, error and console for cat (control characters shown escaped,
- * common/escape.h); result.json and value.json exact. */
-enum result_file { RESULT_OUTPUT, RESULT_ERROR, RESULT_CONSOLE, RESULT_JSON, RESULT_VALUE_JSON };
-const struct text *result_text(const struct result *r, enum result_file which);
+/* A new session's mkdir (or open of clone) is answered within this, come
+ * what may. */
+#define SESSION_CREATE_TIMEOUT_MS 10000
 
 struct session_events {
         void *data; /* for the callbacks: session_events_data() */
-        /* The first worker of a session is ready (err 0) or could not start
-         * (err < 0, why says what failed; the session is closed right after). */
+        /* A new session's first worker is attached (err 0), or the session
+         * could not start (err < 0: -EAGAIN when a helper failed it, worth
+         * another try; -EPERM, -ENOMEM; why says what failed): it is
+         * closed right after the event. */
         void (*created)(struct session *s, int err, const char *why);
-        /* A run ended: a new result is published (s->last). */
+        /* A run ended: a new result is published (session_last_result). */
         void (*run_ended)(struct session *s);
-        /* The run's console grew. */
-        void (*console_grew)(struct session *s);
         /* The session is about to be freed. */
         void (*closing)(struct session *s);
 };
 
-/* Create the table; starts the zygote and the pool.  0 or -errno. */
+/* Create the table; starts the zygote, the keeper and the pool (all
+ * asynchronously).  0 or -errno. */
 int sessions_new(struct loop *l, const struct options *o, const struct session_events *ev,
                  struct sessions **out);
-/* End every worker and the zygote, free everything (no events are sent). */
+/* Close every session (the closing events go out; no other event), end
+ * every worker, tool process and the zygote, reap them, free everything. */
 void sessions_free(struct sessions *t);
 
 /* Open the audit log given by the options: 0 or -errno (-ELOOP: a symlink). */
 int sessions_open_audit(struct sessions *t, const char *path);
-
-/* Reap exited children (call on SIGCHLD). */
-void sessions_reap(struct sessions *t);
 
 /* Create a session.  name NULL picks the next free number.  Returns 0 with
  * *out in STARTING: its created event follows, within
@@ -110,6 +108,7 @@ int sessions_create(struct sessions *t, const char *name, struct session **out);
  * event is sent, then s is freed. */
 void session_close(struct session *s);
 
+/* Lookups by directory name and by id (NULL: none). */
 struct session *sessions_find(struct sessions *t, const char *name);
 struct session *sessions_find_id(struct sessions *t, uint64_t id);
 /* Sessions in creation order, for readdir: the first with id > after. */
@@ -117,14 +116,23 @@ struct session *sessions_next(struct sessions *t, uint64_t after);
 
 /* Is a run under way or queued? */
 bool session_busy(const struct session *s);
-/* Start a run of code (taken over; freed here).  -EBUSY when one is under
- * way.  Code that is not UTF-8, or a dead session, ends the run at once with
- * an error (run_ended is sent before this returns). */
+/* Start a run of code (taken over; freed here).  0, -EBUSY when one is
+ * under way or queued, -ENOMEM.  Code that is not UTF-8, or a dead session,
+ * ends the run at once with an error (run_ended is sent before this
+ * returns); in STARTING it is queued. */
 int session_start_run(struct session *s, char *code, size_t len);
-/* ctl commands. */
+/* ctl interrupt: the run under way is interrupted (R unwinds, the state is
+ * kept; SIGKILL after the grace period); nothing when none is, or it is
+ * being stopped already. */
 void session_interrupt(struct session *s);
+/* ctl restart: a fresh worker (STARTING), the state cleared; a run under
+ * way ends killed, a queued one waits for the new worker. */
 void session_restart(struct session *s);
+/* The timeout file: 0, or -EINVAL (not finite, negative, over 1e7 s). */
 int session_set_timeout(struct session *s, double seconds);
+/* The limits file: in force from now for the session-wide monitor and the
+ * next run; set on the worker at once when it is idle, after the run under
+ * way, or when a starting worker attaches.  0. */
 int session_set_limits(struct session *s, const struct limits *l);
 
 /* ---- what the fs layer reads of a session ------------------------------ */
@@ -160,21 +168,21 @@ void *session_input_writer(const struct session *s);
 void session_set_input_writer(struct session *s, void *handle);
 void *session_fs_data(const struct session *s);
 void session_set_fs_data(struct session *s, void *data);
-
-json_t *sessions_stats(struct sessions *t);
-const struct options *sessions_options(const struct sessions *t);
+/* The events' data pointer (struct session_events). */
 void *session_events_data(const struct session *s);
-/* The tool registry (sessions/tools.h), for the fs layer. */
+
+/* The stats file's JSON (new reference; NULL when out of memory). */
+json_t *sessions_stats(struct sessions *t);
+/* The tool registry (sessions/tools.h), for the tools/ directories. */
 struct tools *sessions_tools(struct sessions *t);
 
-/* For sessions/tools.c.  Send a frame to the session's worker: 0, or
- * -EPIPE when it has none (or it is gone); a failure to send kills it. */
-int session_worker_send(struct session *s, json_t *msg);
-/* True when the worker is ready and no run is under way or queued to it:
- * definitions may be sent now. */
-bool session_accepts_definitions(const struct session *s);
-/* Add an audit event (stolen) to the audit log and the session's log. */
-void session_audit(struct session *s, json_t *ev);
+/* A finished run, immutable once published; shared by readers' snapshots
+ * (result_ref to keep one, result_unref to let go; both accept NULL). */
+struct result *result_ref(struct result *r);
+void result_unref(struct result *r);
 
-/* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
-bool session_name_valid(const char *name);
+/* The files of a result (never NULL; empty for a NULL result): output,
+ * error and console for cat (control characters shown escaped,
+ * common/escape.h), result.json and value.json exact. */
+enum result_file { RESULT_OUTPUT, RESULT_ERROR, RESULT_CONSOLE, RESULT_JSON, RESULT_VALUE_JSON };
+const struct text *result_text(const struct result *r, enum result_file which);

@@ -1,21 +1,19 @@
-/* Inside sessions/ only: the session's and the result's state.  The fs layer
- * sees both through sessions/session.h's functions. */
+/* Inside sessions/ only: the state of the session table and of each
+ * session, shared by the files that move it — session.c (the state
+ * machine), run.c, result.c, worker.c, worker_io.c, pool.c, monitor.c,
+ * stats.c, table.c.  fs/ sees a session only through session.h's
+ * functions; the tool registry (tools.h) through its struct tool_host. */
 #pragma once
 
+#include "list.h"
 #include "session.h"
 
-struct result {
-        unsigned refs;
-        uint64_t seq;
-        enum run_status status;
-        /* The files read with cat: control characters shown escaped
-         * (common/escape.h); result_json has the exact text. */
-        struct text output;      /* formatted value + "\n"; empty after an error */
-        struct text error;       /* message + "\n"; empty on success */
-        struct text console;
-        struct text result_json; /* the result.json file */
-        struct text value_json;  /* the value.json file */
-};
+struct audit;
+struct cgroup_tree;
+struct host_id;
+struct id_pool;
+struct spawner;
+struct workspaces;
 
 struct session {
         uint64_t id;   /* never reused; the fs layer derives inode numbers from it */
@@ -25,6 +23,7 @@ struct session {
         struct worker *worker;
         double timeout_s;
         struct limits limits;
+        bool limits_pending;   /* written during a run: set on the worker when it ends */
         uint64_t next_seq;
         struct run *run;       /* under way or queued; NULL when none */
         struct result *last;   /* last finished run; NULL before the first */
@@ -36,12 +35,59 @@ struct session {
         bool closing;
         void *input_writer;    /* the fs handle open for writing input, if any */
         void *fs_data;         /* owned by the fs layer */
-        struct tool_scope *tools; /* owned by sessions/tools.c; made with the session */
+        struct tool_scope *tools; /* its tools/ (sessions/tools.h), made with it */
         struct workspace *workspace; /* its files (sessions/workspace.h); kept across workers */
         /* Its host uid/gid, from the daemon's id range (root, strict mode):
          * its workers' 1000 outside and the owner of its workspace; held
          * until it is closed and its last worker reaped.  NULL: the
          * daemon's own ids (unprivileged, none mode). */
         struct host_id *host_id;
-        struct session *prev, *next;
+        struct list link;      /* in the table's sessions, creation order */
 };
+
+/* The counters of stats (sessions/stats.c). */
+struct session_stats {
+        uint64_t sessions_created, executions, errors, timeouts, crashes, killed, interrupts, restarts, tool_calls,
+                protocol_violations;
+};
+
+struct sessions {
+        struct loop *loop;
+        const struct options *opt;
+        struct session_events ev;
+        struct spawner *spawner;
+        struct tools *tools;
+        struct cgroup_tree *cgroups;   /* a cgroup per worker, where possible */
+        struct workspaces *workspaces; /* NULL when they could not be set up */
+        struct id_pool *ids;           /* root, strict: the id range (-o id_range); else NULL */
+        char workspaces_error[512];
+        struct audit *audit;
+        struct list sessions;          /* in creation order: ids ascending */
+        unsigned n_sessions;
+        uint64_t next_id;
+        uint64_t next_auto_name;
+        struct list workers;           /* every worker not yet freed */
+        struct list pool;              /* ready, unassigned workers (sessions/pool.h) */
+        unsigned pool_ready, pool_starting;
+        struct loop_timer *pool_timer;
+        uint64_t pool_backoff_until;
+        uint64_t start_ns;
+        char last_start_error[512];    /* why the last worker could not start */
+        struct session_stats stats;
+};
+
+/* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
+bool session_name_valid(const char *name);
+/* Set s's limits on its worker, now idle (sessions/worker.h). */
+void session_apply_limits(struct session *s);
+/* Add an audit event (stolen; NULL is ignored) to the audit log and to the
+ * session's own log (its last SESSION_LOG_MAX bytes). */
+void session_audit(struct session *s, json_t *ev);
+/* s's worker answered "attached": s is IDLE (its created event goes out),
+ * its limits and tools are set, and a queued run is sent. */
+void session_worker_attached(struct session *s);
+/* s's worker w is gone (w is about to be freed): a worker that never
+ * attached failed to start (replaced a few times when a helper was to
+ * blame, else the session is DEAD or its creation fails); one that did
+ * takes the run under way with it (sessions/run.h) and is replaced. */
+void session_worker_lost(struct session *s, struct worker *w);

@@ -785,7 +785,9 @@ SecureSession <- R6::R6Class("SecureSession",
       if (status %in% c("crashed", "killed")) {
         abort(err, class = "securerfs_crash", result = res, output = lines)
       }
-      if (startsWith(err, "Syntax error")) {
+      # The daemon says what kind of error it was (result.json's
+      # error_kind), so that no message text is parsed here.
+      if (identical(res$error_kind, "syntax")) {
         abort(err, class = "securerfs_syntax_error", result = res,
               output = lines)
       }

@@ -89,6 +89,19 @@ test_that("syntax errors are found in R before the mount sees the code", {
     seq_before + 1L)
 })
 
+test_that("the kind of an error comes from the daemon, not from its text", {
+  skip_if_no_mount()
+  s <- SecureSession$new()
+  on.exit(s$close())
+  # An R error whose message looks like a parse error is a runtime error.
+  e <- expect_error(s$execute("stop('Syntax error: not really')"),
+                    class = "securerfs_runtime_error")
+  expect_identical(e$result$error_kind, "runtime")
+  e <- expect_error(s$execute("x <- ", validate = FALSE),
+                    class = "securerfs_syntax_error")
+  expect_identical(e$result$error_kind, "syntax")
+})
+
 test_that("a timeout interrupts the run and keeps the state", {
   skip_if_no_mount()
   s <- SecureSession$new()

@@ -1,0 +1,181 @@
+#include "monitor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "procs.h"
+#include "run.h"
+#include "sandbox/cgroup.h"
+#include "session_private.h"
+#include "worker.h"
+
+/* The session-wide limits monitor (docs/security.md, "Session-wide
+ * limits"): it first looks at a run this long after it started (shorter
+ * runs cost nothing), then every MONITOR_PERIOD_NS while the worker is
+ * alone, every MONITOR_PERIOD_FORKED_NS while it has other processes (they
+ * are what can multiply the limits), or twenty times as long as its last
+ * look took, whichever is longer (so it never takes more than 5% of a CPU).
+ * The exact memory count (a page-table walk per process) is rate-limited
+ * the same way, on its own. */
+#define MONITOR_AFTER_NS 50000000ull
+#define MONITOR_PERIOD_NS 100000000ull
+#define MONITOR_PERIOD_FORKED_NS 20000000ull
+/* The daemon's look for processes a run left behind (the worker kills its
+ * own at the end of every run; this is for a worker whose native code is
+ * hostile) happens at most this often per worker, off the run's path. */
+#define LEFTOVER_CHECK_GAP_NS 20000000ull
+/* Passes of procs_kill_descendants() before a session whose processes keep
+ * forking loses its worker (and with it, in strict mode, its whole pid
+ * namespace). */
+#define KILL_PASSES 16u
+
+/* Processes started after this CLOCK_MONOTONIC time, as the kernel's start
+ * time of processes counts: clock ticks since boot (CLOCK_BOOTTIME), cut
+ * down.  A process whose start tick is below this one started before. */
+static unsigned long long boot_tick_of(uint64_t mono_ns) {
+        static long hz;
+        struct timespec ts;
+        uint64_t boot_now, mono_now = now_ns();
+
+        if (!hz)
+                hz = sysconf(_SC_CLK_TCK);
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        boot_now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        return (boot_now - (mono_now - MIN(mono_ns, mono_now))) / (1000000000ull / (uint64_t)hz);
+}
+
+/* Kill every process of the session but its worker, started before
+ * before_tick (ULLONG_MAX: all). */
+static void kill_session_processes(struct session *s, unsigned long long before_tick, const char *when) {
+        struct worker *w = s->worker;
+        int n;
+
+        if (!w || w->pid <= 0 || w->exited)
+                return;
+        n = procs_kill_descendants(w->pid, KILL_PASSES, before_tick);
+        if (n == -EAGAIN) {
+                log_warn("session %s: its processes kept forking %s; killing its worker", s->name, when);
+                worker_kill(w, "the session's processes kept forking faster than they could be killed");
+        } else if (n > 0) {
+                log_debug("session %s: killed %d processes %s", s->name, n, when);
+                session_audit(s, json_pack("{s:s, s:i, s:s}", "event", "processes_killed", "count", n, "when", when));
+        }
+}
+
+void monitor_kill_run_processes(struct session *s) {
+        kill_session_processes(s, ULLONG_MAX, "as the run was stopped");
+}
+
+/* The worker kills what a run started before it sends its result; this is
+ * the daemon's own look, for a worker whose native code is hostile.  When it
+ * comes while a later run is under way it kills only processes older than
+ * that run. */
+void monitor_on_leftover_timer(void *data) {
+        struct worker *w = data;
+        struct session *s = w->session;
+        struct run *r = s ? s->run : NULL;
+
+        w->leftover_check_armed = false;
+        w->last_leftover_check_ns = now_ns();
+        if (!s || s->worker != w || !w->attached)
+                return;
+        kill_session_processes(s, r && r->sent ? boot_tick_of(r->start_ns) : ULLONG_MAX, "that a run left behind");
+}
+
+void monitor_check_leftovers(struct session *s) {
+        struct worker *w = s->worker;
+
+        if (!w || w->pid <= 0 || w->exited || !w->attached || w->leftover_check_armed)
+                return;
+        w->leftover_check_armed = true;
+        loop_timer_arm(w->leftover_check, MAX(now_ns(), w->last_leftover_check_ns + LEFTOVER_CHECK_GAP_NS));
+}
+
+void monitor_arm(struct session *s) {
+        if (s->limits.v[LIMIT_CPU] != LIMIT_UNSET || s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET)
+                loop_timer_arm(s->run->monitor, s->run->start_ns + MONITOR_AFTER_NS);
+}
+
+/* The run's CPU: the worker's own since the run began (its base is exact),
+ * all of its descendants' (none was left from an earlier run), and what it
+ * reaped since the first look. */
+static double run_cpu_s(const struct run *r, const struct procs_usage *u) {
+        return (u->worker_cpu_s - r->cpu_base_s) + (u->cpu_s - u->worker_cpu_s - u->worker_reaped_s) +
+               (u->worker_reaped_s - r->reaped_base_s);
+}
+
+/* Past the session's memory limit?  Then 1 with reason written. */
+static int memory_over(struct session *s, const struct procs_usage *u, char *reason, size_t n) {
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+        struct worker *w = s->worker;
+        long long mem = s->limits.v[LIMIT_MEMORY];
+        unsigned long long oom, held = u->estimate_bytes, pss;
+
+        if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) {
+                w->oom_kills_seen = oom;
+                snprintf(reason, n,
+                         "Memory limit of %lld MiB reached by the session's processes together (the kernel killed "
+                         "one of them)",
+                         mem >> 20);
+                return 1;
+        }
+        /* The estimate is cheap; the resident sets' sum is never below what
+         * they hold, so only past the limit is the exact count (which the
+         * estimate can miss: copy-on-write copies) worth its page walks. */
+        if (held <= (unsigned long long)mem && u->rss_bytes > (unsigned long long)mem && now_ns() >= r->next_pss_ns) {
+                uint64_t pss_start = now_ns();
+                if (procs_pss(w->pid, &pss) == 0)
+                        held = pss;
+                r->next_pss_ns = now_ns() + 20 * (now_ns() - pss_start);
+        }
+        if (held > (unsigned long long)mem) {
+                snprintf(reason, n,
+                         "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB)",
+                         mem >> 20, u->n, held >> 20);
+                return 1;
+        }
+        return 0;
+}
+
+void monitor_on_run_timer(void *data) {
+        struct session *s = data;
+        struct sessions *t = s->owner;
+        struct run *r = s->run;
+        struct worker *w = s->worker;
+        long long cpu = s->limits.v[LIMIT_CPU];
+        uint64_t start = now_ns(), took;
+        struct procs_usage u;
+        char reason[256];
+
+        if (!r || !r->sent || !w || w->pid <= 0 || w->exited || r->in_grace)
+                return;
+        if (procs_usage(w->pid, &u) < 0)
+                return; /* it is gone: its reaping ends the run */
+        if (!r->monitored) {
+                unsigned long long oom;
+                r->monitored = true;
+                r->reaped_base_s = u.worker_reaped_s;
+                if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0)
+                        w->oom_kills_seen = oom;
+        }
+        if (cpu != LIMIT_UNSET && run_cpu_s(r, &u) >= (double)cpu) {
+                snprintf(reason, sizeof(reason),
+                         "CPU time limit of %lld s reached by the session's %u processes together (%.1f s)", cpu, u.n,
+                         run_cpu_s(r, &u));
+                run_stop_on_limit(s, "cpu", reason);
+                return;
+        }
+        took = now_ns() - start;
+        if (s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET && memory_over(s, &u, reason, sizeof(reason))) {
+                run_stop_on_limit(s, "memory", reason);
+                return;
+        }
+        loop_timer_arm(r->monitor, now_ns() + MAX(u.n > 1 ? MONITOR_PERIOD_FORKED_NS : MONITOR_PERIOD_NS, 20 * took));
+}

@@ -1,0 +1,384 @@
+#include "worker.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hostid.h"
+#include "json_cleanup.h"
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "monitor.h"
+#include "pool.h"
+#include "protocol.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/spawner.h"
+#include "session_private.h"
+#include "workspace.h"
+
+/* Deadlines of a worker's start (docs/protocol.md, "Deadlines"): from the
+ * spawn request to its "ready" (the zygote's own deadlines come first), and
+ * from its assignment to a session to its "attached" (the keeper's copy of
+ * the workspace, and the worker's move_mount); a worker that misses one is
+ * killed. */
+#define WORKER_START_TIMEOUT_MS 15000
+#define WORKER_ATTACH_TIMEOUT_MS 5000
+#define MS(x) ((uint64_t)(x) * 1000000ULL)
+
+void worker_kill(struct worker *w, const char *reason) {
+        if (reason && !w->kill_reason)
+                w->kill_reason = strdup(reason);
+        if (w->pid > 0 && !w->exited)
+                kill(w->pid, SIGKILL);
+        if (w->token) {
+                spawner_cancel(w->owner->spawner, w->token);
+                w->token = 0;
+        }
+        if (w->ws_token) {
+                workspace_cancel(w->ws_pending, w->ws_token);
+                w->ws_token = 0;
+                w->ws_pending = NULL;
+        }
+        loop_timer_arm(w->start_timer, 0);
+}
+
+void worker_set_fatal(struct worker *w, int err, const char *why) {
+        if (w->fatal)
+                return;
+        w->fatal = strdup(why);
+        w->start_err = err;
+}
+
+/* None mode: a worker removes its private directory in /tmp when it exits,
+ * but one that was killed cannot.  Its name carries the pid
+ * (jail_private_dir()); remove it without following links. */
+static void sweep_private_dir(pid_t pid) {
+        char prefix[64];
+        DIR *d = opendir("/tmp");
+        struct dirent *de;
+
+        if (!d)
+                return;
+        snprintf(prefix, sizeof(prefix), "securerfs-w%ld-", (long)pid);
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
+                        workspace_remove_tree(dirfd(d), de->d_name);
+        closedir(d);
+}
+
+void worker_free(struct worker *w) {
+        struct sessions *t = w->owner;
+
+        worker_close_fd(w);
+        if (w->ws_token)
+                workspace_cancel(w->ws_pending, w->ws_token);
+        if (w->watched)
+                loop_unwatch_child(t->loop, w->pid);
+        if (t->opt->sandbox_none && w->pid > 0 && w->exited)
+                sweep_private_dir(w->pid);
+        if (w->cgroup_id)
+                cgroup_worker_remove(t->cgroups, w->cgroup_id);
+        list_unlink(&w->link);
+        list_unlink(&w->pool_link);
+        frame_reader_free(&w->rd);
+        loop_timer_free(w->start_timer);
+        loop_timer_free(w->resume);
+        loop_timer_free(w->leftover_check);
+        text_free(&w->out);
+        free(w->fatal);
+        free(w->kill_reason);
+        /* Reaped (or never started): its id may go back once its session
+         * lets go of it too. */
+        host_id_unref(t->ids, w->host_id);
+        free(w);
+}
+
+void worker_abandon(struct worker *w, const char *reason) {
+        w->session = NULL;
+        worker_close_fd(w);
+        worker_kill(w, reason);
+        w->abandoned = true;
+        if (!w->pid && !w->token) /* never handed to the zygote */
+                worker_free(w);
+}
+
+/* The worker is gone for good (reaped, or never started): tell whoever had
+ * it, then free it. */
+static void worker_finish(struct worker *w) {
+        struct sessions *t = w->owner;
+
+        if (w->session)
+                session_worker_lost(w->session, w);
+        else if (!w->abandoned) /* an abandoned one: nothing waits for it */
+                pool_worker_gone(t, w);
+        worker_free(w);
+        pool_fill(t);
+}
+
+void worker_describe_exit(const struct worker *w, char *buf, size_t n) {
+        int st = w->exit_status;
+
+        if (!w->exited)
+                snprintf(buf, n, "it could not be started");
+        else if (WIFSIGNALED(st))
+                snprintf(buf, n, "it was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else
+                snprintf(buf, n, "it exited with status %d", WEXITSTATUS(st));
+}
+
+/* The loop reaped it (workers are the daemon's children: CLONE_PARENT). */
+static void worker_on_exit(pid_t pid, int status, const struct rusage *ru, void *data) {
+        struct worker *w = data;
+
+        w->watched = false;
+        w->exited = true;
+        w->exit_status = status;
+        w->cpu_s = (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 + (double)ru->ru_stime.tv_sec +
+                   ru->ru_stime.tv_usec / 1e6;
+        /* Frames it sent before dying (a fatal reason, a last result) are
+         * still in the socket: take them first. */
+        if (w->fd >= 0)
+                worker_read_rest(w);
+        worker_close_fd(w);
+        worker_finish(w);
+}
+
+/* The worker missed its start or attach deadline: it is killed, and fails to
+ * start as if it had died (worker_finish). */
+static void on_worker_start_timeout(void *data) {
+        struct worker *w = data;
+        char why[160];
+
+        snprintf(why, sizeof(why), "the worker did not %s within %d ms",
+                 w->state == WORKER_READY ? "attach its workspace" : w->pid > 0 ? "become ready" : "get cloned",
+                 w->state == WORKER_READY ? WORKER_ATTACH_TIMEOUT_MS : WORKER_START_TIMEOUT_MS);
+        log_warn("%s (pid %d); killing it", why, (int)w->pid);
+        worker_set_fatal(w, -EAGAIN, why);
+        worker_close_fd(w);
+        worker_kill(w, NULL);
+        if (w->pid <= 0 && !w->exited) {
+                /* Never cloned: nothing to reap.  The zygote's answer, if
+                 * it still comes, kills what it made. */
+                w->exited = true;
+                worker_finish(w);
+        }
+}
+
+/* A worker is ready once both its "ready" frame and the zygote's word of its
+ * pid have come (they travel on different sockets, in either order): only
+ * then may it be signalled or limited. */
+static void worker_check_ready(struct worker *w) {
+        if (!w->got_ready || w->pid <= 0 || w->exited || w->state != WORKER_SPAWNING)
+                return;
+        w->state = WORKER_READY;
+        loop_timer_arm(w->start_timer, 0);
+        if (w->session)
+                worker_assign(w);
+        else if (!w->abandoned)
+                pool_add(w->owner, w);
+}
+
+void worker_on_ready(struct worker *w, long long reserved_bytes) {
+        /* Sent before any user code ran in the worker: what its build
+         * reserves is believed, within the protocol's bound. */
+        w->reserved_as = reserved_bytes;
+        w->got_ready = true;
+        worker_check_ready(w);
+}
+
+static void spawn_done(void *data, pid_t pid, int err, const char *why) {
+        struct worker *w = data;
+
+        w->token = 0;
+        if (pid <= 0) {
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM,
+                                 why ? why : "the zygote could not clone a worker");
+                worker_close_fd(w);
+                w->exited = true;
+                worker_finish(w);
+                return;
+        }
+        w->pid = pid;
+        /* It may have died already: the loop keeps such an exit and hands
+         * it to this watch at its next iteration. */
+        if (loop_watch_child(w->owner->loop, pid, worker_on_exit, w) < 0) {
+                /* We could not learn of its death: it must not live. */
+                kill(pid, SIGKILL);
+                worker_set_fatal(w, -EAGAIN, "out of memory watching the worker");
+                worker_close_fd(w);
+                w->exited = true;
+                worker_finish(w);
+                return;
+        }
+        w->watched = true;
+        worker_check_ready(w);
+}
+
+/* Free a worker that worker_spawn() had not linked in yet. */
+static void worker_spawn_undo(struct worker *w, int sv[2]) {
+        if (sv) {
+                close(sv[0]);
+                close(sv[1]);
+        }
+        loop_timer_free(w->resume);
+        loop_timer_free(w->leftover_check);
+        loop_timer_free(w->start_timer);
+        host_id_unref(w->owner->ids, w->host_id);
+        free(w);
+}
+
+struct worker *worker_spawn(struct sessions *t, struct session *s, struct host_id *h) {
+        struct worker *w = calloc(1, sizeof(*w));
+        const struct limits *l = s ? &s->limits : &t->opt->limits;
+        int sv[2], e;
+
+        if (!w)
+                return NULL;
+        w->owner = t;
+        w->session = s;
+        w->host_id = host_id_ref(h);
+        w->fd = -1;
+        list_init(&w->link);
+        list_init(&w->pool_link);
+        w->resume = loop_timer_new(t->loop, worker_on_resume, w);
+        w->leftover_check = loop_timer_new(t->loop, monitor_on_leftover_timer, w);
+        w->start_timer = loop_timer_new(t->loop, on_worker_start_timeout, w);
+        /* Only our end is non-blocking: the worker reads with blocking calls. */
+        if (!w->resume || !w->leftover_check || !w->start_timer ||
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+                worker_spawn_undo(w, NULL);
+                return NULL;
+        }
+        w->fd = sv[0];
+        frame_reader_init(&w->rd, FRAME_MAX_BYTES);
+        if (fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0 || worker_io_start(w) < 0) {
+                worker_spawn_undo(w, sv);
+                return NULL;
+        }
+        list_prepend(&t->workers, &w->link);
+        /* Its cgroup exists before the clone that joins it. */
+        w->cgroup_id = spawner_next_token(t->spawner);
+        e = cgroup_worker_prepare(t->cgroups, w->cgroup_id, l->v[LIMIT_MEMORY], l->v[LIMIT_NPROC]);
+        if (e < 0)
+                log_warn("worker cgroup: %s", strerror(-e));
+        /* The worker's end goes to the zygote, which hands it to the clone. */
+        w->token = spawner_request(t->spawner, sv[1], host_uid(w->host_id), host_gid(w->host_id), spawn_done, w);
+        if (!w->token) {
+                worker_free(w);
+                return NULL;
+        }
+        loop_timer_arm(w->start_timer, now_ns() + MS(WORKER_START_TIMEOUT_MS));
+        return w;
+}
+
+/* ---- its session's workspace ------------------------------------------------ */
+
+/* The workspace descriptor for w came (or could not be had): send it as the
+ * worker's first frame.  fd is consumed. */
+static void worker_hand_workspace(struct worker *w, int err, int fd, const char *why) {
+        _cleanup_close_ int owned = fd;
+        char msg[512];
+
+        if (err == 0) {
+                _cleanup_json_ json_t *m = protocol_workspace();
+                err = m ? worker_send_fd(w, m, fd) : -ENOMEM;
+                why = NULL;
+        }
+        if (err < 0) {
+                snprintf(msg, sizeof(msg), "could not hand the workspace to the worker: %s",
+                         why ? why : strerror(-err));
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM, msg);
+                worker_close_fd(w);
+                worker_kill(w, NULL);
+        }
+}
+
+static void on_worker_fd(void *data, int err, int fd, const char *why) {
+        struct worker *w = data;
+
+        w->ws_token = 0;
+        w->ws_pending = NULL;
+        worker_hand_workspace(w, err, fd, why);
+}
+
+void worker_assign(struct worker *w) {
+        struct session *s = w->session;
+        int fd = -1, e;
+
+        loop_timer_arm(w->start_timer, now_ns() + MS(WORKER_ATTACH_TIMEOUT_MS));
+        e = workspace_worker_fd(s->workspace, on_worker_fd, w, &fd, &w->ws_token);
+        if (e == -EINPROGRESS) {
+                w->ws_pending = s->workspace;
+                return;
+        }
+        worker_hand_workspace(w, e, fd, NULL);
+}
+
+/* ---- limits ----------------------------------------------------------------- */
+
+double worker_cpu_s(const struct worker *w) {
+        clockid_t cid;
+        struct timespec ts;
+
+        if (!w || w->pid <= 0 || clock_getcpuclockid(w->pid, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+                return 0;
+        return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Only soft limits change: the hard ones stay what the worker inherited (the
+ * daemon's own), because only CAP_SYS_RESOURCE may raise a hard limit (root
+ * lacks it on this project's machines), so a hard limit lowered once could
+ * never be raised again for a later run or a rewritten limits file.  The
+ * soft limit binds all the same: the seccomp filter keeps the worker from
+ * raising it.  cpu: SIGXCPU, which the worker turns into an interrupt (the
+ * kernel raises the soft limit by a second at every SIGXCPU); the hard stop
+ * is the daemon's (the monitor, then the grace period). */
+int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only) {
+        static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
+                                                  RLIMIT_STACK};
+        int first_error = 0, e;
+
+        if (!w || w->pid <= 0 || w->exited)
+                return 0;
+        for (int i = 0; i < (cpu_only ? 1 : LIMIT_COUNT); i++) {
+                long long v = l->v[i];
+                struct rlimit hard, rl;
+
+                /* The worker's hard limits are the daemon's (inherited
+                 * through the zygote, never changed). */
+                if (getrlimit(resource[i], &hard) < 0)
+                        hard.rlim_max = RLIM_INFINITY;
+                rl.rlim_max = hard.rlim_max;
+                rl.rlim_cur = RLIM_INFINITY;
+                if (v != LIMIT_UNSET)
+                        rl.rlim_cur = i == LIMIT_CPU ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v
+                                      /* What the worker's build reserves before any
+                                       * user code (0, but for a sanitizer's shadow
+                                       * memory) is not the run's. */
+                                      : i == LIMIT_MEMORY ? (rlim_t)v + (rlim_t)w->reserved_as
+                                                          : (rlim_t)v;
+                rl.rlim_cur = MIN(rl.rlim_cur, rl.rlim_max);
+                if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
+                        first_error = -errno;
+        }
+        /* The same memory and process counts as a cgroup (where the host
+         * allows one): it also counts the worker's tmpfs pages and its
+         * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */
+        if (cpu_only)
+                return first_error;
+        e = cgroup_worker_prepare(w->owner->cgroups, w->cgroup_id, l->v[LIMIT_MEMORY], l->v[LIMIT_NPROC]);
+        if (e < 0 && !first_error)
+                first_error = e;
+        return first_error;
+}

@@ -1,0 +1,292 @@
+/* A worker's socket (sessions/worker.h): frames out through a queue that the
+ * loop drains, frames in within a budget per wake-up, each checked against
+ * the protocol's table (sessions/protocol.h) and then handed to its owner. */
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "json_cleanup.h"
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "protocol.h"
+#include "run.h"
+#include "session_private.h"
+#include "utf8.h"
+
+/* What the daemon takes from one worker per wake-up of its socket: after
+ * this many frames, or once this many bytes were read, it goes back to its
+ * loop (timers such as the run's deadline, FUSE requests, other sessions)
+ * and carries on at the next iteration.  epoll is level-triggered here, so
+ * bytes still in the socket wake it again; complete frames already in our
+ * buffer are picked up by the worker's resume timer. */
+#define READ_BUDGET_FRAMES 16u
+#define READ_BUDGET_BYTES (256u << 10)
+/* Bytes queued to a worker and not yet taken by it.  During a run the
+ * daemon only sends what the worker asked for (a tool's reply, at most
+ * TOOL_IO_MAX plus a little) and interrupts, so a worker past this has
+ * stopped reading its replies: it is killed. */
+#define OUT_QUEUE_MAX (8u << 20)
+/* What is kept of a fatal frame's reason. */
+#define FATAL_KEPT 1000u
+
+static void worker_on_io(int fd, uint32_t events, void *data);
+
+int worker_io_start(struct worker *w) { return loop_add_fd(w->owner->loop, w->fd, EPOLLIN, worker_on_io, w); }
+
+void worker_close_fd(struct worker *w) {
+        if (w->fd < 0)
+                return;
+        loop_del_fd(w->owner->loop, w->fd);
+        close(w->fd);
+        w->fd = -1;
+}
+
+void worker_protocol_violation(struct worker *w, const char *what) {
+        struct sessions *t = w->owner;
+        char reason[256];
+
+        t->stats.protocol_violations++;
+        snprintf(reason, sizeof(reason), "the worker broke the protocol (%s)", what);
+        log_warn("session %s: %s; killing it", w->session ? w->session->name : "(pool)", reason);
+        worker_close_fd(w);
+        worker_kill(w, reason);
+}
+
+/* ---- out ------------------------------------------------------------------ */
+
+static int worker_flush_out(struct worker *w) {
+        while (w->out_off < w->out.len) {
+                ssize_t n = send(w->fd, w->out.data + w->out_off, w->out.len - w->out_off,
+                                 MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN) {
+                                /* Drop what was sent, so that a worker that
+                                 * reads slowly while we keep adding does not
+                                 * make the buffer grow past what is queued. */
+                                if (w->out_off > (64u << 10) && w->out_off > w->out.len / 2) {
+                                        text_consume(&w->out, w->out_off);
+                                        w->out_off = 0;
+                                }
+                                if (w->watching_out)
+                                        return 0;
+                                w->watching_out = true;
+                                return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN | EPOLLOUT);
+                        }
+                        return -errno;
+                }
+                w->out_off += (size_t)n;
+        }
+        text_clear(&w->out);
+        w->out_off = 0;
+        /* An epoll_ctl() only when the watch changes: a reply per tool call
+         * must not cost two system calls. */
+        if (!w->watching_out)
+                return 0;
+        w->watching_out = false;
+        return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN);
+}
+
+int worker_send(struct worker *w, const json_t *msg) {
+        struct session *s = w->session;
+        int e;
+
+        if (w->fd < 0)
+                return -EPIPE;
+        e = frame_append(msg, &w->out);
+        if (e < 0)
+                return e;
+        e = worker_flush_out(w);
+        /* During a run we only send what the worker asked for: one that
+         * lets this pile up has stopped reading its replies (docs/protocol.md). */
+        if (e == 0 && w->out.len - w->out_off > OUT_QUEUE_MAX && s && s->run && s->run->sent) {
+                worker_protocol_violation(w, "it stopped reading its replies: over 8 MiB queued");
+                return -ENOBUFS;
+        }
+        return e;
+}
+
+int worker_send_fd(struct worker *w, const json_t *msg, int fd) {
+        struct text frame = {0};
+        union {
+                struct cmsghdr align;
+                char space[CMSG_SPACE(sizeof(int))];
+        } control;
+        struct iovec iov;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                            .msg_controllen = sizeof(control.space)};
+        struct cmsghdr *c;
+        ssize_t n;
+        int e;
+
+        if (w->fd < 0 || w->out.len > 0)
+                return -EPIPE;
+        e = frame_append(msg, &frame);
+        if (e < 0)
+                return e;
+        memset(&control, 0, sizeof(control));
+        iov = (struct iovec){.iov_base = frame.data, .iov_len = frame.len};
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        do
+                n = sendmsg(w->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                e = -errno;
+        else if ((size_t)n < frame.len) /* the descriptor went with the first byte */
+                e = text_append(&w->out, frame.data + n, frame.len - (size_t)n) < 0 ? -ENOMEM : worker_flush_out(w);
+        text_free(&frame);
+        return e;
+}
+
+void worker_interrupt(struct worker *w, uint64_t seq) {
+        _cleanup_json_ json_t *m = protocol_interrupt(seq);
+
+        if (m)
+                worker_send(w, m);
+        if (w->pid > 0 && !w->exited)
+                kill(w->pid, SIGINT);
+}
+
+/* ---- in ------------------------------------------------------------------- */
+
+/* Where the worker is, for the protocol's table. */
+static enum worker_phase worker_phase(const struct worker *w) {
+        const struct session *s = w->session;
+
+        if (!w->got_ready)
+                return PHASE_STARTING;
+        if (w->state != WORKER_READY || !s || w->ws_token)
+                return PHASE_WAITING;
+        if (!w->attached)
+                return PHASE_ATTACHING;
+        return s->run && s->run->sent ? PHASE_RUNNING : PHASE_IDLE;
+}
+
+/* One frame: checked against the table, then handed to what it concerns.
+ * The check is the whole of what each case relies on (the reason each is
+ * safe to accept is in the table). */
+static void worker_handle_frame(struct worker *w, const json_t *m) {
+        struct session *s = w->session;
+        struct protocol_context ctx = {.phase = worker_phase(w)};
+        struct worker_frame f;
+        const char *why;
+
+        if (ctx.phase == PHASE_RUNNING) {
+                ctx.seq = s->run->seq;
+                ctx.last_call_id = s->run->last_call_id;
+        }
+        if (protocol_check_worker_frame(m, &ctx, &f, &why) < 0) {
+                worker_protocol_violation(w, why);
+                return;
+        }
+        switch (f.type) {
+        case MSG_READY: worker_on_ready(w, f.u.ready.reserved_bytes); break;
+        case MSG_ATTACHED:
+                w->attached = true;
+                loop_timer_arm(w->start_timer, 0);
+                session_worker_attached(s);
+                break;
+        case MSG_FATAL: {
+                size_t len;
+                /* It exits; its reaping reports the reason. */
+                free(w->fatal);
+                w->fatal = utf8_clean_dup(f.u.fatal.error, f.u.fatal.len, FATAL_KEPT, NULL, &len);
+                break;
+        }
+        case MSG_CONSOLE:
+                if (run_on_console(s, f.u.console.text, f.u.console.len) < 0)
+                        worker_protocol_violation(w, "console flood");
+                break;
+        case MSG_TOOL_CALL: run_on_tool_call(s, &f); break;
+        case MSG_RESULT: run_on_result(s, &f); break;
+        case MSG_WORKER_COUNT: break;
+        }
+}
+
+/* Read and handle the frames available, within the per-wake-up budget
+ * (READ_BUDGET_*) unless all is true: a worker that writes as fast as we
+ * read must not keep the loop from its timers and other file descriptors.
+ * all is for a worker that is gone, whose last frames are in the socket
+ * (bounded by its buffer, as nobody writes any more). */
+static void worker_read(struct worker *w, bool all) {
+        unsigned frames = 0;
+        size_t bytes = 0;
+
+        for (;;) {
+                json_t *m = NULL;
+                long n;
+                int e = 0;
+
+                while ((all || frames < READ_BUDGET_FRAMES) && (e = frame_reader_next(&w->rd, &m)) == 1) {
+                        frames++;
+                        worker_handle_frame(w, m);
+                        json_decref(m);
+                        if (w->fd < 0)
+                                return;
+                }
+                if (e < 0) {
+                        worker_protocol_violation(w, e == -EMSGSIZE ? "frame too large" : "malformed frame");
+                        return;
+                }
+                if (e == 1 || (!all && frames >= READ_BUDGET_FRAMES)) {
+                        /* Complete frames may wait in our buffer, which
+                         * epoll does not see: come back next iteration. */
+                        w->resume_armed = true;
+                        loop_timer_arm(w->resume, now_ns() + 1);
+                        return;
+                }
+                /* Bytes still in the socket wake us again (level-triggered). */
+                if (!all && bytes >= READ_BUDGET_BYTES)
+                        return;
+                n = frame_reader_fill(&w->rd, w->fd);
+                if (n == -EAGAIN)
+                        return;
+                if (n <= 0) {
+                        /* End of file: the worker is exiting.  Its exit status
+                         * (reaped soon) says how. */
+                        worker_close_fd(w);
+                        if (w->pid > 0 && !w->exited)
+                                kill(w->pid, SIGKILL);
+                        return;
+                }
+                bytes += (size_t)n;
+        }
+}
+
+void worker_read_rest(struct worker *w) { worker_read(w, true); }
+
+void worker_on_resume(void *data) {
+        struct worker *w = data;
+
+        w->resume_armed = false;
+        if (w->fd >= 0)
+                worker_read(w, false);
+}
+
+static void worker_on_io(int fd, uint32_t events, void *data) {
+        struct worker *w = data;
+
+        if (events & EPOLLOUT) {
+                if (worker_flush_out(w) < 0) {
+                        worker_close_fd(w);
+                        worker_kill(w, NULL);
+                        return;
+                }
+        }
+        /* One budget per loop iteration: with the resume timer armed, the
+         * timer reads next. */
+        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !w->resume_armed)
+                worker_read(w, false);
+}

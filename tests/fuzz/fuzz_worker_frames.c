@@ -1,0 +1,101 @@
+/* Fuzz target for the worker protocol's validator (sessions/protocol.c):
+ * every frame from a worker passes it, and the worker is hostile.  The
+ * input's first byte picks the worker's phase and the run's last tool_call
+ * id; the rest goes through the frame codec (as from the socket) and each
+ * frame it yields through protocol_check_worker_frame().  Checked for any
+ * input (abort on a violation): a frame that passes is one its phase allows,
+ * with exactly the fields and bounds the table names, the run's seq and a
+ * fresh id, and a status that fits its error_kind.
+ *
+ * With libFuzzer (from a build directory, for r_base_names.h):
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I.. -I../common -I../sessions \
+ *     ../tests/fuzz/fuzz_worker_frames.c ../sessions/protocol.c ../common/frame.c ../common/text.c \
+ *     ../common/utf8.c ../common/options.c ../common/hostids.c -ljansson -lm -o fuzz_worker_frames
+ *   ./fuzz_worker_frames ../tests/fuzz/corpus_worker_frames
+ * Without libFuzzer it is linked with tests/fuzz/replay.c (meson test
+ * "fuzz-worker-frames"). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "protocol.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The worker may send t in phase p (docs/protocol.md's table). */
+static int allowed(enum worker_message t, enum worker_phase p) {
+        switch (t) {
+        case MSG_READY: return p == PHASE_STARTING;
+        case MSG_ATTACHED: return p == PHASE_ATTACHING;
+        case MSG_FATAL: return p == PHASE_STARTING || p == PHASE_WAITING || p == PHASE_ATTACHING;
+        default: return p == PHASE_RUNNING;
+        }
+}
+
+static size_t field_count(const json_t *m) { return json_object_size(m) - 1; /* "type" */ }
+
+static void check_passed(const json_t *m, const struct protocol_context *c, const struct worker_frame *f) {
+        if (!allowed(f->type, c->phase))
+                abort();
+        switch (f->type) {
+        case MSG_READY:
+                if (!f->u.ready.r_version || f->u.ready.reserved_bytes < 0 ||
+                    f->u.ready.reserved_bytes > PROTOCOL_RESERVED_MAX || field_count(m) > 2)
+                        abort();
+                break;
+        case MSG_ATTACHED:
+                if (field_count(m) != 0)
+                        abort();
+                break;
+        case MSG_FATAL:
+                if (!f->u.fatal.error || field_count(m) != 1)
+                        abort();
+                break;
+        case MSG_CONSOLE:
+                if (!f->u.console.text || f->u.console.len > PROTOCOL_CONSOLE_TEXT_MAX || field_count(m) != 2 ||
+                    json_integer_value(json_object_get(m, "seq")) != (json_int_t)c->seq)
+                        abort();
+                break;
+        case MSG_TOOL_CALL:
+                if (f->u.tool_call.id <= c->last_call_id || !f->u.tool_call.tool ||
+                    strlen(f->u.tool_call.tool) > PROTOCOL_TOOL_NAME_MAX || !json_is_object(f->u.tool_call.args) ||
+                    field_count(m) != 4)
+                        abort();
+                break;
+        case MSG_RESULT:
+                if (!f->u.result.output || !f->u.result.error || !f->u.result.value ||
+                    !json_is_array(f->u.result.warnings) || f->u.result.limit >= LIMIT_COUNT ||
+                    (f->u.result.status == WORKER_OK) != (f->u.result.kind == WORKER_KIND_NONE) ||
+                    (f->u.result.status == WORKER_INTERRUPTED) != (f->u.result.kind == WORKER_KIND_INTERRUPTED) ||
+                    field_count(m) > 10)
+                        abort();
+                break;
+        case MSG_WORKER_COUNT: abort();
+        }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        struct protocol_context c = {.seq = 7};
+        struct frame_reader r;
+        json_t *m;
+
+        if (size < 1)
+                return 0;
+        c.phase = (enum worker_phase)(data[0] % PHASE_COUNT);
+        c.last_call_id = data[0] / PHASE_COUNT;
+        frame_reader_init(&r, FRAME_MAX_BYTES);
+        frame_reader_feed(&r, data + 1, size - 1);
+        while (frame_reader_next(&r, &m) == 1) {
+                struct worker_frame f;
+                const char *why = NULL;
+
+                if (protocol_check_worker_frame(m, &c, &f, &why) == 0)
+                        check_passed(m, &c, &f);
+                else if (!why)
+                        abort();
+                json_decref(m);
+        }
+        frame_reader_free(&r);
+        return 0;
+}
