@@ -201,6 +201,38 @@ static void test_loop_children(void) {
         wait_exited(a);
         loop_reap_children(l);
         CHECK(exits_seen == 2);
+        /* Watched after its exit, then unwatched before the delivery: no
+         * callback, and the exit is unclaimed again (taken here). */
+        a = spawn_exit(4);
+        wait_exited(a);
+        loop_reap_children(l);
+        CHECK(loop_watch_child(l, a, on_exit_seen, NULL) == 0);
+        loop_unwatch_child(l, a);
+        b = spawn_exit(5);
+        CHECK(loop_watch_child(l, b, on_exit_seen, l) == 0);
+        wait_exited(b);
+        loop_reap_children(l);
+        CHECK(exits_seen == 3 && last_pid == b); /* and not a's */
+        {
+                struct rusage ru;
+                int status = 0;
+
+                CHECK(loop_take_exit(l, a, &status, &ru) && WIFEXITED(status) && WEXITSTATUS(status) == 4);
+                CHECK(!loop_take_exit(l, a, &status, &ru)); /* taken: gone */
+                /* Taken before a watch: the owner handles it itself. */
+                a = spawn_exit(6);
+                wait_exited(a);
+                loop_reap_children(l);
+                CHECK(loop_take_exit(l, a, &status, &ru) && WEXITSTATUS(status) == 6);
+                /* Not exited yet: false, and the watch gets the exit. */
+                a = spawn_exit(8);
+                CHECK(!loop_take_exit(l, a, &status, &ru));
+                CHECK(loop_watch_child(l, a, on_exit_seen, NULL) == 0);
+                CHECK(!loop_take_exit(l, a, &status, &ru));
+                wait_exited(a);
+                loop_reap_children(l);
+                CHECK(exits_seen == 4 && last_pid == a && last_code == 8);
+        }
         /* Many children: the table grows, each exit reaches its watch. */
         for (int i = 0; i < 300; i++) {
                 many[i] = spawn_exit(i % 200);
@@ -209,7 +241,7 @@ static void test_loop_children(void) {
         for (int i = 0; i < 300; i++)
                 wait_exited(many[i]);
         loop_reap_children(l);
-        CHECK(exits_seen == 302);
+        CHECK(exits_seen == 304);
         /* More unclaimed exits than are kept: the oldest are dropped. */
         for (int i = 0; i < 100; i++) {
                 many[i] = spawn_exit(3);
@@ -217,7 +249,7 @@ static void test_loop_children(void) {
         }
         loop_reap_children(l);
         CHECK(loop_watch_child(l, many[99], on_exit_seen, l) == 0);
-        CHECK(loop_run(l) == 0 && exits_seen == 303 && last_pid == many[99]);
+        CHECK(loop_run(l) == 0 && exits_seen == 305 && last_pid == many[99]);
         loop_free(l);
 }
 
