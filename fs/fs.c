@@ -1613,7 +1613,6 @@ static void on_fuse_readable(int fd, uint32_t events, void *data) {
         }
 }
 
-void fs_reap(struct fs *fs) { sessions_reap(fs->sessions); }
 
 int fs_new(struct loop *l, const struct options *o, struct fuse_args *args, const char *mountpoint,
            struct fs **out) {

@@ -27,5 +27,3 @@ int fs_start(struct fs *fs);
 void fs_unmount(struct fs *fs);
 /* Unmount, end every worker and free everything. */
 void fs_free(struct fs *fs);
-/* Reap exited children (from the daemon's SIGCHLD handling). */
-void fs_reap(struct fs *fs);

@@ -122,13 +122,14 @@ static void clear_stale_mount(const char *mountpoint) {
 }
 
 static void on_signal(int fd, uint32_t events, void *data) {
-        struct fs *fs = ((void **)data)[0];
         struct loop *l = ((void **)data)[1];
         struct signalfd_siginfo si;
 
         while (read(fd, &si, sizeof(si)) == sizeof(si)) {
                 if (si.ssi_signo == SIGCHLD) {
-                        fs_reap(fs);
+                        /* Each child's owner (a worker, the zygote, the
+                         * keeper, a tool process) watches its exit. */
+                        loop_reap_children(l);
                 } else {
                         log_info("signal %d (%s): unmounting", (int)si.ssi_signo, strsignal((int)si.ssi_signo));
                         loop_stop(l);

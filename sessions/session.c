@@ -27,6 +27,7 @@
 #include "macros.h"
 #include "procs.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/rlimits.h"
 #include "sandbox/spawner.h"
 #include "tools.h"
 #include "utf8.h"
@@ -180,12 +181,6 @@ struct run {
         double reaped_base_s;        /* the worker's cutime+cstime at that first look */
 };
 
-struct unclaimed {
-        pid_t pid;
-        int status;
-        double cpu_s;
-};
-
 struct sessions {
         struct loop *loop;
         const struct options *opt;
@@ -206,8 +201,6 @@ struct sessions {
         unsigned pool_ready, pool_starting;
         struct loop_timer *pool_timer;
         uint64_t pool_backoff_until;
-        struct unclaimed unclaimed[UNCLAIMED_MAX];
-        unsigned n_unclaimed;
         uint64_t start_ns;
         char last_start_error[512]; /* why the last worker could not start */
         struct {
@@ -371,6 +364,10 @@ static void sweep_private_dir(pid_t pid) {
 static void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
+        /* Freed before it was reaped (the daemon is shutting down): its
+         * exit, if it still comes, is nobody's. */
+        if (w->pid > 0 && !w->exited)
+                loop_unwatch_child(t->loop, w->pid);
         worker_close_fd(w);
         if (w->ws_token)
                 workspace_cancel(w->ws_pending, w->ws_token);
@@ -591,17 +588,6 @@ static struct worker *worker_spawn(struct sessions *t, struct session *s, struct
         return w;
 }
 
-static bool take_unclaimed(struct sessions *t, pid_t pid, int *status, double *cpu) {
-        for (unsigned i = 0; i < t->n_unclaimed; i++)
-                if (t->unclaimed[i].pid == pid) {
-                        *status = t->unclaimed[i].status;
-                        *cpu = t->unclaimed[i].cpu_s;
-                        t->unclaimed[i] = t->unclaimed[--t->n_unclaimed];
-                        return true;
-                }
-        return false;
-}
-
 static void worker_reaped(struct worker *w);
 
 /* Send a frame with one descriptor attached (SCM_RIGHTS on its bytes).  Only
@@ -711,10 +697,26 @@ static void worker_check_ready(struct worker *w) {
         }
 }
 
+static double rusage_cpu_s(const struct rusage *ru) {
+        return (double)ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 + (double)ru->ru_stime.tv_sec +
+               ru->ru_stime.tv_usec / 1e6;
+}
+
+/* A worker's child-exit watch (loop_watch_child, from spawn_done). */
+static void worker_exited(pid_t pid, int status, const struct rusage *ru, void *data) {
+        struct worker *w = data;
+
+        w->exited = true;
+        w->exit_status = status;
+        w->cpu_s = rusage_cpu_s(ru);
+        worker_reaped(w);
+}
+
 static void spawn_done(void *data, pid_t pid, int err, const char *why) {
         struct worker *w = data;
+        struct loop *l = w->owner->loop;
+        struct rusage ru;
         int status;
-        double cpu;
 
         w->token = 0;
         if (pid <= 0) {
@@ -726,11 +728,21 @@ static void spawn_done(void *data, pid_t pid, int err, const char *why) {
                 return;
         }
         w->pid = pid;
-        if (take_unclaimed(w->owner, pid, &status, &cpu)) {
+        /* It may have died before the zygote's word of its pid came: then
+         * its exit is the loop's, unclaimed, and is handled now, before
+         * anything signals or limits a pid that is no longer ours. */
+        if (loop_take_exit(l, pid, &status, &ru)) {
+                worker_exited(pid, status, &ru, w);
+                return;
+        }
+        if (loop_watch_child(l, pid, worker_exited, w) < 0) {
+                /* Its exit would reach nobody (out of memory): stop it now;
+                 * the loop reaps it as an unclaimed child. */
+                kill(pid, SIGKILL);
+                worker_set_fatal(w, -EAGAIN, "out of memory watching the worker's exit");
+                worker_close_fd(w);
                 w->exited = true;
-                w->exit_status = status;
-                w->cpu_s = cpu;
-                worker_reaped(w);
+                worker_finish(w);
                 return;
         }
         worker_check_ready(w);
@@ -1153,37 +1165,6 @@ static void worker_reaped(struct worker *w) {
         worker_finish(w);
 }
 
-void sessions_reap(struct sessions *t) {
-        for (;;) {
-                struct rusage ru;
-                int status;
-                pid_t pid = wait4(-1, &status, WNOHANG, &ru);
-                double cpu;
-                struct worker *w;
-
-                if (pid <= 0)
-                        return;
-                cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-                      ru.ru_stime.tv_usec / 1e6;
-                if (spawner_child_exited(t->spawner, pid, status) ||
-                    workspaces_child_exited(t->workspaces, pid, status) || tools_child_exited(t->tools, pid, status))
-                        continue;
-                for (w = t->workers; w; w = w->next)
-                        if (w->pid == pid)
-                                break;
-                if (!w) {
-                        if (t->n_unclaimed == UNCLAIMED_MAX)
-                                memmove(t->unclaimed, t->unclaimed + 1, sizeof(t->unclaimed[0]) * --t->n_unclaimed);
-                        t->unclaimed[t->n_unclaimed++] = (struct unclaimed){pid, status, cpu};
-                        continue;
-                }
-                w->exited = true;
-                w->exit_status = status;
-                w->cpu_s = cpu;
-                worker_reaped(w);
-        }
-}
-
 /* ---- the pool ---------------------------------------------------------- */
 
 static void on_pool_timer(void *data) { pool_fill(data); }
@@ -1222,49 +1203,19 @@ static double process_cpu_s(pid_t pid) {
         return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Set the session's limits on its worker from outside with prlimit(2): the
- * worker cannot be trusted to set them itself.  Only soft limits change:
- * the hard ones stay what the worker inherited (the daemon's own), because
- * only CAP_SYS_RESOURCE may raise a hard limit (root lacks it on this
- * project's machines), so a hard limit lowered once could never be raised
- * again for a later run or a rewritten limits file.  The soft limit binds
- * all the same: the seccomp filter keeps the worker from raising it.  cpu is
- * per run: the soft limit is what the worker has used so far plus the limit
- * (SIGXCPU, which the worker turns into an interrupt; the kernel raises it
- * by a second at every SIGXCPU); the hard stop is the daemon's (the
- * monitor, then the grace period). */
+/* The session's limits on its worker: the rlimits from outside
+ * (sandbox/rlimits.h, which says why only soft limits change), and unless
+ * cpu_only the same memory and process counts as a cgroup (where the host
+ * allows one), which also counts the worker's tmpfs pages and its children
+ * that RLIMIT_AS and the per-uid RLIMIT_NPROC do not.  0 or the first
+ * -errno. */
 static int apply_limits(struct session *s, double cpu_base_s, bool cpu_only) {
-        static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
-                                                  RLIMIT_STACK};
         struct worker *w = s->worker;
-        int first_error = 0, e;
+        int first_error, e;
 
         if (!w || w->pid <= 0 || w->exited)
                 return 0;
-        for (int i = 0; i < (cpu_only ? 1 : LIMIT_COUNT); i++) {
-                long long v = s->limits.v[i];
-                struct rlimit hard, rl;
-
-                /* The worker's hard limits are the daemon's (inherited
-                 * through the zygote, never changed). */
-                if (getrlimit(resource[i], &hard) < 0)
-                        hard.rlim_max = RLIM_INFINITY;
-                rl.rlim_max = hard.rlim_max;
-                rl.rlim_cur = RLIM_INFINITY;
-                if (v != LIMIT_UNSET)
-                        rl.rlim_cur = i == LIMIT_CPU ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v
-                                      /* What the worker's build reserves before any
-                                       * user code (0, but for a sanitizer's shadow
-                                       * memory) is not the run's. */
-                                      : i == LIMIT_MEMORY ? (rlim_t)v + (rlim_t)w->reserved_as
-                                                          : (rlim_t)v;
-                rl.rlim_cur = MIN(rl.rlim_cur, rl.rlim_max);
-                if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
-                        first_error = -errno;
-        }
-        /* The same memory and process counts as a cgroup (where the host
-         * allows one): it also counts the worker's tmpfs pages and its
-         * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */
+        first_error = rlimits_apply(w->pid, &s->limits, cpu_base_s, w->reserved_as, cpu_only);
         if (cpu_only)
                 return first_error;
         e = cgroup_worker_prepare(s->owner->cgroups, w->cgroup_id, s->limits.v[LIMIT_MEMORY], s->limits.v[LIMIT_NPROC]);

@@ -128,9 +128,6 @@ void sessions_free(struct sessions *t);
 /* Open the audit log given by the options: 0 or -errno (-ELOOP: a symlink). */
 int sessions_open_audit(struct sessions *t, const char *path);
 
-/* Reap exited children (call on SIGCHLD). */
-void sessions_reap(struct sessions *t);
-
 /* Create a session.  name NULL picks the next free number.  Returns 0 with
  * *out in STARTING (its created event follows) or IDLE (a pooled worker was
  * ready: no created event), -EEXIST, -EINVAL (bad name), -ENOSPC (too

@@ -892,11 +892,20 @@ void tools_session_ready(struct tools *t, struct session *s) {
 
 /* ---- processes ---------------------------------------------------------- */
 
+static void proc_exited(pid_t pid, int status, const struct rusage *ru, void *data);
+
+/* Track tool process pid; its exit comes to proc_exited() through its
+ * child-exit watch.  NULL when out of memory (pid's exit then reaches
+ * nobody: the caller kills its group). */
 static struct tool_proc *proc_add(struct tools *t, pid_t pid, void (*exited)(void *, int), void *data) {
         struct tool_proc *p = calloc(1, sizeof(*p));
 
         if (!p)
                 return NULL;
+        if (loop_watch_child(t->loop, pid, proc_exited, t) < 0) {
+                free(p);
+                return NULL;
+        }
         p->pid = pid;
         p->exited = exited;
         p->data = data;
@@ -905,7 +914,10 @@ static struct tool_proc *proc_add(struct tools *t, pid_t pid, void (*exited)(voi
         return p;
 }
 
-bool tools_child_exited(struct tools *t, pid_t pid, int status) {
+/* A tool process's child-exit watch (from proc_add). */
+static void proc_exited(pid_t pid, int status, const struct rusage *ru, void *data) {
+        struct tools *t = data;
+
         for (struct tool_proc **pp = &t->procs; *pp; pp = &(*pp)->next) {
                 struct tool_proc *p = *pp;
                 if (p->pid != pid)
@@ -916,9 +928,8 @@ bool tools_child_exited(struct tools *t, pid_t pid, int status) {
                 if (p->exited)
                         p->exited(p->data, status);
                 free(p);
-                return true;
+                return;
         }
-        return false;
 }
 
 /* Kill a process's group and stop caring about its exit (it is still
@@ -1792,6 +1803,7 @@ void tools_free(struct tools *t) {
                 struct tool_proc *p = t->procs;
                 t->procs = p->next;
                 kill(-p->pid, SIGKILL);
+                loop_unwatch_child(t->loop, p->pid); /* reaped here, not by the loop */
                 waitpid(p->pid, NULL, 0);
                 free(p);
         }

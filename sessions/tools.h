@@ -49,10 +49,6 @@ int tools_new(struct loop *l, const struct options *o, struct tools **out);
  * Session scopes must be gone already (tools_session_closed). */
 void tools_free(struct tools *t);
 
-/* From the daemon's SIGCHLD handling: true when pid was a tool process
- * (it is then dealt with here). */
-bool tools_child_exited(struct tools *t, pid_t pid, int status);
-
 /* ---- the tools/ directories (for the fs layer) ----------------------- */
 
 struct tool_scope *tools_global(struct tools *t);

@@ -254,10 +254,6 @@ void workspaces_free(struct workspaces *t) {
         free(t);
 }
 
-bool workspaces_child_exited(struct workspaces *t, pid_t pid, int status) {
-        return t && t->keeper && keeper_child_exited(t->keeper, pid, status);
-}
-
 unsigned long long workspaces_keeper_restarts(const struct workspaces *t) {
         return t ? keeper_restarts(t->keeper) : 0;
 }

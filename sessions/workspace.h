@@ -45,9 +45,6 @@ int workspaces_new(struct loop *l, bool strict, long long max_bytes, struct work
                    size_t errlen);
 /* Remove every workspace left, the runtime directory, end the keeper. */
 void workspaces_free(struct workspaces *t);
-/* From the daemon's SIGCHLD handling: true when pid was the keeper (which
- * is then replaced: sandbox/keeper.h). */
-bool workspaces_child_exited(struct workspaces *t, pid_t pid, int status);
 /* Keepers started to replace one that died (0 in none mode). */
 unsigned long long workspaces_keeper_restarts(const struct workspaces *t);
 
