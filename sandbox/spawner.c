@@ -13,6 +13,7 @@
 #include "backoff.h"
 #include "child.h"
 #include "config.h"
+#include "fdpass.h"
 #include "list.h"
 #include "log.h"
 #include "loop.h"
@@ -89,11 +90,7 @@ static void send_queued(struct spawner *s) {
 
         list_for_each(r, next, &s->requests, struct request, link) {
                 char line[64];
-                char cbuf[CMSG_SPACE(sizeof(int))] = {0};
-                struct iovec iov;
-                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                                    .msg_controllen = sizeof(cbuf)};
-                struct cmsghdr *cm;
+                ssize_t n;
 
                 if (!s->ready)
                         break;
@@ -101,16 +98,11 @@ static void send_queued(struct spawner *s) {
                         continue;
                 snprintf(line, sizeof(line), "spawn %llu %u %u", (unsigned long long)r->token, (unsigned)r->uid,
                          (unsigned)r->gid);
-                iov = (struct iovec){line, strlen(line)};
-                cm = CMSG_FIRSTHDR(&mh);
-                cm->cmsg_level = SOL_SOCKET;
-                cm->cmsg_type = SCM_RIGHTS;
-                cm->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(cm), &r->fd, sizeof(int));
-                if (sendmsg(s->ctl_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-                        if (errno == EAGAIN)
+                n = fdpass_send(s->ctl_fd, line, strlen(line), &r->fd, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (n == -EAGAIN)
                                 break; /* the zygote is behind; retried on its next reply */
-                        log_warn("zygote: sending a spawn request: %s", strerror(errno));
+                        log_warn("zygote: sending a spawn request: %s", strerror((int)-n));
                         break;
                 }
                 close(r->fd);

@@ -29,7 +29,6 @@
 #include "macros.h"
 #include "utf8.h"
 
-#define VALUE_JSON_MAX (4u << 20)
 /* value.json nests at most this deep: the R client's fromJSON(simplifyVector
  * = TRUE) needs about 30 KiB of C stack a level, and jsonlite on the host
  * cannot even write 200 levels with R's default 8 MiB stack. */
@@ -40,209 +39,6 @@ static struct {
         SEXP json_call;       /* value_json(.value), preserved */
         uint64_t deadline_ns; /* jsonlite's conversion gives up after it; 0: none */
 } J;
-
-/* Text sizes of one element as jansson writes it (JSON_REAL_PRECISION(15),
- * as common/frame.c sends it).  exact: the size, or an over-estimate of it;
- * otherwise a lower bound, cheap to compute. */
-static size_t integer_chars(long long x) {
-        unsigned long long u = x < 0 ? -(unsigned long long)x : (unsigned long long)x;
-        size_t n = x < 0 ? 2 : 1;
-
-        while (u >= 10) {
-                u /= 10;
-                n++;
-        }
-        return n;
-}
-
-static size_t string_chars(SEXP ch, bool exact) {
-        const char *s;
-        size_t n, escaped = 0;
-
-        if (ch == NA_STRING)
-                return 4;
-        s = CHAR(ch);
-        n = (size_t)LENGTH(ch);
-        if (!exact && n > VALUE_JSON_MAX)
-                return n + 2; /* over the cap as it is: no need to look */
-        for (size_t k = 0; k < n; k++)
-                if ((unsigned char)s[k] < 0x20 || s[k] == '"' || s[k] == '\\')
-                        escaped++;
-        /* An escape is 2 to 6 bytes; a bad byte becomes U+FFFD (3). */
-        return n + 2 + escaped * (exact ? 5 : 1) + (exact && Rf_getCharCE(ch) == CE_LATIN1 ? n : 0);
-}
-
-static size_t real_chars(double x, bool exact) {
-        char buf[32];
-        int n;
-
-        if (!isfinite(x))
-                return 4;
-        if (x == floor(x) && fabs(x) < 1e15)
-                return integer_chars((long long)x);
-        if (!exact)
-                return 3; /* "0.5" */
-        n = snprintf(buf, sizeof(buf), "%.15g", x);
-        return n > 0 ? (size_t)n : 24;
-}
-
-/* The kinds of atomic vector the C encoder writes. */
-enum atomic_kind { ATOMIC_OTHER, ATOMIC_PLAIN, ATOMIC_FACTOR };
-
-static SEXP attribute(SEXP v, SEXP name) {
-        for (SEXP a = ATTRIB(v); a != R_NilValue; a = CDR(a))
-                if (TAG(a) == name)
-                        return CAR(a);
-        return NULL;
-}
-
-static bool class_is(SEXP v, const char *a, const char *b) {
-        SEXP cls = attribute(v, R_ClassSymbol);
-
-        if (!cls || TYPEOF(cls) != STRSXP || XLENGTH(cls) != (b ? 2 : 1))
-                return false;
-        return !strcmp(CHAR(STRING_ELT(cls, 0)), a) && (!b || !strcmp(CHAR(STRING_ELT(cls, 1)), b));
-}
-
-/* jsonlite drops names: no R call needed (worker.h). */
-bool value_json_plain(SEXP v) {
-        SEXP a = ATTRIB(v);
-
-        if (OBJECT(v))
-                return false;
-        switch (TYPEOF(v)) {
-        case LGLSXP:
-        case INTSXP:
-        case REALSXP:
-        case STRSXP:
-                break;
-        default:
-                return false;
-        }
-        return a == R_NilValue || (TAG(a) == R_NamesSymbol && CDR(a) == R_NilValue);
-}
-
-static enum atomic_kind atomic_kind(SEXP v) {
-        SEXP levels;
-
-        if (value_json_plain(v))
-                return ATOMIC_PLAIN;
-        /* factor or ordered, with levels, class and perhaps names: jsonlite
-         * writes each element as its level. */
-        if (TYPEOF(v) != INTSXP || !(class_is(v, "factor", NULL) || class_is(v, "ordered", "factor")))
-                return ATOMIC_OTHER;
-        levels = attribute(v, R_LevelsSymbol);
-        if (!levels || TYPEOF(levels) != STRSXP)
-                return ATOMIC_OTHER;
-        for (SEXP a = ATTRIB(v); a != R_NilValue; a = CDR(a))
-                if (TAG(a) != R_LevelsSymbol && TAG(a) != R_ClassSymbol && TAG(a) != R_NamesSymbol)
-                        return ATOMIC_OTHER;
-        return ATOMIC_FACTOR;
-}
-
-static SEXP factor_level(SEXP v, R_xlen_t i) {
-        SEXP levels = attribute(v, R_LevelsSymbol);
-        int k = INTEGER(v)[i];
-
-        return k == NA_INTEGER || k < 1 || k > XLENGTH(levels) ? NA_STRING : STRING_ELT(levels, k - 1);
-}
-
-static size_t element_chars(SEXP v, R_xlen_t i, enum atomic_kind kind, bool exact) {
-        if (kind == ATOMIC_FACTOR)
-                return string_chars(factor_level(v, i), exact);
-        switch (TYPEOF(v)) {
-        case LGLSXP: return LOGICAL(v)[i] == FALSE ? 5 : 4;
-        case INTSXP: return INTEGER(v)[i] == NA_INTEGER ? 4 : integer_chars(INTEGER(v)[i]);
-        case REALSXP: return real_chars(REAL(v)[i], exact);
-        case STRSXP: return string_chars(STRING_ELT(v, i), exact);
-        default: return 0;
-        }
-}
-
-static json_t *string_json(SEXP ch) {
-        size_t len;
-        _cleanup_free_ char *clean = NULL;
-
-        if (ch == NA_STRING)
-                return json_null();
-        if (Rf_getCharCE(ch) != CE_LATIN1 && Rf_getCharCE(ch) != CE_BYTES &&
-            utf8_valid(CHAR(ch), (size_t)LENGTH(ch), NULL))
-                return json_stringn_nocheck(CHAR(ch), (size_t)LENGTH(ch));
-        clean = charsxp_text(ch, VALUE_JSON_MAX, NULL, &len);
-        return clean ? json_stringn_nocheck(clean, len) : NULL;
-}
-
-/* Matches toJSON(auto_unbox = TRUE, na = "null", digits = NA): NA and the
- * non-finite doubles are null, whole doubles print without a fraction
- * (jsonlite writes 2, not 2.0; below 1e15 "%.15g" has no exponent). */
-json_t *value_json_element(SEXP v, R_xlen_t i, size_t *size) {
-        *size += element_chars(v, i, ATOMIC_PLAIN, true) + 1;
-        switch (TYPEOF(v)) {
-        case LGLSXP: {
-                int x = LOGICAL(v)[i];
-
-                return x == NA_LOGICAL ? json_null() : json_boolean(x);
-        }
-        case INTSXP: {
-                int x = INTEGER(v)[i];
-
-                return x == NA_INTEGER ? json_null() : json_integer(x);
-        }
-        case REALSXP: {
-                double x = REAL(v)[i];
-
-                if (!isfinite(x))
-                        return json_null();
-                if (x == floor(x) && fabs(x) < 1e15)
-                        return json_integer((json_int_t)x);
-                return json_real(x);
-        }
-        case STRSXP:
-                if (*size > VALUE_JSON_MAX)
-                        return json_null(); /* the caller gives up anyway */
-                return string_json(STRING_ELT(v, i));
-        default:
-                return NULL;
-        }
-}
-
-/* Names that can be JSON keys as they are: all present, non-empty, valid
- * UTF-8 (uniqueness is checked as the object is built).  jsonlite makes
- * up keys for the others ("1", "a.1"): those values go to jsonlite. */
-static bool names_are_keys(SEXP names, R_xlen_t n) {
-        if (!names || TYPEOF(names) != STRSXP || XLENGTH(names) != n)
-                return false;
-        for (R_xlen_t i = 0; i < n; i++) {
-                SEXP ch = STRING_ELT(names, i);
-
-                if (ch == NA_STRING || LENGTH(ch) == 0 || Rf_getCharCE(ch) == CE_LATIN1 ||
-                    Rf_getCharCE(ch) == CE_BYTES || !utf8_valid(CHAR(ch), (size_t)LENGTH(ch), NULL))
-                        return false;
-        }
-        return true;
-}
-
-/* The rows of a data frame whose class is exactly "data.frame", from its
- * row.names attribute as stored (c(NA, -n) when automatic); -1 if it has
- * none that jsonlite reads as rows.  *named: character row names, which
- * jsonlite writes as a "_row" field. */
-static R_xlen_t data_frame_rows(SEXP v, bool *named) {
-        SEXP rn;
-
-        *named = false;
-        if (TYPEOF(v) != VECSXP || !class_is(v, "data.frame", NULL))
-                return -1;
-        rn = attribute(v, R_RowNamesSymbol);
-        if (!rn)
-                return -1;
-        if (TYPEOF(rn) == INTSXP && XLENGTH(rn) == 2 && INTEGER(rn)[0] == NA_INTEGER)
-                return INTEGER(rn)[1] == NA_INTEGER ? -1 : llabs((long long)INTEGER(rn)[1]);
-        if (TYPEOF(rn) == STRSXP)
-                *named = true;
-        else if (TYPEOF(rn) != INTSXP)
-                return -1;
-        return XLENGTH(rn);
-}
 
 struct json_scan {
         size_t floor;  /* the JSON has at least this many bytes */
@@ -316,7 +112,7 @@ static void scan_depth(SEXP v, int depth, struct json_scan *s) {
 }
 
 static void scan_data_frame(SEXP v, R_xlen_t rows, bool named_rows, int depth, struct json_scan *s) {
-        SEXP names = attribute(v, R_NamesSymbol);
+        SEXP names = attribute_of(v, R_NamesSymbol);
         R_xlen_t ncol = XLENGTH(v);
         size_t per_row = 2, fast_cols = 0;
 
@@ -368,7 +164,7 @@ static void json_scan(SEXP v, int depth, struct json_scan *s) {
         case STRSXP:
         case RAWSXP:
                 n = XLENGTH(v);
-                if ((n != 1 || attribute(v, R_DimSymbol)) && !scan_level(s, depth + 1))
+                if ((n != 1 || attribute_of(v, R_DimSymbol)) && !scan_level(s, depth + 1))
                         return;
                 if (n != 1 && !OBJECT(v) && !scan_add(s, 2))
                         return;
@@ -392,7 +188,7 @@ static void json_scan(SEXP v, int depth, struct json_scan *s) {
                 if (!scan_level(s, depth + 1))
                         return;
                 {
-                        SEXP names = attribute(v, R_NamesSymbol);
+                        SEXP names = attribute_of(v, R_NamesSymbol);
 
                         if (names && !names_are_keys(names, n))
                                 s->fast = false;
@@ -503,7 +299,7 @@ static bool encode_member(json_t *obj, SEXP key, json_t *value, struct json_enco
 
 /* dataframe = "rows": [{"col": value, ...}, ...], NA as null. */
 static json_t *encode_data_frame(SEXP v, R_xlen_t rows, struct json_encode *e) {
-        SEXP names = attribute(v, R_NamesSymbol);
+        SEXP names = attribute_of(v, R_NamesSymbol);
         R_xlen_t ncol = XLENGTH(v);
         json_t *arr = json_array();
 
@@ -542,7 +338,7 @@ static json_t *encode_value(SEXP v, struct json_encode *e) {
         if (rows >= 0)
                 return encode_data_frame(v, rows, e);
         n = XLENGTH(v);
-        names = attribute(v, R_NamesSymbol);
+        names = attribute_of(v, R_NamesSymbol);
         j = names ? json_object() : json_array();
         e->size += 2;
         if (!j)

@@ -12,6 +12,7 @@
  *   capture.c      the line-budgeted capture of print() for the value's text
  *   format.c       the value's text (format_value)
  *   value_json.c   the value's JSON: the walk and the C encoder
+ *   json_element.c one element of a vector in JSON: kinds, sizes, strings
  *   cstack.c       R's C stack check
  *   run.c          a run: parse, eval, classify errors, send the result
  *   tool_bridge.c  tool definitions, tool_call_native and the wait for replies
@@ -218,13 +219,50 @@ json_t *value_json(SEXP v, char **note);
 void value_json_check_deadline(void);
 /* The run is over: no jsonlite deadline is pending any more. */
 void value_json_deadline_clear(void);
+
+/* ---- json_element.c: one element of a vector in JSON ------------------
+ * None of these calls R or allocates R memory, but string_json() (a latin1
+ * string is translated: the caller protects it). */
+
+#define VALUE_JSON_MAX (4u << 20) /* value.json's cap */
+
 /* An unclassed logical, integer, double or character vector whose only
- * attribute is names: its JSON needs no R call. */
+ * attribute is names (jsonlite drops those): its JSON needs no R call. */
 bool value_json_plain(SEXP v);
-/* JSON of element i of such a vector (NA and non-finite doubles null),
- * adding an over-estimate of its encoded size and a separator to *size.
- * NULL when out of memory. */
+/* JSON of element i of such a vector, as toJSON(auto_unbox = TRUE, na =
+ * "null", digits = NA) writes it: NA and the non-finite doubles null, whole
+ * doubles without a fraction (2, not 2.0).  Adds an over-estimate of its
+ * text and a separator to *size.  NULL when out of memory. */
 json_t *value_json_element(SEXP v, R_xlen_t i, size_t *size);
+
+/* The kinds of atomic vector the C encoder writes: plain (above), a factor
+ * or ordered factor (each element written as its level), and the rest, which
+ * jsonlite writes in a form of its own (Date, a matrix, raw as base64...). */
+enum atomic_kind { ATOMIC_OTHER, ATOMIC_PLAIN, ATOMIC_FACTOR };
+enum atomic_kind atomic_kind(SEXP v);
+/* v's attribute name, or NULL. */
+SEXP attribute_of(SEXP v, SEXP name);
+/* Element i of a factor as its level; NA_STRING for NA (or out of range). */
+SEXP factor_level(SEXP v, R_xlen_t i);
+/* Text sizes as jansson writes them (JSON_REAL_PRECISION(15), as
+ * common/frame.c sends it) of a string, and of element i of a vector of
+ * kind: with exact, the size or an over-estimate of it; otherwise a lower
+ * bound, cheap to compute. */
+size_t string_chars(SEXP ch, bool exact);
+size_t element_chars(SEXP v, R_xlen_t i, enum atomic_kind kind, bool exact);
+/* A CHARSXP as a JSON string (null for NA), bad bytes as U+FFFD; NULL when
+ * out of memory. */
+json_t *string_json(SEXP ch);
+/* Can names (of n elements) be JSON keys as they are: all present,
+ * non-empty, valid UTF-8?  (Uniqueness is checked as the object is built.)
+ * jsonlite makes up keys for the others ("1", "a.1"): those values go to
+ * jsonlite. */
+bool names_are_keys(SEXP names, R_xlen_t n);
+/* The rows of a data frame whose class is exactly "data.frame", from its
+ * row.names attribute as stored (c(NA, -n) when automatic); -1 if it has
+ * none that jsonlite reads as rows.  *named: character row names, which
+ * jsonlite writes as a "_row" field. */
+R_xlen_t data_frame_rows(SEXP v, bool *named);
 
 /* ---- cstack.c: R's C stack check -------------------------------------- */
 
