@@ -147,22 +147,39 @@ static void scan_data_frame(SEXP v, R_xlen_t rows, bool named_rows, int depth, s
         }
 }
 
+/* A list (unclassed, with names or none), as an array or an object. */
+static void scan_list(SEXP v, int depth, struct json_scan *s) {
+        SEXP names = attribute_of(v, R_NamesSymbol);
+        R_xlen_t n = XLENGTH(v);
+
+        if (!scan_level(s, depth + 1))
+                return;
+        if (names && !names_are_keys(names, n))
+                s->fast = false;
+        if (!scan_add(s, n > 0 ? 2 + (size_t)(n - 1) : 2))
+                return;
+        for (R_xlen_t i = 0; i < n && !s->stopped; i++) {
+                if (names) {
+                        SEXP ch = TYPEOF(names) == STRSXP && i < XLENGTH(names) ? STRING_ELT(names, i) : NA_STRING;
+
+                        if (!scan_add(s, (ch == NA_STRING ? 0 : (size_t)LENGTH(ch)) + 3))
+                                return;
+                }
+                json_scan(VECTOR_ELT(v, i), depth + 1, s);
+        }
+}
+
 static void json_scan(SEXP v, int depth, struct json_scan *s) {
         bool named_rows;
         R_xlen_t n, rows;
 
         if (s->stopped)
                 return;
-        switch (TYPEOF(v)) {
-        case NILSXP:
+        if (v == R_NilValue) {
                 scan_add(s, 4);
                 return;
-        case LGLSXP:
-        case INTSXP:
-        case REALSXP:
-        case CPLXSXP:
-        case STRSXP:
-        case RAWSXP:
+        }
+        if (is_atomic_type(TYPEOF(v))) {
                 n = XLENGTH(v);
                 if ((n != 1 || attribute_of(v, R_DimSymbol)) && !scan_level(s, depth + 1))
                         return;
@@ -170,47 +187,24 @@ static void json_scan(SEXP v, int depth, struct json_scan *s) {
                         return;
                 scan_atomic_items(v, true, s);
                 return;
-        case VECSXP:
-                n = XLENGTH(v);
-                rows = data_frame_rows(v, &named_rows);
-                if (rows >= 0) {
-                        scan_data_frame(v, rows, named_rows, depth, s);
-                        return;
-                }
-                if (OBJECT(v) || (ATTRIB(v) != R_NilValue &&
-                                  (TAG(ATTRIB(v)) != R_NamesSymbol || CDR(ATTRIB(v)) != R_NilValue))) {
-                        /* Classed (POSIXlt, ...) or with attributes
-                         * jsonlite reads: its form is jsonlite's own. */
-                        s->fast = false;
-                        scan_depth(v, depth, s);
-                        return;
-                }
-                if (!scan_level(s, depth + 1))
-                        return;
-                {
-                        SEXP names = attribute_of(v, R_NamesSymbol);
-
-                        if (names && !names_are_keys(names, n))
-                                s->fast = false;
-                        if (!scan_add(s, n > 0 ? 2 + (size_t)(n - 1) : 2))
-                                return;
-                        for (R_xlen_t i = 0; i < n && !s->stopped; i++) {
-                                if (names) {
-                                        SEXP ch = TYPEOF(names) == STRSXP && i < XLENGTH(names)
-                                                          ? STRING_ELT(names, i)
-                                                          : NA_STRING;
-                                        if (!scan_add(s, (ch == NA_STRING ? 0 : (size_t)LENGTH(ch)) + 3))
-                                                return;
-                                }
-                                json_scan(VECTOR_ELT(v, i), depth + 1, s);
-                        }
-                }
-                return;
-        default:
+        }
+        if (TYPEOF(v) != VECSXP) {
                 /* Functions, environments, S4, language: no JSON form of
                  * their own (jsonlite says why, or converts what it can). */
                 s->fast = false;
                 return;
+        }
+        rows = data_frame_rows(v, &named_rows);
+        if (rows >= 0) {
+                scan_data_frame(v, rows, named_rows, depth, s);
+        } else if (OBJECT(v) || (ATTRIB(v) != R_NilValue &&
+                                 (TAG(ATTRIB(v)) != R_NamesSymbol || CDR(ATTRIB(v)) != R_NilValue))) {
+                /* Classed (POSIXlt, ...) or with attributes jsonlite reads:
+                 * its form is jsonlite's own. */
+                s->fast = false;
+                scan_depth(v, depth, s);
+        } else {
+                scan_list(v, depth, s);
         }
 }
 

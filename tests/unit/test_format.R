@@ -1,5 +1,6 @@
-# The R-level formatter and JSON converter of the worker (sandbox/worker/worker.R),
-# the code the worker runs for every value its C fast path does not cover.
+# The R-level formatter and JSON converter of the worker
+# (sandbox/worker/worker.R), the code the worker runs for every value its C
+# fast path does not cover.
 #
 #   Rscript tests/unit/test_format.R sandbox/worker/worker.R
 #
