@@ -1613,7 +1613,6 @@ static void on_fuse_readable(int fd, uint32_t events, void *data) {
         }
 }
 
-
 int fs_new(struct loop *l, const struct options *o, struct fuse_args *args, const char *mountpoint,
            struct fs **out) {
         struct fs *fs = calloc(1, sizeof(*fs));

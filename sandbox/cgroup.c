@@ -253,10 +253,6 @@ enabled:
         return 0;
 }
 
-bool cgroup_tree_enabled(const struct cgroup_tree *t) {
-        return t && t->n > 0;
-}
-
 static void limit_text(char *buf, size_t size, long long v, const char *unlimited) {
         if (v < 0)
                 snprintf(buf, size, "%s", unlimited);

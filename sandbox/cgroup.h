@@ -34,8 +34,6 @@ int cgroup_tree_new(struct cgroup_tree **out, const char **why);
 /* Remove every worker cgroup left and our directory.  Accepts NULL. */
 void cgroup_tree_free(struct cgroup_tree *t);
 
-bool cgroup_tree_enabled(const struct cgroup_tree *t);
-
 /* Make worker id's cgroup, w<id> (or update its limits when it exists):
  * memory.max = memory_max bytes and pids.max = pids_max (-1: "max").  The
  * worker joins it itself, right after the zygote cloned it and before it

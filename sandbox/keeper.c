@@ -534,11 +534,7 @@ void keeper_free(struct keeper *k) {
         free(k);
 }
 
-pid_t keeper_pid(const struct keeper *k) { return k ? k->pid : 0; }
-
 unsigned long long keeper_restarts(const struct keeper *k) { return k ? k->restarts : 0; }
-
-const char *keeper_last_error(const struct keeper *k) { return k && k->last_error[0] ? k->last_error : NULL; }
 
 static uint64_t request_add(struct keeper *k, const char *line, bool is_remove, keeper_done_fn fn, void *data) {
         struct keeper_request *r = calloc(1, sizeof(*r));

@@ -69,12 +69,8 @@ int keeper_new(struct loop *l, struct keeper **out);
  * Workspaces still referred to by descriptors stay usable through them.
  * Accepts NULL. */
 void keeper_free(struct keeper *k);
-/* The keeper's pid, 0 when none runs. */
-pid_t keeper_pid(const struct keeper *k);
 /* Keepers started to replace one that died or was killed. */
 unsigned long long keeper_restarts(const struct keeper *k);
-/* Why the last keeper could not start or was replaced, or NULL. */
-const char *keeper_last_error(const struct keeper *k);
 
 /* Mount a new tmpfs of at most bytes (and one inode per 4 KiB) for workspace
  * id, its root owned by uid:gid with mode 0755 (unprivileged: uid and gid

@@ -488,10 +488,4 @@ void spawner_cancel(struct spawner *s, uint64_t token) {
 
 uint64_t spawner_next_token(const struct spawner *s) { return s->next_token; }
 
-const char *spawner_last_error(const struct spawner *s) {
-        return s->last_error[0] ? s->last_error : NULL;
-}
-
 unsigned long long spawner_restarts(const struct spawner *s) { return s->restarts; }
-
-pid_t spawner_zygote_pid(const struct spawner *s) { return s->zygote_pid; }

@@ -65,9 +65,5 @@ uint64_t spawner_next_token(const struct spawner *s);
 /* The callback of token will not be called. */
 void spawner_cancel(struct spawner *s, uint64_t token);
 
-/* Last reason the zygote could not start or was replaced, or NULL. */
-const char *spawner_last_error(const struct spawner *s);
 /* Zygotes started to replace one that died or was killed. */
 unsigned long long spawner_restarts(const struct spawner *s);
-/* The zygote's pid, 0 when none runs. */
-pid_t spawner_zygote_pid(const struct spawner *s);

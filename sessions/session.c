@@ -39,9 +39,6 @@
 #define CONSOLE_FLOOD_BYTES (64u << 20)
 /* A session's own log keeps at most this much (oldest lines dropped). */
 #define SESSION_LOG_MAX (1u << 20)
-/* Exits of children we did not know yet (a worker may die before the
- * zygote's "spawned" line reaches us). */
-#define UNCLAIMED_MAX 64
 /* result.json names at most this many files a run created or changed. */
 #define RUN_FILES_MAX 100
 /* What the daemon takes from one worker per wake-up of its socket: after
@@ -2141,10 +2138,14 @@ void sessions_free(struct sessions *t) {
                 worker_kill(w, "shutdown");
         }
         spawner_free(t->spawner);
-        /* Reap what we killed, so that no worker outlives the daemon. */
+        /* Reap what we killed, so that no worker outlives the daemon (here,
+         * not through its child-exit watch). */
         for (struct worker *w = t->workers; w; w = w->next)
-                if (w->pid > 0 && !w->exited && waitpid(w->pid, NULL, 0) == w->pid)
-                        w->exited = true;
+                if (w->pid > 0 && !w->exited) {
+                        loop_unwatch_child(t->loop, w->pid);
+                        if (waitpid(w->pid, NULL, 0) == w->pid)
+                                w->exited = true;
+                }
         while (t->workers)
                 worker_free(t->workers);
         cgroup_tree_free(t->cgroups);

@@ -114,9 +114,10 @@ struct parse_error_job {
 
 static void parse_error_cb(void *data) {
         struct parse_error_job *j = data;
-        SEXP msg;
+        SEXP code = PROTECT(Rf_ScalarString(Rf_mkCharLenCE(j->r->code, (int)j->r->code_len, CE_UTF8))), msg;
 
-        Rf_defineVar(X.sym_code, Rf_ScalarString(Rf_mkCharLenCE(j->r->code, (int)j->r->code_len, CE_UTF8)), r_env());
+        Rf_defineVar(X.sym_code, code, r_env());
+        UNPROTECT(1);
         msg = r_call_on_value(X.parse_error_call, R_NilValue);
         PROTECT(msg ? msg : R_NilValue);
         Rf_defineVar(X.sym_code, R_NilValue, r_env());
