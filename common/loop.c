@@ -6,7 +6,6 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "macros.h"
@@ -53,12 +52,6 @@ struct loop {
         struct loop_timer *timers; /* armed ones, unsorted */
         bool stop;
 };
-
-uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 int loop_new(struct loop **out) {
         struct loop *l = calloc(1, sizeof(*l));
@@ -284,11 +277,43 @@ int loop_watch_child(struct loop *l, pid_t pid, loop_child_fn fn, void *data) {
         return 0;
 }
 
-void loop_unwatch_child(struct loop *l, pid_t pid) {
-        struct child **pp = child_slot(l, pid);
+/* Keep an exit nobody watches, dropping the oldest kept one when full. */
+static void unclaimed_add(struct loop *l, pid_t pid) {
+        if (l->n_unclaimed == UNCLAIMED_MAX) {
+                free(child_take(l, l->unclaimed[0]));
+                memmove(l->unclaimed, l->unclaimed + 1, (UNCLAIMED_MAX - 1) * sizeof(pid_t));
+                l->n_unclaimed--;
+        }
+        l->unclaimed[l->n_unclaimed++] = pid;
+}
 
-        if (pp && *pp && !(*pp)->exited)
+void loop_unwatch_child(struct loop *l, pid_t pid) {
+        struct child **pp = child_slot(l, pid), *c = pp ? *pp : NULL;
+
+        if (!c || !c->fn)
+                return;
+        if (!c->exited) {
                 free(child_take(l, pid));
+                return;
+        }
+        /* Exited and claimed, its delivery still to come: deliver_claimed()
+         * skips it now, and it is an unclaimed exit again. */
+        c->fn = NULL;
+        c->data = NULL;
+        unclaimed_add(l, pid);
+}
+
+bool loop_take_exit(struct loop *l, pid_t pid, int *status, struct rusage *ru) {
+        struct child **pp = child_slot(l, pid), *c = pp ? *pp : NULL;
+
+        if (!c || !c->exited || c->fn)
+                return false;
+        unclaimed_forget(l, pid);
+        child_take(l, pid);
+        *status = c->status;
+        *ru = c->ru;
+        free(c);
+        return true;
 }
 
 void loop_reap_children(struct loop *l) {
@@ -314,12 +339,7 @@ void loop_reap_children(struct loop *l) {
                         free(c);
                         continue;
                 }
-                if (l->n_unclaimed == UNCLAIMED_MAX) {
-                        free(child_take(l, l->unclaimed[0]));
-                        memmove(l->unclaimed, l->unclaimed + 1, (UNCLAIMED_MAX - 1) * sizeof(pid_t));
-                        l->n_unclaimed--;
-                }
-                l->unclaimed[l->n_unclaimed++] = pid;
+                unclaimed_add(l, pid);
         }
 }
 

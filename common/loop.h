@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "clock.h" /* timers are armed with absolute now_ns() times */
+
 struct rusage;
 
 struct loop;
@@ -14,9 +16,6 @@ struct loop_timer;
 
 typedef void (*loop_fd_fn)(int fd, uint32_t events, void *data);
 typedef void (*loop_timer_fn)(void *data);
-
-/* Monotonic clock in nanoseconds. */
-uint64_t now_ns(void);
 
 int loop_new(struct loop **out);
 void loop_free(struct loop *l);
@@ -48,8 +47,16 @@ typedef void (*loop_child_fn)(pid_t pid, int status, const struct rusage *ru, vo
 /* Watch pid (one watch per pid: a second replaces the first).  0 or
  * -ENOMEM. */
 int loop_watch_child(struct loop *l, pid_t pid, loop_child_fn fn, void *data);
-/* Forget pid's watch (its exit, when it comes, is kept as unclaimed). */
+/* Forget pid's watch: its exit is kept as unclaimed, also one that came
+ * already and was waiting for the next iteration to be delivered. */
 void loop_unwatch_child(struct loop *l, pid_t pid);
+/* Take pid's exit if it came before any watch and is still kept: true with
+ * *status and *ru (the exit is then gone from the loop), false otherwise.
+ * For an owner that learns a pid late (a worker can die before the zygote's
+ * word of its pid arrives) and must handle such an exit at once, before it
+ * signals or limits a pid that is no longer the child's: it asks, and
+ * watches only when this says false. */
+bool loop_take_exit(struct loop *l, pid_t pid, int *status, struct rusage *ru);
 /* Reap every exited child and dispatch its exit (call on SIGCHLD). */
 void loop_reap_children(struct loop *l);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "macros.h"
+#include "smallfile.h"
 
 /* One cgroup hierarchy we use: on a cgroup v2 host the unified one, for
  * both limits; on a v1 (or hybrid) host the v1 "memory" and "pids" ones. */
@@ -34,26 +35,18 @@ struct cgroup_tree {
         char dirs[2 * PATH_MAX + 2]; /* for cgroup_tree_dirs() */
 };
 
+/* cgroupfs applies each write(2) as one request: a limit or a move is one
+ * write, through common/smallfile.h. */
 static int write_at(int dir_fd, const char *name, const char *text) {
-        _cleanup_close_ int fd = openat(dir_fd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-        size_t len = strlen(text);
-
-        if (fd < 0)
-                return -errno;
-        if (write(fd, text, len) != (ssize_t)len)
-                return -errno;
-        return 0;
+        return small_file_write(dir_fd, name, text, 0, 0);
 }
 
 static bool has_controllers(int dir_fd, const char *file) {
-        _cleanup_close_ int fd = openat(dir_fd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         char buf[512], *tok, *save = NULL;
         bool memory = false, pids = false;
-        ssize_t n;
 
-        if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) < 0)
+        if (small_file_read(dir_fd, file, buf, sizeof(buf)) < 0)
                 return false;
-        buf[n] = '\0';
         for (tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
                 memory |= strcmp(tok, "memory") == 0;
                 pids |= strcmp(tok, "pids") == 0;
@@ -260,10 +253,6 @@ enabled:
         return 0;
 }
 
-bool cgroup_tree_enabled(const struct cgroup_tree *t) {
-        return t && t->n > 0;
-}
-
 static void limit_text(char *buf, size_t size, long long v, const char *unlimited) {
         if (v < 0)
                 snprintf(buf, size, "%s", unlimited);
@@ -317,7 +306,7 @@ int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
         snprintf(name, sizeof(name), "w%llu", id);
         for (unsigned i = 0; i < t->n; i++) {
                 struct hierarchy *h = &t->h[i];
-                _cleanup_close_ int fd = -1;
+                char kill_file[64];
 
                 if (unlinkat(h->dir_fd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
                         continue;
@@ -327,9 +316,8 @@ int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
                 }
                 /* Something still runs in it: kill it (v2, Linux 5.14); the
                  * directory goes at cgroup_tree_free() at the latest. */
-                fd = openat(h->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-                if (fd >= 0)
-                        (void)write_at(fd, "cgroup.kill", "1");
+                snprintf(kill_file, sizeof(kill_file), "%s/cgroup.kill", name);
+                (void)write_at(h->dir_fd, kill_file, "1");
                 r = -EBUSY;
         }
         return r;
@@ -342,16 +330,13 @@ int cgroup_worker_oom_kills(struct cgroup_tree *t, unsigned long long id, unsign
                 return -ENOENT;
         for (unsigned i = 0; i < t->n; i++) {
                 struct hierarchy *h = &t->h[i];
-                _cleanup_close_ int fd = -1;
-                ssize_t n;
+                long n;
 
                 if (!h->oom_file)
                         continue;
                 snprintf(name, sizeof(name), "w%llu/%s", id, h->oom_file);
-                fd = openat(h->dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) < 0)
-                        return -errno;
-                buf[n] = '\0';
+                if ((n = small_file_read(h->dir_fd, name, buf, sizeof(buf))) < 0)
+                        return (int)n;
                 /* Both files are "key value" lines; the key is at a line's start. */
                 for (line = buf; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
                         if (strncmp(line, "oom_kill ", 9) == 0) {
@@ -382,23 +367,18 @@ int cgroup_join(const char *dirs, unsigned long long id, char *err, size_t errle
         while (p && *p) {
                 const char *colon = strchr(p, ':');
                 size_t n = colon ? (size_t)(colon - p) : strlen(p);
-                int fd;
+                int r;
 
                 if (n >= PATH_MAX) {
                         snprintf(err, errlen, "join cgroup: path too long");
                         return -ENAMETOOLONG;
                 }
                 snprintf(path, sizeof(path), "%.*s/w%llu/cgroup.procs", (int)n, p, id);
-                fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
                 /* "0" is the writer itself, in cgroup v1 and v2 alike. */
-                if (fd < 0 || write(fd, "0", 1) != 1) {
-                        int e = errno;
-                        snprintf(err, errlen, "join cgroup %s: %s", path, strerror(e));
-                        if (fd >= 0)
-                                close(fd);
-                        return -e;
+                if ((r = write_at(AT_FDCWD, path, "0")) < 0) {
+                        snprintf(err, errlen, "join cgroup %s: %s", path, strerror(-r));
+                        return r;
                 }
-                close(fd);
                 p = colon ? colon + 1 : NULL;
         }
         return 0;

@@ -1,8 +1,9 @@
 /* A cgroup per worker, where the machine lets the daemon have one
  * (docs/security.md, "Resources").
  *
- * Process context: the daemon, on its event loop.  Every call is a handful
- * of mkdir/write/rmdir on cgroupfs, which the kernel answers at once: nothing
+ * Process context: the daemon, on its event loop, for everything but
+ * cgroup_join() (the worker's child side).  Every call is a handful of
+ * mkdir/write/rmdir on cgroupfs, which the kernel answers at once: nothing
  * here blocks.
  *
  * Layout: on a cgroup v2 host, <cgroup2 mount>/securerfs-<daemon pid>/ with
@@ -33,8 +34,6 @@ int cgroup_tree_new(struct cgroup_tree **out, const char **why);
 /* Remove every worker cgroup left and our directory.  Accepts NULL. */
 void cgroup_tree_free(struct cgroup_tree *t);
 
-bool cgroup_tree_enabled(const struct cgroup_tree *t);
-
 /* Make worker id's cgroup, w<id> (or update its limits when it exists):
  * memory.max = memory_max bytes and pids.max = pids_max (-1: "max").  The
  * worker joins it itself, right after the zygote cloned it and before it
@@ -58,7 +57,8 @@ int cgroup_worker_oom_kills(struct cgroup_tree *t, unsigned long long id, unsign
  * disabled). */
 const char *cgroup_tree_dirs(const struct cgroup_tree *t);
 
-/* Worker side, in the freshly cloned child, before its jail: move the
- * calling process into w<id> below each of dirs (as cgroup_tree_dirs()
- * gave them).  0, or -errno with the step in err. */
+/* Child side, the first step of the jail (jail_enter(), right after the
+ * parent-death signal), before the child changes ids and runs any user
+ * code: move the calling process into w<id> below each of dirs (as
+ * cgroup_tree_dirs() gave them).  0, or -errno with the step in err. */
 int cgroup_join(const char *dirs, unsigned long long id, char *err, size_t errlen);

@@ -28,6 +28,11 @@
  * the process: a replacement setns()es into those namespaces instead of
  * making new ones, and clones of existing workspaces work again.
  *
+ * The keeper's exit comes to its own child-exit watch on the loop
+ * (loop_watch_child, registered right after each fork): its death is
+ * logged, requests in flight go to the next keeper or fail, a replacement
+ * is scheduled.  The keeper's own process is sandbox/keeper_process.[ch].
+ *
  * Process context: the daemon, on its event loop; nothing here blocks (but
  * keeper_free, at shutdown, which reaps the keeper it killed). */
 #pragma once
@@ -64,16 +69,8 @@ int keeper_new(struct loop *l, struct keeper **out);
  * Workspaces still referred to by descriptors stay usable through them.
  * Accepts NULL. */
 void keeper_free(struct keeper *k);
-/* The keeper's pid, 0 when none runs. */
-pid_t keeper_pid(const struct keeper *k);
-/* From the keeper's child-exit watch on the loop (registered at each of its
- * starts): true when pid was the keeper (its
- * death is logged, requests in flight fail, a replacement is scheduled). */
-bool keeper_child_exited(struct keeper *k, pid_t pid, int status);
 /* Keepers started to replace one that died or was killed. */
 unsigned long long keeper_restarts(const struct keeper *k);
-/* Why the last keeper could not start or was replaced, or NULL. */
-const char *keeper_last_error(const struct keeper *k);
 
 /* Mount a new tmpfs of at most bytes (and one inode per 4 KiB) for workspace
  * id, its root owned by uid:gid with mode 0755 (unprivileged: uid and gid

@@ -361,7 +361,8 @@ static int build_one(uint32_t def, int (*add)(scmp_filter_ctx, bool, char *, siz
          * need their own rules, and R never uses them. */
         if ((r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0)
                 r = filter_fail(err, errlen, r, "set the action for other architectures");
-        /* The worker sets no_new_privs itself (jail_enter), before loading. */
+        /* The worker sets no_new_privs itself (capabilities_drop_all), before
+         * loading. */
         else if ((r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)) < 0)
                 r = filter_fail(err, errlen, r, "seccomp_attr_set(CTL_NNP)");
         /* A binary tree over the system call numbers rather than a chain

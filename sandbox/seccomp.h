@@ -3,11 +3,15 @@
  *
  * Process context: syscall_filter_build() runs once in the zygote, on the
  * host, before any worker exists; it compiles the policy with libseccomp and
- * keeps the resulting two BPF programs in memory.  syscall_filter_install() runs
- * in each worker right after jail_enter() succeeded (so no_new_privs is set
- * and every capability is gone) and before the worker answers "ready": no
- * user code ever runs without the filter.  A forked worker inherits the
- * program through copy-on-write memory; nothing is compiled per worker.
+ * keeps the resulting two BPF programs in memory.  syscall_filter_install()
+ * runs in each worker as the last step of its jail (sandbox/jail.c), right
+ * after every capability was dropped and no_new_privs set: for a worker
+ * (jail_options.workspace_later) that is when jail_attach_workspace() has
+ * attached /work, before the worker answers "attached" -- a pooled worker
+ * waits for its session without the filter, running nothing but its wait for
+ * the workspace frame.  No user code ever runs without the filter.  A forked
+ * worker inherits the programs through copy-on-write memory; nothing is
+ * compiled per worker.
  *
  * Named syscall_filter_* because libseccomp owns the seccomp_* prefix. */
 #pragma once
@@ -24,11 +28,12 @@ struct sock_fprog;
  * one-line reason in err ("seccomp: rule for ptrace: Invalid argument"). */
 int syscall_filter_build(bool allow_exec, char *err, size_t errlen);
 
-/* Child side, after jail_enter(): load the programs built above into this
- * process with seccomp(SECCOMP_SET_MODE_FILTER), in order.  Needs no_new_privs (set by
- * jail_enter() in strict mode).  Fails (-ENOENT) when nothing was built:
- * the caller must not run user code then.  Returns 0, or -errno with a
- * one-line reason in err. */
+/* Child side, the jail's last step (jail.c, after capabilities_drop_all()):
+ * load the programs built above into this single-threaded process with
+ * seccomp(SECCOMP_SET_MODE_FILTER), in order.  Needs no_new_privs, which
+ * capabilities_drop_all() set.  Fails (-ENOENT) when nothing was built: the
+ * caller must not run user code then.  Returns 0, or -errno with a one-line
+ * reason in err. */
 int syscall_filter_install(char *err, size_t errlen);
 
 /* For tests (tests/unit/test_seccomp.c): the programs syscall_filter_build()

@@ -1,22 +1,23 @@
 #include "spawner.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "backoff.h"
+#include "child.h"
 #include "config.h"
+#include "fdpass.h"
+#include "list.h"
 #include "log.h"
-#include "macros.h"
 #include "loop.h"
+#include "macros.h"
 
 #define MS(x) ((uint64_t)(x) * 1000000ULL)
 
@@ -29,7 +30,7 @@ struct request {
         uint64_t deadline_ns; /* queued: since it was made; sent: since it was sent */
         spawn_done_fn fn;
         void *data;
-        struct request *next;
+        struct list link; /* in spawner.requests */
 };
 
 struct spawner {
@@ -41,7 +42,7 @@ struct spawner {
         bool became_ready;  /* this zygote said "ready" */
         bool missed_deadline; /* we killed it for missing one */
         uint64_t next_token;
-        struct request *requests; /* queued and in flight, in order */
+        struct list requests; /* queued and in flight, in order */
         struct loop_timer *restart_timer;
         struct loop_timer *deadline_timer;
         uint64_t last_start_ns;
@@ -56,18 +57,9 @@ struct spawner {
 static int zygote_start(struct spawner *s);
 static void arm_deadline(struct spawner *s);
 
-static void request_unlink(struct spawner *s, struct request *r) {
-        for (struct request **pp = &s->requests; *pp; pp = &(*pp)->next)
-                if (*pp == r) {
-                        *pp = r->next;
-                        r->next = NULL;
-                        return;
-                }
-}
-
 /* Take r out, then answer it: the callback may make or cancel requests. */
-static void request_finish(struct spawner *s, struct request *r, pid_t pid, int err, const char *why) {
-        request_unlink(s, r);
+static void request_finish(struct request *r, pid_t pid, int err, const char *why) {
+        list_unlink(&r->link);
         if (r->fd >= 0)
                 close(r->fd);
         if (r->fn)
@@ -78,58 +70,39 @@ static void request_finish(struct spawner *s, struct request *r, pid_t pid, int 
 /* Fail the requests sent (only_sent) or all of them.  The failing ones are
  * taken off the list before any callback runs. */
 static void fail_all(struct spawner *s, bool only_sent, int err, const char *why) {
-        struct request *failing = NULL, **tail = &failing, **pp = &s->requests;
+        struct list failing = LIST_INIT(failing);
+        struct request *r;
 
-        while (*pp) {
-                struct request *r = *pp;
-
-                if (only_sent && !r->sent) {
-                        pp = &r->next;
+        list_for_each(r, next, &s->requests, struct request, link) {
+                if (only_sent && !r->sent)
                         continue;
-                }
-                *pp = r->next;
-                r->next = NULL;
-                *tail = r;
-                tail = &r->next;
+                list_unlink(&r->link);
+                list_append(&failing, &r->link);
         }
-        while (failing) {
-                struct request *r = failing;
-
-                failing = r->next;
-                if (r->fd >= 0)
-                        close(r->fd);
-                if (r->fn)
-                        r->fn(r->data, 0, err, why);
-                free(r);
-        }
+        while ((r = list_first(&failing, struct request, link)))
+                request_finish(r, 0, err, why);
 }
 
 /* Send what is queued.  SEQPACKET keeps each request one datagram. */
 static void send_queued(struct spawner *s) {
         uint64_t now = now_ns();
+        struct request *r;
 
-        for (struct request *r = s->requests; r && s->ready; r = r->next) {
+        list_for_each(r, next, &s->requests, struct request, link) {
                 char line[64];
-                char cbuf[CMSG_SPACE(sizeof(int))] = {0};
-                struct iovec iov;
-                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                                    .msg_controllen = sizeof(cbuf)};
-                struct cmsghdr *cm;
+                ssize_t n;
 
+                if (!s->ready)
+                        break;
                 if (r->sent)
                         continue;
                 snprintf(line, sizeof(line), "spawn %llu %u %u", (unsigned long long)r->token, (unsigned)r->uid,
                          (unsigned)r->gid);
-                iov = (struct iovec){line, strlen(line)};
-                cm = CMSG_FIRSTHDR(&mh);
-                cm->cmsg_level = SOL_SOCKET;
-                cm->cmsg_type = SCM_RIGHTS;
-                cm->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(cm), &r->fd, sizeof(int));
-                if (sendmsg(s->ctl_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-                        if (errno == EAGAIN)
+                n = fdpass_send(s->ctl_fd, line, strlen(line), &r->fd, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (n == -EAGAIN)
                                 break; /* the zygote is behind; retried on its next reply */
-                        log_warn("zygote: sending a spawn request: %s", strerror(errno));
+                        log_warn("zygote: sending a spawn request: %s", strerror((int)-n));
                         break;
                 }
                 close(r->fd);
@@ -141,7 +114,9 @@ static void send_queued(struct spawner *s) {
 }
 
 static struct request *find_request(struct spawner *s, uint64_t token) {
-        for (struct request *r = s->requests; r; r = r->next)
+        struct request *r;
+
+        list_for_each(r, next, &s->requests, struct request, link)
                 if (r->token == token)
                         return r;
         return NULL;
@@ -171,10 +146,11 @@ static void zygote_kill(struct spawner *s, const char *why) {
  * reaping), a queued request's wait. */
 static void arm_deadline(struct spawner *s) {
         uint64_t due = 0;
+        struct request *r;
 
         if (s->zygote_pid > 0 && s->ctl_fd >= 0 && !s->ready)
                 due = s->last_start_ns + MS(SPAWNER_START_TIMEOUT_MS);
-        for (struct request *r = s->requests; r; r = r->next)
+        list_for_each(r, next, &s->requests, struct request, link)
                 if ((!r->sent || s->ctl_fd >= 0) && (!due || r->deadline_ns < due))
                         due = r->deadline_ns;
         loop_timer_arm(s->deadline_timer, due);
@@ -183,6 +159,7 @@ static void arm_deadline(struct spawner *s) {
 static void on_deadline(void *data) {
         struct spawner *s = data;
         uint64_t now = now_ns();
+        struct request *r, *due;
         char why[300];
 
         if (s->zygote_pid > 0 && s->ctl_fd >= 0 && !s->ready &&
@@ -191,25 +168,28 @@ static void on_deadline(void *data) {
                 zygote_kill(s, why);
                 s->missed_deadline = true;
         }
-        for (struct request *r = s->requests; r && s->ctl_fd >= 0; r = r->next)
-                if (r->sent && now >= r->deadline_ns) {
+        list_for_each(r, next, &s->requests, struct request, link)
+                if (s->ctl_fd >= 0 && r->sent && now >= r->deadline_ns) {
                         snprintf(why, sizeof(why), "it did not answer spawn request %llu within %d ms",
                                  (unsigned long long)r->token, SPAWNER_REQUEST_TIMEOUT_MS);
                         zygote_kill(s, why);
                         s->missed_deadline = true;
                         break;
                 }
-        /* Queued requests whose wait is over fail alone. */
+        /* Queued requests whose wait is over fail alone (one at a time:
+         * each callback may change the list). */
         for (;;) {
-                struct request *r = s->requests;
-
-                while (r && (r->sent || now < r->deadline_ns))
-                        r = r->next;
-                if (!r)
+                due = NULL;
+                list_for_each(r, next, &s->requests, struct request, link)
+                        if (!r->sent && now >= r->deadline_ns) {
+                                due = r;
+                                break;
+                        }
+                if (!due)
                         break;
                 snprintf(why, sizeof(why), "the zygote was not ready within %d ms (%s)", SPAWNER_QUEUE_TIMEOUT_MS,
                          s->last_error[0] ? s->last_error : "it is being started");
-                request_finish(s, r, 0, -ETIMEDOUT, why);
+                request_finish(due, 0, -ETIMEDOUT, why);
         }
         arm_deadline(s);
 }
@@ -241,13 +221,13 @@ static void on_zygote_line(struct spawner *s, char *line) {
         if (sscanf(line, "spawned %llu %ld%n", &token, &pid, &n) == 2 && line[n] == '\0' && pid > 0) {
                 r = find_request(s, token);
                 if (r && r->sent && r->fn) {
-                        request_finish(s, r, (pid_t)pid, 0, NULL);
+                        request_finish(r, (pid_t)pid, 0, NULL);
                 } else {
                         /* Cancelled meanwhile: nobody wants this worker.  Its
                          * exit is reaped like any unknown child's. */
                         kill((pid_t)pid, SIGKILL);
                         if (r)
-                                request_finish(s, r, 0, 0, NULL);
+                                request_finish(r, 0, 0, NULL);
                 }
                 send_queued(s);
                 return;
@@ -255,7 +235,7 @@ static void on_zygote_line(struct spawner *s, char *line) {
         if (sscanf(line, "failed %llu %n", &token, &n) == 1 && n > 0) {
                 r = find_request(s, token);
                 if (r && r->sent)
-                        request_finish(s, r, 0, -EPERM, line + n);
+                        request_finish(r, 0, -EPERM, line + n);
                 send_queued(s);
                 return;
         }
@@ -304,13 +284,14 @@ static void on_restart_timer(void *data) {
         }
 }
 
-bool spawner_child_exited(struct spawner *s, pid_t pid, int status) {
+/* The zygote's child-exit watch (loop_watch_child, from zygote_start): log
+ * why it ended, fail what it was sent and start the next one. */
+static void on_zygote_exit(pid_t pid, int status, const struct rusage *ru, void *data) {
+        struct spawner *s = data;
         char why[900];
         bool early;
         uint64_t delay;
 
-        if (pid != s->zygote_pid || pid <= 0)
-                return false;
         s->zygote_pid = 0;
         early = !s->became_ready;
         zygote_stop(s);
@@ -333,35 +314,20 @@ bool spawner_child_exited(struct spawner *s, pid_t pid, int status) {
         fail_all(s, !early, s->missed_deadline ? -ETIMEDOUT : -EAGAIN, why);
         loop_timer_arm(s->restart_timer, now_ns() + delay);
         arm_deadline(s);
-        return true;
 }
 
-/* The loop reaped the zygote (common/loop.h: a child-exit watch). */
-static void on_zygote_exit(pid_t pid, int status, const struct rusage *ru, void *data) {
-        spawner_child_exited(data, pid, status);
-}
-
-/* Child, after fork, before exec: still the daemon's image.  Only
- * async-signal-safe calls here. */
+/* Child of fork(), before exec: still the daemon's image and privileges,
+ * host namespaces.  Only async-signal-safe calls here.  Out of the daemon's
+ * session (a Ctrl-C at its terminal must not interrupt every run), dying
+ * with it, its control socket on fd 3, stdin and stdout on /dev/null,
+ * stderr kept (the zygote and workers log R start-up failures there),
+ * nothing else of the daemon's. */
 static void zygote_exec(struct spawner *s, int sock, pid_t daemon_pid, char **argv, char **envp) {
-        sigset_t none;
-        int devnull;
+        const struct child_setup c = {.fds = &sock, .n_fds = 1, .first_fd = 3, .null_stdio = true,
+                                      .new_session = true, .parent = daemon_pid};
 
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        setsid();
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != daemon_pid)
+        if (child_after_fork(&c) < 0)
                 _exit(127);
-        /* dup2 onto itself would keep FD_CLOEXEC and lose the socket. */
-        if (sock == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(sock, 3) < 0)
-                _exit(127);
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull >= 0) {
-                dup2(devnull, 0);
-                dup2(devnull, 1);
-        }
-        /* stderr stays: the zygote and workers log R start-up failures there. */
-        close_range(4, ~0U, 0);
         execve(s->cfg.worker_path, argv, envp);
         _exit(127);
 }
@@ -417,10 +383,16 @@ static int zygote_start(struct spawner *s) {
         }
         if (pid == 0)
                 zygote_exec(s, sv[1], self, argv, envp); /* child: never returns */
+        /* Daemon. */
         close(sv[1]);
+        if (loop_watch_child(s->loop, pid, on_zygote_exit, s) < 0) {
+                /* Its exit would reach nobody: stop it now (the loop reaps
+                 * it as an unclaimed child); the caller retries later. */
+                kill(pid, SIGKILL);
+                close(sv[0]);
+                return -ENOMEM;
+        }
         s->zygote_pid = pid;
-        if (loop_watch_child(s->loop, pid, on_zygote_exit, s) < 0)
-                log_error("zygote: out of memory watching its exit");
         s->ctl_fd = sv[0];
         s->ready = false;
         s->became_ready = false;
@@ -446,6 +418,7 @@ int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner *
         s->loop = l;
         s->cfg = *c;
         s->ctl_fd = -1;
+        list_init(&s->requests);
         s->next_token = 1;
         s->restart_timer = loop_timer_new(l, on_restart_timer, s);
         s->deadline_timer = loop_timer_new(l, on_deadline, s);
@@ -467,21 +440,26 @@ int spawner_new(struct loop *l, const struct spawner_config *c, struct spawner *
 }
 
 void spawner_free(struct spawner *s) {
+        struct request *r;
+
         if (!s)
                 return;
-        for (struct request *r = s->requests; r; r = r->next)
+        list_for_each(r, next, &s->requests, struct request, link)
                 r->fn = NULL;
         fail_all(s, false, -ECANCELED, "shutting down");
         zygote_stop(s);
-        if (s->zygote_pid > 0)
+        if (s->zygote_pid > 0) {
+                /* Reaped here, at shutdown, not by the loop. */
+                loop_unwatch_child(s->loop, s->zygote_pid);
                 waitpid(s->zygote_pid, NULL, 0);
+        }
         loop_timer_free(s->restart_timer);
         loop_timer_free(s->deadline_timer);
         free(s);
 }
 
 uint64_t spawner_request(struct spawner *s, int worker_fd, uid_t uid, gid_t gid, spawn_done_fn fn, void *data) {
-        struct request *r = calloc(1, sizeof(*r)), **pp;
+        struct request *r = calloc(1, sizeof(*r));
 
         if (!r) {
                 close(worker_fd);
@@ -489,9 +467,7 @@ uint64_t spawner_request(struct spawner *s, int worker_fd, uid_t uid, gid_t gid,
         }
         *r = (struct request){.token = s->next_token++, .fd = worker_fd, .uid = uid, .gid = gid, .fn = fn,
                               .data = data, .deadline_ns = now_ns() + MS(SPAWNER_QUEUE_TIMEOUT_MS)};
-        for (pp = &s->requests; *pp; pp = &(*pp)->next)
-                ;
-        *pp = r;
+        list_append(&s->requests, &r->link);
         send_queued(s);
         arm_deadline(s);
         return r->token;
@@ -504,7 +480,7 @@ void spawner_cancel(struct spawner *s, uint64_t token) {
                 return;
         r->fn = NULL;
         if (!r->sent) {
-                request_finish(s, r, 0, 0, NULL);
+                request_finish(r, 0, 0, NULL);
                 arm_deadline(s);
         }
         /* A sent one stays until the zygote answers: its pid is then killed. */
@@ -512,10 +488,4 @@ void spawner_cancel(struct spawner *s, uint64_t token) {
 
 uint64_t spawner_next_token(const struct spawner *s) { return s->next_token; }
 
-const char *spawner_last_error(const struct spawner *s) {
-        return s->last_error[0] ? s->last_error : NULL;
-}
-
 unsigned long long spawner_restarts(const struct spawner *s) { return s->restarts; }
-
-pid_t spawner_zygote_pid(const struct spawner *s) { return s->zygote_pid; }

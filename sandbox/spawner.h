@@ -6,6 +6,11 @@
  * (a Ctrl-C at the daemon's terminal must not interrupt every run) and with
  * PR_SET_PDEATHSIG so that it dies with the daemon.
  *
+ * Its exit comes to the spawner's own child-exit watch on the loop
+ * (loop_watch_child, registered right after the fork): whoever reaps the
+ * daemon's children (loop_reap_children on SIGCHLD) needs to know nothing of
+ * it.
+ *
  * Supervision: the zygote can die or stall like any helper.  It must say
  * "ready" within SPAWNER_START_TIMEOUT_MS of its start and answer each spawn
  * request within SPAWNER_REQUEST_TIMEOUT_MS of its sending; one that misses
@@ -60,14 +65,5 @@ uint64_t spawner_next_token(const struct spawner *s);
 /* The callback of token will not be called. */
 void spawner_cancel(struct spawner *s, uint64_t token);
 
-/* From the zygote's child-exit watch on the loop (registered at each of its
- * starts): true when pid was the zygote (it is
- * then restarted, and requests in flight fail). */
-bool spawner_child_exited(struct spawner *s, pid_t pid, int status);
-
-/* Last reason the zygote could not start or was replaced, or NULL. */
-const char *spawner_last_error(const struct spawner *s);
 /* Zygotes started to replace one that died or was killed. */
 unsigned long long spawner_restarts(const struct spawner *s);
-/* The zygote's pid, 0 when none runs. */
-pid_t spawner_zygote_pid(const struct spawner *s);

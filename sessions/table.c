@@ -155,8 +155,10 @@ void sessions_free(struct sessions *t) {
         }
         spawner_free(t->spawner);
         /* Reap what we killed, so that no worker outlives the daemon. */
-        list_for_each(w, tmp, &t->workers, struct worker, link) if (w->pid > 0 && !w->exited &&
-                                                                   waitpid(w->pid, NULL, 0) == w->pid) w->exited = true;
+        list_for_each(w, tmp, &t->workers, struct worker, link) {
+                if (w->pid > 0 && !w->exited && waitpid(w->pid, NULL, 0) == w->pid)
+                        w->exited = true;
+        }
         while (!list_empty(&t->workers))
                 worker_free(list_first(&t->workers, struct worker, link));
         cgroup_tree_free(t->cgroups);

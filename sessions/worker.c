@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "pool.h"
 #include "protocol.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/rlimits.h"
 #include "sandbox/spawner.h"
 #include "session_private.h"
 #include "workspace.h"
@@ -199,6 +199,8 @@ void worker_on_ready(struct worker *w, long long reserved_bytes) {
 
 static void spawn_done(void *data, pid_t pid, int err, const char *why) {
         struct worker *w = data;
+        struct rusage ru;
+        int status;
 
         w->token = 0;
         if (pid <= 0) {
@@ -210,8 +212,13 @@ static void spawn_done(void *data, pid_t pid, int err, const char *why) {
                 return;
         }
         w->pid = pid;
-        /* It may have died already: the loop keeps such an exit and hands
-         * it to this watch at its next iteration. */
+        /* It may have died before the zygote's word of its pid came: then
+         * its exit is the loop's, unclaimed, and is handled now, before
+         * anything signals or limits a pid that is no longer ours. */
+        if (loop_take_exit(w->owner->loop, pid, &status, &ru)) {
+                worker_on_exit(pid, status, &ru, w);
+                return;
+        }
         if (loop_watch_child(w->owner->loop, pid, worker_on_exit, w) < 0) {
                 /* We could not learn of its death: it must not live. */
                 kill(pid, SIGKILL);
@@ -336,42 +343,12 @@ double worker_cpu_s(const struct worker *w) {
         return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Only soft limits change: the hard ones stay what the worker inherited (the
- * daemon's own), because only CAP_SYS_RESOURCE may raise a hard limit (root
- * lacks it on this project's machines), so a hard limit lowered once could
- * never be raised again for a later run or a rewritten limits file.  The
- * soft limit binds all the same: the seccomp filter keeps the worker from
- * raising it.  cpu: SIGXCPU, which the worker turns into an interrupt (the
- * kernel raises the soft limit by a second at every SIGXCPU); the hard stop
- * is the daemon's (the monitor, then the grace period). */
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only) {
-        static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
-                                                  RLIMIT_STACK};
-        int first_error = 0, e;
+        int first_error, e;
 
         if (!w || w->pid <= 0 || w->exited)
                 return 0;
-        for (int i = 0; i < (cpu_only ? 1 : LIMIT_COUNT); i++) {
-                long long v = l->v[i];
-                struct rlimit hard, rl;
-
-                /* The worker's hard limits are the daemon's (inherited
-                 * through the zygote, never changed). */
-                if (getrlimit(resource[i], &hard) < 0)
-                        hard.rlim_max = RLIM_INFINITY;
-                rl.rlim_max = hard.rlim_max;
-                rl.rlim_cur = RLIM_INFINITY;
-                if (v != LIMIT_UNSET)
-                        rl.rlim_cur = i == LIMIT_CPU ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v
-                                      /* What the worker's build reserves before any
-                                       * user code (0, but for a sanitizer's shadow
-                                       * memory) is not the run's. */
-                                      : i == LIMIT_MEMORY ? (rlim_t)v + (rlim_t)w->reserved_as
-                                                          : (rlim_t)v;
-                rl.rlim_cur = MIN(rl.rlim_cur, rl.rlim_max);
-                if (prlimit(w->pid, resource[i], &rl, NULL) < 0 && !first_error)
-                        first_error = -errno;
-        }
+        first_error = rlimits_apply(w->pid, l, cpu_base_s, w->reserved_as, cpu_only);
         /* The same memory and process counts as a cgroup (where the host
          * allows one): it also counts the worker's tmpfs pages and its
          * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */

@@ -100,9 +100,10 @@ void worker_free(struct worker *w);
 /* How it ended, for messages: "it was killed by signal 9 (Killed)", ... */
 void worker_describe_exit(const struct worker *w, char *buf, size_t n);
 
-/* Set limits l on w from outside (prlimit(2): the worker is not trusted to
- * set its own) and its cgroup's memory and process counts; cpu is per run:
- * the soft limit is cpu_base_s (the CPU it used so far) plus the limit.
+/* Set limits l on w from outside (sandbox/rlimits.h: soft limits only, the
+ * worker is not trusted to set its own) and its cgroup's memory and process
+ * counts; cpu is per run: the soft limit is cpu_base_s (the CPU it used so
+ * far) plus the limit.
  * cpu_only: the CPU limit alone (the start of a run).  0, or the first
  * -errno (the others are still set); 0 when w has no live pid. */
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only);

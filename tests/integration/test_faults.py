@@ -378,7 +378,11 @@ def test_dead_session_revived_by_ctl_restart(daemons, tmp_path):
     s = d.clone()
     assert run_bounded(s, "writeLines('kept', 'note.txt')")["status"] == "ok"
     flag.write_text("")
-    os.kill(helper(d, util.ZYGOTE_COMM), signal.SIGKILL)
+    zygote = helper(d, util.ZYGOTE_COMM)
+    os.kill(zygote, signal.SIGKILL)
+    # Gone (or a zombie) before the workers are listed: one reaped while it
+    # is being listed would pass for a worker without a name.
+    wait_for(lambda: (util.proc_stat(zygote) or ("Z",))[0] == "Z", 10, "the zygote gone")
     # The session's worker dies: no zygote can make another one.
     os.kill(util.session_worker_pids(d.pid)[0], signal.SIGKILL)
     wait_for(lambda: s.status() == "dead", 40, "the session dead")

@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "child.h"
+#include "fdpass.h"
 #include "list.h"
 #include "loop.h"
 #include "smallfile.h"
@@ -149,6 +151,46 @@ static void test_child(void) {
         CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* Is fd open, and the same file as other? */
+static int same_file(int fd, int other) {
+        struct stat a, b;
+
+        return fstat(fd, &a) == 0 && fstat(other, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+static void test_fdpass(void) {
+        int sv[2], fds[FDPASS_MAX + 2], got[4], devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        char buf[16];
+        size_t n_got = 99;
+
+        CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0 && devnull >= 0);
+        /* Two descriptors (a -1 among them is skipped), one taken: the
+         * other is closed, the taken one is close-on-exec and the file. */
+        fds[0] = devnull;
+        fds[1] = -1;
+        fds[2] = devnull;
+        CHECK(fdpass_send(sv[0], "ab", 2, fds, 3, MSG_NOSIGNAL) == 2);
+        CHECK(fdpass_recv(sv[1], buf, sizeof(buf), got, 1, &n_got, 0) == 2 && n_got == 1 && !memcmp(buf, "ab", 2));
+        CHECK(same_file(got[0], devnull) && (fcntl(got[0], F_GETFD) & FD_CLOEXEC));
+        close(got[0]);
+        /* None. */
+        CHECK(fdpass_send(sv[0], "c", 1, NULL, 0, 0) == 1);
+        CHECK(fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_got, 0) == 1 && n_got == 0);
+        /* A datagram longer than the buffer: refused, its descriptor closed. */
+        CHECK(fdpass_send(sv[0], "0123456789", 10, &devnull, 1, 0) == 10);
+        CHECK(fdpass_recv(sv[1], buf, 4, got, 4, &n_got, 0) == -EBADMSG && n_got == 0);
+        /* More than FDPASS_MAX: the sender refuses. */
+        for (int i = 0; i < FDPASS_MAX + 1; i++)
+                fds[i] = devnull;
+        CHECK(fdpass_send(sv[0], "x", 1, fds, FDPASS_MAX + 1, 0) == -EINVAL);
+        /* Nothing waiting, non-blocking; then end of file. */
+        CHECK(fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_got, MSG_DONTWAIT) == -EAGAIN);
+        close(sv[0]);
+        CHECK(fdpass_recv(sv[1], buf, sizeof(buf), got, 4, &n_got, 0) == 0);
+        close(sv[1]);
+        close(devnull);
+}
+
 static int exits_seen;
 static pid_t last_pid;
 static int last_code;
@@ -201,6 +243,38 @@ static void test_loop_children(void) {
         wait_exited(a);
         loop_reap_children(l);
         CHECK(exits_seen == 2);
+        /* Watched after its exit, then unwatched before the delivery: no
+         * callback, and the exit is unclaimed again (taken here). */
+        a = spawn_exit(4);
+        wait_exited(a);
+        loop_reap_children(l);
+        CHECK(loop_watch_child(l, a, on_exit_seen, NULL) == 0);
+        loop_unwatch_child(l, a);
+        b = spawn_exit(5);
+        CHECK(loop_watch_child(l, b, on_exit_seen, l) == 0);
+        wait_exited(b);
+        loop_reap_children(l);
+        CHECK(exits_seen == 3 && last_pid == b); /* and not a's */
+        {
+                struct rusage ru;
+                int status = 0;
+
+                CHECK(loop_take_exit(l, a, &status, &ru) && WIFEXITED(status) && WEXITSTATUS(status) == 4);
+                CHECK(!loop_take_exit(l, a, &status, &ru)); /* taken: gone */
+                /* Taken before a watch: the owner handles it itself. */
+                a = spawn_exit(6);
+                wait_exited(a);
+                loop_reap_children(l);
+                CHECK(loop_take_exit(l, a, &status, &ru) && WEXITSTATUS(status) == 6);
+                /* Not exited yet: false, and the watch gets the exit. */
+                a = spawn_exit(8);
+                CHECK(!loop_take_exit(l, a, &status, &ru));
+                CHECK(loop_watch_child(l, a, on_exit_seen, NULL) == 0);
+                CHECK(!loop_take_exit(l, a, &status, &ru));
+                wait_exited(a);
+                loop_reap_children(l);
+                CHECK(exits_seen == 4 && last_pid == a && last_code == 8);
+        }
         /* Many children: the table grows, each exit reaches its watch. */
         for (int i = 0; i < 300; i++) {
                 many[i] = spawn_exit(i % 200);
@@ -209,7 +283,7 @@ static void test_loop_children(void) {
         for (int i = 0; i < 300; i++)
                 wait_exited(many[i]);
         loop_reap_children(l);
-        CHECK(exits_seen == 302);
+        CHECK(exits_seen == 304);
         /* More unclaimed exits than are kept: the oldest are dropped. */
         for (int i = 0; i < 100; i++) {
                 many[i] = spawn_exit(3);
@@ -217,7 +291,7 @@ static void test_loop_children(void) {
         }
         loop_reap_children(l);
         CHECK(loop_watch_child(l, many[99], on_exit_seen, l) == 0);
-        CHECK(loop_run(l) == 0 && exits_seen == 303 && last_pid == many[99]);
+        CHECK(loop_run(l) == 0 && exits_seen == 305 && last_pid == many[99]);
         loop_free(l);
 }
 
@@ -226,6 +300,7 @@ int main(void) {
         test_list();
         test_smallfile();
         test_child();
+        test_fdpass();
         test_loop_children();
         return check_summary("common");
 }

@@ -1,12 +1,13 @@
-# The R-level formatter and JSON converter of the worker (sandbox/worker.R),
-# the code the worker runs for every value its C fast path does not cover.
+# The R-level formatter and JSON converter of the worker
+# (sandbox/worker/worker.R), the code the worker runs for every value its C
+# fast path does not cover.
 #
-#   Rscript tests/unit/test_format.R sandbox/worker.R
+#   Rscript tests/unit/test_format.R sandbox/worker/worker.R
 #
 # Prints "format: N passed, N failed" and exits non-zero on any failure.
 
 args <- commandArgs(trailingOnly = TRUE)
-src <- if (length(args)) args[1L] else "sandbox/worker.R"
+src <- if (length(args)) args[1L] else "sandbox/worker/worker.R"
 
 # As the worker does: a private environment whose parent is the base
 # namespace, not attached.

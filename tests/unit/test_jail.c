@@ -468,7 +468,7 @@ static int run_jailed(const char *name, const struct jail_options *o, const stru
         zygote = fork();
         if (zygote == 0) {
                 /* Zygote: host namespaces.  As root it holds no
-                 * supplementary groups, as the real one (sandbox/zygote.c). */
+                 * supplementary groups, as the real one (sandbox/worker/zygote.c). */
                 char why[512];
                 close(pfd[0]);
                 if (geteuid() == 0 && setgroups(0, NULL) < 0) {

@@ -19,12 +19,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "cgroup.h"
-#include "frame.h"
+#include "fdpass.h"
 #include "log.h"
 #include "macros.h"
-#include "seccomp.h"
-#include "worker_internal.h"
+#include "sandbox/seccomp.h"
+#include "worker.h"
 
 #define CONTROL_FD 3
 #define MAX_R_LIBS 32
@@ -34,7 +33,6 @@ struct zygote_options {
         const char *r_libs[MAX_R_LIBS];
         char *r_libs_buf;
         bool allow_exec; /* --allow-exec: the filter leaves execve allowed */
-        const char *cgroup_dirs; /* --cgroup-dirs: where each worker joins w<token> */
 };
 
 static int parse_bytes(const char *s, unsigned long long *out) {
@@ -80,7 +78,8 @@ static int parse_options(int argc, char **argv, struct zygote_options *z) {
                         }
                         z->jail.r_libs = z->r_libs;
                 } else if (!strncmp(a, "--cgroup-dirs=", 14)) {
-                        z->cgroup_dirs = a + 14;
+                        /* Where each worker joins w<token>. */
+                        z->jail.cgroup_dirs = a + 14;
                 } else if (!strcmp(a, "--allow-exec")) {
                         z->allow_exec = true;
                 } else if (!strncmp(a, "--tmp-size=", 11)) {
@@ -117,46 +116,16 @@ static void control_send(const char *fmt, ...) {
 }
 
 /* Receive one datagram and at most one fd.  Returns the datagram's length
- * (0 at end of file) or -errno; *fd is the fd passed with it, or -1. */
+ * (0 at end of file) or -errno (-EBADMSG: a truncated datagram or more fds
+ * than fit, not a request we sent); *fd is the fd passed with it, or -1. */
 static long control_recv(char *buf, size_t size, int *fd) {
-        union {
-                struct cmsghdr align;
-                char space[CMSG_SPACE(sizeof(int))];
-        } control;
-        struct iovec iov = {.iov_base = buf, .iov_len = size - 1};
-        struct msghdr mh = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.space,
-                .msg_controllen = sizeof(control.space),
-        };
-        ssize_t n;
+        size_t n_fds;
+        ssize_t n = fdpass_recv(CONTROL_FD, buf, size - 1, fd, 1, &n_fds, 0);
 
-        *fd = -1;
-        do
-                n = recvmsg(CONTROL_FD, &mh, MSG_CMSG_CLOEXEC);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-                return -errno;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-                for (size_t i = 0; i < nfds; i++) {
-                        int one;
-
-                        memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                        if (*fd < 0)
-                                *fd = one;
-                        else
-                                close(one);
-                }
-        }
-        buf[n] = '\0';
-        /* A truncated datagram or more fds than fit: not a request we sent. */
-        if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-                return -EBADMSG;
+        if (n < 0 || n_fds == 0)
+                *fd = -1;
+        if (n >= 0)
+                buf[n] = '\0';
         return n;
 }
 
@@ -192,6 +161,9 @@ static int parse_spawn(const char *line, unsigned long long *token, uid_t *uid, 
 }
 
 static void serve_spawn_requests(const struct zygote_options *z) {
+        /* Each worker's own copy: its cgroup is w<token>. */
+        struct jail_options jail = z->jail;
+
         for (;;) {
                 char line[128], why[512];
                 unsigned long long token;
@@ -228,21 +200,16 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                 /* Unwritten stdio buffers would be written twice, once by
                  * each process. */
                 fflush(NULL);
-                pid = jail_clone(&z->jail, uid, gid, why, sizeof(why));
+                jail.cgroup_id = token; /* made by the daemon for this token */
+                pid = jail_clone(&jail, uid, gid, why, sizeof(why));
                 if (pid == 0) {
-                        /* Child: a new process (in strict mode, pid 1 of new
-                         * namespaces, still holding its capabilities there).
-                         * First into its cgroup, made by the daemon for this
-                         * token: it runs no user code before that. */
-                        char err[512];
+                        /* Child of the clone: a new process, the daemon's
+                         * child through CLONE_PARENT; in strict mode pid 1
+                         * of new namespaces, its ids mapped, holding every
+                         * capability there and none outside, running no user
+                         * code until its jail is built (worker_main). */
                         prctl(PR_SET_NAME, "securerfs-worke"); /* not the zygote's name */
-                        if (z->cgroup_dirs && cgroup_join(z->cgroup_dirs, token, err, sizeof(err)) < 0) {
-                                json_t *m = json_pack("{s:s, s:s}", "type", "fatal", "error", err);
-                                if (m)
-                                        frame_send(sock, m);
-                                _exit(1);
-                        }
-                        worker_main(TAKE_FD(sock), &z->jail);
+                        worker_main(TAKE_FD(sock), &jail);
                 }
                 /* Zygote. */
                 if (pid < 0)
@@ -271,6 +238,9 @@ int main(int argc, char **argv) {
          * on through execve(); workers must receive SIGINT. */
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* Our writes go to sockets (MSG_NOSIGNAL) and stderr: a reader gone
+         * away is EPIPE, not death. */
+        signal(SIGPIPE, SIG_IGN);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
                 log_warn("prctl PR_SET_PDEATHSIG: %s", strerror(errno));
         /* Workers inherit our supplementary groups, and in their namespace
@@ -285,9 +255,11 @@ int main(int argc, char **argv) {
         prctl(PR_SET_NAME, "srfs-zygote");
 
         /* Strict: compile the seccomp policy once, here; every worker
-         * installs it after jail_enter() (sandbox/seccomp.h).  A policy that
-         * cannot be built fails the zygote: no worker runs without it. */
-        r = z.jail.mode == JAIL_STRICT ? syscall_filter_build(z.allow_exec, err, sizeof(err)) : 0;
+         * installs it as the last step of its jail (sandbox/jail.c,
+         * sandbox/seccomp.h).  A policy that cannot be built fails the
+         * zygote: no worker runs without it. */
+        z.jail.syscall_filter = z.jail.mode == JAIL_STRICT;
+        r = z.jail.syscall_filter ? syscall_filter_build(z.allow_exec, err, sizeof(err)) : 0;
         if (r >= 0)
                 r = worker_r_init(CONTROL_FD, err, sizeof(err));
         if (r < 0) {
@@ -298,7 +270,7 @@ int main(int argc, char **argv) {
         }
         control_send("ready");
         serve_spawn_requests(&z);
-        worker_r_shutdown();
+        r_tempdir_remove();
         free(z.r_libs_buf);
         return 0;
 }

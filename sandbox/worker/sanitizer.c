@@ -1,4 +1,4 @@
-/* The worker program's build, as far as limits care (sandbox/worker_internal.h):
+/* The worker program's build, as far as limits care (worker.h):
  * what address space a sanitizer reserves, and the sanitizer options a
  * worker needs (the zygote starts with a clean environment, so ASAN_OPTIONS
  * of the daemon's caller never reach it).
@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "worker_internal.h"
+#include "worker.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define WORKER_ASAN 1

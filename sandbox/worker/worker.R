@@ -1,11 +1,11 @@
 # R side of the securerfs worker.
 #
-# The worker (sandbox/worker.c) evaluates this file once, in the zygote, into
-# a private environment whose parent is the base namespace: base functions
-# come first, so user code that redefines `paste` or `length` in the global
-# environment cannot break the formatter, while S3 methods the user defines
-# there are still found by print().  tests/unit/test_format.R sources this
-# same file and checks the same functions.
+# The worker (sandbox/worker/r_embed.c) evaluates this file once, in the
+# zygote, into a private environment whose parent is the base namespace: base
+# functions come first, so user code that redefines `paste` or `length` in the
+# global environment cannot break the formatter, while S3 methods the user
+# defines there are still found by print().  tests/unit/test_format.R sources
+# this same file and checks the same functions.
 #
 # C calls only the functions below, through calls it builds once at start-up:
 #   format_value(x)      the text for `output` (DESIGN section 2)
@@ -13,8 +13,9 @@
 #   parse_error(code)    R's own message for code R_ParseVector refused
 #   warning_summary()    the warnings of the run: c(console block, entries...)
 #   reset_warnings()     forget them
-# and reads the variables warnings_count and interrupted directly.  It sets
-# capture_start_native and capture_stop_native (below) to its own routines.
+# and reads the variables warnings_count, interrupted and tool_error directly.
+# It sets capture_start_native, capture_stop_native (capture.c) and
+# tool_call_native (tool_bridge.c) to its own routines.
 
 max_output_lines <- 50L
 max_df_rows <- 30L
@@ -23,14 +24,14 @@ max_json_bytes <- 4 * 1024 * 1024
 
 # Warnings of the current run: at most max_warnings entries, each as R's
 # top level would word it ("In f() : msg" or "msg"); the call and message
-# parts are kept for the console block.  worker.c resets them (no R call on
+# parts are kept for the console block.  The worker resets them (no R call on
 # the fast path) when warnings_count is not 0.
 warnings_text <- character()
 warnings_call <- character()
 warnings_msg <- character()
 warnings_count <- 0L
 
-# The calling handler worker.c installs around every run through
+# The calling handler the worker (run.c) installs around every run through
 # .Internal(.addCondHands(...)), so that no R closure frame lies between the
 # global environment and the user's code (errors then read "Error: boom", not
 # "Error in eval(...) : boom").  It records the warning and muffles it, as
@@ -58,23 +59,25 @@ warning_handler <- function(w) {
 interrupted <- FALSE
 interrupt_handler <- function(cond) interrupted <<- TRUE
 
-# Set when an error of a tool call (class securerfs_tool_error: the daemon
-# refused the call, the tool failed, or an argument had the wrong type)
-# reaches the top of the run: the result's error_kind is then "tool".  A
-# calling handler at the top sees only errors the code did not catch.
+# Whether the error that ended the run came from a tool call (result's
+# error_kind "tool"): tool_invoke() raises the tool's error, and a call with
+# arguments of the wrong type, as a condition of class securerfs_tool_error.
+# This outermost calling handler runs only for an error no handler of the
+# user's code caught (an exiting handler nearer the error, tryCatch(), takes
+# it first and the run goes on), so the last error it sees is the one that
+# ends the run; the worker resets it at the start of each run.
 tool_error <- FALSE
-error_handler <- function(cond)
-    if (inherits(cond, "securerfs_tool_error")) tool_error <<- TRUE
+error_handler <- function(cond) tool_error <<- inherits(cond, "securerfs_tool_error")
 
-# The call worker.c evaluates in the global environment at the start of each
-# run: exactly what withCallingHandlers() does, minus its frame.
+# The call the worker evaluates in the global environment at the start of
+# each run: exactly what withCallingHandlers() does, minus its frame.
 add_handlers_call <- as.call(list(
     quote(.Internal),
     as.call(list(quote(.addCondHands), c("warning", "interrupt", "error"),
                  list(warning_handler, interrupt_handler, error_handler),
                  globalenv(), NULL, TRUE))))
 
-# Forget the warnings of the last run (worker.c calls it only when there
+# Forget the warnings of the last run (the worker calls it only when there
 # were some, and after warning_summary()).
 reset_warnings <- function() {
     warnings_text <<- character()
@@ -127,7 +130,7 @@ drop_trailing_blank <- function(lines) {
 # ---- print() within a line budget ---------------------------------------------
 #
 # In the worker, print()'s output never exists beyond what is kept.
-# capture_start_native (worker.c) diverts what R writes to stdout into a
+# capture_start_native (capture.c) diverts what R writes to stdout into a
 # buffer that counts lines; when a line past the budget gets its first
 # character (or the text passes 1 MiB) it invokes the restart
 # securerfs_output_full, which unwinds the printing wherever it is: in
@@ -167,9 +170,9 @@ print_lines <- function(x, max_lines) {
 
 # DESIGN section 2.  Never fails: a value whose printing fails gets a
 # placeholder saying so.  An interrupt (the run's deadline) is no failure:
-# it goes on to worker.c, which ends the run "interrupted", and is recorded
-# here as at the top of the run, since Sys.sleep() in a print method unwinds
-# without passing through the worker's own signal handler.
+# it goes on to the worker (run.c), which ends the run "interrupted", and is
+# recorded here as at the top of the run, since Sys.sleep() in a print method
+# unwinds without passing through the worker's own signal handler.
 format_value <- function(x) {
     withCallingHandlers(
         tryCatch(format_value_unsafe(x), error = function(e)
@@ -234,14 +237,16 @@ parse_error <- function(code) {
 
 # ---- Tools (docs/tools.md) --------------------------------------------------
 #
-# worker.c calls define_tool() and remove_tool() between runs, when the
-# daemon sends define_tool/remove_tool frames.  Each tool is a function with
-# the declared formal arguments, bound (locked) in the environment attached
-# to the search path as "securerfs:tools", made when the first tool comes.
-# Its body calls tool_invoke(), which checks the argument types, sends the
-# call through tool_call_native (set by worker.c: sends a tool_call frame and
-# waits for the reply) and turns the reply into an R value or error.  The
-# daemon checks every call again: nothing here is a security boundary.
+# The worker (tool_bridge.c) calls define_tool() and remove_tool() between
+# runs, when the daemon sends define_tool/remove_tool frames.  Each tool is a
+# function with the declared formal arguments, bound (locked) in the
+# environment attached to the search path as "securerfs:tools", made when the
+# first tool comes.  Its body calls tool_invoke(), which checks the argument
+# types, sends the call through tool_call_native (set by tool_bridge.c: sends
+# a tool_call frame and waits for the reply) and turns the reply into an R
+# value or error, of class securerfs_tool_error (run.c reports it as
+# error_kind "tool").  The daemon checks every call again: nothing here is a
+# security boundary.
 
 tool_call_native <- NULL
 tools_search_name <- "securerfs:tools"
