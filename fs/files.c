@@ -38,7 +38,7 @@ void files_lookup(struct files *f, fuse_req_t req, const struct inode_ref *paren
         struct fnode *pn;
         char raw[NAME_MAX + 1];
         _cleanup_close_ int pfd = -1;
-        int fd, r;
+        int r;
 
         if ((r = resolve(f, parent, &s, &pfd, &pn)) < 0) {
                 fuse_reply_err(req, -r);
@@ -49,13 +49,7 @@ void files_lookup(struct files *f, fuse_req_t req, const struct inode_ref *paren
                 fuse_reply_err(req, r == -ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
                 return;
         }
-        /* O_PATH|O_NOFOLLOW: a symbolic link is looked up as itself. */
-        fd = workspace_openat(pfd, raw, O_PATH, 0);
-        if (fd < 0) {
-                fuse_reply_err(req, -fd);
-                return;
-        }
-        reply_new_entry(f, req, s, fd, parent->ino, raw);
+        reply_entry_at(f, req, s, pfd, parent->ino, raw);
 }
 
 void files_getattr(struct files *f, fuse_req_t req, const struct inode_ref *ref) {

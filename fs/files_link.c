@@ -9,7 +9,6 @@
 
 #include "escape.h"
 #include "macros.h"
-#include "sessions/workspace.h"
 
 /* Whether a link's text, followed by the *user's* kernel from where the link
  * is, stays inside the mount and leads strictly below the link's own
@@ -88,7 +87,7 @@ void files_symlink(struct files *f, fuse_req_t req, const char *target, const st
         struct session *s;
         char raw[NAME_MAX + 1], raw_target[PATH_MAX];
         _cleanup_close_ int pfd = -1;
-        int fd, r;
+        int r;
 
         if ((r = resolve_name(f, parent, name, &s, &pfd, raw)) < 0 ||
             (r = path_take(target, raw_target, sizeof(raw_target))) < 0) {
@@ -104,12 +103,7 @@ void files_symlink(struct files *f, fuse_req_t req, const char *target, const st
                 fuse_reply_err(req, -r);
                 return;
         }
-        fd = workspace_openat(pfd, raw, O_PATH, 0);
-        if (fd < 0) {
-                fuse_reply_err(req, -fd);
-                return;
-        }
-        reply_new_entry(f, req, s, fd, parent->ino, raw);
+        reply_entry_at(f, req, s, pfd, parent->ino, raw);
 }
 
 /* A new name for a file (not a directory) of the same session's
@@ -124,7 +118,7 @@ void files_link(struct files *f, fuse_req_t req, const struct inode_ref *ref, co
         struct stat st;
         char raw[NAME_MAX + 1], path[64];
         _cleanup_close_ int fd = -1, npfd = -1;
-        int nfd, r;
+        int r;
 
         if ((r = resolve(f, ref, &s, &fd, &n)) < 0 || (r = resolve_name(f, newparent, newname, &ns, &npfd, raw)) < 0 ||
             (r = s != ns ? -EXDEV : 0) < 0 || (r = stat_fd(fd, &st)) < 0) {
@@ -141,10 +135,5 @@ void files_link(struct files *f, fuse_req_t req, const struct inode_ref *ref, co
                 fuse_reply_err(req, -r);
                 return;
         }
-        nfd = workspace_openat(npfd, raw, O_PATH, 0);
-        if (nfd < 0) {
-                fuse_reply_err(req, -nfd);
-                return;
-        }
-        reply_new_entry(f, req, s, nfd, newparent->ino, raw);
+        reply_entry_at(f, req, s, npfd, newparent->ino, raw);
 }

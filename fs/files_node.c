@@ -283,3 +283,14 @@ void reply_new_entry(struct files *f, fuse_req_t req, struct session *s, int fd,
         if (fuse_reply_entry(req, &e) != 0)
                 node_put(f, n);
 }
+
+void reply_entry_at(struct files *f, fuse_req_t req, struct session *s, int pfd, fuse_ino_t parent,
+                    const char *name) {
+        int fd = workspace_openat(pfd, name, O_PATH, 0);
+
+        if (fd < 0) {
+                fuse_reply_err(req, -fd);
+                return;
+        }
+        reply_new_entry(f, req, s, fd, parent, name);
+}

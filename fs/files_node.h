@@ -82,3 +82,8 @@ void attr_of(struct files *f, fuse_ino_t ino, const struct stat *host, struct st
  * into a node and reply with its entry.  Valid replies: entry, err. */
 void reply_new_entry(struct files *f, fuse_req_t req, struct session *s, int fd, fuse_ino_t parent,
                      const char *name);
+/* The same for name in the directory pfd (parent's descriptor), opened
+ * O_PATH|O_NOFOLLOW: a symbolic link as itself.  Valid replies: entry,
+ * err. */
+void reply_entry_at(struct files *f, fuse_req_t req, struct session *s, int pfd, fuse_ino_t parent,
+                    const char *name);

@@ -21,11 +21,15 @@ int handle_check_access(int flags, mode_t mode) {
         return 0;
 }
 
-struct handle *handle_open(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi) {
-        struct handle *h = calloc(1, sizeof(*h));
+int handle_open(struct fs *fs, fuse_ino_t ino, mode_t mode, struct fuse_file_info *fi, struct handle **out) {
+        struct handle *h;
+        int r = handle_check_access(fi->flags, mode);
 
+        if (r < 0)
+                return r;
+        h = calloc(1, sizeof(*h));
         if (!h)
-                return NULL;
+                return -ENOMEM;
         h->ino = ino;
         h->flags = fi->flags;
         list_init(&h->poll_link);
@@ -34,7 +38,8 @@ struct handle *handle_open(struct fs *fs, fuse_ino_t ino, struct fuse_file_info 
         fi->direct_io = 1;
         fi->keep_cache = 0;
         fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
-        return h;
+        *out = h;
+        return 0;
 }
 
 void handle_free(struct handle *h) {

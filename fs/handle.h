@@ -36,11 +36,12 @@ struct handle {
 /* 0 when an open with flags may have a node of mode (its owner's bits), or
  * -EACCES. */
 int handle_check_access(int flags, mode_t mode);
-/* A new handle on ino for the open fi describes, which it fills in (fh,
- * direct_io: the content changes under the kernel's feet, so no page cache;
- * noflush for a read-only open, which needs no FLUSH round trip on
- * close).  NULL when out of memory. */
-struct handle *handle_open(struct fs *fs, fuse_ino_t ino, struct fuse_file_info *fi);
+/* A new handle on ino, a node of mode, for the open fi describes, which it
+ * fills in (fh; direct_io: the content changes under the kernel's feet, so
+ * no page cache; noflush for a read-only open, which needs no FLUSH round
+ * trip on close): 0 with *out, -EACCES (see handle_check_access()) or
+ * -ENOMEM. */
+int handle_open(struct fs *fs, fuse_ino_t ino, mode_t mode, struct fuse_file_info *fi, struct handle **out);
 /* Free h and what it holds, without what closing it undoes (for a handle
  * no open was answered with).  Accepts NULL. */
 void handle_free(struct handle *h);

@@ -266,6 +266,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 /* ---- directories -------------------------------------------------------------- */
 
+/* The directories the tree itself lists (files/ lists the workspace's). */
+static bool is_tree_dir(enum inode_kind kind) {
+        return kind == INODE_ROOT_DIR || kind == INODE_SESSIONS_DIR || kind == INODE_SESSION_DIR ||
+               kind == INODE_TOOLS_DIR;
+}
+
 /* Valid replies: open, err. */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
         struct fs *fs = req_fs(req);
@@ -276,20 +282,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 files_opendir(fs->files, req, &ref, fi);
                 return;
         }
+        if (r == 0 && !is_tree_dir(ref.kind))
+                r = -ENOTDIR;
         if (r < 0) {
                 fuse_reply_err(req, -r);
                 return;
         }
-        switch (ref.kind) {
-        case INODE_ROOT_DIR:
-        case INODE_SESSIONS_DIR:
-        case INODE_SESSION_DIR:
-        case INODE_TOOLS_DIR:
-                fi->fh = 0; /* listed from the tree itself: no handle */
-                fuse_reply_open(req, fi);
-                return;
-        default: fuse_reply_err(req, ENOTDIR); return;
-        }
+        fi->fh = 0; /* listed from the tree itself: no handle */
+        fuse_reply_open(req, fi);
 }
 
 /* Offsets: 1 and 2 are . and ..; each directory numbers the rest so that
@@ -306,8 +306,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
                 files_readdir(fs->files, req, size, off, fi);
                 return;
         }
-        if (r == 0 && ref.kind != INODE_ROOT_DIR && ref.kind != INODE_SESSIONS_DIR &&
-            ref.kind != INODE_SESSION_DIR && ref.kind != INODE_TOOLS_DIR)
+        if (r == 0 && !is_tree_dir(ref.kind))
                 r = -ENOTDIR;
         if (r == 0 && !(b.p = mem = malloc(size)))
                 r = -ENOMEM;

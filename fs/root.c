@@ -103,15 +103,10 @@ void root_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, 
         struct fs_session *st;
         struct session *s;
         struct handle *h;
-        int r = handle_check_access(fi->flags, 0444);
+        int r = handle_open(fs, ref->ino, S_IFREG | 0444, fi, &h);
 
         if (r < 0) {
                 fuse_reply_err(req, -r);
-                return;
-        }
-        h = handle_open(fs, ref->ino, fi);
-        if (!h) {
-                fuse_reply_err(req, ENOMEM);
                 return;
         }
         if (ref->root == ROOT_NODE_CLONE) {

@@ -131,21 +131,17 @@ void session_file_attr(struct fs *fs, const struct inode_ref *ref, struct stat *
 /* ---- open, read ----------------------------------------------------------------- */
 
 void session_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, struct fuse_file_info *fi) {
+        mode_t mode = nodes[ref->file].mode;
         struct handle *h;
-        int r = handle_check_access(fi->flags, nodes[ref->file].mode);
+        int r = handle_check_access(fi->flags, mode);
 
+        /* One run at a time, one writer at a time. */
+        if (r == 0 && ref->file == SESSION_NODE_INPUT && (session_busy(ref->session) || ref->state->input_writer))
+                r = -EBUSY;
+        if (r == 0)
+                r = handle_open(fs, ref->ino, mode, fi, &h);
         if (r < 0) {
                 fuse_reply_err(req, -r);
-                return;
-        }
-        if (ref->file == SESSION_NODE_INPUT && (session_busy(ref->session) || ref->state->input_writer)) {
-                /* One run at a time, one writer at a time. */
-                fuse_reply_err(req, EBUSY);
-                return;
-        }
-        h = handle_open(fs, ref->ino, fi);
-        if (!h) {
-                fuse_reply_err(req, ENOMEM);
                 return;
         }
         /* Only a write makes a run: shells dup the descriptor and close the

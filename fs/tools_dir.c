@@ -55,12 +55,13 @@ static void open_entry(fuse_req_t req, struct fs *fs, struct tool_entry *e, stru
                        bool created) {
         struct fuse_entry_param ep = {.ino = inode_of_tool(tool_entry_id(e))};
         const struct text *t = tool_entry_text(e);
-        struct handle *h = handle_open(fs, ep.ino, fi);
+        struct handle *h;
+        int r = handle_open(fs, ep.ino, S_IFREG | 0644, fi, &h);
 
-        if (!h) {
+        if (r < 0) {
                 if (created)
                         tool_entry_release(e); /* frees it if it has no definition */
-                fuse_reply_err(req, ENOMEM);
+                fuse_reply_err(req, -r);
                 return;
         }
         tool_entry_hold(e);
@@ -134,13 +135,8 @@ void tool_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, 
                 open_entry(req, fs, ref->tool, fi, false);
                 return;
         }
-        if ((r = handle_check_access(fi->flags, 0444)) < 0) {
+        if ((r = handle_open(fs, ref->ino, S_IFREG | 0444, fi, &h)) < 0) {
                 fuse_reply_err(req, -r);
-                return;
-        }
-        h = handle_open(fs, ref->ino, fi);
-        if (!h) {
-                fuse_reply_err(req, ENOMEM);
                 return;
         }
         reply_open(req, fs, h, fi, NULL);
