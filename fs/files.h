@@ -5,12 +5,15 @@
  * been made by hostile code: symbolic links to /etc/passwd, hard links, link
  * loops, names swapped between a check and a use.  The rules (docs/security.md,
  * "The workspace from the host side"):
- *   - every node the kernel knows holds an O_PATH|O_NOFOLLOW descriptor of
- *     its host inode, reached one component at a time from the workspace's
- *     root with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
- *     RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV); operations by name work on a
- *     parent directory's descriptor and one component (openat2, mkdirat,
- *     unlinkat, renameat2: none of them follows a final link);
+ *   - every directory node the kernel knows holds an O_PATH|O_NOFOLLOW
+ *     descriptor of its host inode; any other node is found again at each
+ *     use as its name in its parent's, its inode number checked (a
+ *     descriptor would keep a deleted file's space); both are reached one
+ *     component at a time from the workspace's root with
+ *     openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ *     RESOLVE_NO_XDEV); operations by name work on a parent directory's
+ *     descriptor and one component (openat2, mkdirat, unlinkat, renameat2:
+ *     none of them follows a final link);
  *   - symbolic links are shown as links and the daemon never follows one
  *     (opening one by inode fails with ELOOP); readlink gives a link's text
  *     only when it is relative with no ".." component and not only "."

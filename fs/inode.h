@@ -21,9 +21,10 @@
  * what it names, so lookup counts need no bookkeeping there.
  *
  * inode_decode() is the classifier every request goes through: the kind
- * comes from the number's shape alone, then one constant-time lookup finds
- * what it names (the session by id in fs/'s own table, fs/parked.h; the
- * global or the session's tool scope; the tool entry by number).  A number
+ * comes from the number's shape alone, then one lookup finds what it names:
+ * the session by id in fs/'s own hash table (fs/parked.h), its tool scope
+ * or the global one, or a tool file's entry by number (tools_entry_by_id(),
+ * sessions/tools.h, whose cost is the registry's).  A number
  * whose referent is gone keeps its kind, so that a request on a handle
  * still open on it (read, release of a closed session's output) reaches the
  * facility that owns the handle, which answers ENOENT or frees it. */
@@ -106,7 +107,8 @@ struct inode_ref {
 /* Decode ino into *ref (always filled; the kind is INODE_NONE for a
  * number never handed out).  0 when what it names exists, -ENOENT when it
  * is gone or never was.  For a node below files/ the answer is 0: whether
- * its node still exists is fs/files_node.c's to say.  Constant time. */
+ * its node still exists is fs/files_node.c's to say.  Constant time, but
+ * for a tool file's entry (see above). */
 int inode_decode(struct fs *fs, fuse_ino_t ino, struct inode_ref *ref);
 
 /* The number of node n of the session with number id. */

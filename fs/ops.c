@@ -23,7 +23,7 @@
 
 static struct handle *fi_handle(const struct fuse_file_info *fi) { return (struct handle *)(uintptr_t)fi->fh; }
 
-/* No reply: init is no request. */
+/* Once, when the kernel connects: no request, so no reply. */
 static void op_init(void *userdata, struct fuse_conn_info *conn) {
         /* O_TRUNC comes with OPEN instead of a separate SETATTR round trip. */
         if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)

@@ -83,6 +83,7 @@ static void fs_session_free(struct fs *fs, struct fs_session *st) {
 
 /* ---- parked reads ------------------------------------------------------------ */
 
+/* Valid replies: err (EINTR), unless registering. */
 static void on_parked_interrupt(fuse_req_t req, void *data) {
         struct parked *p = data;
 
@@ -152,8 +153,9 @@ void parked_create(struct fs_session *st, fuse_req_t req, const struct fuse_file
                 st->create_fi = *fi;
 }
 
-/* The parked clone open's handle, made before the open parked: no open
- * was answered with it, so no RELEASE will come. */
+/* Answer the parked create with err.  A clone open's handle was made before
+ * the open parked: no open was answered with it, so no RELEASE will come.
+ * Valid replies: err. */
 static void drop_create(struct fs_session *st, int err) {
         if (st->create_is_open)
                 handle_free((struct handle *)(uintptr_t)st->create_fi.fh);
@@ -167,6 +169,8 @@ static struct fs_session *event_state(struct session *s) {
         return fs_session_find(session_events_data(s), session_id(s));
 }
 
+/* The parked mkdir or clone open.  Valid replies: entry (mkdir), open
+ * (clone), err. */
 static void on_created(struct session *s, int err, const char *why) {
         struct fs *fs = session_events_data(s);
         struct fs_session *st = event_state(s);
@@ -189,7 +193,7 @@ static void on_created(struct session *s, int err, const char *why) {
                 reply_entry(req, fs, inode_of_session(st->id, SESSION_NODE_DIR));
 }
 
-/* Answer every parked reader from the new result. */
+/* Answer every parked reader from the new result.  Valid replies: buf. */
 static void on_run_ended(struct session *s) {
         struct fs_session *st = event_state(s);
         struct parked *p;
@@ -206,6 +210,7 @@ static void on_run_ended(struct session *s) {
         wake_pollers(st);
 }
 
+/* What is parked gets ENOENT.  Valid replies: err. */
 static void on_closing(struct session *s) {
         struct fs *fs = session_events_data(s);
         struct fs_session *st = event_state(s);

@@ -40,7 +40,8 @@ void session_file_write(fuse_req_t req, struct fs *fs, const struct inode_ref *r
                         const char *data, size_t size, off_t off);
 /* The run starts here, when the writer closes input: close(2) waits for
  * FLUSH (but not for RELEASE), so a read right after close() already sees
- * the run under way.  limits left incomplete: EINVAL.  Valid replies: err. */
+ * the run under way.  input over max_code_bytes: EFBIG (nothing runs);
+ * limits left incomplete: EINVAL.  Valid replies: err. */
 void session_file_flush(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, struct handle *h);
 /* Result files are readable, and input writable, when no run is under way
  * (a poll handle is kept and notified when it ends); the others always.

@@ -43,14 +43,15 @@ int tools_dir_rename(const struct inode_ref *from, const char *name, const struc
  * without O_TRUNC start from the definition in force, as on a disk.  Valid
  * replies: open, err. */
 void tool_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, struct fuse_file_info *fi);
-/* The text in force, taken at offset 0.  Valid replies: buf, err. */
+/* A tool file's text in force, or .errors, taken at offset 0 (ENOENT when
+ * its session is gone).  Valid replies: buf, err. */
 void tool_file_read(fuse_req_t req, const struct inode_ref *ref, struct handle *h, size_t size, off_t off);
-/* Into the handle's buffer, at most TOOL_FILE_MAX.  Valid replies: write,
- * err. */
+/* Into the handle's buffer, at most TOOL_FILE_MAX (EFBIG).  Valid replies:
+ * write, err. */
 void tool_file_write(fuse_req_t req, const struct inode_ref *ref, struct handle *h, const char *data, size_t size,
                      off_t off);
-/* The definition written is checked and applied here.  Valid replies:
- * err. */
+/* The definition written is checked and applied here (EINVAL: refused, the
+ * previous one stays).  Valid replies: err. */
 void tool_file_flush(fuse_req_t req, const struct inode_ref *ref, struct handle *h);
 /* Size changes through a writer's handle change its buffer (applied on
  * flush, like a write); without one only a no-op is accepted.  Times are
