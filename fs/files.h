@@ -5,12 +5,15 @@
  * been made by hostile code: symbolic links to /etc/passwd, hard links, link
  * loops, names swapped between a check and a use.  The rules (docs/security.md,
  * "The workspace from the host side"):
- *   - every node the kernel knows holds an O_PATH|O_NOFOLLOW descriptor of
- *     its host inode, reached one component at a time from the workspace's
- *     root with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
- *     RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV); operations by name work on a
- *     parent directory's descriptor and one component (openat2, mkdirat,
- *     unlinkat, renameat2: none of them follows a final link);
+ *   - every directory node the kernel knows holds an O_PATH|O_NOFOLLOW
+ *     descriptor of its host inode; any other node is found again at each
+ *     use as its name in its parent's, its inode number checked (a
+ *     descriptor would keep a deleted file's space); both are reached one
+ *     component at a time from the workspace's root with
+ *     openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ *     RESOLVE_NO_XDEV); operations by name work on a parent directory's
+ *     descriptor and one component (openat2, mkdirat, unlinkat, renameat2:
+ *     none of them follows a final link);
  *   - symbolic links are shown as links and the daemon never follows one
  *     (opening one by inode fails with ELOOP); readlink gives a link's text
  *     only when it is relative with no ".." component and not only "."
@@ -32,67 +35,88 @@
  * control character, "\x41" for "A") is refused with EINVAL (ENOENT for a
  * lookup).  Link texts are shown component by component the same way.
  *
- * Inode numbers: FILES_INO_BIT | a never-reused serial, one per host inode
- * while the kernel holds a lookup on it (lookup counts and forget are
- * honoured, so a node and its descriptor live exactly as long as the
- * kernel's reference); the files/ directory itself is a session inode.
+ * Inode numbers (fs/inode.h): files/ itself is a session node; below it
+ * INODE_FILES_BIT | a never-reused serial, one node per host inode while the
+ * kernel holds a lookup on it (lookup counts and forget are honoured, so a
+ * node and what it holds live exactly as long as the kernel's reference;
+ * fs/files_node.c).  The functions take inodes as inode_decode() gave them
+ * (kind INODE_FILES).
  *
  * Reads and writes stream through the handle's descriptor (pread/pwrite; no
  * file is held in memory).  The size cap is the kernel's (strict: the tmpfs
  * answers ENOSPC) or checked here before each write (none mode).
  *
- * Process context: the daemon's event loop.  Every function replies to req
- * exactly once. */
+ * The files: files_node.c (nodes, lookup counts, resolving an inode or a
+ * shown name to a descriptor), files_link.c (the rule for links, readlink,
+ * symlink, link), files.c (the other operations).
+ *
+ * Process context: the daemon's event loop.  Every function that takes a
+ * request replies to it exactly once. */
 #pragma once
 
-#define FUSE_USE_VERSION 34
-#include <fuse_lowlevel.h>
-#include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
+
+#include "fs_private.h"
+#include "inode.h"
 
 struct files;
-struct sessions;
-struct session;
 
-#define FILES_INO_BIT (1ULL << 61)
-
-/* The table of nodes.  A session's files/ directory has inode number
- * id * stride + root_kind.  NULL when out of memory. */
-struct files *files_new(struct sessions *t, uid_t uid, gid_t gid, uint64_t stride, uint64_t root_kind);
+/* The table of nodes of every session's files/.  NULL when out of memory. */
+struct files *files_new(struct fs *fs);
+/* Accepts NULL. */
 void files_free(struct files *f);
-
-/* Is ino files/ or a node below it (so that the files_ functions handle it)? */
-bool files_owns(struct files *f, fuse_ino_t ino);
-/* The session is closing: forget its nodes (open handles keep working on
+/* Session sid is closing: forget its nodes (open handles keep working on
  * their own descriptors until released). */
 void files_session_closed(struct files *f, uint64_t sid);
-
-void files_lookup(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name);
+/* The kernel dropped nlookup lookups of ino (no reply: forget has none). */
 void files_forget(struct files *f, fuse_ino_t ino, uint64_t nlookup);
-void files_getattr(struct files *f, fuse_req_t req, fuse_ino_t ino);
-void files_setattr(struct files *f, fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+
+/* Valid replies: entry, err. */
+void files_lookup(struct files *f, fuse_req_t req, const struct inode_ref *parent, const char *name);
+/* Valid replies: attr, err. */
+void files_getattr(struct files *f, fuse_req_t req, const struct inode_ref *ref);
+/* chmod (permission bits only), truncate, times; never owners.  Valid
+ * replies: attr, err. */
+void files_setattr(struct files *f, fuse_req_t req, const struct inode_ref *ref, struct stat *attr, int to_set,
                    struct fuse_file_info *fi);
-void files_readlink(struct files *f, fuse_req_t req, fuse_ino_t ino);
+/* A link's text when it is safe to follow (ELOOP otherwise).  Valid
+ * replies: readlink, err. */
+void files_readlink(struct files *f, fuse_req_t req, const struct inode_ref *ref);
 /* A symbolic link made from the host side, its target held to readlink's
- * rule (EPERM otherwise). */
-void files_symlink(struct files *f, fuse_req_t req, const char *target, fuse_ino_t parent, const char *name);
-/* A hard link to a non-directory; both in the same session's files/ (else
- * EXDEV). */
-void files_link(struct files *f, fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
-void files_mkdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
-void files_unlink(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name);
-void files_rmdir(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name);
-/* Both parents in the same session's files/ (else EXDEV). */
-void files_rename(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-                  const char *newname, unsigned int flags);
-void files_create(struct files *f, fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+ * rule (EPERM otherwise).  Valid replies: entry, err. */
+void files_symlink(struct files *f, fuse_req_t req, const char *target, const struct inode_ref *parent,
+                   const char *name);
+/* A hard link to a non-directory (EPERM); both in the same session's
+ * files/ (else EXDEV).  Valid replies: entry, err. */
+void files_link(struct files *f, fuse_req_t req, const struct inode_ref *ref, const struct inode_ref *newparent,
+                const char *newname);
+/* Valid replies: entry, err. */
+void files_mkdir(struct files *f, fuse_req_t req, const struct inode_ref *parent, const char *name, mode_t mode);
+/* Valid replies: err. */
+void files_unlink(struct files *f, fuse_req_t req, const struct inode_ref *parent, const char *name);
+/* Valid replies: err. */
+void files_rmdir(struct files *f, fuse_req_t req, const struct inode_ref *parent, const char *name);
+/* Both parents in the same session's files/ (else EXDEV).  Valid replies:
+ * err. */
+void files_rename(struct files *f, fuse_req_t req, const struct inode_ref *parent, const char *name,
+                  const struct inode_ref *newparent, const char *newname, unsigned int flags);
+/* Regular files only (EPERM).  Valid replies: create, err. */
+void files_create(struct files *f, fuse_req_t req, const struct inode_ref *parent, const char *name, mode_t mode,
                   struct fuse_file_info *fi);
-void files_open(struct files *f, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+/* Regular files only: EISDIR, ELOOP for a link (never followed), EACCES
+ * for the rest.  Valid replies: open, err. */
+void files_open(struct files *f, fuse_req_t req, const struct inode_ref *ref, struct fuse_file_info *fi);
+/* Valid replies: data, err. */
 void files_read(struct files *f, fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi);
+/* Valid replies: write, err. */
 void files_write(struct files *f, fuse_req_t req, const char *data, size_t size, off_t off,
                  struct fuse_file_info *fi);
+/* Valid replies: err. */
 void files_release(struct files *f, fuse_req_t req, struct fuse_file_info *fi);
-void files_opendir(struct files *f, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void files_readdir(struct files *f, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                   struct fuse_file_info *fi);
+/* Valid replies: open, err. */
+void files_opendir(struct files *f, fuse_req_t req, const struct inode_ref *ref, struct fuse_file_info *fi);
+/* Offsets are the host directory's own (d_off).  Valid replies: buf, err. */
+void files_readdir(struct files *f, fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi);
+/* Valid replies: err. */
 void files_releasedir(struct files *f, fuse_req_t req, struct fuse_file_info *fi);

@@ -1,11 +1,12 @@
 /* The FUSE layer: the tree of DESIGN §1 over the low-level libfuse API,
- * driven by the daemon's single event loop.
+ * driven by the daemon's single event loop (docs/architecture.md maps the
+ * files of fs/).
  *
- * Every handler ends in exactly one fuse_reply_* — now, or later for a
+ * Every request ends in exactly one fuse_reply_* — now, or later for a
  * parked request (a read of a result file while a run is under way, a mkdir
- * or clone open waiting for its first worker).  Parked requests are answered
- * from the sessions layer's events, or with EINTR when the kernel interrupts
- * them (Ctrl-C on a blocked cat). */
+ * or clone open waiting for its first worker: fs/parked.h).  Parked
+ * requests are answered from the sessions layer's events, or with EINTR
+ * when the kernel interrupts them (Ctrl-C on a blocked cat). */
 #pragma once
 
 struct loop;
@@ -25,5 +26,6 @@ int fs_new(struct loop *l, const struct options *o, struct fuse_args *args, cons
 int fs_start(struct fs *fs);
 /* Unmount (idempotent); the sessions stay until fs_free(). */
 void fs_unmount(struct fs *fs);
-/* Unmount, end every worker and free everything. */
+/* Unmount, end every worker and free everything.  Accepts NULL and an fs
+ * whose fs_start() failed. */
 void fs_free(struct fs *fs);

@@ -1,5 +1,5 @@
 # Writes the C header of the names of R's base package that are syntactic
-# names, sorted in C (strcmp) order, for sessions/tools.c: a tool may not
+# names, sorted in C (strcmp) order, for sessions/tool_def.c: a tool may not
 # take such a name, which would hide the base function from user code.
 # Usage: Rscript scripts/r_base_names.R OUTPUT.h
 out <- commandArgs(trailingOnly = TRUE)[1L]

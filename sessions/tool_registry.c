@@ -92,6 +92,7 @@ int tools_scope_new(struct tools *t, uint64_t session_id, const struct tool_host
 }
 
 uint64_t tool_entry_id(const struct tool_entry *e) { return e->id; }
+struct tool_scope *tool_entry_scope(const struct tool_entry *e) { return e->scope; }
 const char *tool_entry_filename(const struct tool_entry *e) { return e->filename; }
 bool tool_entry_unlinked(const struct tool_entry *e) { return e->unlinked; }
 

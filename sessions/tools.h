@@ -85,6 +85,8 @@ struct tool_entry *tools_entry_by_id(struct tools *t, uint64_t id);
 /* For readdir: the listed entry with the smallest id > after, or NULL. */
 struct tool_entry *tools_entry_next(struct tool_scope *sc, uint64_t after);
 uint64_t tool_entry_id(const struct tool_entry *e);
+/* The scope (tools/ or a session's tools/) the entry belongs to. */
+struct tool_scope *tool_entry_scope(const struct tool_entry *e);
 /* "NAME.json" */
 const char *tool_entry_filename(const struct tool_entry *e);
 /* The text of the definition in force ("" before one was accepted). */

@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import select
 import stat
 import subprocess
 import threading
@@ -153,6 +154,59 @@ def test_rmdir_closes_session(shared):
     expect_errno(errno.ENOENT, os.stat, s.dir)
     expect_errno(errno.ENOENT, util.read_text, s.p("output"))
     expect_errno(errno.ENOENT, util.write_bytes, s.p("input"), "1")
+
+
+def test_handles_outlive_their_session(shared):
+    """Descriptors left open on a session's files when it closes: each
+    request on them is answered (ENOENT for the tree's own files, POLLHUP
+    for a poll), every close succeeds, and the mount goes on.  A files/ file
+    or directory keeps its own host descriptor: reading it is allowed to
+    work or fail, but not to hang or take the daemon down."""
+    s = shared.clone()
+    assert s.run("41 + 1") == "42\n"
+    spec = {"description": "cat", "args": {"x": ""}, "command": ["/bin/cat"]}
+    create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    util.write_bytes(s.p("tools") / "echoes.json", json.dumps(spec), create)
+    util.write_bytes(s.p("files") / "a.txt", "abc", create)
+    fds = {
+        "output": os.open(s.p("output"), os.O_RDONLY),
+        "input": os.open(s.p("input"), os.O_WRONLY),
+        "status": os.open(s.p("status"), os.O_RDONLY),
+        "tool": os.open(s.p("tools") / "echoes.json", os.O_RDWR),
+        "errors": os.open(s.p("tools") / ".errors", os.O_RDONLY),
+        "file": os.open(s.p("files") / "a.txt", os.O_RDONLY),
+        "dir": os.open(s.p("files"), os.O_RDONLY | os.O_DIRECTORY),
+    }
+    try:
+        assert os.pread(fds["output"], 100, 0) == b"42\n"
+        os.rmdir(s.dir)
+        for name in ("output", "status", "tool", "errors"):
+            expect_errno(errno.ENOENT, os.pread, fds[name], 100, 0)
+        expect_errno(errno.ENOENT, os.write, fds["input"], b"1")
+        expect_errno(errno.ENOENT, os.write, fds["tool"], b"{}")
+        p = select.poll()
+        p.register(fds["output"], select.POLLIN)
+        (_, ev), = p.poll(util.scaled(5) * 1000)
+        assert ev & (select.POLLERR | select.POLLHUP), ev
+        try:
+            os.pread(fds["file"], 100, 0)
+            os.listdir(fds["dir"])
+        except OSError:
+            pass
+        # input's close flushes for a session that is gone: ENOENT (the
+        # descriptor is closed all the same); the others close cleanly.
+        expect_errno(errno.ENOENT, os.close, fds.pop("input"))
+        while fds:
+            os.close(fds.popitem()[1])
+    finally:
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    s2 = shared.clone()
+    assert s2.run("2+2") == "4\n"
+    s2.close()
 
 
 def test_rmdir_missing_is_enoent(shared):
