@@ -7,7 +7,6 @@ the message's text."""
 import json
 import os
 import signal
-import time
 
 import pytest
 
@@ -32,15 +31,6 @@ def define(d, name, spec, scope=("tools",)):
 
 def result(s, code, timeout=30):
     return util.bounded(lambda: s.result(code), util.scaled(timeout), s.daemon.kill)
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + util.scaled(timeout)
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def test_ok_has_no_kind(sess):
@@ -139,7 +129,7 @@ def test_limit_tool_calls(daemons):
 def test_interrupted(sess):
     sess.run("kept <- 3")
     sess.submit("Sys.sleep(30)")
-    wait_for(lambda: sess.status() == "running", 10, "the run")
+    util.wait_for(lambda: sess.status() == "running", 10, "the run")
     sess.write("ctl", "interrupt")
     r = json.loads(sess.read("result.json"))
     assert r["status"] == "error" and r["error_kind"] == "interrupted", r
@@ -148,7 +138,7 @@ def test_interrupted(sess):
 
 def test_killed_by_restart(sess):
     sess.submit("Sys.sleep(30)")
-    wait_for(lambda: sess.status() == "running", 10, "the run")
+    util.wait_for(lambda: sess.status() == "running", 10, "the run")
     sess.write("ctl", "restart")
     r = json.loads(sess.read("result.json"))
     assert r["status"] == "killed" and r["error_kind"] == "killed", r
@@ -171,7 +161,7 @@ def test_killed_from_outside_is_crashed(daemons):
     assert s.value("1") == "1"
     pid = util.session_worker_pids(d.pid)[0]
     s.submit("Sys.sleep(30)")
-    wait_for(lambda: s.status() == "running", 10, "the run")
+    util.wait_for(lambda: s.status() == "running", 10, "the run")
     os.kill(pid, signal.SIGKILL)
     r = util.bounded(lambda: json.loads(s.read("result.json")), util.scaled(10), d.kill)
     assert r["status"] == "crashed" and r["error_kind"] == "crashed", r
@@ -181,18 +171,13 @@ def test_killed_from_outside_is_crashed(daemons):
 def test_dead(daemons, tmp_path):
     """No worker can be started (a zygote that cannot come back): the
     session is dead, and a run written to it ends at once with kind dead."""
-    flag = tmp_path / "broken"
-    wrapper = tmp_path / "worker-wrapper"
-    real = util.WORKER_OVERRIDE or str(util.BUILD / "securerfs-worker")
-    wrapper.write_text("#!/bin/sh\n[ -e '%s' ] && exit 3\nexec '%s' \"$@\"\n" % (flag, real))
-    wrapper.chmod(0o755)
-    os.chmod(str(tmp_path), 0o755)
+    flag, wrapper = util.breakable_worker(tmp_path)
     d = daemons.start("pool=0", "worker=%s" % wrapper, expect=EXPECT)
     s = d.clone()
     assert s.value("1") == "1"
     flag.write_text("")
     os.kill(util.helper_pid(d.pid, util.ZYGOTE_COMM), signal.SIGKILL)
     os.kill(util.session_worker_pids(d.pid)[0], signal.SIGKILL)
-    wait_for(lambda: s.status() == "dead", 60, "the session dead")
+    util.wait_for(lambda: s.status() == "dead", 60, "the session dead")
     r = result(s, "1")
     assert r["status"] == "error" and r["error_kind"] == "dead" and "restart" in r["error"], r

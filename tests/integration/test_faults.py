@@ -86,16 +86,6 @@ def helper(d, comm, timeout=10):
     raise AssertionError("no %s child of the daemon within %d s" % (comm, util.scaled(timeout)))
 
 
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + util.scaled(timeout)
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("%s: not within %.0f s" % (what, util.scaled(timeout)))
-
-
 def stats(d):
     return util.bounded(lambda: d.json("stats"), util.scaled(5), d.kill)
 
@@ -156,7 +146,7 @@ def test_keeper_kill9_during_runs_workspaces_survive(daemons):
     # The run under way does not depend on the keeper.
     r = util.bounded(lambda: json.loads(a.read("result.json")), util.scaled(10), d.kill)
     assert r["status"] == "ok" and r["value"] == 6, r
-    st = wait_for(lambda: (lambda s: s if s["keeper_restarts"] >= 1 else None)(stats(d)), 10,
+    st = util.wait_for(lambda: (lambda s: s if s["keeper_restarts"] >= 1 else None)(stats(d)), 10,
                   "a keeper restart counted")
     assert st["keeper_restarts"] == 1, st
     new_keeper = helper(d, util.KEEPER_COMM)
@@ -226,7 +216,7 @@ def test_keeper_sigstop_bounded_then_recovers(daemons, stopped):
     assert "did not answer \"create" in d.stderr()
     # The stalled keeper was killed (a stopped process dies of SIGKILL) and
     # replaced: the workspaces made before are all there.
-    wait_for(lambda: gone(keeper), 10, "the stopped keeper killed")
+    util.wait_for(lambda: gone(keeper), 10, "the stopped keeper killed")
     assert helper(d, util.KEEPER_COMM) != keeper
     a.write("ctl", "restart")
     r = run_bounded(a, "readLines('note.txt')")
@@ -247,7 +237,7 @@ def test_zygote_kill9_during_runs(daemons):
     os.kill(zygote, signal.SIGKILL)
     r = util.bounded(lambda: json.loads(a.read("result.json")), util.scaled(10), d.kill)
     assert r["status"] == "ok" and r["value"] == "still here", r
-    wait_for(lambda: stats(d)["zygote_restarts"] >= 1, 10, "a zygote restart counted")
+    util.wait_for(lambda: stats(d)["zygote_restarts"] >= 1, 10, "a zygote restart counted")
     assert helper(d, util.ZYGOTE_COMM) != zygote
     assert "the zygote (pid %d) was killed by signal 9" % zygote in d.stderr()
     # pool=0: every new worker comes from the new zygote.
@@ -274,8 +264,8 @@ def test_zygote_sigstop_bounded_then_recovers(daemons, stopped):
     assert err == errno.EAGAIN, (errno.errorcode.get(err), took)
     assert took < util.scaled(STALL_BOUND), took
     assert ls() < util.scaled(STALL_BOUND)
-    wait_for(lambda: gone(zygote), 10, "the stopped zygote killed")
-    st = wait_for(lambda: (lambda x: x if x["zygote_restarts"] >= 1 else None)(stats(d)), 10,
+    util.wait_for(lambda: gone(zygote), 10, "the stopped zygote killed")
+    st = util.wait_for(lambda: (lambda x: x if x["zygote_restarts"] >= 1 else None)(stats(d)), 10,
                   "a zygote restart counted")
     assert "did not answer spawn request" in st["last_start_error"], st
     assert "did not answer spawn request" in d.stderr()
@@ -311,7 +301,7 @@ def test_helpers_killed_with_requests_in_flight(daemons, stopped):
 
 def only_worker(d):
     """With pool=0 and one session, that session's worker."""
-    return wait_for(lambda: (lambda p: p[0] if len(p) == 1 else None)(util.session_worker_pids(d.pid)), 10,
+    return util.wait_for(lambda: (lambda p: p[0] if len(p) == 1 else None)(util.session_worker_pids(d.pid)), 10,
                     "exactly one worker")
 
 
@@ -337,7 +327,7 @@ def test_worker_kill9_and_sigstop_during_runs(daemons, stopped):
     r = util.bounded(lambda: json.loads(s.read("result.json")), util.scaled(15), d.kill)
     assert r["status"] == "killed", r
     assert time.monotonic() - t0 < util.scaled(8)
-    wait_for(lambda: gone(w2), 5, "the stopped worker killed")
+    util.wait_for(lambda: gone(w2), 5, "the stopped worker killed")
     assert run_bounded(s, "1+1")["value"] == 2
     s.close()
     healthy(d, "worker")
@@ -346,7 +336,7 @@ def test_worker_kill9_and_sigstop_during_runs(daemons, stopped):
 @pytest.mark.timeout_s(90)
 def test_stopped_pool_worker_is_replaced_at_assignment(daemons, stopped):
     d = start(daemons, "pool=1")
-    wait_for(lambda: stats(d)["pool_idle"] == 1, 10, "the pool full")
+    util.wait_for(lambda: stats(d)["pool_idle"] == 1, 10, "the pool full")
     pooled = util.session_worker_pids(d.pid)
     assert len(pooled) == 1, pooled
     stopped(pooled[0])
@@ -356,7 +346,7 @@ def test_stopped_pool_worker_is_replaced_at_assignment(daemons, stopped):
     assert err is None, (errno.errorcode.get(err), stats(d))
     assert took < util.scaled(STALL_BOUND), took
     assert run_bounded(d.session("p"), "3*3")["value"] == 9
-    wait_for(lambda: gone(pooled[0]), 5, "the stopped pool worker killed")
+    util.wait_for(lambda: gone(pooled[0]), 5, "the stopped pool worker killed")
     assert "did not attach its workspace" in d.stderr()
 
 
@@ -368,12 +358,7 @@ def test_dead_session_revived_by_ctl_restart(daemons, tmp_path):
     """A zygote that cannot start (a wrapper refuses while a flag file
     exists) leaves a session whose worker died `dead`; once the zygote is
     back, ctl restart revives it, its workspace intact."""
-    flag = tmp_path / "broken"
-    wrapper = tmp_path / "worker-wrapper"
-    real = util.WORKER_OVERRIDE or str(util.BUILD / "securerfs-worker")
-    wrapper.write_text("#!/bin/sh\n[ -e '%s' ] && exit 3\nexec '%s' \"$@\"\n" % (flag, real))
-    wrapper.chmod(0o755)
-    os.chmod(str(tmp_path), 0o755)
+    flag, wrapper = util.breakable_worker(tmp_path)
     d = daemons.start("pool=0", "worker=%s" % wrapper, expect=FAULT_EXPECT)
     s = d.clone()
     assert run_bounded(s, "writeLines('kept', 'note.txt')")["status"] == "ok"
@@ -382,22 +367,22 @@ def test_dead_session_revived_by_ctl_restart(daemons, tmp_path):
     os.kill(zygote, signal.SIGKILL)
     # Gone (or a zombie) before the workers are listed: one reaped while it
     # is being listed would pass for a worker without a name.
-    wait_for(lambda: (util.proc_stat(zygote) or ("Z",))[0] == "Z", 10, "the zygote gone")
+    util.wait_for(lambda: (util.proc_stat(zygote) or ("Z",))[0] == "Z", 10, "the zygote gone")
     # The session's worker dies: no zygote can make another one.
     os.kill(util.session_worker_pids(d.pid)[0], signal.SIGKILL)
-    wait_for(lambda: s.status() == "dead", 40, "the session dead")
+    util.wait_for(lambda: s.status() == "dead", 40, "the session dead")
     r = run_bounded(s, "1")
     assert r["status"] == "error" and "restart" in r["error"], r
     flag.unlink()
 
     def revived():
         s.write("ctl", "restart")
-        wait_for(lambda: s.status() != "starting", 20, "the restart settled")
+        util.wait_for(lambda: s.status() != "starting", 20, "the restart settled")
         return s.status() == "idle"
 
     # The zygote comes back (after its back-off) and ctl restart revives the
     # session; tried again while the zygote is still away.
-    wait_for(revived, 60, "the session revived")
+    util.wait_for(revived, 60, "the session revived")
     r = run_bounded(s, "readLines('note.txt')")
     assert r["status"] == "ok" and r["value"] == "kept", r
 
@@ -413,10 +398,10 @@ def test_session_dead_after_keeper_stall_revived(daemons, stopped):
     keeper = helper(d, util.KEEPER_COMM)
     stopped(keeper)
     s.write("ctl", "restart")
-    wait_for(lambda: s.status() == "dead", STALL_BOUND, "the session dead")
+    util.wait_for(lambda: s.status() == "dead", STALL_BOUND, "the session dead")
     r = run_bounded(s, "1")
     assert r["status"] == "error" and "keeper" in r["error"] and "restart" in r["error"], r
-    wait_for(lambda: gone(keeper), 10, "the stopped keeper killed")
+    util.wait_for(lambda: gone(keeper), 10, "the stopped keeper killed")
     helper(d, util.KEEPER_COMM)
     s.write("ctl", "restart")
     r = run_bounded(s, "readLines('note.txt')")
@@ -465,7 +450,7 @@ def test_tool_fault_during_a_call(daemons, tmp_path, stopped, mode, fault):
     s = d.clone()
     assert run_bounded(s, "nap(0)")["value"] == 0
     s.submit("r <- tryCatch(nap(30), error = function(e) conditionMessage(e)); r")
-    pid = wait_for(lambda: tool_pids(d, str(script)), 10, "the tool process")[0]
+    pid = util.wait_for(lambda: tool_pids(d, str(script)), 10, "the tool process")[0]
     t0 = time.monotonic()
     if fault == "kill":
         os.kill(pid, signal.SIGKILL)
@@ -475,7 +460,7 @@ def test_tool_fault_during_a_call(daemons, tmp_path, stopped, mode, fault):
     assert r["status"] == "ok" and isinstance(r["value"], str), r  # the R error, caught
     # kill: at once; stop: at the tool's 2 s timeout.
     assert time.monotonic() - t0 < util.scaled(8)
-    wait_for(lambda: gone(pid), 5, "the tool process gone")
+    util.wait_for(lambda: gone(pid), 5, "the tool process gone")
     # The next call works (a new server, a new exec process), in this
     # session and in a new one.
     assert run_bounded(s, "nap(0.1)")["value"] == 0.1
@@ -494,7 +479,7 @@ def test_daemon_sigkill_under_load_leaves_nothing(daemons):
     for i, s in enumerate(sessions):
         assert run_bounded(s, "writeLines('x', 'f%d.txt')" % i)["status"] == "ok"
         s.submit("Sys.sleep(30)")
-    wait_for(lambda: stats(d)["running"] == 4, 10, "four runs under way")
+    util.wait_for(lambda: stats(d)["running"] == 4, 10, "four runs under way")
     keeper = helper(d, util.KEEPER_COMM)
     zygote = helper(d, util.ZYGOTE_COMM)
     snap = d.snapshot()

@@ -38,24 +38,14 @@ def check_png(data):
     return width, height
 
 
-def files(s, *parts):
-    return s.dir.joinpath("files", *parts)
-
-
-def ok(s, code):
-    r = s.result(code)
-    assert r["status"] == "ok", r
-    return r
-
-
 # ---------------------------------------------------------------- plots
 
 
 @pytest.mark.timeout_s(60)
 def test_png_plot_appears_and_is_valid(sess):
-    r = ok(sess, 'png("trend.png"); plot(1:10, main = "trend"); dev.off(); 1')
+    r = sess.ok('png("trend.png"); plot(1:10, main = "trend"); dev.off(); 1')
     assert "trend.png" in r["files"]
-    w, h = check_png(util.read_bytes(files(sess, "trend.png")))
+    w, h = check_png(util.read_bytes(sess.files("trend.png")))
     assert (w, h) == (480, 480)
 
 
@@ -63,53 +53,53 @@ def test_png_plot_appears_and_is_valid(sess):
 def test_default_device_writes_rplot_into_work(sess):
     # No device opened: the default device is png("Rplot%03d.png") in /work,
     # closed (so written) at the end of the run.
-    r = ok(sess, "plot(1:10); hist(rnorm(100)); 1")
+    r = sess.ok("plot(1:10); hist(rnorm(100)); 1")
     assert "Rplot001.png" in r["files"] and "Rplot002.png" in r["files"], r["files"]
-    check_png(util.read_bytes(files(sess, "Rplot001.png")))
-    check_png(util.read_bytes(files(sess, "Rplot002.png")))
+    check_png(util.read_bytes(sess.files("Rplot001.png")))
+    check_png(util.read_bytes(sess.files("Rplot002.png")))
     # Devices do not outlive their run.
     assert sess.value("length(dev.list())") == "0"
 
 
 @pytest.mark.timeout_s(60)
 def test_jpeg_svg_pdf(sess):
-    ok(sess, 'jpeg("a.jpg"); plot(1:3); dev.off(); svg("a.svg"); plot(1:3); dev.off();'
+    sess.ok('jpeg("a.jpg"); plot(1:3); dev.off(); svg("a.svg"); plot(1:3); dev.off();'
              'pdf("a.pdf"); plot(1:3); dev.off(); 1')
-    assert util.read_bytes(files(sess, "a.jpg"))[:3] == b"\xff\xd8\xff"
-    svg = util.read_bytes(files(sess, "a.svg"))
+    assert util.read_bytes(sess.files("a.jpg"))[:3] == b"\xff\xd8\xff"
+    svg = util.read_bytes(sess.files("a.svg"))
     assert b"<svg" in svg[:400]
-    assert util.read_bytes(files(sess, "a.pdf"))[:5] == b"%PDF-"
+    assert util.read_bytes(sess.files("a.pdf"))[:5] == b"%PDF-"
 
 
 # ---------------------------------------------------------------- both ways
 
 
 def test_upload_is_read_by_r(sess):
-    util.write_bytes(files(sess, "data.csv"), "x,y\n1,2\n3,5\n", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    util.write_bytes(sess.files("data.csv"), "x,y\n1,2\n3,5\n", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     assert sess.value('d <- read.csv("data.csv"); sum(d$y)') == "7"
     assert sess.value('file.exists("/work/data.csv")') == "TRUE"
 
 
 def test_r_writes_host_reads(sess):
-    r = ok(sess, 'write.csv(data.frame(a = 1:3), "out.csv", row.names = FALSE); 1')
+    r = sess.ok('write.csv(data.frame(a = 1:3), "out.csv", row.names = FALSE); 1')
     assert r["files"] == ["out.csv"]
-    assert util.read_text(files(sess, "out.csv")) == '"a"\n1\n2\n3\n'
+    assert util.read_text(sess.files("out.csv")) == '"a"\n1\n2\n3\n'
     # Unchanged files are not listed again.
-    assert ok(sess, "2")["files"] == []
+    assert sess.ok("2")["files"] == []
 
 
 def test_deletes_and_renames_from_both_sides(sess):
-    f = files(sess)
-    ok(sess, 'writeLines("a", "a.txt"); writeLines("b", "b.txt"); dir.create("d"); 1')
+    f = sess.files()
+    sess.ok('writeLines("a", "a.txt"); writeLines("b", "b.txt"); dir.create("d"); 1')
     assert sorted(os.listdir(f)) == ["a.txt", "b.txt", "d"]
     os.unlink(f / "a.txt")
     assert sess.value('file.exists("a.txt")') == "FALSE"
     os.rename(f / "b.txt", f / "d" / "c.txt")
     assert sess.value('readLines("d/c.txt")') == "b"
-    ok(sess, 'file.rename("d/c.txt", "e.txt"); 1')
+    sess.ok('file.rename("d/c.txt", "e.txt"); 1')
     assert not os.path.exists(f / "d" / "c.txt")
     assert util.read_text(f / "e.txt") == "b\n"
-    ok(sess, 'unlink("e.txt"); 1')
+    sess.ok('unlink("e.txt"); 1')
     util.expect_errno(errno.ENOENT, os.stat, f / "e.txt")
     os.mkdir(f / "made")
     assert sess.value('dir.exists("made")') == "TRUE"
@@ -122,7 +112,7 @@ def test_deletes_and_renames_from_both_sides(sess):
 
 
 def test_chmod_truncate_utimens(sess):
-    p = files(sess, "t.txt")
+    p = sess.files("t.txt")
     util.write_bytes(p, "hello world", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.chmod(p, 0o600)
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
@@ -138,7 +128,7 @@ def test_chmod_truncate_utimens(sess):
 
 
 def test_rename_out_of_files_is_refused(sess):
-    p = files(sess, "x.txt")
+    p = sess.files("x.txt")
     util.write_bytes(p, "x", os.O_WRONLY | os.O_CREAT)
     util.expect_errno(errno.EXDEV, os.rename, p, sess.dir / "x.txt")
 
@@ -147,25 +137,25 @@ def test_rename_out_of_files_is_refused(sess):
 def test_files_survive_restart_and_crash(daemons):
     d = daemons.start("pool=1", expect=[r"crash", r"signal", r"died", r"killed", r"lost", r"abort"])
     s = d.clone()
-    ok(s, 'writeLines("kept", "k.txt"); 1')
+    s.ok('writeLines("kept", "k.txt"); 1')
     s.write("ctl", "restart")
     assert s.value('readLines("k.txt")') == "kept"
     s.submit("dyn.load(Sys.glob('/usr/lib/*/libc.so.6')[1]); .C('abort')")
     assert s.result()["status"] == "crashed"
     assert s.value('readLines("k.txt")') == "kept"
-    assert util.read_text(files(s, "k.txt")) == "kept\n"
+    assert util.read_text(s.files("k.txt")) == "kept\n"
     # Closed: the files go with the session.
     s.close()
     s2 = d.session(s.name)
     os.mkdir(s2.dir)
-    assert os.listdir(files(s2)) == []
+    assert os.listdir(s2.files()) == []
     assert s2.value("length(list.files())") == "0"
 
 
 def test_stats_count_workspace_bytes(shared):
     s = shared.clone()
     try:
-        ok(s, 'writeBin(raw(300000), "w.bin"); 1')
+        s.ok('writeBin(raw(300000), "w.bin"); 1')
         assert shared.json("stats")["workspace_bytes"] >= 300000
     finally:
         s.close()
@@ -178,7 +168,7 @@ def test_stats_count_workspace_bytes(shared):
 def test_quota_from_the_host(daemons):
     d = daemons.start("pool=0", "files_max_bytes=1M")
     s = d.clone()
-    p = files(s, "big.bin")
+    p = s.files("big.bin")
     e = util.expect_errno(errno.ENOSPC, util.write_bytes, p, b"x" * (2 << 20),
                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     assert e
@@ -195,12 +185,12 @@ def test_quota_from_the_sandbox(daemons):
     assert r["status"] == "error"
     assert "No space left on device" in r["error"] and "files_max_bytes" in r["error"], r
     assert r["limit"] == "files"
-    assert os.stat(files(s, "big.txt")).st_size <= 1 << 20
+    assert os.stat(s.files("big.txt")).st_size <= 1 << 20
     # The host cannot add to a full workspace either.
-    util.expect_errno(errno.ENOSPC, util.write_bytes, files(s, "more.bin"), b"z" * (256 << 10),
+    util.expect_errno(errno.ENOSPC, util.write_bytes, s.files("more.bin"), b"z" * (256 << 10),
                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    ok(s, 'unlink("big.txt"); 1')
-    util.write_bytes(files(s, "more.bin"), b"z" * (256 << 10), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    s.ok('unlink("big.txt"); 1')
+    util.write_bytes(s.files("more.bin"), b"z" * (256 << 10), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 
 
 # ---------------------------------------------------------------- links
@@ -211,10 +201,10 @@ HOST_SECRET_MARK = b"root:x:0:0"
 
 def test_symlink_to_host_file_is_never_followed(sess):
     assert HOST_SECRET_MARK in open("/etc/passwd", "rb").read()
-    ok(sess, 'file.symlink("/etc/passwd", "pw"); file.symlink("../../../../../../etc/passwd", "up");'
+    sess.ok('file.symlink("/etc/passwd", "pw"); file.symlink("../../../../../../etc/passwd", "up");'
              'file.symlink("/etc", "etcdir"); dir.create("sub"); writeLines("in", "sub/in.txt");'
              'file.symlink("sub/in.txt", "rel"); 1')
-    f = files(sess)
+    f = sess.files()
     for name in ("pw", "up", "etcdir"):
         assert stat.S_ISLNK(os.lstat(f / name).st_mode)  # shown as a link
         util.expect_errno(errno.ELOOP, os.readlink, f / name)
@@ -231,21 +221,21 @@ def test_symlink_to_host_file_is_never_followed(sess):
 
 def test_hard_links(sess):
     # Nothing outside /work can be linked into it (another mount: EXDEV).
-    r = ok(sess, 'c(file.link("/usr/lib/R/etc/Renviron", "h1"), file.link("/etc/passwd", "h2"),'
+    r = sess.ok('c(file.link("/usr/lib/R/etc/Renviron", "h1"), file.link("/etc/passwd", "h2"),'
                  ' file.link("/tmp", "h3"))')
     assert r["value"] == [False, False, False]
     assert any("cross-device" in w or "Operation not permitted" in w for w in r["warnings"]), r
-    assert not os.path.lexists(files(sess, "h1")) and not os.path.lexists(files(sess, "h2"))
+    assert not os.path.lexists(sess.files("h1")) and not os.path.lexists(sess.files("h2"))
     # Inside, a hard link is one file with two names (one inode for the host).
-    ok(sess, 'writeLines("same", "one.txt"); file.link("one.txt", "two.txt"); 1')
-    a, b = os.stat(files(sess, "one.txt")), os.stat(files(sess, "two.txt"))
+    sess.ok('writeLines("same", "one.txt"); file.link("one.txt", "two.txt"); 1')
+    a, b = os.stat(sess.files("one.txt")), os.stat(sess.files("two.txt"))
     assert a.st_ino == b.st_ino and a.st_nlink == 2
-    assert util.read_text(files(sess, "two.txt")) == "same\n"
+    assert util.read_text(sess.files("two.txt")) == "same\n"
 
 
 def test_link_loops(sess):
-    ok(sess, 'file.symlink("b", "a"); file.symlink("a", "b"); file.symlink("self", "self"); 1')
-    f = files(sess)
+    sess.ok('file.symlink("b", "a"); file.symlink("a", "b"); file.symlink("self", "self"); 1')
+    f = sess.files()
     assert sorted(os.listdir(f)) == ["a", "b", "self"]
     for name in ("a", "b", "self"):
         assert os.readlink(f / name) in ("a", "b", "self")
@@ -253,8 +243,8 @@ def test_link_loops(sess):
 
 
 def test_fifo_planted_by_r_does_not_hang_readers(sess):
-    ok(sess, 'ff <- fifo("ff", "w+"); close(ff); 1')
-    p = files(sess, "ff")
+    sess.ok('ff <- fifo("ff", "w+"); close(ff); 1')
+    p = sess.files("ff")
     st = os.lstat(p)
     assert stat.S_ISREG(st.st_mode) and st.st_size == 0
     util.expect_errno(errno.EACCES, util.read_bytes, p)
@@ -273,7 +263,7 @@ def test_link_swapped_between_check_and_use(sess):
                 '  n <- n + 1\n'
                 '}\n'
                 'n')
-    f = files(sess)
+    f = sess.files()
     reads = good = 0
     deadline = time.time() + 3.5
     while time.time() < deadline:
@@ -298,7 +288,7 @@ def test_link_swapped_between_check_and_use(sess):
 
 @pytest.mark.timeout_s(120)
 def test_concurrent_writers(sess):
-    f = files(sess)
+    f = sess.files()
     errors = []
 
     def writer(i):
@@ -353,7 +343,7 @@ def rss_kib(pid):
 def test_100_mib_file_streams_in_and_out(daemons):
     d = daemons.start("pool=0")
     s = d.clone()
-    p = files(s, "big.bin")
+    p = s.files("big.bin")
     size = 100 << 20
     chunk = os.urandom(1 << 20)
     sha_in = hashlib.sha256()
@@ -401,15 +391,15 @@ def test_100_mib_file_streams_in_and_out(daemons):
 def test_none_mode_workspace(daemons, tmp_path):
     d = daemons.start("pool=0", "sandbox=none", "files_max_bytes=1M")
     s = d.clone()
-    util.write_bytes(files(s, "in.csv"), "v\n4\n", os.O_WRONLY | os.O_CREAT)
+    util.write_bytes(s.files("in.csv"), "v\n4\n", os.O_WRONLY | os.O_CREAT)
     assert s.value('read.csv("in.csv")$v') == "4"
     assert s.value('basename(getwd())').startswith("s")
-    r = ok(s, 'png("p.png"); plot(1); dev.off(); 1')
+    r = s.ok('png("p.png"); plot(1); dev.off(); 1')
     assert r["files"] == ["p.png"]
-    check_png(util.read_bytes(files(s, "p.png")))
+    check_png(util.read_bytes(s.files("p.png")))
     # The host side counts against files_max_bytes here (the code is not
     # sandboxed in none mode, so only the host side is capped).
-    util.expect_errno(errno.ENOSPC, util.write_bytes, files(s, "big.bin"), b"x" * (2 << 20),
+    util.expect_errno(errno.ENOSPC, util.write_bytes, s.files("big.bin"), b"x" * (2 << 20),
                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     wd = s.value("getwd()")
     assert os.path.isdir(wd)

@@ -29,16 +29,6 @@ SHARED_EXPECT = [r"ctl: unknown command", r"timeout: expected", r"tools/.*refuse
 SETID = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
-def files(s, *parts):
-    return s.dir.joinpath("files", *parts)
-
-
-def ok(s, code):
-    r = s.result(code)
-    assert r["status"] == "ok", r
-    return r
-
-
 def worker_view(d, s, name):
     """The path of the session's /work/name as the worker's own mount
     namespace has it (/proc/PID/root/work), or None when no worker shows it
@@ -72,7 +62,7 @@ def check_setid_masked(s, tmp_path, real_mode):
     """The file report.csv and the directory sd carry set-id/sticky bits
     underneath (real_mode(name) says so when it can); the host sees none of
     them, and nothing a host tool copies keeps them."""
-    f = files(s)
+    f = s.files()
     for name, kind in (("report.csv", stat.S_IFREG), ("sd", stat.S_IFDIR)):
         real = real_mode(name)
         for m in host_modes(str(f / name)):
@@ -126,7 +116,7 @@ def test_setid_bits_never_reach_the_host(shared, sess, tmp_path):
     if os.getuid() == 0:
         # The file is still the code's own: R sees its bits.
         assert inside == '[1] "6777" "3777"', inside
-    assert util.read_bytes(files(sess, "report.csv")) == b"a,b\n1,2\n"
+    assert util.read_bytes(sess.files("report.csv")) == b"a,b\n1,2\n"
 
 
 @pytest.mark.timeout_s(60)
@@ -135,7 +125,7 @@ def test_setid_bits_masked_in_none_mode(daemons, tmp_path):
     no bit."""
     d = daemons.start("pool=0", "sandbox=none")
     s = d.clone()
-    r = ok(s, 'writeBin(charToRaw("x"), "report.csv"); dir.create("sd");'
+    r = s.ok('writeBin(charToRaw("x"), "report.csv"); dir.create("sd");'
               'Sys.chmod("report.csv", "6777", use_umask = FALSE); Sys.chmod("sd", "3777", use_umask = FALSE);'
               'c(format(file.info("report.csv")$mode), format(file.info("sd")$mode))')
     assert r["value"] == ["6777", "3777"], r
@@ -144,16 +134,16 @@ def test_setid_bits_masked_in_none_mode(daemons, tmp_path):
 
 
 def test_chmod_from_the_host_sets_permission_bits_only(sess):
-    ok(sess, 'writeLines("x", "f"); dir.create("d"); 1')
-    os.chmod(files(sess, "f"), 0o6755)
-    os.chmod(files(sess, "d"), 0o1777)
-    assert stat.S_IMODE(os.stat(files(sess, "f")).st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(files(sess, "d")).st_mode) == 0o777
+    sess.ok('writeLines("x", "f"); dir.create("d"); 1')
+    os.chmod(sess.files("f"), 0o6755)
+    os.chmod(sess.files("d"), 0o1777)
+    assert stat.S_IMODE(os.stat(sess.files("f")).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(sess.files("d")).st_mode) == 0o777
     # Underneath too: the daemon never set the bits.
     assert sess.value('c(format(file.info("f")$mode), format(file.info("d")$mode))') == '[1] "755" "777"'
     # mkdir and create from the host: rwx bits only, whatever was asked.
-    os.mkdir(files(sess, "d2"), 0o3777)
-    fd = os.open(files(sess, "f2"), os.O_WRONLY | os.O_CREAT, 0o6777)
+    os.mkdir(sess.files("d2"), 0o3777)
+    fd = os.open(sess.files("f2"), os.O_WRONLY | os.O_CREAT, 0o6777)
     os.close(fd)
     assert sess.value('bitwAnd(as.integer(file.info(c("d2", "f2"))$mode), strtoi("7000", 8L))') == "[1] 0 0"
 
@@ -169,10 +159,10 @@ def test_links_to_dot_do_not_trap_host_tools(sess, tmp_path):
     """The issue's three links to "." (3^40 paths for a tool that follows
     them): each reads as ELOOP, and find -L, du -L, grep -R, cp -rL and ls -RL
     over files/ all end, quickly."""
-    ok(sess, DOT_LINKS + '; writeLines("needle", "d/hay.txt"); dir.create("sub"); writeLines("deep", "sub/in.txt");'
+    sess.ok(DOT_LINKS + '; writeLines("needle", "d/hay.txt"); dir.create("sub"); writeLines("deep", "sub/in.txt");'
              'file.symlink("sub", "d_sub"); file.symlink("./", "d/e"); file.symlink("./.", "d/f");'
              'file.symlink(".//./", "d/g"); 1')
-    f = files(sess)
+    f = sess.files()
     for n in "abcefg":
         assert stat.S_ISLNK(os.lstat(f / "d" / n).st_mode)
         util.expect_errno(errno.ELOOP, os.readlink, f / "d" / n)
@@ -206,8 +196,8 @@ def test_links_to_dot_do_not_trap_host_tools(sess, tmp_path):
 
 
 def test_symlink_from_the_host(shared, sess):
-    ok(sess, 'dir.create("sub"); writeLines("in", "sub/x"); 1')
-    f = files(sess)
+    sess.ok('dir.create("sub"); writeLines("in", "sub/x"); 1')
+    f = sess.files()
     # Links readlink would give are made; R sees them.
     os.symlink("sub/x", f / "to_x")
     os.symlink("sub", f / "to_sub")
@@ -229,8 +219,8 @@ def test_symlink_from_the_host(shared, sess):
 
 
 def test_hard_link_from_the_host(shared, sess):
-    ok(sess, 'writeLines("one", "a.txt"); dir.create("dd"); file.symlink("a.txt", "l"); 1')
-    f = files(sess)
+    sess.ok('writeLines("one", "a.txt"); dir.create("dd"); file.symlink("a.txt", "l"); 1')
+    f = sess.files()
     os.link(f / "a.txt", f / "dd" / "b.txt")
     assert os.stat(f / "a.txt").st_ino == os.stat(f / "dd" / "b.txt").st_ino
     assert os.stat(f / "a.txt").st_nlink == 2
@@ -240,7 +230,7 @@ def test_hard_link_from_the_host(shared, sess):
     util.expect_errno(errno.EPERM, os.link, f / "dd", f / "dd2")
     other = shared.clone()
     try:
-        util.expect_errno(errno.EXDEV, os.link, f / "a.txt", files(other, "stolen.txt"))
+        util.expect_errno(errno.EXDEV, os.link, f / "a.txt", other.files("stolen.txt"))
         util.expect_errno(errno.EXDEV, os.link, f / "a.txt", shared.path("tools", "t.json"))
     finally:
         other.close()
@@ -331,8 +321,8 @@ NAMES = {
 @pytest.mark.timeout_s(60)
 def test_names_are_shown_escaped_and_taken_back(sess):
     code = "; ".join('writeLines("%d", %s)' % (i, expr) for i, expr in enumerate(NAMES)) + "; 1"
-    r = ok(sess, code)
-    f = files(sess)
+    r = sess.ok(code)
+    f = sess.files()
     listed = os.listdir(f)
     assert sorted(listed) == sorted(NAMES.values()), listed
     for i, shown in enumerate(NAMES.values()):
@@ -359,8 +349,8 @@ def test_names_are_shown_escaped_and_taken_back(sess):
 
 
 def test_ambiguous_or_raw_names_from_the_host_are_refused(sess):
-    ok(sess, 'writeLines("A", "A"); 1')
-    f = files(sess)
+    sess.ok('writeLines("A", "A"); 1')
+    f = sess.files()
     for bad in ("raw\x1bname", "raw\nname", "-leading", "\\x41", "\\x1B", "lone\\", "bad\\xzz", "nul\\x00",
                 "slash\\x2fx", "\xc2\x9bc1"):
         util.expect_errno(errno.EINVAL, util.write_bytes, f / bad, b"x", os.O_WRONLY | os.O_CREAT)
@@ -379,8 +369,8 @@ def test_longest_name_shown_within_fuse_name_max(sess):
     """255 bytes that all need escaping are shown as 1020; the kernel's FUSE
     takes names up to FUSE_NAME_MAX (1024): readdir, lookup, open, rename and
     unlink all work."""
-    r = ok(sess, 'n <- strrep("\\033", 255); writeLines("long", n); 1')
-    f = files(sess)
+    r = sess.ok('n <- strrep("\\033", 255); writeLines("long", n); 1')
+    f = sess.files()
     shown = "\\x1b" * 255
     assert len(shown) == 1020
     assert os.listdir(f) == [shown]
@@ -395,8 +385,8 @@ def test_longest_name_shown_within_fuse_name_max(sess):
 
 
 def test_link_text_shown_escaped(sess):
-    ok(sess, 'dir.create("\\033d"); writeLines("t", "\\033d/-x"); file.symlink("\\033d/-x", "l"); 1')
-    f = files(sess)
+    sess.ok('dir.create("\\033d"); writeLines("t", "\\033d/-x"); file.symlink("\\033d/-x", "l"); 1')
+    f = sess.files()
     assert os.readlink(f / "l") == "\\x1bd/\\x2dx"
     assert util.read_text(f / "l") == "t\n"
 

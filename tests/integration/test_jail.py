@@ -5,19 +5,16 @@ import os
 
 import pytest
 
+from harness import Daemons
 
 SECRET = "securerfs-test-secret-8d1f"
 
 
 @pytest.fixture(scope="module")
 def jailed(tmp_path_factory):
-    from conftest import Daemons
     ds = Daemons(tmp_path_factory.mktemp("jail"))
-    d = ds.start("pool=0", env={"SECRET_MARKER": SECRET})
-    yield d
-    problems = ds.stop_all()
-    if problems:
-        pytest.fail("\n".join(problems))
+    yield ds.start("pool=0", env={"SECRET_MARKER": SECRET})
+    ds.check()
 
 
 @pytest.fixture

@@ -524,6 +524,16 @@ class Session:
             self.submit(code)
         return json.loads(self.read("result.json"))
 
+    def ok(self, code):
+        """Run code; the run must succeed; return result.json."""
+        r = self.result(code)
+        assert r["status"] == "ok", r
+        return r
+
+    def files(self, *parts):
+        """A path under the session's files/ (its workspace, from the host)."""
+        return self.dir.joinpath("files", *parts)
+
     def status(self):
         return self.read("status").strip()
 
@@ -535,6 +545,31 @@ class Session:
 
     def worker_pids(self):
         return session_worker_pids(self.daemon.pid)
+
+
+def wait_for(cond, timeout, what, step=0.05):
+    """cond()'s first true value, polled every step seconds for at most
+    scaled(timeout); AssertionError naming what otherwise."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("%s: not within %.0f s" % (what, scaled(timeout)))
+
+
+def breakable_worker(directory):
+    """A worker program that fails (exit 3) while directory/broken exists
+    and is the real one otherwise: (the flag's path, the wrapper's path) for
+    -o worker=WRAPPER."""
+    flag = directory / "broken"
+    wrapper = directory / "worker-wrapper"
+    real = WORKER_OVERRIDE or str(BUILD / "securerfs-worker")
+    wrapper.write_text("#!/bin/sh\n[ -e '%s' ] && exit 3\nexec '%s' \"$@\"\n" % (flag, real))
+    wrapper.chmod(0o755)
+    os.chmod(str(directory), 0o755)
+    return flag, wrapper
 
 
 class TestTimeout(Exception):

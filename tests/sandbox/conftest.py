@@ -13,8 +13,6 @@ is checked inside (what R got) and outside (the host shows no effect).
   `sess` a fresh session of it; `witness` a second session that must keep
   answering and keep its variables whatever the first one does.
 """
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,9 +21,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 
-import util  # noqa: E402
+import harness  # noqa: E402
+from harness import pytest_configure, pytest_unconfigure, _watchdog  # noqa: E402,F401 (hooks)
 
-DEFAULT_TIMEOUT = 60
 SECRET = "securerfs-escape-secret-5b7e"
 
 # Lines the daemon logs, at error level, for what these tests provoke.
@@ -37,68 +35,20 @@ EXPECTED_ERRORS = (
 )
 
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "timeout_s(seconds): per-test time limit")
-    util.become_subreaper()
-    if not util.DAEMON.exists():
-        raise pytest.UsageError("%s does not exist: build first" % util.DAEMON)
-
-
-def pytest_unconfigure(config):
-    for d in list(util.LIVE):
-        d.kill()
-        subprocess.run(["fusermount3", "-u", "-z", str(d.mnt)], capture_output=True)
-
-
-@pytest.fixture(autouse=True)
-def _watchdog(request):
-    marker = request.node.get_closest_marker("timeout_s")
-    yield from util.watchdog(util.scaled(marker.args[0] if marker else DEFAULT_TIMEOUT))
-
-
-class Daemons:
-    def __init__(self, workdir):
-        self.workdir = Path(workdir)
-        self.started = []
-
-    def start(self, *opts, env=None, expect=EXPECTED_ERRORS, wait=True):
-        d = util.Daemon(self.workdir, opts, env=env, expect=expect,
-                        name="mnt%d" % len(self.started))
-        self.started.append(d)
-        return d.start(wait=wait)
-
-    def stop_all(self):
-        problems = []
-        for d in self.started:
-            problems += ["%s: %s" % (d.mnt, p) for p in d.stop()]
-        return problems
-
-
-@pytest.fixture(scope="session")
-def probe_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("probe")
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "probe.so"), str(HERE / "probe.c")],
-                   check=True)
-    # The daemon binds r_libs at the same path inside; it must be readable
-    # by whoever runs the daemon (nobody, in the unprivileged run).
-    for p in [d] + list(d.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        try:
-            os.chmod(p, os.stat(p).st_mode | 0o755)
-        except PermissionError:
-            pass
-    return d
+class Daemons(harness.Daemons):
+    expect = EXPECTED_ERRORS
 
 
 @pytest.fixture
 def daemons(tmp_path):
     ds = Daemons(tmp_path)
     yield ds
-    problems = ds.stop_all()
-    if problems:
-        pytest.fail("\n".join(problems))
+    ds.check()
+
+
+@pytest.fixture(scope="session")
+def probe_dir(tmp_path_factory):
+    return harness.build_r_lib(tmp_path_factory.mktemp("probe"), HERE / "probe.c")
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +57,7 @@ def jail(tmp_path_factory, probe_dir):
     d = ds.start("pool=2", "r_libs=%s" % probe_dir, env={"SECRET_MARKER": SECRET})
     d.probe = str(probe_dir / "probe.so")
     yield d
-    problems = ds.stop_all()
-    if problems:
-        pytest.fail("\n".join(problems))
+    ds.check()
 
 
 @pytest.fixture

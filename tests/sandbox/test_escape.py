@@ -19,31 +19,12 @@ import pytest
 
 import util
 from conftest import SECRET
+from jailtools import failed, ok, value
 
 LIBC = "Sys.glob(c('/lib/x86_64-linux-gnu/libc.so.6', '/usr/lib/*/libc.so.6'))[1]"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def ok(s, code):
-    """Run code; the run must succeed; return result.json."""
-    r = s.result(code)
-    assert r["status"] == "ok", r
-    return r
-
-
-def value(s, code):
-    """The value as JSON, a length-one vector (a JSON scalar) as a list."""
-    v = ok(s, code)["value"]
-    return v if isinstance(v, (list, dict)) else [v]
-
-
-def failed(s, code):
-    """Run code; the run must end in an R error; return result.json."""
-    r = s.result(code)
-    assert r["status"] == "error", r
-    return r
 
 
 def warned(r, text):

@@ -9,13 +9,13 @@ proves the bound from the outside: a witness session's round trip, `stats`,
 the flooding run's end, the daemon's RSS and the audit log's growth."""
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import harness
 import util
 
 HERE = Path(__file__).resolve().parent
@@ -28,17 +28,7 @@ WITNESS_P90_MS = 50
 
 @pytest.fixture(scope="module")
 def hostile_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hostile")
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "hostile.so"), str(HERE / "hostile.c")],
-                   check=True)
-    for p in [d] + list(d.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        try:
-            os.chmod(p, os.stat(p).st_mode | 0o755)
-        except PermissionError:
-            pass
-    return d
+    return harness.build_r_lib(tmp_path_factory.mktemp("hostile"), HERE / "hostile.c")
 
 
 def start(daemons, hostile_dir, tmp_path, *opts):

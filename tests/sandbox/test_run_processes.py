@@ -10,14 +10,13 @@ worker: a worker that ends its run itself (a faked result frame) without
 its clean-up, and one deaf to interrupts at its deadline.  From the
 outside: every process seen below the worker during the run is gone after
 it, and the worker (when it is meant to live) is still there."""
-import os
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import harness
 import util
 
 HERE = Path(__file__).resolve().parent
@@ -27,17 +26,7 @@ SPAWN = ("for (i in 1:2) parallel::mcparallel(repeat {}); "
 
 @pytest.fixture(scope="module")
 def hostile_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hostile")
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "hostile.so"), str(HERE / "hostile.c")],
-                   check=True)
-    for p in [d] + list(d.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        try:
-            os.chmod(p, os.stat(p).st_mode | 0o755)
-        except PermissionError:
-            pass
-    return d
+    return harness.build_r_lib(tmp_path_factory.mktemp("hostile"), HERE / "hostile.c")
 
 
 def alive(pid, start):

@@ -10,7 +10,7 @@ import json
 import os
 
 import util
-from jailtools import ok, value
+from jailtools import value
 
 TOOL = ["/usr/bin/python3", "-c", "import json, sys; print(json.dumps(json.load(sys.stdin)['x'] * 2))"]
 

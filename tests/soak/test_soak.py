@@ -183,16 +183,6 @@ def busy_workers(d):
     return out
 
 
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + util.scaled(timeout)
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("%s: not within %.0f s" % (what, util.scaled(timeout)))
-
-
 def stats(d):
     return util.bounded(lambda: d.json("stats"), util.scaled(10), d.kill)
 
@@ -200,7 +190,7 @@ def stats(d):
 def quiescent(d, pool):
     """No run under way and the pool full: the state both measurements are
     taken in (the same sessions are open at both)."""
-    wait_for(lambda: (lambda s: s["running"] == 0 and s["pool_idle"] == pool)(stats(d)), 30, "quiescent")
+    util.wait_for(lambda: (lambda s: s["running"] == 0 and s["pool_idle"] == pool)(stats(d)), 30, "quiescent")
     time.sleep(0.2)
 
 
@@ -223,15 +213,15 @@ def inject(d, fault, clients, counts):
         os.kill(victim, signal.SIGKILL)
         # Once reaped, the daemon has replaced it; a run sent before that
         # would go to the dead worker and end crashed, rightly.
-        wait_for(lambda: not os.path.exists("/proc/%d" % victim), 10, "the killed worker reaped")
+        util.wait_for(lambda: not os.path.exists("/proc/%d" % victim), 10, "the killed worker reaped")
     elif fault == "busy-worker":
         # Every client's session sleeps; one worker is killed: exactly that
         # run ends crashed, the others are interrupted.
         for c in clients:
             c.s.submit("Sys.sleep(10)")
         counts.add(runs=len(clients))
-        wait_for(lambda: stats(d)["running"] == len(clients), 20, "every client running")
-        victim = wait_for(lambda: busy_workers(d), 10, "a worker in Sys.sleep")[0]
+        util.wait_for(lambda: stats(d)["running"] == len(clients), 20, "every client running")
+        victim = util.wait_for(lambda: busy_workers(d), 10, "a worker in Sys.sleep")[0]
         os.kill(victim, signal.SIGKILL)
         time.sleep(0.3)
         for c in clients:
