@@ -19,9 +19,8 @@ def jailed(tmp_path_factory):
 
 @pytest.fixture
 def js(jailed):
-    s = jailed.clone()
-    yield s
-    s.close()
+    with jailed.clone() as s:
+        yield s
 
 
 def test_hostname(js):

@@ -543,6 +543,13 @@ class Session:
         except FileNotFoundError:
             pass
 
+    # `with d.clone() as s:` closes the session at the end.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def worker_pids(self):
         return session_worker_pids(self.daemon.pid)
 

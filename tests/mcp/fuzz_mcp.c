@@ -8,11 +8,10 @@
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -DFUZZING -D_GNU_SOURCE -Ibuild \
  *     -I. -Icommon -Imcp tests/mcp/fuzz_mcp.c mcp/[a-lo-z]*.c common/log.c common/utf8.c \
  *     -ljansson -lpthread -o fuzz_mcp && ./fuzz_mcp tests/mcp/corpus
- * Without -DFUZZING this file replays the corpus directory given as
- * argument (meson test "mcp-fuzz-replay", under ASan in scripts/test). */
-#include <dirent.h>
+ * Linked with tests/fuzz/replay.c instead, it replays the corpus directory
+ * given as argument (meson test "mcp-fuzz-replay", under ASan in
+ * scripts/test). */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,47 +46,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         server_free_detached(s);
         return 0;
 }
-
-#ifndef FUZZING
-int main(int argc, char **argv) {
-        DIR *d;
-        struct dirent *de;
-        int n = 0;
-
-        if (argc != 2) {
-                fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
-                return 2;
-        }
-        d = opendir(argv[1]);
-        if (!d) {
-                perror(argv[1]);
-                return 1;
-        }
-        while ((de = readdir(d))) {
-                char path[4096];
-                FILE *f;
-                uint8_t *buf;
-                long len;
-
-                if (de->d_name[0] == '.')
-                        continue;
-                snprintf(path, sizeof(path), "%s/%s", argv[1], de->d_name);
-                f = fopen(path, "rb");
-                if (!f)
-                        continue;
-                fseek(f, 0, SEEK_END);
-                len = ftell(f);
-                fseek(f, 0, SEEK_SET);
-                buf = malloc(len > 0 ? (size_t)len : 1);
-                if (buf && fread(buf, 1, (size_t)len, f) == (size_t)len) {
-                        LLVMFuzzerTestOneInput(buf, (size_t)len);
-                        n++;
-                }
-                free(buf);
-                fclose(f);
-        }
-        closedir(d);
-        printf("mcp-fuzz-replay: %d inputs\n", n);
-        return n > 0 ? 0 : 1;
-}
-#endif

@@ -62,9 +62,8 @@ def jail(tmp_path_factory, probe_dir):
 
 @pytest.fixture
 def sess(jail):
-    s = jail.clone()
-    yield s
-    s.close()
+    with jail.clone() as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

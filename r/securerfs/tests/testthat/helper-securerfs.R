@@ -33,3 +33,26 @@ stats_of <- function() {
   jsonlite::fromJSON(paste(readLines(file.path(securerfs_mount(), "stats"),
                                      warn = FALSE), collapse = "\n"))
 }
+
+# The seed's two database tools (seed/ellmer-integration.md), verbatim:
+# "data.db" is relative to the working directory, which the tool process
+# shares.
+seed_db_tools <- function() {
+  list(
+    securer_tool("query_db", "Query a database table by name",
+      fn = function(table, limit) {
+        con <- DBI::dbConnect(RSQLite::SQLite(), "data.db")
+        on.exit(DBI::dbDisconnect(con))
+        DBI::dbGetQuery(con, sprintf("SELECT * FROM %s LIMIT %d", table, limit))
+      },
+      args = list(table = "character", limit = "numeric")),
+
+    securer_tool("list_tables", "List available database tables",
+      fn = function() {
+        con <- DBI::dbConnect(RSQLite::SQLite(), "data.db")
+        on.exit(DBI::dbDisconnect(con))
+        DBI::dbListTables(con)
+      },
+      args = list())
+  )
+}

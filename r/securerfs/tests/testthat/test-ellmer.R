@@ -11,6 +11,11 @@ is_tool_error <- function(x) {
 tool_error_message <- function(x) {
   if (inherits(x, "securerfs_tool_error")) x$error else x@error
 }
+# r is a tool error whose message matches pattern.
+expect_tool_error <- function(r, pattern) {
+  expect_true(is_tool_error(r))
+  expect_match(tool_error_message(r), pattern)
+}
 
 test_that("the tool function returns the formatted value as text", {
   skip_if_no_mount()
@@ -34,25 +39,15 @@ test_that("every failure comes back as a tool error", {
   s <- SecureSession$new()
   on.exit(s$close())
   f <- tool_fun(session = s, timeout = 1)
-  r <- f("x <- ")
-  expect_true(is_tool_error(r))
-  expect_match(tool_error_message(r), "syntax error")
-  r <- f("stop('test error')")
-  expect_true(is_tool_error(r))
-  expect_match(tool_error_message(r), "test error")
-  r <- f("Sys.sleep(10)")
-  expect_true(is_tool_error(r))
-  expect_match(tool_error_message(r), "timed out after 1 second")
-  r <- f("dyn.load(list.files(c('/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib'), pattern = '^libc[.]so[.]6$', full.names = TRUE)[1]); .C('abort')")
-  expect_true(is_tool_error(r))
-  expect_match(tool_error_message(r), "crashed|killed")
+  expect_tool_error(f("x <- "), "syntax error")
+  expect_tool_error(f("stop('test error')"), "test error")
+  expect_tool_error(f("Sys.sleep(10)"), "timed out after 1 second")
+  expect_tool_error(f("dyn.load(list.files(c('/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib'), pattern = '^libc[.]so[.]6$', full.names = TRUE)[1]); .C('abort')"), "crashed|killed")
   expect_identical(f("'still usable'"), "still usable")
   r <- f(NA_character_)
   expect_true(is_tool_error(r))
   s$close()
-  r <- f("1")
-  expect_true(is_tool_error(r))
-  expect_match(tool_error_message(r), "no longer running")
+  expect_tool_error(f("1"), "no longer running")
 })
 
 test_that("a tool called with the wrong type is a tool error", {
@@ -62,9 +57,7 @@ test_that("a tool called with the wrong type is a tool error", {
                              args = list(table = "character",
                                          limit = "numeric")))
   f <- tool_fun(tools = tools, timeout = 10)
-  r <- f("query_db('mtcars', 'five')")
-  expect_true(is_tool_error(r))
-  expect_match(tool_error_message(r), "numeric")
+  expect_tool_error(f("query_db('mtcars', 'five')"), "numeric")
   expect_match(f("nrow(query_db('mtcars', 5))"), "^5$")
 })
 

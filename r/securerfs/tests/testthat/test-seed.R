@@ -109,23 +109,7 @@ test_that("seed: query_db and list_tables through a pre-existing session", {
                                                 name = letters[1:8]))
   DBI::dbDisconnect(con)
 
-  tools <- list(
-    securer_tool("query_db", "Query a database table by name",
-      fn = function(table, limit) {
-        con <- DBI::dbConnect(RSQLite::SQLite(), "data.db")
-        on.exit(DBI::dbDisconnect(con))
-        DBI::dbGetQuery(con, sprintf("SELECT * FROM %s LIMIT %d", table, limit))
-      },
-      args = list(table = "character", limit = "numeric")),
-
-    securer_tool("list_tables", "List available database tables",
-      fn = function() {
-        con <- DBI::dbConnect(RSQLite::SQLite(), "data.db")
-        on.exit(DBI::dbDisconnect(con))
-        DBI::dbListTables(con)
-      },
-      args = list())
-  )
+  tools <- seed_db_tools()
 
   session <- suppressMessages(SecureSession$new(
     tools = tools,

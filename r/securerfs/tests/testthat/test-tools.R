@@ -125,25 +125,9 @@ test_that("the seed's database tools work through DBI and RSQLite", {
   old <- setwd(dir)
   on.exit(setwd(old), add = TRUE)
   file.copy(make_db(), "data.db")
-  # The seed's tools, verbatim: "data.db" is relative to the working
-  # directory, which the tool process shares.
-  tools <- list(
-    securer_tool("query_db", "Query a database table by name",
-      fn = function(table, limit) {
-        con <- DBI::dbConnect(RSQLite::SQLite(), "data.db")
-        on.exit(DBI::dbDisconnect(con))
-        DBI::dbGetQuery(con, sprintf("SELECT * FROM %s LIMIT %d", table, limit))
-      },
-      args = list(table = "character", limit = "numeric")),
-
-    securer_tool("list_tables", "List available database tables",
-      fn = function() {
-        con <- DBI::dbConnect(RSQLite::SQLite(), "data.db")
-        on.exit(DBI::dbDisconnect(con))
-        DBI::dbListTables(con)
-      },
-      args = list())
-  )
+  # The seed's tools (helper-securerfs.R): "data.db" is relative to the
+  # working directory, which the tool process shares.
+  tools <- seed_db_tools()
   session <- SecureSession$new(tools = tools, sandbox = TRUE)
   on.exit(session$close(), add = TRUE)
   setwd(old)  # the tool process keeps the directory of the session's start
