@@ -147,7 +147,8 @@ securer_tool_function <- function(session = NULL, tools = list(),
     tryCatch({
       res <- s$.__enclos_env__$private$execute_checked(
         code, timeout, TRUE, NULL, NULL, 100000L, NULL, text = TRUE)
-      tool_result_with_images(s, res$output, res$result$files)
+      # ellmer echoes a tool's result to the console: escaped (R/escape.R).
+      tool_result_with_images(s, escape_text(res$output), res$result$files)
     }, error = function(e) {
       tool_error(sanitize_error_message(conditionMessage(e), 2000L))
     })
