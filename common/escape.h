@@ -8,10 +8,11 @@
  * controls (U+0000-U+001F, newline and tab kept where asked) and DEL become
  * \xHH, C1 controls (U+0080-U+009F, in UTF-8 the bytes C2 80-C2 9F) become
  * \u00HH, and a byte that is not part of valid UTF-8 becomes \xHH.  Within
- * JSON text (the log files) every one of them becomes \u00HH, which is a
- * JSON escape: the line still reads back as the same JSON value.  The
- * escapes are for display: a backslash is not doubled, so the text is not
- * meant to be decoded (result.json keeps the exact text).
+ * JSON text (the log files, result.json, value.json) every one of them
+ * becomes \u00HH, which is a JSON escape: the text still reads back as the
+ * same JSON value.  The escapes of plain text are for display: a backslash
+ * is not doubled, so the text is not meant to be decoded (result.json keeps
+ * the exact text).
  *
  * Names.  A name in files/ crosses into programs (ls, shells, scripts), so
  * it must be shown escaped and taken back exactly: a name is "plain" when it

@@ -224,6 +224,7 @@ void files_rename(struct files *f, fuse_req_t req, const struct inode_ref *paren
         struct session *s, *ns;
         char raw[NAME_MAX + 1], newraw[NAME_MAX + 1];
         _cleanup_close_ int pfd = -1, npfd = -1;
+        struct stat st;
         int r;
 
         if ((r = resolve_name(f, parent, name, &s, &pfd, raw)) < 0 ||
@@ -236,6 +237,13 @@ void files_rename(struct files *f, fuse_req_t req, const struct inode_ref *paren
                 fuse_reply_err(req, -r);
                 return;
         }
+        /* Nodes are found again by parent and name (fs/files_node.h): an
+         * open directory's fstat must not turn stale because the user
+         * renamed it. */
+        if (fstatat(npfd, newraw, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                node_moved(f, session_id(s), st.st_dev, st.st_ino, newparent->ino, newraw);
+        if ((flags & RENAME_EXCHANGE) && fstatat(pfd, raw, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                node_moved(f, session_id(s), st.st_dev, st.st_ino, parent->ino, raw);
         fuse_reply_err(req, 0);
 }
 

@@ -5,11 +5,12 @@
  * been made by hostile code: symbolic links to /etc/passwd, hard links, link
  * loops, names swapped between a check and a use.  The rules (docs/security.md,
  * "The workspace from the host side"):
- *   - every directory node the kernel knows holds an O_PATH|O_NOFOLLOW
- *     descriptor of its host inode; any other node is found again at each
- *     use as its name in its parent's, its inode number checked (a
- *     descriptor would keep a deleted file's space); both are reached one
- *     component at a time from the workspace's root with
+ *   - no node holds a descriptor of its own (a file's would keep a deleted
+ *     file's space, a directory's made a host-side walk exhaust the
+ *     daemon's descriptors): every node is found again at each use as its
+ *     name in its parent's, its inode number checked, from the nearest
+ *     ancestor in a bounded cache of directory descriptors, one component
+ *     at a time from the workspace's root with
  *     openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
  *     RESOLVE_NO_XDEV); operations by name work on a parent directory's
  *     descriptor and one component (openat2, mkdirat, unlinkat, renameat2:

@@ -43,6 +43,35 @@ struct fnode *node_by_host(struct files *f, uint64_t sid, dev_t dev, ino_t host_
         return NULL;
 }
 
+/* ---- the directory cache: at most FILES_DIR_CACHE descriptors ------------------ */
+
+static void cache_drop(struct files *f, struct fnode *n) {
+        if (n->fd < 0)
+                return;
+        close(n->fd);
+        n->fd = -1;
+        list_unlink(&n->lru);
+        f->cached--;
+}
+
+/* Directory node n's descriptor is fd (taken): kept, the least recently
+ * used one closed if the cache is full. */
+static void cache_put(struct files *f, struct fnode *n, int fd) {
+        if (n->fd >= 0) { /* the same inode already (nodes are by host inode) */
+                close(fd);
+                list_unlink(&n->lru);
+                list_prepend(&f->lru, &n->lru);
+                return;
+        }
+        if (f->cached >= FILES_DIR_CACHE)
+                cache_drop(f, list_entry(f->lru.prev, struct fnode, lru));
+        n->fd = fd;
+        list_prepend(&f->lru, &n->lru);
+        f->cached++;
+}
+
+/* ---- the node table (continued) ------------------------------------------------ */
+
 static void node_free(struct files *f, struct fnode *n) {
         struct fnode **pp;
 
@@ -56,8 +85,7 @@ static void node_free(struct files *f, struct fnode *n) {
                         *pp = n->host_next;
                         break;
                 }
-        if (n->fd >= 0)
-                close(n->fd);
+        cache_drop(f, n);
         free(n->name);
         free(n);
 }
@@ -65,41 +93,39 @@ static void node_free(struct files *f, struct fnode *n) {
 struct fnode *node_get(struct files *f, uint64_t sid, int fd, const struct stat *st, fuse_ino_t parent,
                        const char *name) {
         struct fnode *n = node_by_host(f, sid, st->st_dev, st->st_ino);
-        char *copy = S_ISDIR(st->st_mode) ? NULL : strdup(name);
+        char *copy = strdup(name);
         unsigned b;
 
-        if (!S_ISDIR(st->st_mode)) {
+        if (!copy) {
                 close(fd);
-                fd = -1;
-                if (!copy)
-                        return NULL;
-        }
-        if (n) {
-                if (fd >= 0)
-                        close(fd);
-                if (copy) { /* where it was seen last */
-                        free(n->name);
-                        n->name = copy;
-                        n->parent = parent;
-                }
-                n->nlookup++;
-                return n;
-        }
-        n = calloc(1, sizeof(*n));
-        if (!n) {
-                if (fd >= 0)
-                        close(fd);
-                free(copy);
                 return NULL;
         }
-        *n = (struct fnode){.ino = INODE_FILES_BIT | ++f->next_serial, .sid = sid, .dev = st->st_dev,
-                            .host_ino = st->st_ino, .fd = fd, .parent = parent, .name = copy, .nlookup = 1};
-        b = ino_bucket(n->ino);
-        n->ino_next = f->by_ino[b];
-        f->by_ino[b] = n;
-        b = host_bucket(sid, st->st_dev, st->st_ino);
-        n->host_next = f->by_host[b];
-        f->by_host[b] = n;
+        if (!n) {
+                n = calloc(1, sizeof(*n));
+                if (!n) {
+                        close(fd);
+                        free(copy);
+                        return NULL;
+                }
+                *n = (struct fnode){.ino = INODE_FILES_BIT | ++f->next_serial, .sid = sid, .dev = st->st_dev,
+                                    .host_ino = st->st_ino, .dir = S_ISDIR(st->st_mode), .fd = -1};
+                list_init(&n->lru);
+                b = ino_bucket(n->ino);
+                n->ino_next = f->by_ino[b];
+                f->by_ino[b] = n;
+                b = host_bucket(sid, st->st_dev, st->st_ino);
+                n->host_next = f->by_host[b];
+                f->by_host[b] = n;
+        }
+        /* Where it was seen last. */
+        free(n->name);
+        n->name = copy;
+        n->parent = parent;
+        n->nlookup++;
+        if (n->dir)
+                cache_put(f, n, fd);
+        else
+                close(fd);
         return n;
 }
 
@@ -108,11 +134,24 @@ void node_put(struct files *f, struct fnode *n) {
                 node_free(f, n);
 }
 
+void node_moved(struct files *f, uint64_t sid, dev_t dev, ino_t host_ino, fuse_ino_t parent, const char *name) {
+        struct fnode *n = node_by_host(f, sid, dev, host_ino);
+        char *copy;
+
+        if (!n || !(copy = strdup(name)))
+                return;
+        free(n->name);
+        n->name = copy;
+        n->parent = parent;
+}
+
 struct files *files_new(struct fs *fs) {
         struct files *f = calloc(1, sizeof(*f));
 
-        if (f)
+        if (f) {
                 f->fs = fs;
+                list_init(&f->lru);
+        }
         return f;
 }
 
@@ -122,6 +161,7 @@ void files_free(struct files *f) {
         for (unsigned i = 0; i < ARRAY_SIZE(f->by_ino); i++)
                 while (f->by_ino[i])
                         node_free(f, f->by_ino[i]);
+        free(f->chain);
         free(f);
 }
 
@@ -146,52 +186,83 @@ void files_forget(struct files *f, fuse_ino_t ino, uint64_t nlookup) {
 
 /* ---- resolving inodes --------------------------------------------------------- */
 
-static int resolve_at(struct files *f, fuse_ino_t ino, struct session *root, struct session **s, int *fd,
-                      struct fnode **node, int depth);
+/* The components a node may be below files/, at most: a path the host can
+ * name is at most PATH_MAX bytes, two bytes a component at least.  Beyond
+ * it, or on a cycle of parents (renames between lookups), ELOOP. */
+#define FILES_MAX_DEPTH (PATH_MAX / 2)
 
-/* An O_PATH descriptor of a non-directory node, found again as its name in
- * its parent and checked to be the same inode.  -ESTALE when the name now
- * holds something else. */
-static int node_reopen(struct files *f, struct fnode *n, int depth) {
-        _cleanup_close_ int pfd = -1;
-        struct session *ps;
-        struct fnode *pn;
-        struct stat st;
-        int fd, r;
+/* An O_PATH descriptor of node n of session s, found again from the
+ * nearest ancestor that has a descriptor (a cached directory, or the
+ * workspace's root), one component at a time through workspace_openat()
+ * (openat2 beneath, no link of any kind, no other mount), each component
+ * checked to be the inode its node was: -ESTALE when a name on the way now
+ * holds something else or is gone (the kernel looks the path up again).
+ * The directories met on the way go into the cache. */
+static int node_open(struct files *f, struct session *s, struct fnode *n) {
+        unsigned len = 0;
+        int fd;
 
-        if (depth > 64)
-                return -ELOOP;
-        r = resolve_at(f, n->parent, files_session(f, n->sid), &ps, &pfd, &pn, depth + 1);
-        if (r < 0)
-                return r == -ENOENT ? -ESTALE : r;
-        fd = workspace_openat(pfd, n->name, O_PATH, 0);
-        if (fd < 0)
-                return fd == -ENOENT ? -ESTALE : fd;
-        if (fstat(fd, &st) < 0 || st.st_ino != n->host_ino || st.st_dev != n->dev) {
+        for (struct fnode *c = n;;) {
+                if (c->fd >= 0) {
+                        if ((fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 3)) < 0)
+                                return -errno;
+                        list_unlink(&c->lru); /* most recently used */
+                        list_prepend(&f->lru, &c->lru);
+                        break;
+                }
+                if (len == FILES_MAX_DEPTH)
+                        return -ELOOP;
+                if (len == f->chain_cap) {
+                        unsigned cap = f->chain_cap ? 2 * f->chain_cap : 16;
+                        struct fnode **chain = reallocarray(f->chain, cap, sizeof(*chain));
+
+                        if (!chain)
+                                return -ENOMEM;
+                        f->chain = chain;
+                        f->chain_cap = cap;
+                }
+                f->chain[len++] = c;
+                if (!(c->parent & INODE_FILES_BIT)) { /* files/ itself */
+                        if ((fd = fcntl(workspace_root_fd(session_workspace(s)), F_DUPFD_CLOEXEC, 3)) < 0)
+                                return -errno;
+                        break;
+                }
+                c = node_by_ino(f, c->parent);
+                if (!c || c->sid != n->sid)
+                        return -ESTALE;
+        }
+        while (len > 0) {
+                struct fnode *c = f->chain[--len];
+                struct stat st;
+                int next = workspace_openat(fd, c->name, O_PATH, 0);
+
                 close(fd);
-                return -ESTALE;
+                if (next < 0)
+                        return next == -ENOENT || next == -ENOTDIR ? -ESTALE : next;
+                fd = next;
+                if (fstat(fd, &st) < 0 || st.st_ino != c->host_ino || st.st_dev != c->dev) {
+                        close(fd);
+                        return -ESTALE;
+                }
+                if (c->dir && (next = fcntl(fd, F_DUPFD_CLOEXEC, 3)) >= 0)
+                        cache_put(f, c, next);
         }
         return fd;
 }
 
-/* ino is a node, or files/ itself of session root (NULL: it is gone). */
-static int resolve_at(struct files *f, fuse_ino_t ino, struct session *root, struct session **s, int *fd,
-                      struct fnode **node, int depth) {
+int resolve(struct files *f, const struct inode_ref *ref, struct session **s, int *fd, struct fnode **node) {
         struct fnode *n = NULL;
         int r;
 
-        if (ino & INODE_FILES_BIT) {
-                n = node_by_ino(f, ino);
+        if (ref->ino & INODE_FILES_BIT) {
+                n = node_by_ino(f, ref->ino);
                 if (!n || !(*s = files_session(f, n->sid)))
                         return -ENOENT;
-                if (n->fd < 0)
-                        r = node_reopen(f, n, depth);
-                else if ((r = fcntl(n->fd, F_DUPFD_CLOEXEC, 3)) < 0)
-                        r = -errno;
+                r = node_open(f, *s, n);
         } else {
-                if (!(*s = root))
+                if (!(*s = ref->session))
                         return -ENOENT;
-                if ((r = fcntl(workspace_root_fd(session_workspace(root)), F_DUPFD_CLOEXEC, 3)) < 0)
+                if ((r = fcntl(workspace_root_fd(session_workspace(ref->session)), F_DUPFD_CLOEXEC, 3)) < 0)
                         r = -errno;
         }
         if (r < 0)
@@ -199,10 +270,6 @@ static int resolve_at(struct files *f, fuse_ino_t ino, struct session *root, str
         *fd = r;
         *node = n;
         return 0;
-}
-
-int resolve(struct files *f, const struct inode_ref *ref, struct session **s, int *fd, struct fnode **node) {
-        return resolve_at(f, ref->ino, ref->session, s, fd, node, 0);
 }
 
 int name_from_shown(const char *shown, char *raw) {

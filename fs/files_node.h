@@ -8,37 +8,54 @@
 #include <sys/stat.h>
 
 #include "files.h"
+#include "list.h"
 
 struct session;
 
 /* A host inode below a workspace that the kernel holds lookups on.
  *
- * A directory keeps an O_PATH descriptor of itself.  Anything else keeps
- * only where it was last looked up (its parent's inode and its name) and is
- * found again from there, its inode number checked, at each use: a
- * descriptor would pin the inode, so a file deleted by either side would go
- * on taking space from the quota for as long as the kernel remembers the
- * node.  The kernel revalidates every path (entry timeout 0), so the name
- * is fresh whenever a path led to the node. */
+ * Every node keeps where it was last looked up (its parent's inode and its
+ * name) and is found again from there, one component at a time beneath the
+ * workspace's root, its inode number checked, at each use.  No node pins a
+ * descriptor: a file's would keep a deleted file's space taken from the
+ * quota for as long as the kernel remembers the node, and a directory's
+ * would let the host's own walk of files/ (find, du, cp -a: the kernel
+ * keeps every directory it looked up until memory pressure) take the
+ * daemon to its RLIMIT_NOFILE (round 3, finding 2).  Directories have a
+ * bounded cache instead: at most FILES_DIR_CACHE of them, the most
+ * recently used, keep an O_PATH|O_NOFOLLOW descriptor of their own inode,
+ * so that a walk down a deep tree does not re-resolve every ancestor.  The
+ * kernel revalidates every path (entry timeout 0), so the name is fresh
+ * whenever a path led to the node. */
 struct fnode {
         uint64_t ino;   /* INODE_FILES_BIT | serial */
         uint64_t sid;
         dev_t dev;
         ino_t host_ino;
-        int fd;          /* directories: O_PATH|O_NOFOLLOW on the host inode; else -1 */
-        uint64_t parent; /* others: the parent's inode number (ours; files/ itself is a session node) */
-        char *name;      /* others: the name in it */
+        bool dir;
+        int fd;          /* a directory in the cache: O_PATH|O_NOFOLLOW on the host inode; else -1 */
+        uint64_t parent; /* the parent's inode number (ours; files/ itself is a session node) */
+        char *name;      /* the name in it */
         uint64_t nlookup;
         struct fnode *ino_next, *host_next;
+        struct list lru; /* in files.lru while fd >= 0 */
 };
 
 #define FILES_BUCKET_BITS 12
+/* Directory descriptors held at most, over all sessions: a small fraction
+ * of the 1,024 of a default soft RLIMIT_NOFILE, and enough for the
+ * ancestors of any walk a tool does at once. */
+#define FILES_DIR_CACHE 64
 
 struct files {
         struct fs *fs;
         uint64_t next_serial;
         struct fnode *by_ino[1u << FILES_BUCKET_BITS];
         struct fnode *by_host[1u << FILES_BUCKET_BITS];
+        struct list lru; /* cached directory descriptors, most recently used first */
+        unsigned cached;
+        struct fnode **chain; /* node_open()'s path from a node up to a descriptor */
+        unsigned chain_cap;
 };
 
 /* The live session of number sid, or NULL. */
@@ -47,12 +64,18 @@ struct session *files_session(struct files *f, uint64_t sid);
 /* The node of host inode (dev, host_ino) of session sid, or NULL. */
 struct fnode *node_by_host(struct files *f, uint64_t sid, dev_t dev, ino_t host_ino);
 /* The node of the inode fd refers to, found as name in directory parent
- * (fd is taken: kept in a new directory node or closed), its lookup count
- * raised by one.  NULL when out of memory. */
+ * (fd is taken: kept in the directory cache or closed), its lookup count
+ * raised by one, its parent and name now these.  NULL when out of memory. */
 struct fnode *node_get(struct files *f, uint64_t sid, int fd, const struct stat *st, fuse_ino_t parent,
                        const char *name);
 /* Drop one lookup (the entry reply that gave it was refused). */
 void node_put(struct files *f, struct fnode *n);
+/* Host inode (dev, host_ino) of session sid was renamed from the host side
+ * to name in directory parent (our inode number: files/ itself or a
+ * node): its node, if any, is found there from now on.
+ * Out of memory leaves it where it was (a later use answers ESTALE and the
+ * kernel looks the path up again). */
+void node_moved(struct files *f, uint64_t sid, dev_t dev, ino_t host_ino, fuse_ino_t parent, const char *name);
 
 /* The session and an O_PATH descriptor of ref's host inode: 0 with *s and
  * *fd (the caller's to close) and *node (NULL for files/ itself); or

@@ -86,11 +86,27 @@ static void text_append_shown(struct text *t, const char *text, size_t n) {
         free(escaped);
 }
 
-static void text_append_line(struct text *t, const char *s) {
-        if (s) {
-                text_append(t, s, strlen(s));
-                text_append(t, "\n", 1);
+/* Append a JSON text and a newline to result.json or value.json.  jansson
+ * escapes the C0 controls but writes DEL and the C1 controls (U+0080-U+009F:
+ * U+009B is CSI) raw, and README tells users to cat these files: those
+ * become \u00HH, a JSON escape, so the file reads back as the same JSON
+ * value (common/escape.h, as the log does).  jansson's compact text has no
+ * raw newline or tab and is valid UTF-8, so nothing else changes.  Out of
+ * memory: nothing is appended (as when json_dumps fails). */
+static void text_append_json_line(struct text *t, const char *s) {
+        _cleanup_free_ char *escaped = NULL;
+        size_t n;
+
+        if (!s)
+                return;
+        n = strlen(s);
+        if (text_needs_escape(s, n, ESCAPE_JSON)) {
+                if (!(escaped = text_escape_dup(s, n, ESCAPE_JSON, &n)))
+                        return;
+                s = escaped;
         }
+        text_append(t, s, n);
+        text_append(t, "\n", 1);
 }
 
 struct result *result_build(struct session *s, const struct run_end *end) {
@@ -126,7 +142,7 @@ struct result *result_build(struct session *s, const struct run_end *end) {
                 text_append_shown(&res->output, end->output, strlen(end->output));
                 text_append(&res->output, "\n", 1);
                 vj = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
-                text_append_line(&res->value_json, vj);
+                text_append_json_line(&res->value_json, vj);
         } else {
                 text_append_shown(&res->error, error, strlen(error));
                 text_append(&res->error, "\n", 1);
@@ -152,7 +168,7 @@ struct result *result_build(struct session *s, const struct run_end *end) {
                 rj = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
                 json_decref(j);
         }
-        text_append_line(&res->result_json, rj);
+        text_append_json_line(&res->result_json, rj);
         /* result.json has the exact text; from now on the console file
          * shows the escaped one. */
         if (r->console_escaped) {

@@ -26,7 +26,11 @@
 #' checked against 5 MB before it is copied out with
 #' `SecureSession$download()`) are sent to the model beside the text with
 #' ellmer >= 0.4.0 (scaled down when magick is installed); with an older
-#' ellmer the text names them.
+#' ellmer the text names them. An image is sent only when its first bytes are
+#' a PNG or JPEG signature, whatever its name, and only ImageMagick's PNG or
+#' JPEG decoder reads it: its name is the sandboxed code's choice, and
+#' ImageMagick would otherwise pick a decoder from the bytes (MVG, SVG and
+#' MSL read and write files as the host user).
 #'
 #' The two names are the same function (securer deprecated
 #' `securer_as_ellmer_tool()`; here both are current). ellmer (>= 0.3.0) must
@@ -143,7 +147,8 @@ securer_tool_function <- function(session = NULL, tools = list(),
     tryCatch({
       res <- s$.__enclos_env__$private$execute_checked(
         code, timeout, TRUE, NULL, NULL, 100000L, NULL, text = TRUE)
-      tool_result_with_images(s, res$output, res$result$files)
+      # ellmer echoes a tool's result to the console: escaped (R/escape.R).
+      tool_result_with_images(s, escape_text(res$output), res$result$files)
     }, error = function(e) {
       tool_error(sanitize_error_message(conditionMessage(e), 2000L))
     })
@@ -203,11 +208,56 @@ tool_result_with_images <- function(session, text, files,
   dir.create(dir, mode = "0700")
   on.exit(unlink(dir, recursive = TRUE), add = TRUE) # read into memory below
   contents <- list(ellmer::ContentText(paste0(text, note)))
-  resize <- if (requireNamespace("magick", quietly = TRUE)) "low" else "none"
   for (dest in copy_images(session, imgs, dir)) {
-    img <- tryCatch(ellmer::content_image_file(dest, resize = resize),
-                    error = function(e) NULL)
+    img <- tryCatch(image_content(dest), error = function(e) NULL)
     if (!is.null(img)) contents[[length(contents) + 1L]] <- img
   }
   ellmer::ContentToolResult(value = contents)
+}
+
+# The image format a file's first bytes say, "png" or "jpeg", else NA.  The
+# name says nothing: the sandboxed code names its files.
+image_kind <- function(path) {
+  head <- tryCatch(readBin(path, "raw", 8L), error = function(e) raw(),
+                   warning = function(w) raw())
+  png <- as.raw(c(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a))
+  if (length(head) >= 8L && identical(head[1:8], png)) return("png")
+  if (length(head) >= 3L && identical(head[1:3], as.raw(c(0xff, 0xd8, 0xff)))) {
+    return("jpeg")
+  }
+  NA_character_
+}
+
+# ellmer's content for the copy of an image at path, or NULL when its bytes
+# are neither PNG nor JPEG.  ellmer's own resize ("low") hands the file to
+# magick::image_read(path), and ImageMagick picks its decoder from the
+# bytes: a file the code named plot.png holding MVG, SVG or MSL would be
+# read and written by ImageMagick as the host user (round 3, finding 6).
+# So the signature is checked first, ellmer is given resize = "none" and
+# the content type, and the scaling (when magick is installed) goes through
+# magick with the format named ("png:path", "jpeg:path": that decoder
+# only), written back as the same format.  read, scale and write are
+# magick's functions, content is ellmer::content_image_file (arguments for
+# the tests).
+image_content <- function(path,
+                          has_magick = requireNamespace("magick", quietly = TRUE),
+                          read = function(spec) magick::image_read(spec),
+                          scale = function(img) {
+                            magick::image_resize(img, "512x512>")
+                          },
+                          write = function(img, to, format) {
+                            magick::image_write(img, to, format = format)
+                          },
+                          content = function(...) {
+                            ellmer::content_image_file(...)
+                          }) {
+  kind <- image_kind(path)
+  if (is.na(kind)) return(NULL)
+  if (has_magick) {
+    small <- paste0(path, "-small")
+    write(scale(read(paste0(kind, ":", path))), small, kind)
+    if (!identical(image_kind(small), kind)) return(NULL)
+    path <- small
+  }
+  content(path, content_type = paste0("image/", kind), resize = "none")
 }

@@ -98,6 +98,16 @@ strip_error_prefix <- function(msg) {
 #' `print()`, messages, warnings) is in the attribute `"output"`, one element
 #' a line (not set when there were none, or on `NULL`).
 #'
+#' Text that reaches a terminal is escaped as the mount escapes its text
+#' files: in the `"output"` attribute, a condition's message and its
+#' `$output`, every C0 control but newline and tab and DEL are written
+#' `\xHH`, every C1 control (U+0080 to U+009F) `\u00HH`, and bytes that are
+#' not UTF-8 `\xHH`, so that code in the sandbox cannot retitle or clear the
+#' user's terminal or write its clipboard. The exact text stays in the value
+#' itself (its strings as the code made them), in a condition's `$result`
+#' (`$result$error`, `$result$console`) and in the session's `result.json`
+#' (`file.path(session$path(), "result.json")`).
+#'
 #' ## Errors
 #' Errors are R errors (conditions) of class `"securerfs_error"` and one of:
 #' * `securerfs_syntax_error`: the code does not parse ("Code has a syntax
@@ -272,8 +282,8 @@ SecureSession <- R6::R6Class("SecureSession",
     #' @param output_handler `NULL`, or a function called with each line the
     #'   code prints (the session's `console`) while the run goes on. The
     #'   console is polled every 50 ms. The lines are as the `console` file
-    #'   shows them: terminal control characters escaped (`\x1b`, `\u009b`);
-    #'   the `"output"` attribute has the exact text. Errors in the handler are
+    #'   shows them: terminal control characters escaped (`\x1b`, `\u009b`),
+    #'   as in the `"output"` attribute. Errors in the handler are
     #'   ignored.
     #' @param max_tool_calls Largest number of tool calls in this run, or
     #'   `NULL`. See "Tool calls" in Details.
@@ -655,7 +665,7 @@ SecureSession <- R6::R6Class("SecureSession",
           private$audit_log("execute_error", error = check$error,
                             syntax = TRUE)
           abort(paste0("Code has a syntax error and was not executed:\n",
-                       check$error),
+                       escape_text(check$error)),
                 class = "securerfs_syntax_error")
         }
       }
@@ -731,15 +741,15 @@ SecureSession <- R6::R6Class("SecureSession",
       console <- res$console %||% ""
       if (is.function(output_handler)) {
         # The rest of the console file (the handler sees the lines as the
-        # file shows them, control characters escaped; the value's "output"
-        # attribute has the exact text).
+        # file shows them, control characters escaped, as the value's
+        # "output" attribute has them; result.json has the exact text).
         rest <- tryCatch(read_from(file.path(dir, "console"), emitted),
                          error = function(e) raw(0))
         emit_lines(c(.securerfs_partial(output_handler), rest),
                    output_handler, final = TRUE)
       }
       lines <- if (nzchar(console)) {
-        strsplit(console, "\n", fixed = TRUE)[[1]]
+        escape_text(strsplit(console, "\n", fixed = TRUE)[[1]]) # R/escape.R
       } else {
         character()
       }
@@ -769,7 +779,7 @@ SecureSession <- R6::R6Class("SecureSession",
         }
         return(private$rebuild(res, lines))
       }
-      err <- res$error %||% "unknown error"
+      err <- escape_text(res$error %||% "unknown error") # R/escape.R
       if (identical(status, "timeout")) {
         label <- plural(format(t, scientific = FALSE), "second")
         msg <- paste0("Execution timed out after ", label,

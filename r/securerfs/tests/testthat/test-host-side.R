@@ -155,7 +155,7 @@ test_that("$files() over links to '.' returns, and lists names as the mount show
   expect_identical(strsplit(r$stdout, "\n")[[1]], c("d/in.txt", "esc\\x1bname.txt", "2"))
 })
 
-test_that("output_handler lines are escaped; the value's output is exact", {
+test_that("output_handler lines and the value's output are escaped alike", {
   skip_if_no_mount()
   s <- SecureSession$new()
   on.exit(s$close())
@@ -163,7 +163,9 @@ test_that("output_handler lines are escaped; the value's output is exact", {
   v <- s$execute('cat("\\033]0;PWNED\\007title\\n"); Sys.sleep(0.3); cat("x\\033[2Jy\\n"); 5',
                  output_handler = function(l) got <<- c(got, l))
   expect_identical(got, c("\\x1b]0;PWNED\\x07title", "x\\x1b[2Jy"))
-  expect_identical(attr(v, "output"), c("\033]0;PWNED\007title", "x\033[2Jy"))
+  # Round 3, finding 7: the "output" attribute reaches the R prompt, so it
+  # is escaped as the handler's lines are (it was the exact text).
+  expect_identical(attr(v, "output"), got)
 })
 
 test_that("a pool gives each use a fresh session: state and workspace", {
