@@ -23,9 +23,18 @@ void eval_write(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, stru
                 /* The next program.  While a run is under way (this
                  * handle's, or anyone's) nothing new may start. */
                 if (session_busy(s)) {
+                        /* The read that follows must not pass the last
+                         * result off as this program's: it gets EBUSY too
+                         * (a client that cannot see a write's error, such
+                         * as R's buffered connections, learns it there). */
+                        h->buf.len = 0;
+                        h->dirty = false;
+                        h->eval_reading = false;
+                        h->eval_refused = true;
                         fuse_reply_err(req, EBUSY);
                         return;
                 }
+                h->eval_refused = false;
                 h->buf.len = 0;
                 h->failed = false;
                 h->dirty = false;
@@ -61,6 +70,12 @@ static int start(struct fs_session *st, struct session *s, struct handle *h, off
         size_t len;
         int r;
 
+        if (h->eval_refused) {
+                h->eval_refused = false;
+                h->eval_reading = true;
+                h->eval_base = off;
+                return -EBUSY;
+        }
         if (h->failed) {
                 h->failed = false;
                 h->buf.len = 0;

@@ -13,8 +13,10 @@
  * after it, so that both pwrite/pread at 0 and plain write/read on the file
  * position work without an lseek.
  *
- * The rules are input's: one run at a time (a program started while a run
- * is under way gets EBUSY, and stays written: the read can be retried),
+ * The rules are input's: one run at a time (a program whose write comes
+ * while a run is under way gets EBUSY, and so does the read after it; a
+ * program whose read comes while another's run is under way gets EBUSY and
+ * stays written: the read can be retried),
  * EFBIG past max_code_bytes (the read after it gets EFBIG, nothing runs),
  * code that is not UTF-8 gets an error result and runs nothing, O_NONBLOCK
  * reads get EAGAIN while the run is under way, and a FUSE INTERRUPT of a

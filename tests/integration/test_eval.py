@@ -169,10 +169,13 @@ def test_efbig(daemons):
 
 
 def test_ebusy_while_a_run_is_under_way(sess):
-    sess.submit("Sys.sleep(30)")
     fd = open_eval(sess)
     try:
+        assert ev(fd, "'earlier'")["value"] == "earlier"
+        sess.submit("Sys.sleep(30)")
         expect_errno(errno.EBUSY, os.pwrite, fd, b"1", 0)
+        # the read after a refused write does not pass the last result off
+        expect_errno(errno.EBUSY, os.pread, fd, 4096, 0)
         util.write_bytes(sess.p("ctl"), "interrupt")
         sess.read("output")
         assert ev(fd, "'free again'")["value"] == "free again"
