@@ -541,35 +541,26 @@ SecureSession <- R6::R6Class("SecureSession",
     gc_env = NULL,
     eval_con = NULL,
     last_seq = -1,
+    last_txt = NULL,
 
     # The session's eval file, open read-write for the session's life: a run
     # is a write of the code at offset 0 and a read at offset 0, which waits
-    # for the run and gives its result.json (two FUSE requests, and the
-    # end-of-file read of R's buffered connection).  The seeks are to 0 so
-    # that stdio never reads ahead to reach a block boundary.  NULL when the
-    # mount refused (the caller then diagnoses why).
+    # for the run and gives its result.json, one line of compact JSON: read
+    # as a line, so that no further read looks for the end of the file (two
+    # FUSE requests a run, for a result.json within R's 4 KB connection
+    # buffer).  The seeks are to 0 so that stdio never reads ahead to reach
+    # a block boundary.  NULL when the mount refused (the caller then
+    # diagnoses why).
     eval_run = function(bytes) {
       con <- private$eval_con
-      got <- tryCatch({
+      txt <- tryCatch({
         seek(con, 0, rw = "write")
         writeBin(bytes, con)
         flush(con)
         seek(con, 0, rw = "read")
-        readBin(con, "raw", 1048576L)
-      }, error = function(e) raw(0), warning = function(w) raw(0))
-      n <- length(got)
-      if (n == 0L) return(NULL)
-      if (n == 1048576L) {
-        chunks <- list(got)
-        repeat {
-          more <- readBin(con, "raw", 1048576L)
-          if (!length(more)) break
-          chunks[[length(chunks) + 1L]] <- more
-        }
-        got <- unlist(chunks, use.names = FALSE)
-      }
-      txt <- rawToChar(got)
-      Encoding(txt) <- "UTF-8"
+        readLines(con, n = 1L, warn = FALSE, encoding = "UTF-8")
+      }, error = function(e) character(), warning = function(w) character())
+      if (length(txt) != 1L || !nzchar(txt)) return(NULL)
       txt
     },
 
@@ -790,13 +781,14 @@ SecureSession <- R6::R6Class("SecureSession",
         res_txt <- private$eval_run(bytes)
         if (is.null(res_txt)) private$eval_failed(code)
       }
-      res <- jsonlite::fromJSON(res_txt, simplifyVector = TRUE)
+      res <- jsonlite::parse_json(res_txt, simplifyVector = FALSE)
       if (!is.function(output_handler) &&
           !isTRUE(res$seq > private$last_seq)) {
         # Never the last result passed off as this one's.
         private$eval_failed(code)
       }
       private$last_seq <- res$seq %||% private$last_seq
+      private$last_txt <- res_txt
       console <- res$console %||% ""
       if (is.function(output_handler)) {
         # The rest of the console file (the handler sees the lines as the
@@ -926,9 +918,13 @@ SecureSession <- R6::R6Class("SecureSession",
         val <- res$output %||% ""
         attr(val, "value_note") <- res$value_note
       } else {
-        # result.json's value, simplified with the rest of it: what
-        # value.json would give, without a second read.
+        # result.json's value: what value.json would give, without a second
+        # read.  A scalar is the same parsed as it is; anything else is
+        # simplified as jsonlite simplifies value.json (vectors, data frames).
         val <- res$value
+        if (is.list(val)) {
+          val <- jsonlite::fromJSON(private$last_txt, simplifyVector = TRUE)$value
+        }
         if (is.null(val) && identical(res$output, "NA")) val <- NA
       }
       if (!is.null(val) && length(lines)) attr(val, "output") <- lines
