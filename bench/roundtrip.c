@@ -2,7 +2,8 @@
  * measure.  scripts/bench mounts the file systems and calls this once per
  * figure; each mode prints "key value" lines that the script tabulates.
  *
- *   roundtrip MNT rt [ITERATIONS]     1+1 through the files, two client styles
+ *   roundtrip MNT rt [ITERATIONS]     1+1 through the files, two client styles,
+ *                                     and through eval kept open
  *   roundtrip MNT new [RUNS]          new session (clone) to its first result
  *   roundtrip MNT timeout [RUNS]      return after a timeout's deadline
  *   roundtrip MNT pss DAEMON_PID      idle session memory, 1 and 8 sessions
@@ -139,10 +140,12 @@ static void mode_roundtrip(size_t iterations) {
         char name[256], in[4096], out[4096], buf[256];
         double *close_reopen = calloc(iterations, sizeof(double));
         double *keep_open = calloc(iterations, sizeof(double));
+        double *eval = calloc(iterations, sizeof(double));
         const size_t warmup = 50;
-        int out_fd;
+        int out_fd, eval_fd;
+        char eval_path[4096], res[65536];
 
-        if (!close_reopen || !keep_open)
+        if (!close_reopen || !keep_open || !eval)
                 die("out of memory");
         new_session(name, sizeof(name));
         session_path(in, sizeof(in), name, "input");
@@ -181,12 +184,37 @@ static void mode_roundtrip(size_t iterations) {
                         keep_open[i - warmup] = t1 - t0;
         }
         close(out_fd);
+
+        /* eval kept open: a pwrite and a pread of one descriptor a run (the
+         * result fits one read: result.json of 1+1 is a few hundred bytes,
+         * and a short read is the whole of it). */
+        session_path(eval_path, sizeof(eval_path), name, "eval");
+        eval_fd = open(eval_path, O_RDWR | O_CLOEXEC);
+        if (eval_fd < 0)
+                die("open eval: %s", strerror(errno));
+        for (size_t i = 0; i < warmup + iterations; i++) {
+                double t0 = now_us();
+                if (pwrite(eval_fd, "1+1", 3, 0) != 3)
+                        die("eval write: %s", strerror(errno));
+                ssize_t n = pread(eval_fd, res, sizeof(res) - 1, 0);
+                double t1 = now_us();
+                if (n <= 0 || n >= (ssize_t)sizeof(res) - 1)
+                        die("eval read gave %zd: %s", n, n < 0 ? strerror(errno) : "");
+                res[n] = '\0';
+                if (!strstr(res, "\"output\":\"2\""))
+                        die("1+1 through eval gave %s", res);
+                if (i >= warmup)
+                        eval[i - warmup] = t1 - t0;
+        }
+        close(eval_fd);
         close_session(name);
 
         print_stats("rt_us", close_reopen, iterations, 1);
         print_stats("rt_pread_us", keep_open, iterations, 1);
+        print_stats("rt_eval_us", eval, iterations, 1);
         free(close_reopen);
         free(keep_open);
+        free(eval);
 }
 
 /* (b) open+read clone, 1+1 into its input, read its output. */

@@ -27,6 +27,10 @@ struct handle {
         bool dirty;             /* input, tool files: written since the last flush */
         bool failed;            /* input: over max_code_bytes */
         bool applied;           /* limits: the buffer took effect */
+        bool eval_reading;      /* eval: no program written since the last read (fs/eval.h) */
+        bool eval_pending;      /* eval: the run this handle started is under way */
+        bool eval_refused;      /* eval: the program's write got EBUSY; so will its read */
+        off_t eval_base;        /* eval: where the program's first write, or its result's first read, was */
         uint64_t clone_sid;     /* clone: the session this open made, until the open is answered */
         struct fuse_pollhandle *ph; /* a poll waiting for the run to end (fs/parked.h) */
         struct list poll_link;  /* on its session's pollers while ph waits */

@@ -56,6 +56,7 @@ enum root_node {
 enum session_node {
         SESSION_NODE_DIR = 0,
         SESSION_NODE_INPUT,
+        SESSION_NODE_EVAL,
         SESSION_NODE_OUTPUT,
         SESSION_NODE_ERROR,
         SESSION_NODE_CONSOLE,
@@ -72,6 +73,7 @@ enum session_node {
         SESSION_NODE_COUNT
 };
 #define SESSION_STRIDE 16
+_Static_assert(SESSION_NODE_COUNT <= SESSION_STRIDE, "a session's nodes fit its stride");
 
 #define INODE_TOOL_BIT (1ULL << 62)
 #define INODE_FILES_BIT (1ULL << 61)

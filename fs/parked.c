@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "eval.h"
 #include "files.h"
 #include "handle.h"
 #include "inode.h"
@@ -200,6 +201,10 @@ static void on_run_ended(struct session *s) {
 
         if (!st)
                 return;
+        if (st->eval_runner) {
+                eval_run_ended(st->eval_runner, session_last_result(s));
+                st->eval_runner = NULL;
+        }
         list_for_each(p, tmp, &st->parked, struct parked, link) {
                 list_unlink(&p->link);
                 result_unref(p->h->snap);

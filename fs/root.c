@@ -33,6 +33,8 @@ static const char readme_text[] =
         "  echo interrupt > sessions/$s/ctl     # or: restart\n"
         "  rmdir sessions/$s                    # close it\n"
         "\n"
+        "Programs: write code to sessions/$s/eval and read the same descriptor:\n"
+        "the run's result.json (keep it open: one round trip a run).\n"
         "Also per session: status, result.json, value.json, timeout, limits, log.\n"
         "Daemon-wide: config (defaults), stats (counters).\n"
         "Tools: tools/NAME.json (every session) or sessions/$s/tools/NAME.json define\n"

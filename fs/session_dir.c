@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eval.h"
 #include "handle.h"
 #include "log.h"
 #include "macros.h"
@@ -20,7 +21,8 @@ static const struct {
         const char *name;
         mode_t mode;
 } nodes[SESSION_NODE_COUNT] = {
-        [SESSION_NODE_INPUT] = {"input", S_IFREG | 0200},     [SESSION_NODE_OUTPUT] = {"output", S_IFREG | 0444},
+        [SESSION_NODE_INPUT] = {"input", S_IFREG | 0200},     [SESSION_NODE_EVAL] = {"eval", S_IFREG | 0600},
+        [SESSION_NODE_OUTPUT] = {"output", S_IFREG | 0444},
         [SESSION_NODE_ERROR] = {"error", S_IFREG | 0444},     [SESSION_NODE_CONSOLE] = {"console", S_IFREG | 0444},
         [SESSION_NODE_STATUS] = {"status", S_IFREG | 0444},   [SESSION_NODE_RESULT] = {"result.json", S_IFREG | 0444},
         [SESSION_NODE_VALUE] = {"value.json", S_IFREG | 0444}, [SESSION_NODE_CTL] = {"ctl", S_IFREG | 0200},
@@ -148,6 +150,12 @@ void session_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *re
          * original before writing, which flushes an empty handle. */
         if (ref->file == SESSION_NODE_INPUT)
                 ref->state->input_writer = h;
+        /* Nothing written yet: a read gets nothing, a write is a program. */
+        if (ref->file == SESSION_NODE_EVAL) {
+                h->eval_reading = true;
+                /* A close ends nothing here: no FLUSH round trip. */
+                fi->noflush = 1;
+        }
         reply_open(req, fs, h, fi, NULL);
 }
 
@@ -158,6 +166,10 @@ void session_file_read(fuse_req_t req, struct fs *fs, const struct inode_ref *re
 
         if (!s) {
                 fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if (ref->file == SESSION_NODE_EVAL) {
+                eval_read(req, fs, ref, h, size, off);
                 return;
         }
         if (result_file(ref->file, &which)) {
@@ -290,6 +302,7 @@ void session_file_write(fuse_req_t req, struct fs *fs, const struct inode_ref *r
         }
         switch (ref->file) {
         case SESSION_NODE_INPUT: write_input(req, fs, s, h, data, size, off); return;
+        case SESSION_NODE_EVAL: eval_write(req, fs, ref, h, data, size, off); return;
         case SESSION_NODE_CTL: write_ctl(req, s, data, size); return;
         case SESSION_NODE_TIMEOUT: write_timeout(req, s, h, data, size, off); return;
         case SESSION_NODE_LIMITS: write_limits(req, s, h, data, size, off); return;
@@ -341,6 +354,10 @@ void session_file_poll(fuse_req_t req, struct fs *fs, const struct inode_ref *re
         enum result_file which;
         unsigned revents;
 
+        if (s && ref->file == SESSION_NODE_EVAL) {
+                eval_poll(req, ref, h, ph);
+                return;
+        }
         if (!s)
                 revents = POLLERR | POLLHUP;
         else if (result_file(ref->file, &which))
@@ -359,4 +376,6 @@ void session_file_poll(fuse_req_t req, struct fs *fs, const struct inode_ref *re
 void session_file_closed(const struct inode_ref *ref, struct handle *h) {
         if (ref->state && ref->state->input_writer == h)
                 ref->state->input_writer = NULL;
+        if (ref->state && ref->state->eval_runner == h)
+                ref->state->eval_runner = NULL;
 }

@@ -1,5 +1,6 @@
 /* sessions/N/: one session's directory and its files (DESIGN §1): input
- * (the run starts on its FLUSH), the result files output, error,
+ * (the run starts on its FLUSH), eval (a run in two requests: fs/eval.h),
+ * the result files output, error,
  * result.json and value.json (reads wait while a run is under way: parked,
  * fs/parked.h), console (growing while it runs), status, ctl, timeout,
  * limits, log.  tools/ is fs/tools_dir.h's, files/ fs/files.h's.

@@ -181,7 +181,7 @@ int rsession_open(const char *mount, const char *name, double timeout_s, struct 
         if (s->dir_fd >= 0)
                 s->files_fd = openat(s->dir_fd, "files", O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (s->files_fd >= 0)
-                s->result_fd = openat(s->dir_fd, "result.json", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+                s->result_fd = openat(s->dir_fd, "eval", O_RDWR | O_NONBLOCK | O_CLOEXEC);
         if (s->result_fd >= 0)
                 s->console_fd = openat(s->dir_fd, "console", O_RDONLY | O_CLOEXEC);
         if (s->console_fd >= 0)
@@ -230,13 +230,32 @@ void rsession_close(struct rsession *s) {
 }
 
 int rsession_run_begin(struct rsession *s, const char *code, size_t len) {
-        int r;
-
         if (len == 0)
-                return -EINVAL; /* an empty input starts no run at all (README) */
-        r = write_file_at(s->dir_fd, "input", code, len);
-        if (r < 0)
-                return r;
+                return -EINVAL; /* a write of nothing is no program (README) */
+        /* The program, at offset 0 of eval: one WRITE (the mount takes a
+         * program up to max_code_bytes in one, which is within the
+         * kernel's max_write only when small, so loop). */
+        for (size_t done = 0; done < len;) {
+                ssize_t n = pwrite(s->result_fd, code + done, len - done, (off_t)done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                done += (size_t)n;
+        }
+        /* The first read after the writes starts the run; O_NONBLOCK: it
+         * answers EAGAIN until the run ends (or the result at once, when the
+         * run ended inside it: code that is not UTF-8), and POLLIN comes
+         * then.  rsession_run_finish() reads the result from offset 0. */
+        for (;;) {
+                char b;
+                ssize_t n = pread(s->result_fd, &b, 1, 0);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno != EAGAIN)
+                        return -errno;
+                break;
+        }
         s->running = true;
         s->seen_running = false;
         s->console_off = 0;

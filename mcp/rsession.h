@@ -1,14 +1,14 @@
 /* One securerfs session, as a client of the mount sees it: sessions/NAME/
  * and the files in it (README of the mount, "The tree").
  *
- * A run's transport is three calls: rsession_run_begin() writes the code to
- * input (the run starts when the file is closed: the FUSE flush),
- * rsession_run_fd() is the descriptor to poll(2) for POLLIN (result.json,
- * kept open with O_NONBLOCK: readable when the run has ended), and
- * rsession_run_finish() reads the run's result.json (one read gives the
- * status, value, text, error, console and the files the run changed).
- * When sessions/N/eval exists, these three become a write and a read of
- * that one descriptor; nothing above this file changes.
+ * A run's transport is three calls on one descriptor, the session's eval
+ * (README, "The tree"), kept open read-write with O_NONBLOCK for the
+ * session's life: rsession_run_begin() writes the code at offset 0 and
+ * reads once (the first read after a program starts its run; EAGAIN while
+ * it goes on), rsession_run_fd() is that descriptor, to poll(2) for POLLIN
+ * (readable when the run has ended), and rsession_run_finish() reads the
+ * run's result.json from it (one read gives the status, value, text, error,
+ * console and the files the run changed).
  *
  * Everything here is a plain file operation on the mount, which the
  * daemon answers from its event loop at once, except creating a session:
@@ -26,7 +26,7 @@ struct rsession {
         int sessions_fd;  /* MNT/sessions, O_PATH */
         int dir_fd;       /* MNT/sessions/NAME, O_PATH */
         int files_fd;     /* its files/, O_PATH */
-        int result_fd;    /* its result.json, O_RDONLY | O_NONBLOCK, kept open */
+        int result_fd;    /* its eval, O_RDWR | O_NONBLOCK, kept open: the runs */
         int console_fd;   /* its console, kept open */
         int status_fd;    /* its status, kept open */
         double timeout_s; /* seconds per run (0: none), as the session says */

@@ -3,10 +3,40 @@
 .securerfs <- new.env(parent = emptyenv())
 .securerfs$mounts <- list()   # "strict" / "none" -> list(dir, process, log)
 .securerfs$warned <- character()
+.securerfs$info <- list()     # mount dir -> its config (mount_info())
+.securerfs$eval_cons <- list() # session dir -> its open eval connection
 
 is_mount <- function(dir) {
   !is.null(dir) && file.exists(file.path(dir, "README")) &&
     dir.exists(file.path(dir, "sessions"))
+}
+
+# The config of a mount, read once per R process and mount directory (the
+# defaults a new session has: timeout, limits, max_code_bytes).
+mount_info <- function(dir) {
+  info <- .securerfs$info[[dir]]
+  if (is.null(info)) {
+    info <- mount_config(dir)
+    if (length(info)) .securerfs$info[[dir]] <- info
+  }
+  info
+}
+
+# Whether the limits JSON lj sets exactly the mount's defaults (then a new
+# session needs no write of its limits file).
+limits_are_defaults <- function(lj, dir) {
+  def <- mount_info(dir)$limits
+  if (is.null(def)) return(FALSE)
+  want <- jsonlite::fromJSON(lj, simplifyVector = FALSE)
+  for (nm in names(want)) {
+    a <- want[[nm]]
+    b <- def[[nm]]
+    if (is.null(a) != is.null(b)) return(FALSE)
+    if (!is.null(a) && !isTRUE(all.equal(as.numeric(a), as.numeric(b)))) {
+      return(FALSE)
+    }
+  }
+  TRUE
 }
 
 mount_config <- function(dir) {
@@ -199,6 +229,8 @@ unmount_private <- function(key) {
 }
 
 unmount_all <- function() {
+  # Sessions' eval descriptors first: an open file keeps a mount busy.
+  for (dir in names(.securerfs$eval_cons)) eval_con_drop(dir)
   for (key in names(.securerfs$mounts)) {
     try(unmount_private(key), silent = TRUE)
   }

@@ -137,6 +137,17 @@ strip_error_prefix <- function(msg) {
 #' Conditions from a run carry its parsed `result.json` as `$result` and the
 #' printed lines as `$output`.
 #'
+#' ## Speed
+#' Each session keeps its `eval` file open for its life: a run is one write
+#' of the code and one read of its `result.json` on that descriptor (the
+#' value, the console and the error all come from that one read), so
+#' `$execute()` costs the mount two requests and the client one JSON parse.
+#' `output_handler` runs through `input` instead, to read the console while
+#' the run goes on. A new session writes its `limits` file only when they
+#' differ from the mount's defaults, and its `timeout` file only when a run
+#' asks for another timeout than the mount's default (the mount's `config`
+#' is read once per R process).
+#'
 #' ## Limits
 #' `limits` is written to the session's `limits` file. `NULL` with
 #' `sandbox = TRUE` applies [default_limits()]; `NULL` with `sandbox = FALSE`,
@@ -331,6 +342,7 @@ SecureSession <- R6::R6Class("SecureSession",
         private$closed <- TRUE
         private$audit_log("session_close")
         private$log("Session closed")
+        private$close_eval()
         if (!is.null(private$dir)) {
           suppressWarnings(try(file.remove(private$dir), silent = TRUE))
         }
@@ -537,6 +549,37 @@ SecureSession <- R6::R6Class("SecureSession",
     executing = FALSE,
     timeout_written = NULL,
     gc_env = NULL,
+    eval_con = NULL,
+    last_seq = -1,
+    last_txt = NULL,
+
+    # The session's eval file, open read-write for the session's life: a run
+    # is a write of the code at offset 0 and a read at offset 0, which waits
+    # for the run and gives its result.json, one line of compact JSON: read
+    # as a line, so that no further read looks for the end of the file (two
+    # FUSE requests a run, for a result.json within R's 4 KB connection
+    # buffer).  The seeks are to 0 so that stdio never reads ahead to reach
+    # a block boundary.  NULL when the mount refused (the caller then
+    # diagnoses why).
+    eval_run = function(bytes) {
+      con <- private$eval_con
+      txt <- tryCatch({
+        seek(con, 0, rw = "write")
+        writeBin(bytes, con)
+        flush(con)
+        seek(con, 0, rw = "read")
+        readLines(con, n = 1L, warn = FALSE, encoding = "UTF-8")
+      }, error = function(e) character(), warning = function(w) character())
+      if (length(txt) != 1L || !nzchar(txt)) return(NULL)
+      txt
+    },
+
+    close_eval = function() {
+      if (!is.null(private$eval_con)) {
+        eval_con_drop(private$dir)
+        private$eval_con <- NULL
+      }
+    },
 
     log = function(...) {
       if (private$verbose) message("[securerfs] ", ...)
@@ -561,12 +604,27 @@ SecureSession <- R6::R6Class("SecureSession",
       gc_env <- new.env(parent = emptyenv())
       gc_env$dir <- private$dir
       reg.finalizer(gc_env, function(e) {
+        if (!is.null(e$dir)) eval_con_drop(e$dir)
         if (!is.null(e$dir)) suppressWarnings(try(file.remove(e$dir),
                                                   silent = TRUE))
       }, onexit = TRUE)
       private$gc_env <- gc_env
+      con <- tryCatch(file(file.path(private$dir, "eval"), open = "r+b"),
+                      error = function(e) NULL, warning = function(w) NULL)
+      if (is.null(con)) {
+        self$close()
+        abort(paste0("the securerfs mount at ", private$mount,
+                     " has no sessions/N/eval: it is too old for this client"),
+              class = "securerfs_mount_error")
+      }
+      private$eval_con <- con
+      eval_con_keep(private$dir, con)
+      # A new session has the mount's default timeout: no write for it.
+      private$timeout_written <- mount_info(private$mount)$timeout
       lj <- limits_json(private$limits, private$sandbox)
-      if (!is.null(lj)) write_file(file.path(private$dir, "limits"), lj)
+      if (!is.null(lj) && !limits_are_defaults(lj, private$mount)) {
+        write_file(file.path(private$dir, "limits"), lj)
+      }
       if (length(private$tool_list)) private$install_tools()
       private$log(sprintf(
         "Session %s started (sandbox=%s, mount=%s, tools=%d, %s)", name,
@@ -621,7 +679,10 @@ SecureSession <- R6::R6Class("SecureSession",
     execute_checked = function(code, timeout, validate, output_handler,
                                max_tool_calls, max_code_length,
                                max_output_lines, text) {
-      private$check_alive()
+      # Whether the session is alive is learnt from the run itself (its
+      # eval descriptor answers ENOENT once the directory is gone, and the
+      # result says "dead" when it has no worker): no status read a call.
+      if (private$closed || is.null(private$eval_con)) private$check_alive()
       if (private$executing) {
         abort(paste("SecureSession does not support concurrent execute()",
                     "calls; wait for the current execution to complete."),
@@ -660,12 +721,15 @@ SecureSession <- R6::R6Class("SecureSession",
              call. = FALSE)
       }
       if (isTRUE(validate)) {
-        check <- validate_code(code)
-        if (!check$valid) {
-          private$audit_log("execute_error", error = check$error,
-                            syntax = TRUE)
+        # Only the parse of validate_code(): its warnings are advisory.
+        perr <- tryCatch({
+          parse(text = code, keep.source = FALSE)
+          NULL
+        }, error = function(e) conditionMessage(e))
+        if (!is.null(perr)) {
+          private$audit_log("execute_error", error = perr, syntax = TRUE)
           abort(paste0("Code has a syntax error and was not executed:\n",
-                       escape_text(check$error)),
+                       escape_text(perr)),
                 class = "securerfs_syntax_error")
         }
       }
@@ -693,7 +757,8 @@ SecureSession <- R6::R6Class("SecureSession",
 
     run = function(code, timeout, output_handler, max_tool_calls,
                    max_output_lines, text) {
-      start <- Sys.time()
+      timed <- private$verbose || !is.null(private$audit)
+      if (timed) start <- Sys.time()
       t <- private$set_timeout(timeout)
       if (!is.null(private$state)) {
         writeLines(sprintf("%d %d", private$execution_count,
@@ -702,42 +767,38 @@ SecureSession <- R6::R6Class("SecureSession",
                    private$state$budget_file)
       }
       private$audit_log("execute_start", code = code)
-      private$log(sprintf("Executing code (%d chars)", nchar(code)))
-      dir <- private$dir
-      tryCatch(write_file(file.path(dir, "input"), code),
-               securerfs_io_error = function(e) {
-                 if (!self$is_alive()) private$check_alive()
-                 st <- tryCatch(read_line(file.path(dir, "status")),
-                                error = function(e) "dead")
-                 if (identical(st, "running")) {
-                   abort(paste("The session is running other code",
-                               "(another writer); try again when it ends."),
-                         class = "securerfs_io_error")
-                 }
-                 if (nchar(code, type = "bytes") > 0) {
-                   cfg <- mount_config(private$mount)
-                   if (!is.null(cfg$max_code_bytes) &&
-                       nchar(code, type = "bytes") > cfg$max_code_bytes) {
-                     private$blocked(sprintf(
-                       "Code too long (%d bytes, the mount's max_code_bytes is %d).",
-                       nchar(code, type = "bytes"),
-                       as.integer(cfg$max_code_bytes)))
-                   }
-                 }
-                 stop(e)
-               })
-      emitted <- 0L
-      if (is.function(output_handler)) {
-        emitted <- private$stream_console(output_handler)
+      if (private$verbose) {
+        private$log(sprintf("Executing code (%d chars)", nchar(code)))
       }
-      res_txt <- tryCatch(read_file(file.path(dir, "result.json")),
-                          error = function(e) {
-                            private$check_alive()
-                            abort(paste("could not read the result:",
-                                        conditionMessage(e)),
-                                  class = "securerfs_io_error")
-                          })
-      res <- jsonlite::fromJSON(res_txt, simplifyVector = FALSE)
+      dir <- private$dir
+      bytes <- charToRaw(enc2utf8(code))
+      # An empty program writes nothing, which eval would not see as a
+      # program: a newline is the same empty run.
+      if (!length(bytes)) bytes <- as.raw(10L)
+      if (is.function(output_handler)) {
+        # The handler needs the run under way while it polls the console:
+        # through input, whose close starts it.
+        private$start_through_input(code)
+        emitted <- private$stream_console(output_handler)
+        res_txt <- tryCatch(read_file(file.path(dir, "result.json")),
+                            error = function(e) {
+                              private$check_alive()
+                              abort(paste("could not read the result:",
+                                          conditionMessage(e)),
+                                    class = "securerfs_io_error")
+                            })
+      } else {
+        res_txt <- private$eval_run(bytes)
+        if (is.null(res_txt)) private$eval_failed(code)
+      }
+      res <- jsonlite::parse_json(res_txt, simplifyVector = FALSE)
+      if (!is.function(output_handler) &&
+          !isTRUE(res$seq > private$last_seq)) {
+        # Never the last result passed off as this one's.
+        private$eval_failed(code)
+      }
+      private$last_seq <- res$seq %||% private$last_seq
+      private$last_txt <- res_txt
       console <- res$console %||% ""
       if (is.function(output_handler)) {
         # The rest of the console file (the handler sees the lines as the
@@ -757,7 +818,7 @@ SecureSession <- R6::R6Class("SecureSession",
           length(lines) > max_output_lines) {
         lines <- lines[seq_len(max(0, max_output_lines))]
       }
-      elapsed <- elapsed_str(start)
+      elapsed <- if (timed) elapsed_str(start) else ""
       n_calls <- as.integer(res$tool_calls %||% 0L)
       status <- res$status %||% "error"
       if (!is.null(max_tool_calls) && n_calls > max_tool_calls &&
@@ -769,8 +830,10 @@ SecureSession <- R6::R6Class("SecureSession",
               class = "securerfs_blocked", result = res)
       }
       if (identical(status, "ok")) {
-        private$log(sprintf("Execution complete (%s, %s)", elapsed,
-                            plural(n_calls, "tool call")))
+        if (private$verbose) {
+          private$log(sprintf("Execution complete (%s, %s)", elapsed,
+                              plural(n_calls, "tool call")))
+        }
         private$audit_log("execute_complete", elapsed = elapsed,
                           tool_calls = n_calls)
         if (text) {
@@ -792,6 +855,10 @@ SecureSession <- R6::R6Class("SecureSession",
       private$log(sprintf("Execution error: %s (%s)", err, elapsed))
       private$audit_log("execute_error", error = err, status = status,
                         elapsed = elapsed)
+      if (identical(res$error_kind, "dead")) {
+        abort("Session is not running (it was closed or its worker is gone).",
+              class = "securerfs_dead_session", result = res)
+      }
       if (status %in% c("crashed", "killed")) {
         abort(err, class = "securerfs_crash", result = res, output = lines)
       }
@@ -803,6 +870,36 @@ SecureSession <- R6::R6Class("SecureSession",
       }
       abort(strip_error_prefix(err), class = "securerfs_runtime_error",
             result = res, output = lines)
+    },
+
+    # The run started by writing input (for output_handler).
+    start_through_input = function(code) {
+      tryCatch(write_file(file.path(private$dir, "input"), code),
+               securerfs_io_error = function(e) private$eval_failed(code, e))
+    },
+
+    # Why the mount refused a run, as the client's errors say it: the
+    # session is gone, or busy with other code, or the code is over the
+    # mount's max_code_bytes; else an I/O error.  Never returns.
+    eval_failed = function(code, e = NULL) {
+      if (!self$is_alive()) private$check_alive()
+      st <- tryCatch(read_line(file.path(private$dir, "status")),
+                     error = function(e) "dead")
+      if (identical(st, "running")) {
+        abort(paste("The session is running other code",
+                    "(another writer); try again when it ends."),
+              class = "securerfs_io_error")
+      }
+      cfg <- mount_info(private$mount)
+      nb <- nchar(code, type = "bytes")
+      if (!is.null(cfg$max_code_bytes) && nb > cfg$max_code_bytes) {
+        private$blocked(sprintf(
+          "Code too long (%d bytes, the mount's max_code_bytes is %d).",
+          nb, as.integer(cfg$max_code_bytes)))
+      }
+      if (!is.null(e)) stop(e)
+      abort("could not run the code or read its result through eval",
+            class = "securerfs_io_error")
     },
 
     # Poll the console file while the run goes on; returns the bytes
@@ -831,9 +928,13 @@ SecureSession <- R6::R6Class("SecureSession",
         val <- res$output %||% ""
         attr(val, "value_note") <- res$value_note
       } else {
-        vj <- tryCatch(read_file(file.path(private$dir, "value.json")),
-                       error = function(e) "")
-        val <- if (nzchar(vj)) jsonlite::fromJSON(vj, simplifyVector = TRUE)
+        # result.json's value: what value.json would give, without a second
+        # read.  A scalar is the same parsed as it is; anything else is
+        # simplified as jsonlite simplifies value.json (vectors, data frames).
+        val <- res$value
+        if (is.list(val)) {
+          val <- jsonlite::fromJSON(private$last_txt, simplifyVector = TRUE)$value
+        }
         if (is.null(val) && identical(res$output, "NA")) val <- NA
       }
       if (!is.null(val) && length(lines)) attr(val, "output") <- lines
@@ -841,6 +942,20 @@ SecureSession <- R6::R6Class("SecureSession",
     }
   )
 )
+
+# The open eval connections, by session directory: kept here, not only in
+# the objects, so that one is closed by its session's finalizer (or close())
+# and never found unused by the garbage collector, which would warn.
+eval_con_keep <- function(dir, con) {
+  .securerfs$eval_cons[[dir]] <- con
+}
+eval_con_drop <- function(dir) {
+  con <- .securerfs$eval_cons[[dir]]
+  if (!is.null(con)) {
+    .securerfs$eval_cons[[dir]] <- NULL
+    try(close(con), silent = TRUE)
+  }
+}
 
 .securerfs_partial <- function(handler) {
   p <- .securerfs$partial %||% raw(0)
