@@ -279,7 +279,8 @@ void run_on_tool_call(struct session *s, const struct worker_frame *f) {
         r->tool_calls++;
         t->stats.tool_calls++;
         /* Answered now (refused) or when the tool answers. */
-        tool_scope_call(s->tools, r->seq, f->u.tool_call.id, f->u.tool_call.tool, f->u.tool_call.args);
+        tool_scope_call(s->tools, r->seq, f->u.tool_call.id, f->u.tool_call.tool, f->u.tool_call.args,
+                        f->u.tool_call.args_text, f->u.tool_call.args_len);
 }
 
 /* What the worker's word for an R error becomes. */
