@@ -268,3 +268,28 @@ int procs_kill_descendants(pid_t worker, unsigned max_passes, unsigned long long
         free(done);
         return result;
 }
+
+int procs_worker_self(pid_t worker, double *cpu_s, int *threads) {
+        static long ticks;
+        char path[64], buf[1024];
+        unsigned long long ut, st;
+        const char *rp;
+        ssize_t n;
+        int th;
+
+        if (!ticks)
+                ticks = sysconf(_SC_CLK_TCK);
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)worker);
+        n = small_file_read(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int)n;
+        /* Fields from the last ')' (see parse_stat): utime stime are 14 and
+         * 15, num_threads 20. */
+        rp = strrchr(buf, ')');
+        if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %d", &ut, &st,
+                          &th) != 3)
+                return -EIO;
+        *cpu_s = (double)(ut + st) / (double)ticks;
+        *threads = th;
+        return 0;
+}

@@ -66,3 +66,8 @@ int procs_pss(pid_t worker, unsigned long long *out);
  * ones (they fork faster than we kill), or -errno when the worker cannot be
  * read. */
 int procs_kill_descendants(pid_t worker, unsigned max_passes, unsigned long long before_tick);
+
+/* The worker's own CPU (utime + stime of all its threads, not what it
+ * reaped) and its number of threads, from /proc/PID/stat.  0 or -errno
+ * (it is gone). */
+int procs_worker_self(pid_t worker, double *cpu_s, int *threads);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "loop.h"
 #include "macros.h"
+#include "monitor.h"
 #include "protocol.h"
 #include "run.h"
 #include "session_private.h"
@@ -234,6 +235,7 @@ static void worker_handle_frame(struct worker *w, const json_t *m) {
         case MSG_READY: worker_on_ready(w, f.u.ready.reserved_bytes); break;
         case MSG_ATTACHED:
                 w->attached = true;
+                monitor_worker_attached(w);
                 loop_timer_arm(w->start_timer, 0);
                 session_worker_attached(s);
                 break;
