@@ -234,13 +234,14 @@ static int memory_over(struct session *s, const struct procs_usage *u, char *rea
         if (held <= (unsigned long long)mem && u->rss_bytes > (unsigned long long)mem && now_ns() >= r->next_pss_ns) {
                 uint64_t pss_start = now_ns();
                 if (procs_pss(w->pid, &pss) == 0)
-                        held = pss;
+                        held = pss + u->kernel_bytes;
                 r->next_pss_ns = now_ns() + 20 * (now_ns() - pss_start);
         }
         if (held > (unsigned long long)mem) {
                 snprintf(reason, n,
-                         "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB)",
-                         mem >> 20, u->n, held >> 20);
+                         "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB, of "
+                         "which %llu MiB socket and pipe buffers)",
+                         mem >> 20, u->n, held >> 20, u->kernel_bytes >> 20);
                 return 1;
         }
         return 0;

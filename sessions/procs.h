@@ -41,6 +41,12 @@ struct procs_usage {
          * counts twice pages a grandchild shares with its parent only:
          * procs_pss() is the exact count. */
         unsigned long long estimate_bytes;
+        /* Kernel memory behind their descriptors, included in both figures
+         * above: each socket at twice net.core.wmem_default, each pipe at
+         * 64 KiB (their bounds with the sizes the jail keeps: seccomp
+         * refuses SO_SNDBUF, SO_RCVBUF, their *FORCE forms and
+         * F_SETPIPE_SZ).  Without a memory cgroup nothing else counts it. */
+        unsigned long long kernel_bytes;
         unsigned n; /* processes seen, the worker included */
 };
 
