@@ -111,8 +111,9 @@ static int admit(struct frame_reader *r, uint32_t n) {
         int e;
 
         for (k = 0; k < sizeof(head) - 1; k++) {
+                /* A payload shorter than the head is not one. */
                 if (k >= avail)
-                        return 1;
+                        return k >= n ? -EPROTO : 1;
                 if (p[k] != head[k])
                         return -EPROTO;
         }

@@ -149,6 +149,14 @@ int main(void) {
                 feed_raw(&r, "{\"a\":1,\"type\":\"small\"}");
                 CHECK(frame_reader_next(&r, &m) == -EPROTO);
                 frame_reader_free(&r);
+
+                /* A payload shorter than the head, and the next frame behind it. */
+                frame_reader_init(&r, FRAME_MAX_BYTES);
+                frame_reader_admit(&r, admit_small, &want);
+                feed_raw(&r, "{\"t\"");
+                feed_raw(&r, "{\"type\":\"small\"}");
+                CHECK(frame_reader_next(&r, &m) == -EPROTO);
+                frame_reader_free(&r);
         }
         json_decref(in);
         return check_summary("frame");
