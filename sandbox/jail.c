@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -260,6 +261,20 @@ int jail_enter(const struct jail_options *o, char *err, size_t errlen) {
          * its socket to the daemon and exits. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
                 return jail_fail(&e, -errno, "prctl PR_SET_PDEATHSIG");
+        /* No core dumps, whatever the host's core_pattern: RLIMIT_CORE of
+         * exactly 1 byte.  The kernel ignores RLIMIT_CORE 0 for a pipe
+         * handler ("|/usr/lib/...": it would run on the host, as root, for
+         * every crash of hostile code) but aborts the dump at 1; a dump to a
+         * file needs at least a page.  Soft and hard: the code cannot raise
+         * it (seccomp refuses setrlimit and prlimit64 with a new limit; the
+         * daemon's prlimit sets only the session's limits).  PR_SET_DUMPABLE
+         * 0 would stop dumps too, but makes /proc/PID root's, which an
+         * unprivileged daemon's monitor must read. */
+        {
+                const struct rlimit core = {1, 1};
+                if (setrlimit(RLIMIT_CORE, &core) < 0)
+                        return jail_fail(&e, -errno, "setrlimit RLIMIT_CORE");
+        }
         /* Into the cgroup the daemon made for this child, before anything
          * else runs: the move waits for an RCU grace period, which is why
          * the child does it and not the daemon's loop.  Still the zygote's

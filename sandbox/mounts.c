@@ -311,6 +311,13 @@ static const char *const proc_masked_files[] = {
         "key-users", "kallsyms", "kmsg", "softirqs", "iomem", "ioports", "partitions", "diskstats", "swaps", "locks",
         "cmdline", "sysrq-trigger", "vmallocinfo", "slabinfo", "pagetypeinfo", "kpagecount", "kpageflags",
         "kpagecgroup",
+        /* Round 3: the host's kernel configuration, its devices and
+         * consoles, its cgroup controllers, memory zones and fragmentation
+         * (side channels of other workloads), hardware and crypto drivers,
+         * and per-program CPU accounting of the whole host (program_cpu,
+         * root's only, masked as well). */
+        "config.gz", "devices", "consoles", "cgroups", "buddyinfo", "zoneinfo", "dma", "mtrr", "misc", "crypto",
+        "program_cpu",
 };
 static const char *const proc_masked_dirs[] = {
         /* Docker's MaskedPaths */

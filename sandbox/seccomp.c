@@ -314,6 +314,39 @@ static int add_argument_checks(scmp_filter_ctx ctx, bool allow_exec, char *err, 
         if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(fcntl), 1,
                                   SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, F_SETPIPE_SZ))) < 0)
                 return filter_fail(err, errlen, r, "rule for fcntl");
+        /* Leases and directory notifications on files of the host: the
+         * kernel grants F_SETLEASE to the file's owner whatever the mount's
+         * read-only flag, and an unprivileged daemon's worker is the owner of
+         * the daemon's files (an r_libs directory in the user's home): a
+         * lease makes every other opener, on the host too, wait
+         * fs.lease-break-time (45 s).  F_NOTIFY (dnotify) would watch host
+         * directories and signal the worker.  F_SETOWN, F_SETOWN_EX and
+         * F_SETSIG pick who gets SIGIO/SIGURG and which signal: nothing the
+         * worker needs, and a pid outside its namespace is the one thing
+         * it must never signal. */
+        {
+                static const int fcntl_refused[] = {F_SETLEASE, F_NOTIFY, F_SETOWN, F_SETOWN_EX, F_SETSIG};
+                for (size_t i = 0; i < ARRAY_SIZE(fcntl_refused); i++)
+                        if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(fcntl), 1,
+                                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL,
+                                                          (uint64_t)fcntl_refused[i]))) < 0)
+                                return filter_fail(err, errlen, r, "rule for fcntl");
+        }
+        /* Socket buffers are kernel memory that no resident set shows:
+         * without a memory cgroup (an unprivileged daemon) the monitor's
+         * only bound is what it counts, so the sizes stay the defaults it
+         * charges (sessions/monitor.c).  SO_SNDBUF/SO_RCVBUF could raise
+         * them to 2 x net.core.[wr]mem_max (8 MiB here), the *FORCE ones
+         * past it with CAP_NET_ADMIN. */
+        {
+                static const int sockopt_refused[] = {SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVBUFFORCE};
+                for (size_t i = 0; i < ARRAY_SIZE(sockopt_refused); i++)
+                        if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(setsockopt), 2,
+                                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, (uint64_t)SOL_SOCKET),
+                                                  SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffUL,
+                                                          (uint64_t)sockopt_refused[i]))) < 0)
+                                return filter_fail(err, errlen, r, "rule for setsockopt");
+        }
         return 0;
 }
 

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,10 +74,95 @@ void monitor_kill_run_processes(struct session *s) {
         kill_session_processes(s, ULLONG_MAX, "as the run was stopped");
 }
 
+/* Between runs nothing of the session should run: the worker waits for
+ * its next frame, and the run's processes were killed when it ended.  What
+ * still runs is hostile native code: a thread of the worker (kill(-1) from
+ * pid 1 never reaches its own threads; with every signal blocked it spins
+ * for as long as the session idles, outside any run's CPU limit), or
+ * processes that such a thread forks after the run's end.  So after each
+ * run the daemon looks again, at IDLE_FIRST_NS and then backing off to
+ * IDLE_GAP_MAX_NS, for as long as the session idles: a timer per worker,
+ * nothing on a common path.  Each look kills every process of the session
+ * but the worker, and replaces the worker (its state is lost: a hostile
+ * worker's state is not worth keeping) when it has more threads than when
+ * it attached (before any user code ran) or gained more than
+ * IDLE_CPU_TOLERANCE_S of CPU since the first look.  The reason goes to the
+ * session's log and to the next result ("notice"). */
+#define IDLE_FIRST_GAP_NS 250000000ull
+#define IDLE_GAP_MAX_NS 30000000000ull
+/* What an idle worker may use: taking tool definitions between runs, a late
+ * interrupt frame.  A spinning thread passes it within a second. */
+#define IDLE_CPU_TOLERANCE_S 0.25
+
+/* Remember what the daemon did to s between runs, for its next result. */
+static void idle_notice(struct session *s, const char *what) {
+        size_t old = s->idle_notice ? strlen(s->idle_notice) : 0, add = strlen(what);
+        char *n;
+
+        if (old > 4096)
+                return;
+        n = realloc(s->idle_notice, old + add + 3);
+        if (!n)
+                return;
+        if (old)
+                memcpy(n + old, "; ", 2), old += 2;
+        memcpy(n + old, what, add + 1);
+        s->idle_notice = n;
+}
+
+static void idle_watch(struct session *s, struct worker *w) {
+        uint64_t gap;
+        double cpu;
+        int threads, n;
+        char why[256];
+
+        if (procs_worker_self(w->pid, &cpu, &threads) < 0)
+                return; /* gone: its reaping says how */
+        if (w->idle_checks == 0)
+                w->idle_cpu_base_s = cpu;
+        why[0] = '\0';
+        if (threads > w->threads_base)
+                snprintf(why, sizeof(why),
+                         "the worker had %d threads between runs (%d when it started): one that the session's code "
+                         "started outlived its run",
+                         threads, w->threads_base);
+        else if (cpu - w->idle_cpu_base_s > IDLE_CPU_TOLERANCE_S)
+                snprintf(why, sizeof(why), "the idle worker used %.1f s of CPU between runs", cpu - w->idle_cpu_base_s);
+        n = procs_kill_descendants(w->pid, KILL_PASSES, ULLONG_MAX);
+        if (n > 0 || n == -EAGAIN) {
+                char what[128];
+                if (n > 0)
+                        snprintf(what, sizeof(what), "killed %d processes of the session that ran between runs", n);
+                else
+                        snprintf(what, sizeof(what), "killed processes of the session that kept forking between runs");
+                log_warn("session %s: %s", s->name, what);
+                session_audit(s, json_pack("{s:s, s:i, s:s}", "event", "processes_killed", "count", MAX(n, 0), "when",
+                                           "between runs"));
+                idle_notice(s, what);
+                if (n == -EAGAIN && !why[0])
+                        snprintf(why, sizeof(why), "the session's processes kept forking between runs");
+        }
+        if (why[0]) {
+                char what[384];
+                snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost", why);
+                log_warn("session %s: %s", s->name, what);
+                session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
+                idle_notice(s, what);
+                worker_kill(w, why); /* its reaping brings a new one (session_worker_lost) */
+                return;
+        }
+        gap = w->idle_checks == 0 ? IDLE_FIRST_GAP_NS : MIN(w->idle_gap_ns * 2, IDLE_GAP_MAX_NS);
+        w->idle_gap_ns = gap;
+        w->idle_checks++;
+        w->leftover_check_armed = true;
+        loop_timer_arm(w->leftover_check, now_ns() + gap);
+}
+
 /* The worker kills what a run started before it sends its result; this is
  * the daemon's own look, for a worker whose native code is hostile.  When it
  * comes while a later run is under way it kills only processes older than
- * that run. */
+ * that run.  Between runs it is also the watch of the idle worker: see
+ * idle_watch(). */
 void monitor_on_leftover_timer(void *data) {
         struct worker *w = data;
         struct session *s = w->session;
@@ -85,16 +172,31 @@ void monitor_on_leftover_timer(void *data) {
         w->last_leftover_check_ns = now_ns();
         if (!s || s->worker != w || !w->attached)
                 return;
-        kill_session_processes(s, r && r->sent ? boot_tick_of(r->start_ns) : ULLONG_MAX, "that a run left behind");
+        if (r && r->sent) {
+                kill_session_processes(s, boot_tick_of(r->start_ns), "that a run left behind");
+                return;
+        }
+        idle_watch(s, w);
 }
 
 void monitor_check_leftovers(struct session *s) {
         struct worker *w = s->worker;
 
-        if (!w || w->pid <= 0 || w->exited || !w->attached || w->leftover_check_armed)
+        if (!w || w->pid <= 0 || w->exited || !w->attached)
+                return;
+        /* A run ended: the idle watch starts again, soon. */
+        w->idle_checks = 0;
+        if (w->leftover_check_armed)
                 return;
         w->leftover_check_armed = true;
         loop_timer_arm(w->leftover_check, MAX(now_ns(), w->last_leftover_check_ns + LEFTOVER_CHECK_GAP_NS));
+}
+
+void monitor_worker_attached(struct worker *w) {
+        double cpu;
+
+        if (procs_worker_self(w->pid, &cpu, &w->threads_base) < 0 || w->threads_base < 1)
+                w->threads_base = 1;
 }
 
 void monitor_arm(struct session *s) {
@@ -132,13 +234,14 @@ static int memory_over(struct session *s, const struct procs_usage *u, char *rea
         if (held <= (unsigned long long)mem && u->rss_bytes > (unsigned long long)mem && now_ns() >= r->next_pss_ns) {
                 uint64_t pss_start = now_ns();
                 if (procs_pss(w->pid, &pss) == 0)
-                        held = pss;
+                        held = pss + u->kernel_bytes;
                 r->next_pss_ns = now_ns() + 20 * (now_ns() - pss_start);
         }
         if (held > (unsigned long long)mem) {
                 snprintf(reason, n,
-                         "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB)",
-                         mem >> 20, u->n, held >> 20);
+                         "Memory limit of %lld MiB reached by the session's %u processes together (%llu MiB, of "
+                         "which %llu MiB socket and pipe buffers)",
+                         mem >> 20, u->n, held >> 20, u->kernel_bytes >> 20);
                 return 1;
         }
         return 0;

@@ -24,8 +24,14 @@ void monitor_on_run_timer(void *data);
  * kernel then ends its whole pid namespace). */
 void monitor_kill_run_processes(struct session *s);
 /* After a run: look for processes it left behind, off the run's path
- * (a timer, at most every LEFTOVER_CHECK_GAP_NS per worker). */
+ * (a timer, at most every LEFTOVER_CHECK_GAP_NS per worker), and then watch
+ * the idle worker with back-off (a thread or processes of it that run
+ * between runs are killed, the worker replaced: monitor.c, idle_watch). */
 void monitor_check_leftovers(struct session *s);
+struct worker;
+/* w just attached, before any user code ran: remember its threads (the
+ * idle watch's baseline). */
+void monitor_worker_attached(struct worker *w);
 /* The leftover check's timer (struct worker's leftover_check; data is the
  * worker). */
 void monitor_on_leftover_timer(void *data);

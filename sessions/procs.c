@@ -164,6 +164,60 @@ static int walk_tree(pid_t worker, struct walk *w) {
         return 0;
 }
 
+/* What one AF_UNIX socket may hold in kernel memory with its buffer left
+ * at the default (the jail's seccomp filter refuses SO_SNDBUF and the
+ * rest): its sends are charged to its sk_sndbuf, net.core.wmem_default,
+ * and one send may pass it by up to half of it (unix_stream_sendmsg cuts
+ * sends at sk_sndbuf / 2); twice the default is an upper bound. */
+static unsigned long long socket_charge(void) {
+        static unsigned long long charge;
+        char buf[64];
+
+        if (!charge) {
+                long n = small_file_read(AT_FDCWD, "/proc/sys/net/core/wmem_default", buf, sizeof(buf));
+                unsigned long long v = n > 0 ? strtoull(buf, NULL, 10) : 0;
+                charge = 2 * (v ? v : 212992);
+        }
+        return charge;
+}
+
+/* A pipe's buffer at its default size (F_SETPIPE_SZ is refused): 16 pages. */
+#define PIPE_CHARGE (16ull * 4096)
+
+/* Kernel memory behind p's descriptors that no resident set shows: sockets
+ * and pipes (FIFOs too) at their bounds.  A descriptor shared by several
+ * processes or both ends of one pipe count more than once: an upper bound. */
+static unsigned long long proc_kernel_bytes(const struct proc *p) {
+        _cleanup_close_ int fd_dir = openat(p->dir_fd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        unsigned long long total = 0;
+        struct dirent *de;
+        DIR *d;
+
+        if (fd_dir < 0)
+                return 0;
+        d = fdopendir(fd_dir);
+        if (!d)
+                return 0;
+        fd_dir = -1; /* the DIR owns it */
+        while ((de = readdir(d)) != NULL) {
+                char link[64];
+                ssize_t n;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+                if (n <= 0)
+                        continue;
+                link[n] = '\0';
+                if (strncmp(link, "socket:", 7) == 0)
+                        total += socket_charge();
+                else if (strncmp(link, "pipe:", 5) == 0)
+                        total += PIPE_CHARGE;
+        }
+        closedir(d);
+        return total;
+}
+
 int procs_usage(pid_t worker, struct procs_usage *out) {
         struct walk w = {0};
         struct procs_usage u = {0};
@@ -172,6 +226,8 @@ int procs_usage(pid_t worker, struct procs_usage *out) {
         if (e < 0)
                 return e;
         for (size_t i = 0; i < w.n; i++) {
+                if (w.p[i].state != 'Z')
+                        u.kernel_bytes += proc_kernel_bytes(&w.p[i]);
                 unsigned long long parent_rss = i ? w.p[w.p[i].parent].rss_bytes : 0;
                 u.cpu_s += w.p[i].cpu_s;
                 u.rss_bytes += w.p[i].rss_bytes;
@@ -181,6 +237,8 @@ int procs_usage(pid_t worker, struct procs_usage *out) {
         u.worker_reaped_s = w.p[0].reaped_s;
         u.worker_cpu_s = w.p[0].cpu_s - w.p[0].reaped_s;
         u.n = (unsigned)w.n;
+        u.rss_bytes += u.kernel_bytes;
+        u.estimate_bytes += u.kernel_bytes;
         walk_free(&w);
         *out = u;
         return 0;
@@ -267,4 +325,29 @@ int procs_kill_descendants(pid_t worker, unsigned max_passes, unsigned long long
         }
         free(done);
         return result;
+}
+
+int procs_worker_self(pid_t worker, double *cpu_s, int *threads) {
+        static long ticks;
+        char path[64], buf[1024];
+        unsigned long long ut, st;
+        const char *rp;
+        ssize_t n;
+        int th;
+
+        if (!ticks)
+                ticks = sysconf(_SC_CLK_TCK);
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)worker);
+        n = small_file_read(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int)n;
+        /* Fields from the last ')' (see parse_stat): utime stime are 14 and
+         * 15, num_threads 20. */
+        rp = strrchr(buf, ')');
+        if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %d", &ut, &st,
+                          &th) != 3)
+                return -EIO;
+        *cpu_s = (double)(ut + st) / (double)ticks;
+        *threads = th;
+        return 0;
 }

@@ -41,6 +41,12 @@ struct procs_usage {
          * counts twice pages a grandchild shares with its parent only:
          * procs_pss() is the exact count. */
         unsigned long long estimate_bytes;
+        /* Kernel memory behind their descriptors, included in both figures
+         * above: each socket at twice net.core.wmem_default, each pipe at
+         * 64 KiB (their bounds with the sizes the jail keeps: seccomp
+         * refuses SO_SNDBUF, SO_RCVBUF, their *FORCE forms and
+         * F_SETPIPE_SZ).  Without a memory cgroup nothing else counts it. */
+        unsigned long long kernel_bytes;
         unsigned n; /* processes seen, the worker included */
 };
 
@@ -66,3 +72,8 @@ int procs_pss(pid_t worker, unsigned long long *out);
  * ones (they fork faster than we kill), or -errno when the worker cannot be
  * read. */
 int procs_kill_descendants(pid_t worker, unsigned max_passes, unsigned long long before_tick);
+
+/* The worker's own CPU (utime + stime of all its threads, not what it
+ * reaped) and its number of threads, from /proc/PID/stat.  0 or -errno
+ * (it is gone). */
+int procs_worker_self(pid_t worker, double *cpu_s, int *threads);

@@ -32,6 +32,10 @@ struct field {
 struct message {
         const char *type;
         unsigned phases; /* bit per enum worker_phase in which it may come (or be sent) */
+        /* Worker -> daemon: the frame's bounds, checked before it is
+         * parsed (common/frame.h: the bytes before it is buffered whole, the
+         * JSON values before jansson builds a node for each). */
+        size_t max_bytes, max_values;
         struct field fields[MESSAGE_FIELDS_MAX];
         /* Why accepting (or sending) it is safe: the same words as
          * docs/protocol.md's table. */
@@ -39,6 +43,9 @@ struct message {
 };
 
 #define IN(p) (1u << (p))
+/* A string of at most n bytes as JSON text: jansson writes a control
+ * character as \u00XX, six bytes for one; and the frame's other fields. */
+#define ESCAPED(n) (6u * (size_t)(n) + 256u)
 #define SEQ {"seq", F_INT, true, 1, INT64_MAX, 0, NULL}
 /* JSON integers that a double holds exactly: R counts in doubles. */
 #define ID_MAX (1LL << 53)
@@ -49,29 +56,29 @@ static const char *const limit_words[] = {"cpu", "memory", "fsize", "nproc", "no
 
 /* Worker -> daemon, indexed by enum worker_message. */
 static const struct message worker_messages[MSG_WORKER_COUNT] = {
-        [MSG_READY] = {"ready", IN(PHASE_STARTING),
+        [MSG_READY] = {"ready", IN(PHASE_STARTING), 4096, 64,
                        {{"r_version", F_STRING, true, 0, 64, 0, NULL},
                         {"reserved_bytes", F_INT, false, 0, PROTOCOL_RESERVED_MAX, 0, NULL}},
                        "sent once, before any user code ran in the process: the one figure the daemon takes "
                        "from it (reserved_bytes, added to RLIMIT_AS) is bounded"},
-        [MSG_ATTACHED] = {"attached", IN(PHASE_ATTACHING), {{NULL}},
+        [MSG_ATTACHED] = {"attached", IN(PHASE_ATTACHING), 64, 4, {{NULL}},
                           "carries nothing: it only moves the session to idle, which the daemon would reach "
                           "anyway; a worker that lies about attaching runs without /work"},
-        [MSG_FATAL] = {"fatal", IN(PHASE_STARTING) | IN(PHASE_WAITING) | IN(PHASE_ATTACHING),
+        [MSG_FATAL] = {"fatal", IN(PHASE_STARTING) | IN(PHASE_WAITING) | IN(PHASE_ATTACHING), ESCAPED(64 << 10), 8,
                        {{"error", F_STRING, true, 0, 64 << 10, 0, NULL}},
                        "only before the worker runs user code; its text is kept (cut to 1000 bytes) as the "
                        "reason for a failed start, shown escaped"},
-        [MSG_CONSOLE] = {"console", IN(PHASE_RUNNING),
+        [MSG_CONSOLE] = {"console", IN(PHASE_RUNNING), ESCAPED(PROTOCOL_CONSOLE_TEXT_MAX), 8,
                          {SEQ, {"text", F_STRING, true, 0, PROTOCOL_CONSOLE_TEXT_MAX, 0, NULL}},
                          "text of the run under way only: capped at console_max_bytes kept and 64 MiB read per "
                          "run (a flood is a breach), shown escaped"},
-        [MSG_TOOL_CALL] = {"tool_call", IN(PHASE_RUNNING),
+        [MSG_TOOL_CALL] = {"tool_call", IN(PHASE_RUNNING), FRAME_TOOL_CALL_BYTES_MAX, FRAME_TOOL_CALL_VALUES_MAX,
                            {SEQ, {"id", F_INT, true, 1, ID_MAX, 0, NULL},
                             {"tool", F_STRING, true, 0, PROTOCOL_TOOL_NAME_MAX, 0, NULL},
                             {"args", F_OBJECT, true, 0, 0, 0, NULL}},
                            "a request, not a command: the daemon checks the tool and every argument again "
                            "(refusals are answered), counts calls (max_tool_calls) and ids only grow"},
-        [MSG_RESULT] = {"result", IN(PHASE_RUNNING),
+        [MSG_RESULT] = {"result", IN(PHASE_RUNNING), FRAME_MAX_BYTES, PROTOCOL_RESULT_VALUES_MAX,
                         {SEQ,
                          {"status", F_WORD, true, 0, 0, 0, status_words},
                          {"output", F_STRING, true, 0, 2 << 20, 0, NULL},
@@ -88,24 +95,25 @@ static const struct message worker_messages[MSG_WORKER_COUNT] = {
                         "run's status from its own knowledge (deadlines, limits) over the worker's word"},
 };
 
-/* Daemon -> worker: what the daemon sends, and when. */
+/* Daemon -> worker: what the daemon sends, and when (no frame bounds: the
+ * worker trusts the daemon). */
 static const struct message daemon_messages[] = {
-        {"workspace", IN(PHASE_WAITING), {{NULL}},
+        {"workspace", IN(PHASE_WAITING), 0, 0, {{NULL}},
          "the first frame of a worker assigned to a session, with the workspace's descriptor (SCM_RIGHTS): what "
          "the worker may touch of the host is that one tree"},
-        {"exec", IN(PHASE_IDLE),
+        {"exec", IN(PHASE_IDLE), 0, 0,
          {SEQ, {"code", F_STRING, true, 0, INT64_MAX, 0, NULL}, {"limits", F_OBJECT, true, 0, 0, 0, NULL}},
          "the user's code, to run in the jail; the limits only word messages (the daemon sets the real ones "
          "with prlimit from outside)"},
-        {"interrupt", IN(PHASE_RUNNING), {SEQ},
+        {"interrupt", IN(PHASE_RUNNING), 0, 0, {SEQ},
          "names the run it stops, so that a late one is ignored and an early one obeyed"},
-        {"define_tool", IN(PHASE_IDLE),
+        {"define_tool", IN(PHASE_IDLE), 0, 0,
          {{"name", F_STRING, true, 1, 100, 0, NULL},
           {"args", F_OBJECT, true, 0, 0, 0, NULL},
           {"description", F_STRING, true, 0, INT64_MAX, 0, NULL}},
          "between runs only; a definition the daemon accepted (sessions/tool_def.h)"},
-        {"remove_tool", IN(PHASE_IDLE), {{"name", F_STRING, true, 1, 100, 0, NULL}}, "between runs only"},
-        {"tool_result", IN(PHASE_RUNNING),
+        {"remove_tool", IN(PHASE_IDLE), 0, 0, {{"name", F_STRING, true, 1, 100, 0, NULL}}, "between runs only"},
+        {"tool_result", IN(PHASE_RUNNING), 0, 0,
          {{"id", F_INT, true, 1, ID_MAX, 0, NULL}, {"value", F_ANY, false, 0, 0, 0, NULL},
           {"error", F_STRING, false, 0, INT64_MAX, 0, NULL}},
          "the answer to the call the worker waits for, at most 1 MiB of the tool's JSON (TOOL_IO_MAX)"},
@@ -185,6 +193,24 @@ static const char *get_string(const json_t *m, const char *name, size_t *len) {
 }
 
 /* ---- worker -> daemon ------------------------------------------------------ */
+
+int protocol_admit_worker_frame(const char *type, size_t type_len, enum worker_phase phase, struct frame_bounds *b,
+                                const char **why) {
+        for (int t = 0; t < MSG_WORKER_COUNT; t++) {
+                const struct message *msg = &worker_messages[t];
+
+                if (strlen(msg->type) != type_len || memcmp(msg->type, type, type_len) != 0)
+                        continue;
+                if (!(msg->phases & IN(phase))) {
+                        *why = "a message the worker may not send now";
+                        return -EBADMSG;
+                }
+                *b = (struct frame_bounds){.max_bytes = msg->max_bytes, .max_values = msg->max_values};
+                return 0;
+        }
+        *why = "a message the worker may not send";
+        return -EBADMSG;
+}
 
 int protocol_check_worker_frame(const json_t *m, const struct protocol_context *ctx, struct worker_frame *out,
                                 const char **why) {

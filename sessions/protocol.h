@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "frame.h"
 #include "options.h"
 
 /* The worker as the daemon sees it: what it may send now. */
@@ -87,6 +88,10 @@ struct worker_frame {
                         json_int_t id;
                         const char *tool;
                         json_t *args; /* an object */
+                        /* args as the frame wrote it (NULL: not known);
+                         * set by the reader of the frame, not here */
+                        const char *args_text;
+                        size_t args_len;
                 } tool_call;
                 struct {
                         enum worker_status status;
@@ -108,6 +113,18 @@ struct worker_frame {
 /* The most address space a worker may say its build reserves (the whole
  * x86-64 user half; a sanitizer's shadow is about 20 TiB). */
 #define PROTOCOL_RESERVED_MAX (1LL << 47)
+
+/* The most JSON values of a result frame: its value's JSON is at most
+ * 4 MiB (sandbox/worker/value_json.c), one value per two bytes at most,
+ * and up to 1000 warnings. */
+#define PROTOCOL_RESULT_VALUES_MAX ((2u << 20) + 2048u)
+
+/* Before a frame from a worker is buffered whole or parsed (common/frame.h,
+ * frame_reader_admit): its type (type_len bytes, from the frame's first
+ * member) is a worker's message allowed in phase, and *b its bounds from
+ * the table (bytes, JSON values).  0, or -EBADMSG with *why. */
+int protocol_admit_worker_frame(const char *type, size_t type_len, enum worker_phase phase, struct frame_bounds *b,
+                                const char **why);
 
 /* Check frame m (an object with a string "type": common/frame.h) from a
  * worker in the state ctx says: its type is a worker's message allowed in

@@ -158,6 +158,14 @@ struct result *result_build(struct session *s, const struct run_end *end) {
                 json_object_set_new(j, "value_note", json_string(end->value_note));
         if (j && (end->limit || full_note[0]))
                 json_object_set_new(j, "limit", json_string(end->limit ? end->limit : "files"));
+        /* What the daemon did to the session since its last run (an idle
+         * worker's threads or processes: sessions/monitor.c); valid UTF-8,
+         * the daemon's own words. */
+        if (j && s->idle_notice) {
+                json_object_set_new(j, "notice", json_string(s->idle_notice));
+                free(s->idle_notice);
+                s->idle_notice = NULL;
+        }
         if (j) {
                 bool truncated = false;
                 json_t *files = r->before ? workspace_changes(s->workspace, r->before, RUN_FILES_MAX, &truncated)

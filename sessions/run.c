@@ -279,7 +279,8 @@ void run_on_tool_call(struct session *s, const struct worker_frame *f) {
         r->tool_calls++;
         t->stats.tool_calls++;
         /* Answered now (refused) or when the tool answers. */
-        tool_scope_call(s->tools, r->seq, f->u.tool_call.id, f->u.tool_call.tool, f->u.tool_call.args);
+        tool_scope_call(s->tools, r->seq, f->u.tool_call.id, f->u.tool_call.tool, f->u.tool_call.args,
+                        f->u.tool_call.args_text, f->u.tool_call.args_len);
 }
 
 /* What the worker's word for an R error becomes. */
@@ -376,8 +377,12 @@ void run_worker_died(struct session *s, const struct worker *w) {
                          r->stop_reason, t->opt->grace_s);
         } else if (!w->kill_reason && WIFSIGNALED(w->exit_status) && WTERMSIG(w->exit_status) == SIGKILL &&
                    s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET &&
-                   cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) {
-                /* The memory cgroup's OOM killer chose the worker. */
+                   ((cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) ||
+                    (r->stop_limit && strcmp(r->stop_limit, "memory") == 0))) {
+                /* The memory cgroup's OOM killer chose the worker.  The
+                 * monitor may have read that kill's count first (it saw the
+                 * kill before the worker was reaped, and is stopping the run
+                 * on the memory limit): the same kill, not a crash. */
                 kind = ERROR_LIMIT;
                 limit = "memory";
                 snprintf(msg, sizeof(msg),

@@ -373,6 +373,7 @@ void session_close(struct session *s) {
         result_unref(s->last);
         text_free(&s->log);
         free(s->dead_reason);
+        free(s->idle_notice);
         loop_timer_free(s->create_deadline);
         free(s);
 }

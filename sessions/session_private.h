@@ -29,6 +29,7 @@ struct session {
         struct result *last;   /* last finished run; NULL before the first */
         struct text log;       /* this session's audit events, JSON lines */
         char *dead_reason;     /* why the worker could not start, when DEAD */
+        char *idle_notice;     /* what the daemon did between runs (sessions/monitor.c), for the next result */
         bool creating;         /* waiting for its first worker */
         struct loop_timer *create_deadline; /* the creating mkdir's answer is due */
         unsigned start_retries; /* workers replaced in a row after a helper failed */

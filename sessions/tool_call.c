@@ -98,19 +98,27 @@ static void refuse(struct tool_call *c, const char *error) {
         tool_call_finish(c, NULL, error, true);
 }
 
-/* The arguments as the tool reads them: one JSON object and a newline. */
-static char *args_line(const json_t *args, size_t *len) {
-        _cleanup_free_ char *json = json_dumps(args, JSON_COMPACT);
+/* The arguments as the tool reads them: one JSON object and a newline;
+ * text (len bytes) when the frame's own is there, else args dumped. */
+static char *args_line(const json_t *args, const char *text, size_t *len) {
+        _cleanup_free_ char *json = text ? NULL : json_dumps(args, JSON_COMPACT);
         struct text line = {0};
 
-        if (!json || text_append(&line, json, strlen(json)) < 0 || text_append(&line, "\n", 1) < 0) {
+        if (!text) {
+                if (!json)
+                        return NULL;
+                text = json;
+                *len = strlen(json);
+        }
+        if (text_reserve(&line, *len + 1) < 0 || text_append(&line, text, *len) < 0 || text_append(&line, "\n", 1) < 0) {
                 text_free(&line);
                 return NULL;
         }
         return text_steal(&line, len);
 }
 
-void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const char *tool, json_t *args) {
+void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const char *tool, json_t *args,
+                     const char *args_text, size_t args_len) {
         struct tools *t = sc->owner;
         struct tool_entry *e;
         struct tool_call *c;
@@ -135,7 +143,8 @@ void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const c
                                 .out_fd = -1, .err_fd = -1};
         list_init(&c->server_link);
         c->name = strdup(tool);
-        c->args_text = args_line(args, &c->args_len);
+        c->args_len = args_len;
+        c->args_text = args_line(args, args_text, &c->args_len);
         if (!c->name || !c->args_text) {
                 refuse(c, "out of memory");
                 return;

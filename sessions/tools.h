@@ -143,5 +143,8 @@ void tool_scope_run_summary(struct tool_scope *sc, uint64_t seq, unsigned droppe
  * be started), else when the tool answers, fails or times out.  Only when
  * not even the answer's frame can be made is the worker left to its run's
  * deadline.  A call in flight is cancelled first (no reply: the worker gave
- * up on it). */
-void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const char *tool, json_t *args);
+ * up on it).  args_text (args_len bytes; NULL: none) is args as the frame
+ * wrote it, compact: what the tool is given and the audit shows, so that
+ * the loop does not dump again what it has just parsed. */
+void tool_scope_call(struct tool_scope *sc, uint64_t seq, json_int_t id, const char *tool, json_t *args,
+                     const char *args_text, size_t args_len);

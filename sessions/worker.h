@@ -63,6 +63,13 @@ struct worker {
         bool exited;
         bool watching_out;       /* EPOLLOUT is on: the socket was full */
         bool resume_armed;
+        int threads_base;        /* its threads when it attached (sessions/monitor.c) */
+        unsigned idle_checks;    /* looks of the idle watch since the last run ended */
+        uint64_t idle_gap_ns;    /* the watch's current gap */
+        double idle_cpu_base_s;  /* its CPU at the watch's first look */
+        bool read_paused;        /* its slice of loop time is spent (sessions/worker_io.c) */
+        uint64_t slice_start_ns, slice_used_ns;
+        const char *refused_why; /* why the protocol refused a frame's type (static) */
         bool leftover_check_armed;
         int exit_status;
         double cpu_s;            /* CPU used, from wait4's rusage */

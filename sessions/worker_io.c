@@ -4,6 +4,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "log.h"
 #include "loop.h"
 #include "macros.h"
+#include "monitor.h"
 #include "protocol.h"
 #include "run.h"
 #include "session_private.h"
@@ -35,10 +37,38 @@
 #define OUT_QUEUE_MAX (8u << 20)
 /* What is kept of a fatal frame's reason. */
 #define FATAL_KEPT 1000u
+/* A worker's share of the loop: at most WORKER_SLICE_BUDGET_NS of loop time
+ * (reading, parsing and handling its frames) in each WORKER_SLICE_NS; past
+ * it the daemon stops reading its socket until the slice ends.  A worker
+ * that sends the dearest frames it may (common/frame.h's bounds) then slows
+ * itself (its socket fills, its writes block), not the loop: the other
+ * sessions, FUSE and the timers keep four fifths of it. */
+#define WORKER_SLICE_NS (50ull * 1000 * 1000)
+#define WORKER_SLICE_BUDGET_NS (10ull * 1000 * 1000)
+#define WORKER_PAUSE_MAX_NS (500ull * 1000 * 1000)
+/* After a frame this large, the heap is trimmed: jansson's nodes for it
+ * were freed, but glibc keeps freed memory (and after a large mmap'ed block
+ * is freed, raises its mmap threshold, so the next ones come from the heap). */
+#define TRIM_AFTER_BYTES (1u << 20)
 
 static void worker_on_io(int fd, uint32_t events, void *data);
 
-int worker_io_start(struct worker *w) { return loop_add_fd(w->owner->loop, w->fd, EPOLLIN, worker_on_io, w); }
+/* What the worker's socket is watched for.  While its slice is spent: not
+ * EPOLLIN, and EPOLLONESHOT, because epoll reports EPOLLHUP whatever was
+ * asked, and a worker that exits while paused would wake the loop for
+ * nothing at every iteration. */
+static uint32_t worker_events(const struct worker *w) {
+        return (w->read_paused ? EPOLLONESHOT : EPOLLIN) | (w->watching_out ? EPOLLOUT : 0);
+}
+
+/* The frame reader's look at a frame before it is parsed: its type allowed
+ * in the worker's phase, its bounds from the protocol's table. */
+static int worker_admit(void *data, const char *type, size_t type_len, struct frame_bounds *b);
+
+int worker_io_start(struct worker *w) {
+        frame_reader_admit(&w->rd, worker_admit, w);
+        return loop_add_fd(w->owner->loop, w->fd, EPOLLIN, worker_on_io, w);
+}
 
 void worker_close_fd(struct worker *w) {
         if (w->fd < 0)
@@ -79,7 +109,7 @@ static int worker_flush_out(struct worker *w) {
                                 if (w->watching_out)
                                         return 0;
                                 w->watching_out = true;
-                                return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN | EPOLLOUT);
+                                return loop_mod_fd(w->owner->loop, w->fd, worker_events(w));
                         }
                         return -errno;
                 }
@@ -92,7 +122,7 @@ static int worker_flush_out(struct worker *w) {
         if (!w->watching_out)
                 return 0;
         w->watching_out = false;
-        return loop_mod_fd(w->owner->loop, w->fd, EPOLLIN);
+        return loop_mod_fd(w->owner->loop, w->fd, worker_events(w));
 }
 
 int worker_send(struct worker *w, const json_t *msg) {
@@ -174,6 +204,16 @@ static enum worker_phase worker_phase(const struct worker *w) {
         return s->run && s->run->sent ? PHASE_RUNNING : PHASE_IDLE;
 }
 
+static int worker_admit(void *data, const char *type, size_t type_len, struct frame_bounds *b) {
+        struct worker *w = data;
+        const char *why;
+        int e = protocol_admit_worker_frame(type, type_len, worker_phase(w), b, &why);
+
+        if (e < 0)
+                w->refused_why = why;
+        return e;
+}
+
 /* One frame: checked against the table, then handed to what it concerns.
  * The check is the whole of what each case relies on (the reason each is
  * safe to accept is in the table). */
@@ -195,6 +235,7 @@ static void worker_handle_frame(struct worker *w, const json_t *m) {
         case MSG_READY: worker_on_ready(w, f.u.ready.reserved_bytes); break;
         case MSG_ATTACHED:
                 w->attached = true;
+                monitor_worker_attached(w);
                 loop_timer_arm(w->start_timer, 0);
                 session_worker_attached(s);
                 break;
@@ -209,7 +250,14 @@ static void worker_handle_frame(struct worker *w, const json_t *m) {
                 if (run_on_console(s, f.u.console.text, f.u.console.len) < 0)
                         worker_protocol_violation(w, "console flood");
                 break;
-        case MSG_TOOL_CALL: run_on_tool_call(s, &f); break;
+        case MSG_TOOL_CALL:
+                /* The arguments' own text, when the frame is compact (the
+                 * worker's are): not dumped again. */
+                if (!w->rd.last_text || frame_member_text(w->rd.last_text, w->rd.last_payload, "args",
+                                                          &f.u.tool_call.args_text, &f.u.tool_call.args_len) < 0)
+                        f.u.tool_call.args_text = NULL;
+                run_on_tool_call(s, &f);
+                break;
         case MSG_RESULT: run_on_result(s, &f); break;
         case MSG_WORKER_COUNT: break;
         }
@@ -220,7 +268,45 @@ static void worker_handle_frame(struct worker *w, const json_t *m) {
  * read must not keep the loop from its timers and other file descriptors.
  * all is for a worker that is gone, whose last frames are in the socket
  * (bounded by its buffer, as nobody writes any more). */
+static void worker_read_frames(struct worker *w, bool all);
+
+/* Stop reading w until due (the resume timer reads on). */
+static void worker_pause(struct worker *w, uint64_t due) {
+        w->read_paused = true;
+        loop_mod_fd(w->owner->loop, w->fd, worker_events(w));
+        w->resume_armed = true;
+        loop_timer_arm(w->resume, due);
+}
+
+/* worker_read_frames within the worker's share of the loop (unless all). */
 static void worker_read(struct worker *w, bool all) {
+        uint64_t start = now_ns(), pause;
+
+        if (all) {
+                worker_read_frames(w, true);
+                return;
+        }
+        if (start >= w->slice_start_ns + WORKER_SLICE_NS) {
+                w->slice_start_ns = start;
+                w->slice_used_ns = 0;
+        }
+        worker_read_frames(w, false);
+        if (w->fd < 0)
+                return;
+        w->slice_used_ns += now_ns() - start;
+        if (w->slice_used_ns < WORKER_SLICE_BUDGET_NS)
+                return;
+        /* Its share is spent: paused until what it used is WORKER_SLICE_BUDGET_NS
+         * in WORKER_SLICE_NS, so that one frame dearer than a slice's
+         * budget is paid for too (up to WORKER_PAUSE_MAX_NS, for a large
+         * result: the next run must not wait long). */
+        pause = MIN(w->slice_used_ns * (WORKER_SLICE_NS / WORKER_SLICE_BUDGET_NS), WORKER_PAUSE_MAX_NS);
+        w->slice_start_ns = MAX(w->slice_start_ns + pause, now_ns());
+        w->slice_used_ns = 0;
+        worker_pause(w, w->slice_start_ns);
+}
+
+static void worker_read_frames(struct worker *w, bool all) {
         unsigned frames = 0;
         size_t bytes = 0;
 
@@ -233,11 +319,17 @@ static void worker_read(struct worker *w, bool all) {
                         frames++;
                         worker_handle_frame(w, m);
                         json_decref(m);
+                        if (w->rd.last_payload > TRIM_AFTER_BYTES)
+                                malloc_trim(0);
                         if (w->fd < 0)
                                 return;
                 }
                 if (e < 0) {
-                        worker_protocol_violation(w, e == -EMSGSIZE ? "frame too large" : "malformed frame");
+                        worker_protocol_violation(w, e == -EMSGSIZE ? "frame over its type's bytes"
+                                                     : e == -E2BIG  ? "frame over its type's JSON values"
+                                                     : e == -EPROTO ? "a frame that does not begin with its type"
+                                                     : w->refused_why ? w->refused_why
+                                                                      : "malformed frame");
                         return;
                 }
                 if (e == 1 || (!all && frames >= READ_BUDGET_FRAMES)) {
@@ -271,14 +363,26 @@ void worker_on_resume(void *data) {
         struct worker *w = data;
 
         w->resume_armed = false;
-        if (w->fd >= 0)
-                worker_read(w, false);
+        if (w->fd < 0)
+                return;
+        if (w->read_paused) {
+                w->read_paused = false;
+                if (loop_mod_fd(w->owner->loop, w->fd, worker_events(w)) < 0) {
+                        worker_close_fd(w);
+                        worker_kill(w, NULL);
+                        return;
+                }
+        }
+        worker_read(w, false);
 }
 
 static void worker_on_io(int fd, uint32_t events, void *data) {
         struct worker *w = data;
 
         if (events & EPOLLOUT) {
+                /* A one-shot watch (paused) is off once it fired. */
+                if (w->read_paused)
+                        w->watching_out = false;
                 if (worker_flush_out(w) < 0) {
                         worker_close_fd(w);
                         worker_kill(w, NULL);

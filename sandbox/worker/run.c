@@ -353,19 +353,18 @@ static void run_exec(struct run *r) {
                 goto done;
         }
         exprs = r_parse(r->code, r->code_len, &parse_status);
-        if (!exprs) {
-                status = "error";
-                kind = "syntax";
-                error = strdup("Syntax error: the parser failed (out of memory?)");
-                goto done;
-        }
-        if (parse_status != PARSE_OK || TYPEOF(exprs) != EXPRSXP) {
+        /* No expressions: R_ParseVector raised an error instead of
+         * returning one (it does for some lexer errors, such as \u and \x
+         * escapes mixed in one string).  parse() gives R's own message for
+         * both. */
+        if (!exprs || parse_status != PARSE_OK || TYPEOF(exprs) != EXPRSXP) {
                 struct parse_error_job j = {.r = r};
 
                 status = "error";
                 kind = "syntax";
                 R_ToplevelExec(parse_error_cb, &j);
-                error = j.error ? j.error : strdup("Syntax error");
+                error = j.error ? j.error
+                                : strdup(exprs ? "Syntax error" : "Syntax error: the parser failed (out of memory?)");
                 goto done;
         }
 

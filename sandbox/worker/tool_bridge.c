@@ -267,6 +267,12 @@ static SEXP tool_call_native(SEXP name, SEXP args) {
                 free(TAKE_PTR(buf));
                 Rf_error(e == -ENOMEM ? "out of memory" : "the tool call's arguments are over 1 MiB");
         }
+        /* The daemon's bound on what its loop parses (common/frame.h): a
+         * call over it would be taken for a hostile worker's. */
+        if (frame_json_values(buf + FRAME_HEADER_BYTES, len - FRAME_HEADER_BYTES) > FRAME_TOOL_CALL_VALUES_MAX) {
+                free(TAKE_PTR(buf));
+                Rf_error("the tool call's arguments have over %u JSON values", FRAME_TOOL_CALL_VALUES_MAX);
+        }
         /* What the code printed before the call comes first. */
         console_flush();
         json_decref(T.reply);

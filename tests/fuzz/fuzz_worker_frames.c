@@ -5,7 +5,9 @@
  * frame it yields through protocol_check_worker_frame().  Checked for any
  * input (abort on a violation): a frame that passes is one its phase allows,
  * with exactly the fields and bounds the table names, the run's seq and a
- * fresh id, and a status that fits its error_kind.
+ * fresh id, and a status that fits its error_kind.  Then the same input
+ * through a reader that admits each frame by its type before parsing it
+ * (frame_reader_admit): what passes keeps its type's bounds.
  *
  * With libFuzzer (from a build directory, for r_base_names.h):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I.. -I../common -I../sessions \
@@ -75,6 +77,16 @@ static void check_passed(const json_t *m, const struct protocol_context *c, cons
         }
 }
 
+static int admit(void *data, const char *type, size_t type_len, struct frame_bounds *b) {
+        const struct protocol_context *c = data;
+        const char *why = NULL;
+        int e = protocol_admit_worker_frame(type, type_len, c->phase, b, &why);
+
+        if (e < 0 && !why)
+                abort();
+        return e;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         struct protocol_context c = {.seq = 7};
         struct frame_reader r;
@@ -94,6 +106,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         check_passed(m, &c, &f);
                 else if (!why)
                         abort();
+                json_decref(m);
+        }
+        frame_reader_free(&r);
+
+        /* Again with the bounds checked before each frame is parsed: what
+         * comes out is a type allowed in the phase, within its bytes and
+         * values; a tool_call's args text, when found, is its args. */
+        frame_reader_init(&r, FRAME_MAX_BYTES);
+        frame_reader_admit(&r, admit, &c);
+        frame_reader_feed(&r, data + 1, size - 1);
+        while (frame_reader_next(&r, &m) == 1) {
+                struct frame_bounds b;
+                const char *why = NULL, *type = frame_type(m), *text;
+                size_t len;
+
+                if (protocol_admit_worker_frame(type, strlen(type), c.phase, &b, &why) < 0 ||
+                    r.last_payload > b.max_bytes || frame_json_values(r.last_text, r.last_payload) > b.max_values)
+                        abort();
+                if (strcmp(type, "tool_call") == 0 && json_is_object(json_object_get(m, "args")) &&
+                    frame_member_text(r.last_text, r.last_payload, "args", &text, &len) == 0) {
+                        json_t *a = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+                        if (!a || !json_equal(a, json_object_get(m, "args")))
+                                abort();
+                        json_decref(a);
+                }
                 json_decref(m);
         }
         frame_reader_free(&r);

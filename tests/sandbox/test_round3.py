@@ -151,8 +151,13 @@ def test_large_frames_do_not_stall_the_daemon(daemons, r3_dir):
     time.sleep(1)
     rts = witness_while(d, w, lambda: not flood.done(), 6)
     r = flood.result(util.scaled(60))
-    assert rts, "the witness made no round trip while the flood ran"
-    assert p90(rts) < util.scaled(250), "witness 1+1 p90 %.0f ms while 16 MiB frames came: %s" % (p90(rts), rts)
+    # The daemon now refuses a tool_call over its type's bytes before it
+    # buffers it (common/frame.h) and kills the worker at the first one: the
+    # flood can be over before the witness starts.  The dearest frames still
+    # admitted are flooded in test_round3_loop.py.
+    assert rts or r["status"] == "killed", "the witness made no round trip while the flood ran"
+    assert not rts or p90(rts) < util.scaled(250), "witness 1+1 p90 %.0f ms while 16 MiB frames came: %s" % (
+        p90(rts), rts)
     assert rss_mib(d.pid) < 100, "daemon RSS %.0f MiB after the flood" % rss_mib(d.pid)
     assert w.value("witness_var") == "41"
     assert r["status"] in ("killed", "error", "timeout"), r

@@ -28,6 +28,14 @@ static int next_of(const char *json, json_t **m) {
         return e;
 }
 
+/* Admits frames of type "small" only, with the bounds data points to. */
+static int admit_small(void *data, const char *type, size_t type_len, struct frame_bounds *b) {
+        if (type_len != 5 || memcmp(type, "small", 5) != 0)
+                return -EBADMSG;
+        *b = *(const struct frame_bounds *)data;
+        return 0;
+}
+
 int main(void) {
         struct frame_reader r;
         json_t *m = NULL, *in;
@@ -90,6 +98,66 @@ int main(void) {
         CHECK(frame_recv(sv[1], &r, &m) == 0); /* end of file */
         frame_reader_free(&r);
         close(sv[1]);
+        /* Bounds before the parse (frame_reader_admit). */
+        {
+                const char *t;
+                size_t tl;
+                static const char m1[] = "{\"type\":\"x\",\"args\":{\"a\":[1,\"}\"]},\"z\":1}";
+                static const char m2[] = "{\"type\":\"x\",\"args\":7}";
+                static const char m3[] = "{\"type\":\"x\",\"b\":{\"args\":1}}";
+                static const char m4[] = "{\"type\":\"x\", \"args\":1}";
+                static const char v3[] = "{\"a\":\"[,{\\\"\"}";
+
+                CHECK(frame_json_values("{}", 2) == 2);
+                CHECK(frame_json_values("[0,0,0]", 7) == 4);
+                CHECK(frame_json_values(v3, sizeof(v3) - 1) == 2);
+                CHECK(frame_member_text(m1, sizeof(m1) - 1, "args", &t, &tl) == 0);
+                CHECK(tl == 13 && memcmp(t, "{\"a\":[1,\"}\"]}", tl) == 0);
+                CHECK(frame_member_text(m2, sizeof(m2) - 1, "args", &t, &tl) == 0 && tl == 1 && *t == '7');
+                CHECK(frame_member_text(m3, sizeof(m3) - 1, "args", &t, &tl) == -ENOENT);
+                CHECK(frame_member_text(m4, sizeof(m4) - 1, "args", &t, &tl) == -EINVAL);
+        }
+        {
+                struct frame_bounds want = {.max_bytes = 64, .max_values = 5};
+                unsigned char h[4] = {0, 0, 4, 0};
+
+                frame_reader_init(&r, FRAME_MAX_BYTES);
+                frame_reader_admit(&r, admit_small, &want);
+                feed_raw(&r, "{\"type\":\"small\",\"a\":[1,2]}");
+                CHECK(frame_reader_next(&r, &m) == 1);
+                json_decref(m);
+                feed_raw(&r, "{\"type\":\"small\",\"a\":[1,2,3,4]}");
+                CHECK(frame_reader_next(&r, &m) == -E2BIG);
+                frame_reader_free(&r);
+
+                /* Refused from its first bytes: the rest never needs to come. */
+                frame_reader_init(&r, FRAME_MAX_BYTES);
+                frame_reader_admit(&r, admit_small, &want);
+                frame_reader_feed(&r, h, 4);
+                frame_reader_feed(&r, "{\"type\":\"small\"", 15);
+                CHECK(frame_reader_next(&r, &m) == -EMSGSIZE);
+                frame_reader_free(&r);
+
+                frame_reader_init(&r, FRAME_MAX_BYTES);
+                frame_reader_admit(&r, admit_small, &want);
+                feed_raw(&r, "{\"type\":\"other\"}");
+                CHECK(frame_reader_next(&r, &m) == -EBADMSG);
+                frame_reader_free(&r);
+
+                frame_reader_init(&r, FRAME_MAX_BYTES);
+                frame_reader_admit(&r, admit_small, &want);
+                feed_raw(&r, "{\"a\":1,\"type\":\"small\"}");
+                CHECK(frame_reader_next(&r, &m) == -EPROTO);
+                frame_reader_free(&r);
+
+                /* A payload shorter than the head, and the next frame behind it. */
+                frame_reader_init(&r, FRAME_MAX_BYTES);
+                frame_reader_admit(&r, admit_small, &want);
+                feed_raw(&r, "{\"t\"");
+                feed_raw(&r, "{\"type\":\"small\"}");
+                CHECK(frame_reader_next(&r, &m) == -EPROTO);
+                frame_reader_free(&r);
+        }
         json_decref(in);
         return check_summary("frame");
 }

@@ -404,6 +404,23 @@ static void check_decisions(bool allow_exec) {
         CHECK(expect("fcntl", 3, 0xffffffff00000000ULL | F_SETPIPE_SZ, 1 << 20, 0, EPERM_));
         CHECK(expect("fcntl", 3, F_GETPIPE_SZ, 0, 0, ALLOW));
         CHECK(expect("fcntl", 3, F_SETFL, 0, 0, ALLOW));
+        /* Round 3: leases, dnotify and SIGIO's target and signal. */
+        CHECK(expect("fcntl", 3, F_SETLEASE, F_WRLCK, 0, EPERM_));
+        CHECK(expect("fcntl", 3, 0xffffffff00000000ULL | F_SETLEASE, F_RDLCK, 0, EPERM_));
+        CHECK(expect("fcntl", 3, F_NOTIFY, 0, 0, EPERM_));
+        CHECK(expect("fcntl", 3, F_SETOWN, 1, 0, EPERM_));
+        CHECK(expect("fcntl", 3, F_SETOWN_EX, 0, 0, EPERM_));
+        CHECK(expect("fcntl", 3, F_SETSIG, 0, 0, EPERM_));
+        CHECK(expect("fcntl", 3, F_GETLEASE, 0, 0, ALLOW));
+        CHECK(expect("fcntl", 3, F_GETOWN, 0, 0, ALLOW));
+        /* Socket buffers keep their default sizes; other options pass. */
+        CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_SNDBUF, 0, EPERM_));
+        CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_RCVBUF, 0, EPERM_));
+        CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_SNDBUFFORCE, 0, EPERM_));
+        CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_RCVBUFFORCE, 0, EPERM_));
+        CHECK(expect("setsockopt", 3, 0xffffffff00000000ULL | SOL_SOCKET, SO_SNDBUF, 0, EPERM_));
+        CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_REUSEADDR, 0, ALLOW));
+        CHECK(expect("setsockopt", 3, SOL_SOCKET + 5, SO_SNDBUF, 0, ALLOW));
 
         /* The older argument rules, now in the first program. */
         CHECK(expect("ioctl", 0, TIOCSTI, 0, 0, EPERM_));
