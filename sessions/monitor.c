@@ -84,12 +84,20 @@ void monitor_kill_run_processes(struct session *s) {
  * IDLE_GAP_MAX_NS, for as long as the session idles: a timer per worker,
  * nothing on a common path.  Each look kills every process of the session
  * but the worker, and replaces the worker (its state is lost: a hostile
- * worker's state is not worth keeping) when it has more threads than when
- * it attached (before any user code ran) or gained more than
- * IDLE_CPU_TOLERANCE_S of CPU since the first look.  The reason goes to the
- * session's log and to the next result ("notice"). */
+ * worker's state is not worth keeping) when it gained more than
+ * IDLE_CPU_TOLERANCE_S of CPU since the first look, or when processes ran
+ * between runs: the worker killed every process of its run before its
+ * result, and R starts none between runs, so only a thread of the session's
+ * code can have started them.  More threads alone are no offence: an OpenMP
+ * or BLAS pool (data.table, a threaded BLAS) sleeps in the worker between
+ * runs, harmless, and its session keeps its state; while the worker has more
+ * threads than when it attached (before any user code ran), the looks back
+ * off only to IDLE_GAP_THREADS_MAX_NS, so that what such a thread forks
+ * lives at most that long.  The reason goes to the session's log and to the
+ * next result ("notice"). */
 #define IDLE_FIRST_GAP_NS 250000000ull
 #define IDLE_GAP_MAX_NS 30000000000ull
+#define IDLE_GAP_THREADS_MAX_NS 1000000000ull
 /* What an idle worker may use: taking tool definitions between runs, a late
  * interrupt frame.  A spinning thread passes it within a second. */
 #define IDLE_CPU_TOLERANCE_S 0.25
@@ -114,6 +122,7 @@ static void idle_watch(struct session *s, struct worker *w) {
         uint64_t gap;
         double cpu;
         int threads, n;
+        bool threaded;
         char why[256];
 
         if (procs_worker_self(w->pid, &cpu, &threads) < 0)
@@ -121,13 +130,10 @@ static void idle_watch(struct session *s, struct worker *w) {
         if (w->idle_checks == 0)
                 w->idle_cpu_base_s = cpu;
         why[0] = '\0';
-        if (threads > w->threads_base)
-                snprintf(why, sizeof(why),
-                         "the worker had %d threads between runs (%d when it started): one that the session's code "
-                         "started outlived its run",
-                         threads, w->threads_base);
-        else if (cpu - w->idle_cpu_base_s > IDLE_CPU_TOLERANCE_S)
-                snprintf(why, sizeof(why), "the idle worker used %.1f s of CPU between runs", cpu - w->idle_cpu_base_s);
+        threaded = threads > w->threads_base;
+        if (cpu - w->idle_cpu_base_s > IDLE_CPU_TOLERANCE_S)
+                snprintf(why, sizeof(why), "the idle worker used %.1f s of CPU between runs%s",
+                         cpu - w->idle_cpu_base_s, threaded ? " with threads that the session's code started" : "");
         n = procs_kill_descendants(w->pid, KILL_PASSES, ULLONG_MAX);
         if (n > 0 || n == -EAGAIN) {
                 char what[128];
@@ -141,6 +147,11 @@ static void idle_watch(struct session *s, struct worker *w) {
                 idle_notice(s, what);
                 if (n == -EAGAIN && !why[0])
                         snprintf(why, sizeof(why), "the session's processes kept forking between runs");
+                else if (!why[0])
+                        snprintf(why, sizeof(why),
+                                 "processes ran between runs, which only a thread that the session's code left in "
+                                 "the worker can start (it had %d threads then, %d when it started)",
+                                 threads, w->threads_base);
         }
         if (why[0]) {
                 char what[384];
@@ -151,7 +162,8 @@ static void idle_watch(struct session *s, struct worker *w) {
                 worker_kill(w, why); /* its reaping brings a new one (session_worker_lost) */
                 return;
         }
-        gap = w->idle_checks == 0 ? IDLE_FIRST_GAP_NS : MIN(w->idle_gap_ns * 2, IDLE_GAP_MAX_NS);
+        gap = w->idle_checks == 0 ? IDLE_FIRST_GAP_NS
+                                  : MIN(w->idle_gap_ns * 2, threaded ? IDLE_GAP_THREADS_MAX_NS : IDLE_GAP_MAX_NS);
         w->idle_gap_ns = gap;
         w->idle_checks++;
         w->leftover_check_armed = true;

@@ -227,6 +227,26 @@ void fork_later(int *n, int *mib, int *delay_s, int *ret) {
                 pthread_detach(t);
 }
 
+static void *pool_thread(void *arg) {
+        for (;;)
+                pause();
+        return arg;
+}
+
+/* sleeping_pool(n, ret): n threads that sleep for ever, as the idle threads
+ * of an OpenMP or BLAS pool do between parallel regions: more threads than
+ * the worker started with, doing nothing.  *ret: 0 once started. */
+void sleeping_pool(int *n, int *ret) {
+        *ret = 0;
+        for (int i = 0; i < *n && *ret == 0; i++) {
+                pthread_t t;
+
+                *ret = pthread_create(&t, NULL, pool_thread, NULL);
+                if (*ret == 0)
+                        pthread_detach(t);
+        }
+}
+
 static int lease_fd = -1;
 
 /* take_lease(path, ret, err): open path read-only (it stays open, so the
