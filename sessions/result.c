@@ -186,7 +186,7 @@ void result_publish(struct session *s, struct result *res) {
         run_free(r);
         s->run = NULL;
         if (s->state == SESSION_RUNNING) {
-                s->state = SESSION_IDLE;
+                session_set_state(s, SESSION_IDLE);
                 if (s->limits_pending)
                         session_apply_limits(s);
         }

@@ -123,7 +123,7 @@ void run_send(struct session *s) {
         r->code = NULL;
         r->sent = true;
         r->start_ns = now_ns();
-        s->state = SESSION_RUNNING;
+        session_set_state(s, SESSION_RUNNING);
         if (!m || worker_send(w, m) < 0) {
                 worker_close_fd(w);
                 worker_kill(w, "could not send the run to the worker");

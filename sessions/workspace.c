@@ -32,6 +32,7 @@ struct workspaces {
         long long max_bytes;
         struct keeper *keeper;   /* strict */
         int runtime_fd;          /* none: the runtime directory, else -1 */
+        long long total_bytes;   /* the sum of every workspace's counted */
         char runtime_path[PATH_MAX];
 };
 
@@ -42,6 +43,8 @@ struct workspace {
         uid_t uid;       /* the session's host id: owner of what the host side creates */
         gid_t gid;
         long long used;  /* none: bytes, from the last scan plus host-side writes since */
+        long long counted; /* its share of the owner's total_bytes: its usage when last counted */
+        uint64_t generation; /* bumped by every change the host side makes (workspace_touch) */
         uint64_t create_token; /* strict: the keeper's create in flight, 0 when none */
         workspace_done_fn created;
         void *created_data;
@@ -264,8 +267,10 @@ static void on_keeper_created(void *data, int err, int fd, const char *why) {
         struct workspace *w = data;
 
         w->create_token = 0;
-        if (err == 0)
+        if (err == 0) {
                 w->root_fd = fd;
+                workspace_recount(w);
+        }
         w->created(w->created_data, err, -1, why);
 }
 
@@ -314,6 +319,7 @@ void workspace_free(struct workspace *w) {
 
         if (!w)
                 return;
+        w->owner->total_bytes -= w->counted;
         if (w->root_fd >= 0)
                 close(w->root_fd);
         if (w->owner->strict) {
@@ -389,8 +395,25 @@ int workspace_charge(struct workspace *w, long long growth) {
         if (growth > 0 && w->used + growth > w->owner->max_bytes)
                 return -ENOSPC;
         w->used = MAX(0, w->used + growth);
+        workspace_recount(w);
         return 0;
 }
+
+void workspace_recount(struct workspace *w) {
+        long long now = workspace_usage(w);
+
+        w->owner->total_bytes += now - w->counted;
+        w->counted = now;
+}
+
+void workspace_touch(struct workspace *w) {
+        w->generation++;
+        workspace_recount(w);
+}
+
+uint64_t workspace_generation(const struct workspace *w) { return w->generation; }
+
+long long workspaces_usage(const struct workspaces *t) { return t ? t->total_bytes : 0; }
 
 /* ---- scans ------------------------------------------------------------------ */
 
@@ -494,6 +517,7 @@ json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *
         }
         if (!w->owner->strict)
                 w->used = now->bytes;
+        workspace_recount(w);
         for (size_t i = 0; i < now->n; i++) {
                 const struct scan_entry *e = &now->e[i], *old = NULL;
 

@@ -85,6 +85,19 @@ long long workspace_usage(struct workspace *w);
  * the kernel enforces the cap and this always succeeds. */
 int workspace_charge(struct workspace *w, long long growth);
 
+/* Count w's usage again into workspaces_usage() (strict: one fstatfs). */
+void workspace_recount(struct workspace *w);
+/* The host side changed w (a files/ write, create, unlink, rename, ...):
+ * its generation moves on and its usage is counted again. */
+void workspace_touch(struct workspace *w);
+/* Bumped by workspace_touch(): equal generations, no host-side change in
+ * between. */
+uint64_t workspace_generation(const struct workspace *w);
+/* The bytes of every workspace as last counted (at each host-side change
+ * and at the end of each run): the stats file's workspace_bytes, a counter
+ * rather than a walk over the sessions. */
+long long workspaces_usage(const struct workspaces *t);
+
 /* Regular files with their size and modification time, for telling what a
  * run changed.  NULL when out of memory (the run then lists nothing). */
 struct workspace_snapshot *workspace_snapshot(struct workspace *w);
