@@ -171,7 +171,9 @@ static enum worker_phase worker_phase(const struct worker *w) {
                 return PHASE_WAITING;
         if (!w->attached)
                 return PHASE_ATTACHING;
-        return s->run && s->run->sent ? PHASE_RUNNING : PHASE_IDLE;
+        /* A run whose result waits for its after-scan is over for the
+         * worker: it is idle, and a frame of a run is a violation. */
+        return s->run && s->run->sent && !s->run->ending ? PHASE_RUNNING : PHASE_IDLE;
 }
 
 /* One frame: checked against the table, then handed to what it concerns.
