@@ -200,6 +200,11 @@ int main(int argc, char *argv[]) {
                 }
                 audit_close(a);
         }
+        /* Before any helper starts (and before the id range is held to max_sessions): they inherit the raised limit. */
+        if (capacity_check(&c.opt, c.err, sizeof(c.err)) < 0) {
+                fprintf(stderr, "securerfs: %s\n", c.err);
+                goto out;
+        }
         /* A root daemon runs each session's workers as an unprivileged host
          * id of its range: no id of it may be anyone's on this host (a
          * file owned by it would be the worker's). */
@@ -215,11 +220,6 @@ int main(int argc, char *argv[]) {
                                 r->base, r->count, c.opt.max_sessions + c.opt.pool);
                         goto out;
                 }
-        }
-        /* Before any helper starts: they inherit the raised limit. */
-        if (capacity_check(&c.opt, c.err, sizeof(c.err)) < 0) {
-                fprintf(stderr, "securerfs: %s\n", c.err);
-                goto out;
         }
         clear_stale_mount(fo.mountpoint);
 
