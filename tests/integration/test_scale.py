@@ -146,11 +146,14 @@ def test_thousands_of_sessions_leave_nothing_behind(daemons):
     for s in sessions:
         os.rmdir(s.dir)
     assert os.listdir(d.mnt / "sessions") == []
-    # Workers exit after their rmdir; their descriptors go when they are
-    # reaped.  Give them a moment.
-    deadline = time.monotonic() + util.scaled(30)
-    while time.monotonic() < deadline and fd_count(d.pid) > fds0 + 8:
+    # Each rmdir SIGKILLs its worker and is answered at once; the kernel
+    # tears 2,000 processes down in its own time, and the loop reaps each
+    # (only the pool's 4 stay).  Give them a moment.
+    deadline = time.monotonic() + util.scaled(120)
+    while time.monotonic() < deadline and (fd_count(d.pid) > fds0 + 8 or
+                                           len(util.session_worker_pids(d.pid)) > 4):
         time.sleep(0.2)
+    assert len(util.session_worker_pids(d.pid)) <= 4
     fds1, rss1 = fd_count(d.pid), rss_kib(d.pid)
     assert fds1 <= fds0 + 8, "descriptors: %d at start, %d after %d sessions came and went" % (fds0, fds1, n)
     # Memory: what the sessions held is given back; the allocator may keep
@@ -158,7 +161,6 @@ def test_thousands_of_sessions_leave_nothing_behind(daemons):
     assert rss1 <= rss0 + 16384, "RSS: %d KiB at start, %d KiB after" % (rss0, rss1)
     stats = d.json("stats")
     assert stats["sessions"] == 0 and stats["running"] == 0
-    assert len(util.session_worker_pids(d.pid)) == 0
 
 
 @pytest.mark.timeout_s(60)
