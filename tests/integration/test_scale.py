@@ -3,8 +3,9 @@ nothing, thousands of sessions come and go leaving nothing behind, and
 max_sessions is checked against the machine at start.
 
 These are tests, not benchmarks: the one bound on time is the witness's
-p90 beside a 60,000-file neighbour, generous (5 ms, times
-SECURERFS_TIME_SCALE) against its idle figure of about 0.5 ms.
+p90 beside a 60,000-file neighbour, generous (5 ms times
+SECURERFS_TIME_SCALE, plus twice its own idle p90 of the same run on a
+loaded machine) against its idle figure of about 0.5 ms.
 """
 import json
 import os
@@ -81,7 +82,10 @@ def test_witness_beside_a_60000_file_session(daemons):
         th.join(util.scaled(60))
     assert not errors, errors
     assert len(loops) >= 10, "the neighbour's runs did not loop: %d" % len(loops)
-    bound = 5.0 * util.SCALE
+    # 5 ms (times the scale) on a quiet machine; on a loaded one the
+    # witness's own idle p90 of the same run is added twice, so that only
+    # what the neighbour adds counts (main: p90 261 ms against an idle 6).
+    bound = 5.0 * util.SCALE + 2 * p90(idle)
     assert p90(busy) < bound, "witness p90 %.2f ms beside the big session (idle p90 %.2f ms, %d neighbour runs)" % (
         p90(busy), p90(idle), len(loops))
     # The huge directory through files/: every name, once.
