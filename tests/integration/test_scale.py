@@ -91,8 +91,15 @@ def test_witness_beside_a_60000_file_session(daemons):
     # The huge directory through files/: every name, once.
     names = os.listdir(big.dir / "files")
     assert len(names) == N_FILES + 2 and len(set(names)) == len(names)
+    # Looked up one by one (a node each, as ls -l makes), then the session
+    # closed with its nodes: the witness goes on.
+    for name in sorted(names)[:5000]:
+        assert (big.dir / "files" / name).stat().st_size in (0, 1, 2)
     stats = d.json("stats")
     assert stats["workspace_bytes"] >= 0 and stats["running"] == 0
+    big.close()
+    assert round_trip_ms(witness) < 1000 * util.SCALE
+    assert d.json("stats")["sessions"] == 1
 
 
 @pytest.mark.timeout_s(120)
