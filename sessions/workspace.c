@@ -84,6 +84,7 @@ struct workspace_snapshot {
         long long bytes; /* st_blocks of everything seen */
         size_t seen;
         bool cut;        /* stopped at a bound: the list is truncated */
+        size_t max_entries; /* 0: SCAN_MAX_ENTRIES */
         uint64_t deadline_ns;
         uint64_t generation; /* the workspace's when the scan began */
 };
@@ -481,7 +482,7 @@ static int snapshot_add(struct workspace_snapshot *s, const char *path, const st
 static bool scan_cut(struct workspace_snapshot *s) {
         if (s->cut)
                 return true;
-        if (s->seen >= SCAN_MAX_ENTRIES)
+        if (s->seen >= (s->max_entries ? s->max_entries : SCAN_MAX_ENTRIES))
                 s->cut = true;
         /* The clock every 256 entries: a slow tmpfs (or a huge one)
          * bounds the scan in time too. */
@@ -783,6 +784,23 @@ int workspace_scan(struct workspace *w, workspace_scan_fn fn, void *data, struct
         if (w->root_fd < 0 || (inodes >= 0 && inodes <= SCAN_INLINE_INODES)) {
                 *now = workspace_snapshot(w);
                 return *now ? 0 : -ENOMEM;
+        }
+        /* none mode has no inode count: try on the loop with the same small
+         * bound, and go to the thread only when it was not enough. */
+        if (inodes < 0) {
+                struct workspace_snapshot *s = calloc(1, sizeof(*s));
+
+                if (!s)
+                        return -ENOMEM;
+                s->generation = w->generation;
+                s->max_entries = SCAN_INLINE_INODES;
+                scan_into(w->root_fd, s);
+                if (!s->cut) {
+                        s->max_entries = 0;
+                        *now = s;
+                        return 0;
+                }
+                workspace_snapshot_free(s);
         }
         if ((e = scanner_start(t)) < 0)
                 return e;

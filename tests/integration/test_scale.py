@@ -204,3 +204,20 @@ def test_descriptor_limit_raised_at_start(daemons):
         line = next(l for l in f if l.startswith("Max open files"))
     got_soft = line.split()[3]
     assert got_soft == (str(hard) if hard != resource.RLIM_INFINITY else "unlimited"), line
+
+
+@pytest.mark.timeout_s(60)
+def test_none_mode_small_and_big_workspaces(daemons):
+    # none mode has no inode count: a small workspace is scanned on the
+    # loop, a bigger one on the scanner thread; either way files is right.
+    d = daemons.start("pool=0", "sandbox=none")
+    s = d.clone()
+    r = s.result('file.create("a"); 1')
+    assert r["files"] == ["a"], r
+    r = s.result('invisible(file.create(sprintf("g%04d", 1:500))); 1')
+    assert len(r["files"]) == 100 and r.get("files_truncated") is True, r
+    r = s.result('file.create("b"); 1')
+    assert r["files"] == ["b"] and "files_truncated" not in r, r
+    (s.dir / "files" / "from_the_host").write_text("x")
+    r = s.result("1")
+    assert r["files"] == [], r
