@@ -15,8 +15,10 @@
 #include "sessions/session.h"
 #include "sessions/workspace.h"
 
-static uint64_t host_hash(uint64_t sid, dev_t dev, ino_t ino) {
-        return hash_u64(sid * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev * 31 ^ (uint64_t)ino);
+static unsigned ino_bucket(uint64_t ino) { return fs_hash(ino, FILES_BUCKET_BITS); }
+
+static unsigned host_bucket(uint64_t sid, dev_t dev, ino_t ino) {
+        return fs_hash(sid * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev * 31 ^ (uint64_t)ino, FILES_BUCKET_BITS);
 }
 
 struct session *files_session(struct files *f, uint64_t sid) {
@@ -28,31 +30,32 @@ struct session *files_session(struct files *f, uint64_t sid) {
 /* ---- the node table ------------------------------------------------------- */
 
 static struct fnode *node_by_ino(struct files *f, fuse_ino_t ino) {
-        uint64_t h = hash_u64(ino);
-        struct fnode *n;
-
-        HASH_FOR_EACH(n, &f->by_ino, h, struct fnode, by_ino) {
+        for (struct fnode *n = f->by_ino[ino_bucket(ino)]; n; n = n->ino_next)
                 if (n->ino == ino)
                         return n;
-        }
         return NULL;
 }
 
 struct fnode *node_by_host(struct files *f, uint64_t sid, dev_t dev, ino_t host_ino) {
-        uint64_t h = host_hash(sid, dev, host_ino);
-        struct fnode *n;
-
-        HASH_FOR_EACH(n, &f->by_host, h, struct fnode, by_host) {
+        for (struct fnode *n = f->by_host[host_bucket(sid, dev, host_ino)]; n; n = n->host_next)
                 if (n->sid == sid && n->dev == dev && n->host_ino == host_ino)
                         return n;
-        }
         return NULL;
 }
 
 static void node_free(struct files *f, struct fnode *n) {
-        hash_remove(&f->by_ino, &n->by_ino);
-        hash_remove(&f->by_host, &n->by_host);
-        list_unlink(&n->session_link);
+        struct fnode **pp;
+
+        for (pp = &f->by_ino[ino_bucket(n->ino)]; *pp; pp = &(*pp)->ino_next)
+                if (*pp == n) {
+                        *pp = n->ino_next;
+                        break;
+                }
+        for (pp = &f->by_host[host_bucket(n->sid, n->dev, n->host_ino)]; *pp; pp = &(*pp)->host_next)
+                if (*pp == n) {
+                        *pp = n->host_next;
+                        break;
+                }
         if (n->fd >= 0)
                 close(n->fd);
         free(n->name);
@@ -63,7 +66,7 @@ struct fnode *node_get(struct files *f, uint64_t sid, int fd, const struct stat 
                        const char *name) {
         struct fnode *n = node_by_host(f, sid, st->st_dev, st->st_ino);
         char *copy = S_ISDIR(st->st_mode) ? NULL : strdup(name);
-        struct fs_session *st_;
+        unsigned b;
 
         if (!S_ISDIR(st->st_mode)) {
                 close(fd);
@@ -91,26 +94,12 @@ struct fnode *node_get(struct files *f, uint64_t sid, int fd, const struct stat 
         }
         *n = (struct fnode){.ino = INODE_FILES_BIT | ++f->next_serial, .sid = sid, .dev = st->st_dev,
                             .host_ino = st->st_ino, .fd = fd, .parent = parent, .name = copy, .nlookup = 1};
-        list_init(&n->session_link);
-        if (hash_insert(&f->by_ino, &n->by_ino, hash_u64(n->ino)) < 0) {
-                if (fd >= 0)
-                        close(fd);
-                free(copy);
-                free(n);
-                return NULL;
-        }
-        if (hash_insert(&f->by_host, &n->by_host, host_hash(sid, st->st_dev, st->st_ino)) < 0) {
-                hash_remove(&f->by_ino, &n->by_ino);
-                if (fd >= 0)
-                        close(fd);
-                free(copy);
-                free(n);
-                return NULL;
-        }
-        /* On its session's list, so that closing the session frees its
-         * nodes without a walk over every session's. */
-        if ((st_ = fs_session_find(f->fs, sid)))
-                list_append(&st_->files_nodes, &n->session_link);
+        b = ino_bucket(n->ino);
+        n->ino_next = f->by_ino[b];
+        f->by_ino[b] = n;
+        b = host_bucket(sid, st->st_dev, st->st_ino);
+        n->host_next = f->by_host[b];
+        f->by_host[b] = n;
         return n;
 }
 
@@ -130,21 +119,19 @@ struct files *files_new(struct fs *fs) {
 void files_free(struct files *f) {
         if (!f)
                 return;
-        for (size_t i = 0; i < f->by_ino.n_buckets; i++)
-                while (f->by_ino.buckets[i])
-                        node_free(f, hash_entry(f->by_ino.buckets[i], struct fnode, by_ino));
-        hash_free(&f->by_ino);
-        hash_free(&f->by_host);
+        for (unsigned i = 0; i < ARRAY_SIZE(f->by_ino); i++)
+                while (f->by_ino[i])
+                        node_free(f, f->by_ino[i]);
         free(f);
 }
 
 void files_session_closed(struct files *f, uint64_t sid) {
-        struct fs_session *st = fs_session_find(f->fs, sid);
-        struct fnode *n;
-
-        if (!st)
-                return;
-        list_for_each(n, tmp, &st->files_nodes, struct fnode, session_link) node_free(f, n);
+        for (unsigned i = 0; i < ARRAY_SIZE(f->by_ino); i++)
+                for (struct fnode *n = f->by_ino[i], *next; n; n = next) {
+                        next = n->ino_next;
+                        if (n->sid == sid)
+                                node_free(f, n);
+                }
 }
 
 void files_forget(struct files *f, fuse_ino_t ino, uint64_t nlookup) {

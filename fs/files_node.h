@@ -8,8 +8,6 @@
 #include <sys/stat.h>
 
 #include "files.h"
-#include "hash.h"
-#include "list.h"
 
 struct session;
 
@@ -31,18 +29,16 @@ struct fnode {
         uint64_t parent; /* others: the parent's inode number (ours; files/ itself is a session node) */
         char *name;      /* others: the name in it */
         uint64_t nlookup;
-        struct hash_node by_ino, by_host; /* in the files' tables */
-        struct list session_link;         /* on its session's nodes (struct fs_session) */
+        struct fnode *ino_next, *host_next;
 };
 
-/* The nodes by our number and by host inode, in tables that grow with
- * them: a directory of 60,000 files listed with ls -l costs each lookup
- * and each readdir entry a chain of about one, not a share of a fixed
- * table. */
+#define FILES_BUCKET_BITS 12
+
 struct files {
         struct fs *fs;
         uint64_t next_serial;
-        struct hash by_ino, by_host;
+        struct fnode *by_ino[1u << FILES_BUCKET_BITS];
+        struct fnode *by_host[1u << FILES_BUCKET_BITS];
 };
 
 /* The live session of number sid, or NULL. */

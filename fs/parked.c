@@ -64,7 +64,6 @@ int fs_session_attach(struct fs *fs, struct session *s, struct fs_session **out)
                 st->session = s;
                 list_init(&st->parked);
                 list_init(&st->pollers);
-                list_init(&st->files_nodes);
                 b = fs_hash(st->id, fs->session_bits);
                 st->bucket_next = fs->session_buckets[b];
                 fs->session_buckets[b] = st;

@@ -37,7 +37,6 @@ struct fs_session {
         struct fuse_file_info create_fi; /* the clone open's (its fh is the handle) */
         bool create_is_open;
         struct handle *input_writer; /* the handle open for writing input, or NULL */
-        struct list files_nodes; /* struct fnode (session_link): its nodes below files/ */
         struct fs_session *bucket_next;
 };
 
