@@ -22,7 +22,8 @@ struct loop_timer {
         loop_timer_fn fn;
         void *data;
         uint64_t due; /* 0: disarmed */
-        struct loop_timer *prev, *next;
+        uint64_t seq; /* arming order: of two due at once, the first armed fires first */
+        size_t slot;  /* its place in the loop's heap, while armed */
 };
 
 /* A watched child, or an exit nobody watched yet (fn NULL). */
@@ -49,7 +50,14 @@ struct loop {
         struct loop_timer *deliver; /* exits claimed after they happened */
         struct watch *watches; /* indexed by fd */
         int n_watches;
-        struct loop_timer *timers; /* armed ones, unsorted */
+        /* The armed timers, a binary min-heap by (due, seq): arming,
+         * disarming and finding the next due cost log(armed timers), not a
+         * scan of them (every session has timers: a daemon with thousands
+         * armed must not walk them on each iteration). */
+        struct loop_timer **heap;
+        size_t n_heap, heap_cap; /* heap_cap >= n_timers: arming never allocates */
+        size_t n_timers;
+        uint64_t next_seq;
         bool stop;
 };
 
@@ -79,8 +87,9 @@ void loop_free(struct loop *l) {
                         free(c);
                 }
         free(l->children);
-        while (l->timers)
-                loop_timer_arm(l->timers, 0);
+        while (l->n_heap)
+                loop_timer_arm(l->heap[0], 0);
+        free(l->heap);
         if (l->epfd >= 0)
                 close(l->epfd);
         free(l->watches);
@@ -127,9 +136,22 @@ void loop_del_fd(struct loop *l, int fd) {
 }
 
 struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data) {
-        struct loop_timer *t = calloc(1, sizeof(*t));
+        struct loop_timer *t;
 
+        /* Room in the heap for every timer there is, made now: arming,
+         * which has no way to fail, never needs memory. */
+        if (l->n_timers == l->heap_cap) {
+                size_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
+                struct loop_timer **h = realloc(l->heap, cap * sizeof(*h));
+
+                if (!h)
+                        return NULL;
+                l->heap = h;
+                l->heap_cap = cap;
+        }
+        t = calloc(1, sizeof(*t));
         if (t) {
+                l->n_timers++;
                 t->loop = l;
                 t->fn = fn;
                 t->data = data;
@@ -137,31 +159,67 @@ struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data) 
         return t;
 }
 
+static bool timer_before(const struct loop_timer *a, const struct loop_timer *b) {
+        return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_set(struct loop *l, size_t i, struct loop_timer *t) {
+        l->heap[i] = t;
+        t->slot = i;
+}
+
+/* Move the timer at i up, then down, to where the heap order puts it. */
+static void heap_fix(struct loop *l, size_t i) {
+        struct loop_timer *t = l->heap[i];
+
+        while (i > 0 && timer_before(t, l->heap[(i - 1) / 2])) {
+                heap_set(l, i, l->heap[(i - 1) / 2]);
+                i = (i - 1) / 2;
+        }
+        for (;;) {
+                size_t c = 2 * i + 1;
+
+                if (c >= l->n_heap)
+                        break;
+                if (c + 1 < l->n_heap && timer_before(l->heap[c + 1], l->heap[c]))
+                        c++;
+                if (!timer_before(l->heap[c], t))
+                        break;
+                heap_set(l, i, l->heap[c]);
+                i = c;
+        }
+        heap_set(l, i, t);
+}
+
+static void heap_remove(struct loop *l, struct loop_timer *t) {
+        size_t i = t->slot;
+
+        l->n_heap--;
+        if (i < l->n_heap) {
+                heap_set(l, i, l->heap[l->n_heap]);
+                heap_fix(l, i);
+        }
+}
+
 void loop_timer_arm(struct loop_timer *t, uint64_t due_ns) {
         struct loop *l = t->loop;
 
-        if (t->due) { /* unlink */
-                if (t->prev)
-                        t->prev->next = t->next;
-                else
-                        l->timers = t->next;
-                if (t->next)
-                        t->next->prev = t->prev;
-                t->prev = t->next = NULL;
-        }
+        if (t->due)
+                heap_remove(l, t);
+        t->due = 0;
+        if (!due_ns)
+                return;
         t->due = due_ns;
-        if (due_ns) {
-                t->next = l->timers;
-                if (l->timers)
-                        l->timers->prev = t;
-                l->timers = t;
-        }
+        t->seq = l->next_seq++;
+        heap_set(l, l->n_heap++, t);
+        heap_fix(l, t->slot);
 }
 
 void loop_timer_free(struct loop_timer *t) {
         if (!t)
                 return;
         loop_timer_arm(t, 0);
+        t->loop->n_timers--;
         free(t);
 }
 
@@ -349,33 +407,22 @@ void loop_reap_children(struct loop *l) {
  * it fires at the next iteration, after the file descriptors' events: a
  * callback that has done its share of work can yield that way. */
 static int run_timers(struct loop *l) {
-        uint64_t pass = now_ns();
+        uint64_t pass = now_ns(), now, next;
 
-        for (;;) {
-                uint64_t now, next = 0;
-                struct loop_timer *due = NULL;
+        while (l->n_heap && l->heap[0]->due <= pass) {
+                struct loop_timer *due = l->heap[0];
 
-                for (struct loop_timer *t = l->timers; t; t = t->next) {
-                        if (t->due <= pass) {
-                                due = t;
-                                break;
-                        }
-                        if (!next || t->due < next)
-                                next = t->due;
-                }
-                if (due) {
-                        loop_timer_arm(due, 0);
-                        due->fn(due->data); /* may re-arm or free timers */
-                        continue;
-                }
-                if (!next)
-                        return -1;
-                now = now_ns();
-                if (next <= now)
-                        return 0;
-                /* Round up so that we never wake before the deadline. */
-                return (int)MIN((next - now + 999999) / 1000000, (uint64_t)INT32_MAX);
+                loop_timer_arm(due, 0);
+                due->fn(due->data); /* may re-arm or free timers */
         }
+        if (!l->n_heap)
+                return -1;
+        next = l->heap[0]->due;
+        now = now_ns();
+        if (next <= now)
+                return 0;
+        /* Round up so that we never wake before the deadline. */
+        return (int)MIN((next - now + 999999) / 1000000, (uint64_t)INT32_MAX);
 }
 
 int loop_run(struct loop *l) {

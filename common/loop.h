@@ -30,7 +30,11 @@ void loop_del_fd(struct loop *l, int fd);
 /* Timers: created disarmed; arm with an absolute now_ns() time, 0 disarms.
  * A timer armed for now from a callback fires at the next iteration of the
  * loop, after the events of the file descriptors: a callback that has done
- * its share of a long job yields by arming one. */
+ * its share of a long job yields by arming one.  The armed timers are a
+ * binary heap: arming, disarming and each iteration's next-due cost
+ * log(armed timers), whatever their number; of timers due at the same time
+ * the first armed fires first.  loop_timer_new() is NULL when out of memory
+ * (it reserves the timer's place in the heap, so arming never fails). */
 struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data);
 void loop_timer_arm(struct loop_timer *t, uint64_t due_ns);
 void loop_timer_free(struct loop_timer *t);

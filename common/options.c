@@ -144,8 +144,11 @@ int options_set(struct options *o, const char *key, const char *value, char *err
         }
         if (strcmp(key, "pool") == 0 || strcmp(key, "max_sessions") == 0) {
                 bool pool = key[0] == 'p';
-                if (parse_size(value, &n) < 0 || n > 4096 || (!pool && n == 0)) {
-                        snprintf(err, errlen, "%s=%s: expected a count up to 4096", key, value);
+                /* The pool is kept small; max_sessions is bounded by what
+                 * the machine holds, checked at start (fs/capacity.h). */
+                long long cap = pool ? 4096 : (long long)OPTIONS_MAX_SESSIONS;
+                if (parse_size(value, &n) < 0 || n > cap || (!pool && n == 0)) {
+                        snprintf(err, errlen, "%s=%s: expected a count up to %lld", key, value, cap);
                         return -EINVAL;
                 }
                 *(pool ? &o->pool : &o->max_sessions) = (unsigned)n;

@@ -19,6 +19,10 @@ struct limits {
 
 extern const char *const limit_names[LIMIT_COUNT];
 
+/* max_sessions' ceiling as an option: what the machine can really hold is
+ * checked at start (fs/capacity.h); this only keeps the counts in range. */
+#define OPTIONS_MAX_SESSIONS 1000000ULL
+
 struct options {
         double timeout_s;          /* default per-run timeout; 0: none */
         double grace_s;            /* after an interrupt, before SIGKILL */

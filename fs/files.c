@@ -145,6 +145,7 @@ void files_setattr(struct files *f, fuse_req_t req, const struct inode_ref *ref,
                 fuse_reply_err(req, -r);
                 return;
         }
+        workspace_touch(session_workspace(s));
         attr_of(f, ref->ino, &host, &st);
         fuse_reply_attr(req, &st, 0);
 }
@@ -167,6 +168,7 @@ void files_mkdir(struct files *f, fuse_req_t req, const struct inode_ref *parent
                 fuse_reply_err(req, -r);
                 return;
         }
+        workspace_touch(session_workspace(s));
         /* If the code swapped something else in meanwhile, this fails
          * rather than follows it. */
         fd = workspace_openat(pfd, raw, O_PATH | O_DIRECTORY, 0);
@@ -208,6 +210,7 @@ static void remove_entry(struct files *f, fuse_req_t req, const struct inode_ref
         }
         if (S_ISREG(st.st_mode) && st.st_nlink == 1)
                 workspace_charge(session_workspace(s), -(long long)st.st_blocks * 512);
+        workspace_touch(session_workspace(s));
         fuse_reply_err(req, 0);
 }
 
@@ -244,6 +247,7 @@ void files_rename(struct files *f, fuse_req_t req, const struct inode_ref *paren
                 node_moved(f, session_id(s), st.st_dev, st.st_ino, newparent->ino, newraw);
         if ((flags & RENAME_EXCHANGE) && fstatat(pfd, raw, &st, AT_SYMLINK_NOFOLLOW) == 0)
                 node_moved(f, session_id(s), st.st_dev, st.st_ino, parent->ino, raw);
+        workspace_touch(session_workspace(s));
         fuse_reply_err(req, 0);
 }
 
@@ -301,6 +305,7 @@ void files_create(struct files *f, fuse_req_t req, const struct inode_ref *paren
                 fuse_reply_err(req, -fd);
                 return;
         }
+        workspace_touch(session_workspace(s));
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
                 fuse_reply_err(req, EACCES);
                 return;
@@ -370,8 +375,10 @@ void files_open(struct files *f, fuse_req_t req, const struct inode_ref *ref, st
                 return;
         }
         /* Refunded only once the truncating open succeeded. */
-        if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
+        if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
                 workspace_charge(session_workspace(s), -(long long)st.st_blocks * 512);
+                workspace_touch(session_workspace(s));
+        }
         if ((r = fhandle_new(s, fd, fi)) < 0) {
                 fuse_reply_err(req, -r);
                 return;
@@ -425,6 +432,7 @@ void files_write(struct files *f, fuse_req_t req, const char *data, size_t size,
         if (n < (ssize_t)size)
                 workspace_charge(session_workspace(s),
                                  -(growth - MAX(0, end - (long long)size + MAX(n, 0) - st.st_size)));
+        workspace_touch(session_workspace(s));
         if (r < 0) {
                 fuse_reply_err(req, -r);
                 return;

@@ -9,6 +9,8 @@
 
 #include "escape.h"
 #include "macros.h"
+#include "sessions/session.h"
+#include "sessions/workspace.h"
 
 /* Whether a link's text, followed by the *user's* kernel from where the link
  * is, stays inside the mount and leads strictly below the link's own
@@ -103,6 +105,7 @@ void files_symlink(struct files *f, fuse_req_t req, const char *target, const st
                 fuse_reply_err(req, -r);
                 return;
         }
+        workspace_touch(session_workspace(s));
         reply_entry_at(f, req, s, pfd, parent->ino, raw);
 }
 
@@ -135,5 +138,6 @@ void files_link(struct files *f, fuse_req_t req, const struct inode_ref *ref, co
                 fuse_reply_err(req, -r);
                 return;
         }
+        workspace_touch(session_workspace(s));
         reply_entry_at(f, req, s, npfd, newparent->ino, raw);
 }

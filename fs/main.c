@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "capacity.h"
 #include "config.h"
 #include "fs.h"
 #include "log.h"
@@ -35,7 +36,8 @@ static const char usage_text[] =
         "    timeout=SECONDS        per-run timeout of new sessions (30; 0: none)\n"
         "    grace=SECONDS          after an interrupt, wait this long before killing (2)\n"
         "    pool=N                 idle workers kept ready (1)\n"
-        "    max_sessions=N         sessions at once (256)\n"
+        "    max_sessions=N         sessions at once (256; at most what the machine holds:\n"
+        "                           descriptors, pids, memory, checked at start)\n"
         "    max_tool_calls=N       tool calls in one run (1000)\n"
         "    max_code_bytes=SIZE    largest input (1M)\n"
         "    console_max_bytes=SIZE console kept per run (1M)\n"
@@ -197,6 +199,11 @@ int main(int argc, char *argv[]) {
                         goto out;
                 }
                 audit_close(a);
+        }
+        /* Before any helper starts (and before the id range is held to max_sessions): they inherit the raised limit. */
+        if (capacity_check(&c.opt, c.err, sizeof(c.err)) < 0) {
+                fprintf(stderr, "securerfs: %s\n", c.err);
+                goto out;
         }
         /* A root daemon runs each session's workers as an unprivileged host
          * id of its range: no id of it may be anyone's on this host (a

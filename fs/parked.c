@@ -29,8 +29,9 @@ struct parked {
 int fs_sessions_init(struct fs *fs) {
         unsigned bits = 4;
 
-        /* max_sessions is at most 4096 (common/options.c): a bucket or so
-         * per session at the most. */
+        /* A bucket or so per session at the most (max_sessions was
+         * checked against the machine at start, fs/capacity.h): chains of
+         * about one, however many sessions there are. */
         while ((1u << bits) < fs->opt->max_sessions)
                 bits++;
         fs->session_buckets = calloc(1u << bits, sizeof(*fs->session_buckets));

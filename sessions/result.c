@@ -28,6 +28,7 @@ struct result {
         struct text console;
         struct text result_json; /* the result.json file */
         struct text value_json;  /* the value.json file */
+        json_t *pending;         /* result.json before its files are known; NULL once published */
 };
 
 static const char *const status_words[] = {"ok", "error", "timeout", "killed", "crashed"};
@@ -52,6 +53,7 @@ void result_unref(struct result *r) {
         text_free(&r->console);
         text_free(&r->result_json);
         text_free(&r->value_json);
+        json_decref(r->pending);
         free(r);
 }
 
@@ -112,7 +114,7 @@ static void text_append_json_line(struct text *t, const char *s) {
 struct result *result_build(struct session *s, const struct run_end *end) {
         struct run *r = s->run;
         struct result *res = calloc(1, sizeof(*res));
-        _cleanup_free_ char *rj = NULL, *vj = NULL;
+        _cleanup_free_ char *vj = NULL;
         double elapsed_ms = (double)(now_ns() - r->start_ns) / 1e6;
         const char *error = end->error;
         enum error_kind kind = end->kind;
@@ -166,17 +168,8 @@ struct result *result_build(struct session *s, const struct run_end *end) {
                 free(s->idle_notice);
                 s->idle_notice = NULL;
         }
-        if (j) {
-                bool truncated = false;
-                json_t *files = r->before ? workspace_changes(s->workspace, r->before, RUN_FILES_MAX, &truncated)
-                                          : json_array();
-                json_object_set_new(j, "files", files ? files : json_array());
-                if (truncated)
-                        json_object_set_new(j, "files_truncated", json_true());
-                rj = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
-                json_decref(j);
-        }
-        text_append_json_line(&res->result_json, rj);
+        /* files comes when the after-scan is done (result_publish). */
+        res->pending = j;
         /* result.json has the exact text; from now on the console file
          * shows the escaped one. */
         if (r->console_escaped) {
@@ -187,7 +180,64 @@ struct result *result_build(struct session *s, const struct run_end *end) {
         return res;
 }
 
+/* result.json gets its files (what changed between before and now, both
+ * may be NULL) and its text; now is kept as the next run's before. */
+static void result_set_files(struct session *s, struct result *res, struct workspace_snapshot *now) {
+        struct run *r = s->run;
+        json_t *j = res->pending;
+        bool truncated = false;
+        json_t *files = r->before && now ? workspace_compare(s->workspace, r->before, now, RUN_FILES_MAX, &truncated)
+                                         : json_array();
+        _cleanup_free_ char *rj = NULL;
+
+        res->pending = NULL;
+        json_object_set_new(j, "files", files ? files : json_array());
+        if (truncated)
+                json_object_set_new(j, "files_truncated", json_true());
+        rj = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+        json_decref(j);
+        text_append_json_line(&res->result_json, rj);
+        if (now)
+                workspace_keep_snapshot(s->workspace, now);
+}
+
+static void result_publish_now(struct session *s, struct result *res);
+
+static void on_after_scanned(void *data, struct workspace_snapshot *now) {
+        struct session *s = data;
+        struct run *r = s->run;
+        struct result *res = r->ending;
+
+        r->scan = NULL;
+        r->ending = NULL;
+        result_set_files(s, res, now);
+        result_publish_now(s, res);
+}
+
 void result_publish(struct session *s, struct result *res) {
+        struct run *r = s->run;
+        struct workspace_snapshot *now = NULL;
+
+        /* What the run changed needs a scan of the workspace after it: at
+         * once for a small one, else off the loop, and the result (its
+         * readers, the session's next run) waits for it, no other session
+         * does.  The deadline and the monitor have nothing left to watch. */
+        if (res->pending && r->before && s->workspace) {
+                int e = workspace_scan(s->workspace, on_after_scanned, s, &now, &r->scan);
+
+                if (e == -EINPROGRESS) {
+                        loop_timer_arm(r->deadline, 0);
+                        loop_timer_arm(r->monitor, 0);
+                        r->ending = res;
+                        return;
+                }
+        }
+        if (res->pending)
+                result_set_files(s, res, now);
+        result_publish_now(s, res);
+}
+
+static void result_publish_now(struct session *s, struct result *res) {
         struct sessions *t = s->owner;
         struct run *r = s->run;
 
@@ -210,7 +260,7 @@ void result_publish(struct session *s, struct result *res) {
         run_free(r);
         s->run = NULL;
         if (s->state == SESSION_RUNNING) {
-                s->state = SESSION_IDLE;
+                session_set_state(s, SESSION_IDLE);
                 if (s->limits_pending)
                         session_apply_limits(s);
         }

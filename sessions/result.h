@@ -43,10 +43,14 @@ struct run_end {
 };
 
 /* Build the published result of s's run under way from how it ended (the
- * run's console moves into it; the workspace is scanned for what the run
- * changed).  NULL when out of memory. */
+ * run's console moves into it; result.json waits for its files, which
+ * result_publish() adds).  NULL when out of memory. */
 struct result *result_build(struct session *s, const struct run_end *end);
-/* Make res (taken over) s's last result and end the run: counted in stats,
- * logged (run_end), the session idle again, tools told, parked readers
- * answered (the run_ended event). */
+/* Make res (taken over) s's last result and end the run: result.json's
+ * files from a scan of the workspace after the run (at once for a small
+ * workspace; for a big one on the scanner thread, and then all that
+ * follows comes when the scan is back, the run marked ending meanwhile:
+ * run_end() does nothing, the worker is idle), counted in stats, logged
+ * (run_end), the session idle again, tools told, parked readers answered
+ * (the run_ended event). */
 void result_publish(struct session *s, struct result *res);

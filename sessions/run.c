@@ -35,6 +35,8 @@ void run_free(struct run *r) {
                 return;
         loop_timer_free(r->deadline);
         loop_timer_free(r->monitor);
+        workspace_scan_cancel(r->scan);
+        result_unref(r->ending);
         workspace_snapshot_free(r->before);
         free(r->code);
         text_free(&r->console);
@@ -44,8 +46,13 @@ void run_free(struct run *r) {
 
 void run_end(struct session *s, enum run_status status, enum error_kind kind, const char *error, const char *limit) {
         struct run_end end = {.status = status, .kind = kind, .error = error, .limit = limit};
-        struct result *res = result_build(s, &end);
+        struct result *res;
 
+        /* Its result is built already and waits for its after-scan: a
+         * kill or a restart meanwhile changes nothing of it. */
+        if (s->run && s->run->ending)
+                return;
+        res = result_build(s, &end);
         if (res)
                 result_publish(s, res);
 }
@@ -105,7 +112,40 @@ int session_start_run(struct session *s, char *code, size_t len) {
         return 0;
 }
 
+static void run_send_now(struct session *s);
+
+/* The before-scan ended (on the loop): the run goes to the worker, if the
+ * session is still ready for it (else it stays queued, its before-scan
+ * done, and goes when a worker attaches). */
+static void on_before_scanned(void *data, struct workspace_snapshot *now) {
+        struct session *s = data;
+        struct run *r = s->run;
+
+        r->scan = NULL;
+        r->before = now;
+        if (s->state == SESSION_IDLE && s->worker && !r->sent)
+                run_send_now(s);
+}
+
 void run_send(struct session *s) {
+        struct run *r = s->run;
+        struct workspace_snapshot *now;
+
+        if (r->scan)
+                return; /* the before-scan's end sends it */
+        /* What the workspace held, to tell what the run changes: the last
+         * run's after-scan when the host side changed nothing since (no
+         * scan at all), else a scan, off the loop when the workspace is
+         * big; the run waits for it, no other session does. */
+        if (!r->before && !(r->before = workspace_take_snapshot(s->workspace)) &&
+            workspace_scan(s->workspace, on_before_scanned, s, &now, &r->scan) != -EINPROGRESS)
+                r->before = now; /* NULL when out of memory: the run lists no files */
+        if (r->scan)
+                return;
+        run_send_now(s);
+}
+
+static void run_send_now(struct session *s) {
         struct run *r = s->run;
         struct worker *w = s->worker;
         _cleanup_json_ json_t *m = NULL;
@@ -115,15 +155,12 @@ void run_send(struct session *s) {
          * when the worker is assigned and when limits is written): keep
          * this path to two cheap syscalls. */
         worker_apply_limits(w, &s->limits, r->cpu_base_s, true);
-        /* What the workspace held, to tell what the run changes (an empty
-         * workspace costs one statfs). */
-        r->before = workspace_snapshot(s->workspace);
         m = protocol_exec(r->seq, r->code, r->code_len, &s->limits);
         free(r->code);
         r->code = NULL;
         r->sent = true;
         r->start_ns = now_ns();
-        s->state = SESSION_RUNNING;
+        session_set_state(s, SESSION_RUNNING);
         if (!m || worker_send(w, m) < 0) {
                 worker_close_fd(w);
                 worker_kill(w, "could not send the run to the worker");
@@ -245,6 +282,8 @@ int run_on_console(struct session *s, const char *text, size_t n) {
 const struct text *session_console(const struct session *s) {
         static const struct text empty = {(char *)"", 0, 0};
 
+        if (s->run && s->run->ending)
+                return result_text(s->run->ending, RESULT_CONSOLE);
         if (s->run && s->run->sent)
                 return s->run->console_escaped ? &s->run->console_shown : &s->run->console;
         if (s->last)

@@ -44,6 +44,11 @@ struct run {
         unsigned tool_calls;         /* tool_call frames answered or refused in this run */
         json_int_t last_call_id;     /* the highest tool_call id so far: ids only grow */
         struct workspace_snapshot *before; /* the workspace when the run was sent */
+        /* The workspace scan under way for this run (sessions/workspace.h):
+         * the before-scan (the run is sent when it ends) or the after-scan
+         * (ending is set: the result waits for it).  NULL: none. */
+        struct workspace_scan *scan;
+        struct result *ending;       /* built, published once its after-scan ends */
         /* Set when the daemon stopped the run on a limit of its own
          * (INTERRUPT_LIMIT): "tool_calls", "cpu" or "memory", and why. */
         const char *stop_limit;
@@ -60,7 +65,7 @@ struct run {
  * monitor armed; the session is RUNNING.  A failure to send kills the
  * worker (the run then ends killed). */
 void run_send(struct session *s);
-/* Free a run (accepts NULL). */
+/* Free a run (accepts NULL); a scan of it under way is cancelled. */
 void run_free(struct run *r);
 
 /* End s's run under way with a result the daemon made (not the worker's):

@@ -121,7 +121,7 @@ static void session_acquire_worker(struct session *s) {
         struct sessions *t = s->owner;
         struct worker *w = pool_take(t, s->host_id);
 
-        s->state = SESSION_STARTING;
+        session_set_state(s, SESSION_STARTING);
         if (w) {
                 w->session = s;
                 s->worker = w;
@@ -135,7 +135,7 @@ static void session_acquire_worker(struct session *s) {
         }
         w = worker_spawn(t, s, s->host_id);
         if (!w) {
-                s->state = SESSION_DEAD;
+                session_set_state(s, SESSION_DEAD);
                 free(s->dead_reason);
                 s->dead_reason = strdup("could not start a worker: out of resources");
                 return;
@@ -165,7 +165,7 @@ static void session_created(struct session *s, int err, const char *why) {
 void session_worker_attached(struct session *s) {
         struct sessions *t = s->owner;
 
-        s->state = SESSION_IDLE;
+        session_set_state(s, SESSION_IDLE);
         s->start_retries = 0;
         session_apply_limits(s);
         if (s->creating)
@@ -220,7 +220,7 @@ void session_worker_lost(struct session *s, struct worker *w) {
         }
         log_error("session %s: %s", s->name, msg);
         snprintf(t->last_start_error, sizeof(t->last_start_error), "%s", msg);
-        s->state = SESSION_DEAD;
+        session_set_state(s, SESSION_DEAD);
         free(s->dead_reason);
         s->dead_reason = strdup(msg);
         if (r) {
@@ -331,6 +331,8 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         s->timeout_s = t->opt->timeout_s;
         s->limits = t->opt->limits;
         s->creating = true;
+        if ((e = sessions_index_add(t, s)) < 0)
+                return session_new_undo(s, e);
         list_append(&t->sessions, &s->link);
         t->n_sessions++;
         t->stats.sessions_created++;
@@ -362,6 +364,8 @@ void session_close(struct session *s) {
                 s->worker = NULL;
         }
         list_unlink(&s->link);
+        sessions_index_remove(t, s);
+        session_set_state(s, SESSION_DEAD); /* out of the running count */
         t->n_sessions--;
         tool_scope_free(s->tools);
         run_free(s->run);

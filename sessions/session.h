@@ -45,7 +45,10 @@
  *
  * Each session has a workspace from creation to close (sessions/workspace.h),
  * kept across its workers; result.json lists the regular files a run
- * created or changed (a scan before the run is compared with one after).
+ * created or changed (a scan before the run — the last run's after-scan
+ * while no files/ operation changed the workspace — is compared with one
+ * after; a big workspace is scanned off the loop, the session alone
+ * waiting: docs/sandbox.md, "What a run changed").
  *
  * This layer never calls libfuse: the fs layer is told through struct
  * session_events. */

@@ -5,6 +5,7 @@
  * functions; the tool registry (tools.h) through its struct tool_host. */
 #pragma once
 
+#include "hash.h"
 #include "list.h"
 #include "session.h"
 
@@ -44,6 +45,7 @@ struct session {
          * daemon's own ids (unprivileged, none mode). */
         struct host_id *host_id;
         struct list link;      /* in the table's sessions, creation order */
+        struct hash_node by_id, by_name; /* in the table's indexes (sessions/table.c) */
 };
 
 /* The counters of stats (sessions/stats.c). */
@@ -65,6 +67,17 @@ struct sessions {
         struct audit *audit;
         struct list sessions;          /* in creation order: ids ascending */
         unsigned n_sessions;
+        unsigned n_running;            /* sessions in SESSION_RUNNING (session_set_state) */
+        /* Constant-time lookups by id and by name, and sessions/ readdir's
+         * order: every session by id ascending (ids only grow, so a new
+         * one is appended), a closed one's slot NULL until the holes are
+         * as many as the sessions and the array is packed. */
+        struct hash by_id, by_name;
+        struct session_slot {
+                uint64_t id;
+                struct session *s; /* NULL: closed */
+        } *order;
+        size_t n_order, order_cap, order_holes;
         uint64_t next_id;
         uint64_t next_auto_name;
         struct list workers;           /* every worker not yet freed */
@@ -76,6 +89,18 @@ struct sessions {
         char last_start_error[512];    /* why the last worker could not start */
         struct session_stats stats;
 };
+
+/* Index s (its id and name set) for sessions_find*() and sessions_next():
+ * 0 or -ENOMEM (then it is in no index). */
+int sessions_index_add(struct sessions *t, struct session *s);
+/* Take s out of the indexes (indexed before). */
+void sessions_index_remove(struct sessions *t, struct session *s);
+/* Every change of a session's state goes through here: the stats file's
+ * running count is a counter, not a walk over the sessions. */
+static inline void session_set_state(struct session *s, enum session_state st) {
+        s->owner->n_running += (st == SESSION_RUNNING) - (s->state == SESSION_RUNNING);
+        s->state = st;
+}
 
 /* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool session_name_valid(const char *name);

@@ -11,15 +11,12 @@
 
 json_t *sessions_stats(struct sessions *t) {
         const struct session_stats *c = &t->stats;
-        unsigned running = 0;
-        long long workspace_bytes = 0;
-        struct session *s;
+        unsigned running = t->n_running;
+        long long workspace_bytes = workspaces_usage(t->workspaces);
         json_t *j;
 
-        list_for_each(s, tmp, &t->sessions, struct session, link) {
-                running += s->state == SESSION_RUNNING;
-                workspace_bytes += workspace_usage(s->workspace);
-        }
+        /* Counters only: reading stats costs the same with 5 sessions as
+         * with 5,000. */
         j = json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:f}", "sessions",
                       (int)t->n_sessions, "running", (int)running, "sessions_created", (json_int_t)c->sessions_created,
                       "executions", (json_int_t)c->executions, "errors", (json_int_t)c->errors, "timeouts",

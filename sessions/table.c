@@ -32,24 +32,87 @@ bool session_name_valid(const char *name) {
 }
 
 struct session *sessions_find(struct sessions *t, const char *name) {
+        uint64_t h = hash_str(name);
         struct session *s;
 
-        list_for_each(s, tmp, &t->sessions, struct session, link) if (strcmp(s->name, name) == 0) return s;
+        HASH_FOR_EACH(s, &t->by_name, h, struct session, by_name) {
+                if (strcmp(s->name, name) == 0)
+                        return s;
+        }
         return NULL;
 }
 
 struct session *sessions_find_id(struct sessions *t, uint64_t id) {
+        uint64_t h = hash_u64(id);
         struct session *s;
 
-        list_for_each(s, tmp, &t->sessions, struct session, link) if (s->id == id) return s;
+        HASH_FOR_EACH(s, &t->by_id, h, struct session, by_id) {
+                if (s->id == id)
+                        return s;
+        }
         return NULL;
 }
 
-struct session *sessions_next(struct sessions *t, uint64_t after) {
-        struct session *s;
+/* The first slot whose id is > after (binary search: ids ascend). */
+static size_t order_after(const struct sessions *t, uint64_t after) {
+        size_t lo = 0, hi = t->n_order;
 
-        list_for_each(s, tmp, &t->sessions, struct session, link) if (s->id > after) return s;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (t->order[mid].id <= after)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+struct session *sessions_next(struct sessions *t, uint64_t after) {
+        /* Holes are at most as many as the sessions (the array is packed
+         * then), so skipping them costs no more than the listing. */
+        for (size_t i = order_after(t, after); i < t->n_order; i++)
+                if (t->order[i].s)
+                        return t->order[i].s;
         return NULL;
+}
+
+int sessions_index_add(struct sessions *t, struct session *s) {
+        if (t->n_order == t->order_cap) {
+                size_t cap = t->order_cap ? t->order_cap * 2 : 64;
+                struct session_slot *o = realloc(t->order, cap * sizeof(*o));
+
+                if (!o)
+                        return -ENOMEM;
+                t->order = o;
+                t->order_cap = cap;
+        }
+        if (hash_insert(&t->by_id, &s->by_id, hash_u64(s->id)) < 0)
+                return -ENOMEM;
+        if (hash_insert(&t->by_name, &s->by_name, hash_str(s->name)) < 0) {
+                hash_remove(&t->by_id, &s->by_id);
+                return -ENOMEM;
+        }
+        t->order[t->n_order++] = (struct session_slot){.id = s->id, .s = s};
+        return 0;
+}
+
+void sessions_index_remove(struct sessions *t, struct session *s) {
+        size_t i = order_after(t, s->id - 1), k = 0;
+
+        hash_remove(&t->by_id, &s->by_id);
+        hash_remove(&t->by_name, &s->by_name);
+        if (i < t->n_order && t->order[i].s == s) {
+                t->order[i].s = NULL;
+                t->order_holes++;
+        }
+        if (t->order_holes <= t->n_order / 2)
+                return;
+        for (i = 0; i < t->n_order; i++)
+                if (t->order[i].s)
+                        t->order[k++] = t->order[i];
+        t->n_order = k;
+        t->order_holes = 0;
 }
 
 struct tools *sessions_tools(struct sessions *t) { return t->tools; }
@@ -76,6 +139,9 @@ static void locate_worker(const struct options *o, char *path, size_t size) {
 
 /* Free a table sessions_new() made in part (every pointer may be NULL). */
 static void sessions_undo(struct sessions *t) {
+        hash_free(&t->by_id);
+        hash_free(&t->by_name);
+        free(t->order);
         tools_free(t->tools);
         pool_free(t);
         cgroup_tree_free(t->cgroups);
@@ -166,5 +232,8 @@ void sessions_free(struct sessions *t) {
         pool_free(t);
         audit_close(t->audit);
         id_pool_free(t->ids);
+        hash_free(&t->by_id);
+        hash_free(&t->by_name);
+        free(t->order);
         free(t);
 }

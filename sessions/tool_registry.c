@@ -111,26 +111,17 @@ struct tool_entry *tools_entry_lookup(struct tool_scope *sc, const char *filenam
         return NULL;
 }
 
-static struct tool_entry *scope_find_id(struct tool_scope *sc, uint64_t id) {
+/* Constant time: an inode number of a tool file is decoded on every
+ * request on it, whatever the number of sessions (scopes). */
+struct tool_entry *tools_entry_by_id(struct tools *t, uint64_t id) {
+        uint64_t h = hash_u64(id);
         struct tool_entry *e;
 
-        list_for_each(e, tmp, &sc->entries, struct tool_entry, link) {
+        HASH_FOR_EACH(e, &t->entries, h, struct tool_entry, by_id) {
                 if (e->id == id)
                         return e;
         }
         return NULL;
-}
-
-struct tool_entry *tools_entry_by_id(struct tools *t, uint64_t id) {
-        struct tool_entry *e = scope_find_id(&t->global, id);
-        struct tool_scope *sc;
-
-        list_for_each(sc, tmp, &t->scopes, struct tool_scope, link) {
-                if (e)
-                        break;
-                e = scope_find_id(sc, id);
-        }
-        return e;
 }
 
 struct tool_entry *tools_entry_next(struct tool_scope *sc, uint64_t after) {
@@ -171,6 +162,7 @@ static void scope_changed(struct tool_scope *sc) {
 }
 
 static void entry_free(struct tool_entry *e) {
+        hash_remove(&e->scope->owner->entries, &e->by_id);
         list_unlink(&e->link);
         tool_def_unref(e->def);
         text_free(&e->text);
@@ -200,6 +192,12 @@ int tools_entry_create(struct tool_scope *sc, const char *filename, struct tool_
         e->name = name;
         e->id = ++sc->owner->next_entry_id;
         e->scope = sc;
+        if (hash_insert(&sc->owner->entries, &e->by_id, hash_u64(e->id)) < 0) {
+                free(e->filename);
+                free(e->name);
+                free(e);
+                return -ENOMEM;
+        }
         list_append(&sc->entries, &e->link);
         *out = e;
         return 0;
@@ -446,6 +444,7 @@ void tools_free(struct tools *t) {
                 entry_free(e);
         text_free(&t->global.errors);
         tool_procs_free(t);
+        hash_free(&t->entries);
         free(t->home);
         free(t);
 }

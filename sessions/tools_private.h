@@ -3,11 +3,13 @@
  * Nothing here knows a session but through its scope's struct tool_host. */
 #pragma once
 
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <jansson.h>
 
+#include "hash.h"
 #include "list.h"
 #include "text.h"
 #include "tool_def.h"
@@ -23,6 +25,7 @@ struct tool_entry {
         unsigned holds;
         bool unlinked;
         struct list link; /* in its scope's entries, ascending id */
+        struct hash_node by_id; /* in the registry's entries by id */
 };
 
 /* A definition the worker has: its name and generation. */
@@ -109,6 +112,7 @@ struct tools {
         struct tool_scope global;
         struct list scopes; /* session scopes */
         struct list procs;  /* struct tool_proc, until reaped */
+        struct hash entries; /* every entry of every scope, by id: tools_entry_by_id() */
         uint64_t next_entry_id;
         uint64_t next_gen;
         char *home;

@@ -201,7 +201,9 @@ static enum worker_phase worker_phase(const struct worker *w) {
                 return PHASE_WAITING;
         if (!w->attached)
                 return PHASE_ATTACHING;
-        return s->run && s->run->sent ? PHASE_RUNNING : PHASE_IDLE;
+        /* A run whose result waits for its after-scan is over for the
+         * worker: it is idle, and a frame of a run is a violation. */
+        return s->run && s->run->sent && !s->run->ending ? PHASE_RUNNING : PHASE_IDLE;
 }
 
 static int worker_admit(void *data, const char *type, size_t type_len, struct frame_bounds *b) {

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -17,14 +20,22 @@
 #include <linux/openat2.h>
 
 #include "escape.h"
+#include "list.h"
+#include "loop.h"
 #include "log.h"
 #include "macros.h"
 #include "sandbox/keeper.h"
 
-/* A scan stops after this many entries, or this deep: a run that made a
- * million files gets a truncated list, not a stalled daemon. */
-#define SCAN_MAX_ENTRIES 20000
-#define SCAN_MAX_DEPTH 32
+/* A scan stops after this many entries, this deep, or after this long: a
+ * run that made a million files (or a tree thousands of levels deep) gets
+ * a truncated list (files_truncated), not a stalled daemon.  It runs on
+ * the scanner thread, so these bound the session's own wait and memory,
+ * not anyone else's; a tmpfs of at most SCAN_INLINE_INODES inodes is
+ * scanned on the loop (a few syscalls). */
+#define SCAN_MAX_ENTRIES 200000
+#define SCAN_MAX_DEPTH 64
+#define SCAN_MAX_MS 3000
+#define SCAN_INLINE_INODES 64
 #define RUNTIME_PREFIX "securerfs-run-"
 
 struct workspaces {
@@ -32,6 +43,16 @@ struct workspaces {
         long long max_bytes;
         struct keeper *keeper;   /* strict */
         int runtime_fd;          /* none: the runtime directory, else -1 */
+        long long total_bytes;   /* the sum of every workspace's counted */
+        struct loop *loop;
+        /* The scanner thread (started at the first big scan): jobs queued
+         * for it and done by it, under lock; it posts to scan_efd. */
+        pthread_t scanner;
+        bool scanner_running, scanner_stop;
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        struct list queued, done;
+        int scan_efd;
         char runtime_path[PATH_MAX];
 };
 
@@ -42,6 +63,9 @@ struct workspace {
         uid_t uid;       /* the session's host id: owner of what the host side creates */
         gid_t gid;
         long long used;  /* none: bytes, from the last scan plus host-side writes since */
+        long long counted; /* its share of the owner's total_bytes: its usage when last counted */
+        uint64_t generation; /* bumped by every change the host side makes (workspace_touch) */
+        struct workspace_snapshot *kept; /* the last run's after-scan, the next one's before */
         uint64_t create_token; /* strict: the keeper's create in flight, 0 when none */
         workspace_done_fn created;
         void *created_data;
@@ -59,6 +83,10 @@ struct workspace_snapshot {
         size_t n, cap;
         long long bytes; /* st_blocks of everything seen */
         size_t seen;
+        bool cut;        /* stopped at a bound: the list is truncated */
+        size_t max_entries; /* 0: SCAN_MAX_ENTRIES */
+        uint64_t deadline_ns;
+        uint64_t generation; /* the workspace's when the scan began */
 };
 
 /* ---- safe lookups --------------------------------------------------------- */
@@ -125,6 +153,8 @@ static void remove_tree(int dirfd, const char *name, int depth) {
 void workspace_remove_tree(int dirfd, const char *name) {
         remove_tree(dirfd, name, 0);
 }
+
+static void scanner_stop(struct workspaces *t);
 
 /* ---- the runtime directory (none mode) ------------------------------------ */
 
@@ -220,6 +250,12 @@ int workspaces_new(struct loop *l, bool strict, long long max_bytes, struct work
         t->strict = strict;
         t->max_bytes = max_bytes;
         t->runtime_fd = -1;
+        t->loop = l;
+        t->scan_efd = -1;
+        pthread_mutex_init(&t->lock, NULL);
+        pthread_cond_init(&t->wake, NULL);
+        list_init(&t->queued);
+        list_init(&t->done);
         if (strict) {
                 e = keeper_new(l, &t->keeper);
                 if (e < 0)
@@ -238,6 +274,7 @@ int workspaces_new(struct loop *l, bool strict, long long max_bytes, struct work
 void workspaces_free(struct workspaces *t) {
         if (!t)
                 return;
+        scanner_stop(t);
         keeper_free(t->keeper);
         if (t->runtime_fd >= 0) {
                 char *slash = strrchr(t->runtime_path, '/');
@@ -264,8 +301,10 @@ static void on_keeper_created(void *data, int err, int fd, const char *why) {
         struct workspace *w = data;
 
         w->create_token = 0;
-        if (err == 0)
+        if (err == 0) {
                 w->root_fd = fd;
+                workspace_recount(w);
+        }
         w->created(w->created_data, err, -1, why);
 }
 
@@ -314,6 +353,8 @@ void workspace_free(struct workspace *w) {
 
         if (!w)
                 return;
+        w->owner->total_bytes -= w->counted;
+        workspace_snapshot_free(w->kept);
         if (w->root_fd >= 0)
                 close(w->root_fd);
         if (w->owner->strict) {
@@ -389,10 +430,34 @@ int workspace_charge(struct workspace *w, long long growth) {
         if (growth > 0 && w->used + growth > w->owner->max_bytes)
                 return -ENOSPC;
         w->used = MAX(0, w->used + growth);
+        workspace_recount(w);
         return 0;
 }
 
+void workspace_recount(struct workspace *w) {
+        long long now = workspace_usage(w);
+
+        w->owner->total_bytes += now - w->counted;
+        w->counted = now;
+}
+
+void workspace_touch(struct workspace *w) {
+        w->generation++;
+        workspace_recount(w);
+}
+
+uint64_t workspace_generation(const struct workspace *w) { return w->generation; }
+
+long long workspaces_usage(const struct workspaces *t) { return t ? t->total_bytes : 0; }
+
 /* ---- scans ------------------------------------------------------------------ */
+
+/* Scans run on the scanner thread (a big workspace) or on the loop (one
+ * whose tmpfs holds at most SCAN_INLINE_INODES inodes, known from one
+ * statfs).  The thread touches nothing but its job: a descriptor of its own
+ * of the workspace's root (O_PATH, reached beneath it through
+ * workspace_openat() only, reading), the limits, and the snapshot it fills;
+ * the loop learns of a finished job through an eventfd. */
 
 static int snapshot_add(struct workspace_snapshot *s, const char *path, const struct stat *st) {
         if (s->n == s->cap) {
@@ -413,6 +478,19 @@ static int snapshot_add(struct workspace_snapshot *s, const char *path, const st
         return 0;
 }
 
+/* Stop the scan, the list marked truncated. */
+static bool scan_cut(struct workspace_snapshot *s) {
+        if (s->cut)
+                return true;
+        if (s->seen >= (s->max_entries ? s->max_entries : SCAN_MAX_ENTRIES))
+                s->cut = true;
+        /* The clock every 256 entries: a slow tmpfs (or a huge one)
+         * bounds the scan in time too. */
+        else if ((s->seen & 255) == 0 && now_ns() > s->deadline_ns)
+                s->cut = true;
+        return s->cut;
+}
+
 static void scan_dir(int parent_fd, const char *name, const char *prefix, int depth,
                      struct workspace_snapshot *s) {
         int fd = workspace_openat(parent_fd, name, O_RDONLY | O_DIRECTORY, 0);
@@ -426,7 +504,7 @@ static void scan_dir(int parent_fd, const char *name, const char *prefix, int de
                 close(fd);
                 return;
         }
-        while ((de = readdir(d)) && s->seen < SCAN_MAX_ENTRIES) {
+        while (!scan_cut(s) && (de = readdir(d))) {
                 char path[PATH_MAX];
                 struct stat st;
 
@@ -436,16 +514,23 @@ static void scan_dir(int parent_fd, const char *name, const char *prefix, int de
                 if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
                 s->bytes += (long long)st.st_blocks * 512;
-                if (snprintf(path, sizeof(path), "%s%s", prefix, de->d_name) >= (int)sizeof(path))
+                /* A path longer than PATH_MAX cannot be shown: cut. */
+                if (snprintf(path, sizeof(path), "%s%s", prefix, de->d_name) >= (int)sizeof(path)) {
+                        s->cut = true;
                         continue;
+                }
                 if (S_ISREG(st.st_mode)) {
                         /* Out of memory: stop here; the list is then marked
                          * truncated, like one over SCAN_MAX_ENTRIES. */
                         if (snapshot_add(s, path, &st) < 0)
-                                s->seen = SCAN_MAX_ENTRIES;
-                } else if (S_ISDIR(st.st_mode) && depth < SCAN_MAX_DEPTH) {
+                                s->cut = true;
+                } else if (S_ISDIR(st.st_mode)) {
                         char sub[PATH_MAX];
-                        if (snprintf(sub, sizeof(sub), "%s/", path) < (int)sizeof(sub))
+                        /* Thousands of levels: what is below the limit is
+                         * not looked at, and the list says so. */
+                        if (depth >= SCAN_MAX_DEPTH || snprintf(sub, sizeof(sub), "%s/", path) >= (int)sizeof(sub))
+                                s->cut = true;
+                        else
                                 scan_dir(fd, de->d_name, sub, depth + 1, s);
                 }
         }
@@ -456,19 +541,34 @@ static int entry_cmp(const void *a, const void *b) {
         return strcmp(((const struct scan_entry *)a)->path, ((const struct scan_entry *)b)->path);
 }
 
+/* Scan from root_fd into s (any thread). */
+static void scan_into(int root_fd, struct workspace_snapshot *s) {
+        s->deadline_ns = now_ns() + SCAN_MAX_MS * 1000000ULL;
+        scan_dir(root_fd, ".", "", 0, s);
+        if (s->n > 1)
+                qsort(s->e, s->n, sizeof(s->e[0]), entry_cmp);
+}
+
+/* Inodes in w's tmpfs (strict), or -1 when unknown (none mode). */
+static long long inodes_used(const struct workspace *w) {
+        struct statfs sf;
+
+        if (!w->owner->strict || w->root_fd < 0 || fstatfs(w->root_fd, &sf) < 0)
+                return -1;
+        return (long long)(sf.f_files - sf.f_ffree);
+}
+
 struct workspace_snapshot *workspace_snapshot(struct workspace *w) {
         struct workspace_snapshot *s = calloc(1, sizeof(*s));
-        struct statfs sf;
 
         if (!s)
                 return NULL;
+        s->generation = w->generation;
         /* A tmpfs holding only its root has nothing to list: every run of a
          * session that keeps no files pays one statfs. */
-        if (w->owner->strict && fstatfs(w->root_fd, &sf) == 0 && sf.f_files - sf.f_ffree <= 1)
+        if (inodes_used(w) == 1 || w->root_fd < 0)
                 return s;
-        scan_dir(w->root_fd, ".", "", 0, s);
-        if (s->n > 1)
-                qsort(s->e, s->n, sizeof(s->e[0]), entry_cmp);
+        scan_into(w->root_fd, s);
         return s;
 }
 
@@ -481,19 +581,17 @@ void workspace_snapshot_free(struct workspace_snapshot *s) {
         free(s);
 }
 
-json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *before, size_t limit,
-                          bool *truncated) {
-        struct workspace_snapshot *now = workspace_snapshot(w);
+json_t *workspace_compare(struct workspace *w, const struct workspace_snapshot *before,
+                          const struct workspace_snapshot *now, size_t limit, bool *truncated) {
         json_t *list = json_array();
         char shown[PATH_MAX * NAME_SHOW_GROWTH];
 
         *truncated = false;
-        if (!now || !list) {
-                workspace_snapshot_free(now);
+        if (!now || !list)
                 return list;
-        }
         if (!w->owner->strict)
                 w->used = now->bytes;
+        workspace_recount(w);
         for (size_t i = 0; i < now->n; i++) {
                 const struct scan_entry *e = &now->e[i], *old = NULL;
 
@@ -513,8 +611,240 @@ json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *
                 if (path_show(e->path, shown, sizeof(shown)) == 0)
                         json_array_append_new(list, json_string(shown));
         }
-        if (now->seen >= SCAN_MAX_ENTRIES)
+        if (now->cut)
                 *truncated = true;
+        return list;
+}
+
+json_t *workspace_changes(struct workspace *w, const struct workspace_snapshot *before, size_t limit,
+                          bool *truncated) {
+        struct workspace_snapshot *now = workspace_snapshot(w);
+        json_t *list = workspace_compare(w, before, now, limit, truncated);
+
         workspace_snapshot_free(now);
         return list;
+}
+
+/* ---- the snapshot kept between runs ---------------------------------------- */
+
+struct workspace_snapshot *workspace_take_snapshot(struct workspace *w) {
+        struct workspace_snapshot *s = w->kept;
+
+        w->kept = NULL;
+        if (s && s->generation == w->generation)
+                return s;
+        workspace_snapshot_free(s);
+        return NULL;
+}
+
+void workspace_keep_snapshot(struct workspace *w, struct workspace_snapshot *s) {
+        workspace_snapshot_free(w->kept);
+        w->kept = s;
+}
+
+/* ---- the scanner thread ----------------------------------------------------- */
+
+struct workspace_scan {
+        struct workspaces *owner;
+        int root_fd;                   /* the job's own descriptor of the root */
+        struct workspace_snapshot *snap;
+        workspace_scan_fn fn;
+        void *data;
+        bool cancelled;                /* under the lock */
+        bool queued;                   /* on queued, not taken yet: under the lock */
+        struct list link;              /* on queued or done, under the lock */
+};
+
+static void *scanner_main(void *arg) {
+        struct workspaces *t = arg;
+
+        /* Thread context: the scanner; it shares nothing with the loop but
+         * what the lock guards. */
+        pthread_mutex_lock(&t->lock);
+        for (;;) {
+                struct workspace_scan *j;
+                uint64_t one = 1;
+
+                while (!t->scanner_stop && list_empty(&t->queued))
+                        pthread_cond_wait(&t->wake, &t->lock);
+                if (t->scanner_stop)
+                        break;
+                j = list_first(&t->queued, struct workspace_scan, link);
+                list_unlink(&j->link);
+                j->queued = false;
+                pthread_mutex_unlock(&t->lock);
+                scan_into(j->root_fd, j->snap);
+                pthread_mutex_lock(&t->lock);
+                list_append(&t->done, &j->link);
+                if (write(t->scan_efd, &one, sizeof(one)) < 0) {
+                        /* The counter is far from full: never. */
+                }
+        }
+        pthread_mutex_unlock(&t->lock);
+        return NULL;
+}
+
+static void scan_job_free(struct workspace_scan *j) {
+        if (j->root_fd >= 0)
+                close(j->root_fd);
+        workspace_snapshot_free(j->snap);
+        free(j);
+}
+
+/* The loop's side: deliver the finished jobs. */
+static void on_scans_done(int fd, uint32_t events, void *data) {
+        struct workspaces *t = data;
+        struct list done = LIST_INIT(done);
+        struct workspace_scan *j;
+        uint64_t n;
+
+        if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+                return;
+        pthread_mutex_lock(&t->lock);
+        while ((j = list_first(&t->done, struct workspace_scan, link))) {
+                list_unlink(&j->link);
+                list_append(&done, &j->link);
+        }
+        pthread_mutex_unlock(&t->lock);
+        while ((j = list_first(&done, struct workspace_scan, link))) {
+                struct workspace_snapshot *snap = j->snap;
+
+                list_unlink(&j->link);
+                j->snap = NULL;
+                /* Cancelled ones were marked on the loop: no lock needed
+                 * to read the mark here. */
+                if (!j->cancelled)
+                        j->fn(j->data, snap);
+                else
+                        workspace_snapshot_free(snap);
+                scan_job_free(j);
+        }
+}
+
+/* Start the thread and its eventfd at the first big scan. */
+static int scanner_start(struct workspaces *t) {
+        int e;
+
+        if (t->scanner_running)
+                return 0;
+        t->scan_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (t->scan_efd < 0)
+                return -errno;
+        if ((e = loop_add_fd(t->loop, t->scan_efd, EPOLLIN, on_scans_done, t)) < 0) {
+                close(t->scan_efd);
+                t->scan_efd = -1;
+                return e;
+        }
+        if ((e = pthread_create(&t->scanner, NULL, scanner_main, t)) != 0) {
+                loop_del_fd(t->loop, t->scan_efd);
+                close(t->scan_efd);
+                t->scan_efd = -1;
+                return -e;
+        }
+        t->scanner_running = true;
+        return 0;
+}
+
+static void scanner_stop(struct workspaces *t) {
+        struct workspace_scan *j;
+
+        if (!t->scanner_running)
+                return;
+        pthread_mutex_lock(&t->lock);
+        t->scanner_stop = true;
+        pthread_cond_signal(&t->wake);
+        pthread_mutex_unlock(&t->lock);
+        /* A scan under way ends within SCAN_MAX_MS. */
+        pthread_join(t->scanner, NULL);
+        while ((j = list_first(&t->queued, struct workspace_scan, link))) {
+                list_unlink(&j->link);
+                scan_job_free(j);
+        }
+        while ((j = list_first(&t->done, struct workspace_scan, link))) {
+                list_unlink(&j->link);
+                scan_job_free(j);
+        }
+        loop_del_fd(t->loop, t->scan_efd);
+        close(t->scan_efd);
+        t->scan_efd = -1;
+        t->scanner_running = false;
+}
+
+int workspace_scan(struct workspace *w, workspace_scan_fn fn, void *data, struct workspace_snapshot **now,
+                   struct workspace_scan **out) {
+        struct workspaces *t = w->owner;
+        struct workspace_scan *j;
+        long long inodes = inodes_used(w);
+        int e;
+
+        *now = NULL;
+        *out = NULL;
+        /* Small (or not made yet): on the loop, at once; it costs no more
+         * than a few syscalls. */
+        if (w->root_fd < 0 || (inodes >= 0 && inodes <= SCAN_INLINE_INODES)) {
+                *now = workspace_snapshot(w);
+                return *now ? 0 : -ENOMEM;
+        }
+        /* none mode has no inode count: try on the loop with the same small
+         * bound, and go to the thread only when it was not enough. */
+        if (inodes < 0) {
+                struct workspace_snapshot *s = calloc(1, sizeof(*s));
+
+                if (!s)
+                        return -ENOMEM;
+                s->generation = w->generation;
+                s->max_entries = SCAN_INLINE_INODES;
+                scan_into(w->root_fd, s);
+                if (!s->cut) {
+                        s->max_entries = 0;
+                        *now = s;
+                        return 0;
+                }
+                workspace_snapshot_free(s);
+        }
+        if ((e = scanner_start(t)) < 0)
+                return e;
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->owner = t;
+        j->fn = fn;
+        j->data = data;
+        j->snap = calloc(1, sizeof(*j->snap));
+        j->root_fd = fcntl(w->root_fd, F_DUPFD_CLOEXEC, 3);
+        if (!j->snap || j->root_fd < 0) {
+                e = j->root_fd < 0 ? -errno : -ENOMEM;
+                scan_job_free(j);
+                return e;
+        }
+        /* What the scan sees is the workspace as of now: a host-side change
+         * made while it runs moves the generation past it. */
+        j->snap->generation = w->generation;
+        list_init(&j->link);
+        pthread_mutex_lock(&t->lock);
+        list_append(&t->queued, &j->link);
+        j->queued = true;
+        pthread_cond_signal(&t->wake);
+        pthread_mutex_unlock(&t->lock);
+        *out = j;
+        return -EINPROGRESS;
+}
+
+void workspace_scan_cancel(struct workspace_scan *j) {
+        struct workspaces *t;
+
+        if (!j)
+                return;
+        t = j->owner;
+        pthread_mutex_lock(&t->lock);
+        j->cancelled = true;
+        /* Still queued: gone now.  Under way or done: the loop frees it
+         * when it comes back, without calling back. */
+        if (j->queued) {
+                list_unlink(&j->link);
+                pthread_mutex_unlock(&t->lock);
+                scan_job_free(j);
+                return;
+        }
+        pthread_mutex_unlock(&t->lock);
 }

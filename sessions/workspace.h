@@ -85,10 +85,51 @@ long long workspace_usage(struct workspace *w);
  * the kernel enforces the cap and this always succeeds. */
 int workspace_charge(struct workspace *w, long long growth);
 
+/* Count w's usage again into workspaces_usage() (strict: one fstatfs). */
+void workspace_recount(struct workspace *w);
+/* The host side changed w (a files/ write, create, unlink, rename, ...):
+ * its generation moves on and its usage is counted again. */
+void workspace_touch(struct workspace *w);
+/* Bumped by workspace_touch(): equal generations, no host-side change in
+ * between. */
+uint64_t workspace_generation(const struct workspace *w);
+/* The bytes of every workspace as last counted (at each host-side change
+ * and at the end of each run): the stats file's workspace_bytes, a counter
+ * rather than a walk over the sessions. */
+long long workspaces_usage(const struct workspaces *t);
+
 /* Regular files with their size and modification time, for telling what a
  * run changed.  NULL when out of memory (the run then lists nothing). */
 struct workspace_snapshot *workspace_snapshot(struct workspace *w);
 void workspace_snapshot_free(struct workspace_snapshot *s);
+/* The same as workspace_changes() with now already scanned (not taken
+ * over). */
+json_t *workspace_compare(struct workspace *w, const struct workspace_snapshot *before,
+                          const struct workspace_snapshot *now, size_t limit, bool *truncated);
+
+/* Scans off the loop.  A workspace whose tmpfs holds a few inodes is
+ * scanned at once: 0 with *now (the caller's).  A bigger one (or any in
+ * none mode) is scanned by the scanner thread: -EINPROGRESS, *out names
+ * the job, and fn(data, snapshot) comes later on the loop (the snapshot is
+ * fn's to keep or free; NULL when out of memory), unless
+ * workspace_scan_cancel(*out) was called first.  -errno: no scan.  The
+ * scan is bounded in entries, depth and time (the snapshot is then marked,
+ * and workspace_compare() says truncated). */
+struct workspace_scan;
+typedef void (*workspace_scan_fn)(void *data, struct workspace_snapshot *now);
+int workspace_scan(struct workspace *w, workspace_scan_fn fn, void *data, struct workspace_snapshot **now,
+                   struct workspace_scan **out);
+/* fn will not be called (accepts NULL). */
+void workspace_scan_cancel(struct workspace_scan *job);
+
+/* The snapshot kept between runs: the after-scan of one run is the
+ * before-scan of the next, as long as the host side changed nothing in
+ * between (the generation, workspace_touch()).  keep takes s over (the
+ * one kept before is freed); take hands it back when still current, else
+ * NULL (and frees it). */
+void workspace_keep_snapshot(struct workspace *w, struct workspace_snapshot *s);
+struct workspace_snapshot *workspace_take_snapshot(struct workspace *w);
+
 /* The relative paths of regular files that are new or changed since before
  * (at most limit, sorted; *truncated when there were more), as a JSON array,
  * each spelled as files/ shows it (names escaped as common/escape.h says, so
