@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fork.h"
 #include "handle.h"
 #include "log.h"
 #include "macros.h"
@@ -26,9 +27,9 @@ static const struct {
         [SESSION_NODE_VALUE] = {"value.json", S_IFREG | 0444}, [SESSION_NODE_CTL] = {"ctl", S_IFREG | 0200},
         [SESSION_NODE_TIMEOUT] = {"timeout", S_IFREG | 0644}, [SESSION_NODE_LIMITS] = {"limits", S_IFREG | 0644},
         [SESSION_NODE_LOG] = {"log", S_IFREG | 0444},         [SESSION_NODE_TOOLS] = {"tools", S_IFDIR | 0755},
-        [SESSION_NODE_FILES] = {"files", S_IFDIR | 0755},
+        [SESSION_NODE_FILES] = {"files", S_IFDIR | 0755},     [SESSION_NODE_FORK] = {"fork", S_IFREG | 0444},
 };
-#define LISTED_LAST SESSION_NODE_FILES
+#define LISTED_LAST SESSION_NODE_FORK
 
 /* The part of a result a result file shows; false for the other files. */
 static bool result_file(enum session_node n, enum result_file *which) {
@@ -135,6 +136,10 @@ void session_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *re
         struct handle *h;
         int r = handle_check_access(fi->flags, mode);
 
+        if (r == 0 && ref->file == SESSION_NODE_FORK) {
+                fork_file_open(req, fs, ref, fi);
+                return;
+        }
         /* One run at a time, one writer at a time. */
         if (r == 0 && ref->file == SESSION_NODE_INPUT && (session_busy(ref->session) || ref->state->input_writer))
                 r = -EBUSY;
@@ -177,6 +182,10 @@ void session_file_read(fuse_req_t req, struct fs *fs, const struct inode_ref *re
         }
         if (ref->file == SESSION_NODE_CONSOLE) {
                 reply_text(req, session_console(s), size, off);
+                return;
+        }
+        if (ref->file == SESSION_NODE_FORK) {
+                reply_text(req, &h->text, size, off); /* the copy's name, set at open */
                 return;
         }
         if (off == 0)

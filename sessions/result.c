@@ -11,6 +11,7 @@
 #include "monitor.h"
 #include "run.h"
 #include "session_private.h"
+#include "snapshot.h"
 #include "tools.h"
 #include "workspace.h"
 
@@ -149,6 +150,12 @@ struct result *result_build(struct session *s, const struct run_end *end) {
                 json_object_set_new(j, "files", files ? files : json_array());
                 if (truncated)
                         json_object_set_new(j, "files_truncated", json_true());
+                /* The first result after a restore says what it could not
+                 * carry (sessions/snapshot.h). */
+                if (s->restore_notes) {
+                        json_object_set_new(j, "restore_notes", s->restore_notes);
+                        s->restore_notes = NULL;
+                }
                 rj = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
                 json_decref(j);
         }
@@ -195,6 +202,9 @@ void result_publish(struct session *s, struct result *res) {
         tool_scope_run_ended(s->tools);
         if (t->ev.run_ended)
                 t->ev.run_ended(s);
+        /* Forks waiting for the run to end start now. */
+        if (s->state == SESSION_IDLE)
+                snapshot_session_idle(s);
         /* The readers have their answer; look for what the run may have
          * left behind (off this path: rate-limited, on a timer). */
         monitor_check_leftovers(s);

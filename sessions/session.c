@@ -15,6 +15,7 @@
 #include "loop.h"
 #include "pool.h"
 #include "run.h"
+#include "snapshot.h"
 #include "tools.h"
 #include "worker.h"
 #include "workspace.h"
@@ -147,7 +148,7 @@ static void session_acquire_worker(struct session *s) {
 /* The creating mkdir (or open of clone) gets its answer: err 0, or err < 0
  * with why (logged and kept in stats' last_start_error), and the session
  * goes then. */
-static void session_created(struct session *s, int err, const char *why) {
+void session_created(struct session *s, int err, const char *why) {
         struct sessions *t = s->owner;
 
         s->creating = false;
@@ -168,12 +169,13 @@ void session_worker_attached(struct session *s) {
         s->state = SESSION_IDLE;
         s->start_retries = 0;
         session_apply_limits(s);
-        if (s->creating)
+        /* A fork's copy is created once its state came (sessions/snapshot.h). */
+        if (s->creating && !s->fork_src)
                 session_created(s, 0, NULL);
         /* Its tools come before its first run. */
         tool_scope_worker_ready(s->tools);
-        if (s->run && !s->run->sent)
-                run_send(s);
+        /* A queued run is sent, or the forks waiting for it start. */
+        snapshot_session_idle(s);
         pool_fill(t);
 }
 
@@ -184,6 +186,7 @@ void session_worker_lost(struct session *s, struct worker *w) {
 
         s->worker = NULL;
         w->session = NULL;
+        xfer_session_lost(s, "its R worker died while the state was being moved");
         if (w->attached) {
                 if (r && r->sent) {
                         run_worker_died(s, w);
@@ -250,6 +253,10 @@ static void on_create_deadline(void *data) {
 
         if (!s->creating)
                 return;
+        if (s->fork_orphaned) {
+                session_created(s, -ENOENT, "the session it was a fork of closed before it was copied");
+                return;
+        }
         snprintf(msg, sizeof(msg), "the session did not start within %d ms (%s)", SESSION_CREATE_TIMEOUT_MS,
                  workspace_root_fd(s->workspace) < 0  ? "its workspace was not made"
                  : !s->worker                          ? "no worker"
@@ -331,6 +338,8 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         s->timeout_s = t->opt->timeout_s;
         s->limits = t->opt->limits;
         s->creating = true;
+        list_init(&s->fork_link);
+        list_init(&s->fork_waiters);
         list_append(&t->sessions, &s->link);
         t->n_sessions++;
         t->stats.sessions_created++;
@@ -353,6 +362,7 @@ void session_close(struct session *s) {
         if (s->closing)
                 return;
         s->closing = true;
+        snapshot_session_closing(s);
         if (t->ev.closing)
                 t->ev.closing(s);
         session_audit(s, json_pack("{s:s}", "event", "session_close"));
@@ -371,6 +381,7 @@ void session_close(struct session *s) {
         /* Its id goes back once its last worker is reaped too. */
         host_id_unref(t->ids, s->host_id);
         result_unref(s->last);
+        json_decref(s->restore_notes);
         text_free(&s->log);
         free(s->dead_reason);
         loop_timer_free(s->create_deadline);
@@ -383,6 +394,7 @@ void session_restart(struct session *s) {
 
         t->stats.restarts++;
         session_audit(s, json_pack("{s:s}", "event", "restart"));
+        xfer_session_lost(s, "the session was restarted while its state was being moved");
         if (w) {
                 s->worker = NULL;
                 worker_abandon(w, "restart");

@@ -104,6 +104,15 @@ int sessions_open_audit(struct sessions *t, const char *path);
  * -ENOSPC (too many sessions, or no free host id), -ENOMEM, -EPERM (no
  * workspace could be made). */
 int sessions_create(struct sessions *t, const char *name, struct session **out);
+/* sessions/N/fork: a new session (the next free name) that becomes a copy
+ * of src (sessions/snapshot.h) — its timeout, limits and session tools now,
+ * its R global environment, attached packages and workspace files once its
+ * worker is ready and src is idle (after the run under way).  Its created
+ * event says when, as for sessions_create (the open that asked waits for
+ * it, like clone's).  0 with *out, or as sessions_create(). */
+int sessions_fork(struct sessions *t, struct session *src, struct session **out);
+/* Is a transfer of s's state under way (a fork or snapshot of it)? */
+bool session_moving(const struct session *s);
 /* Close a session, also while it runs: its worker is killed.  The closing
  * event is sent, then s is freed. */
 void session_close(struct session *s);

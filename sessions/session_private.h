@@ -43,6 +43,14 @@ struct session {
          * daemon's own ids (unprivileged, none mode). */
         struct host_id *host_id;
         struct list link;      /* in the table's sessions, creation order */
+        /* Fork and snapshot (sessions/snapshot.h). */
+        struct xfer *xfer;            /* a transfer this session is an end of */
+        struct session *fork_src;     /* a fork's copy, until its state comes: the original */
+        char fork_name[65];           /* the original's name, for messages */
+        bool fork_orphaned;           /* the original closed before the copy was made */
+        struct list fork_link;        /* in fork_src's fork_waiters */
+        struct list fork_waiters;     /* copies of this session waiting for it to be idle */
+        json_t *restore_notes;        /* what a restore could not carry: the next result.json's */
 };
 
 /* The counters of stats (sessions/stats.c). */
@@ -86,6 +94,9 @@ void session_audit(struct session *s, json_t *ev);
 /* s's worker answered "attached": s is IDLE (its created event goes out),
  * its limits and tools are set, and a queued run is sent. */
 void session_worker_attached(struct session *s);
+/* The creating mkdir (or open of clone, or fork) gets its answer: err 0,
+ * or err < 0 with why, and the session is closed then. */
+void session_created(struct session *s, int err, const char *why);
 /* s's worker w is gone (w is about to be freed): a worker that never
  * attached failed to start (replaced a few times when a helper was to
  * blame, else the session is DEAD or its creation fails); one that did
