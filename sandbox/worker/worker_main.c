@@ -293,10 +293,9 @@ void worker_main(int sock, const struct jail_options *o) {
                                 state_restore(fd);
                         continue;
                 }
-                if (W.passed_fd >= 0) {
-                        close(W.passed_fd); /* no frame but those two carries one */
-                        W.passed_fd = -1;
-                }
+                /* A descriptor read with the bytes of an earlier frame
+                 * (the kernel may hand several frames to one recvmsg) stays
+                 * for the snapshot or restore it came with. */
                 if (!strcmp(type, "define_tool") || !strcmp(type, "remove_tool")) {
                         if (tool_bridge_define(msg) < 0)
                                 worker_exit(2);
