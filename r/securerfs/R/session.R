@@ -219,6 +219,9 @@ SecureSession <- R6::R6Class("SecureSession",
     #'   process ids from the messages of `$execute()`'s errors.
     #' @param mount Directory of a securerfs mount, or `NULL` to use
     #'   [securerfs_mount()]'s choice.
+    #' @param adopt Internal: the name of a session of the mount that exists
+    #'   already (a copy made by `$fork()`), to be this object's instead of a
+    #'   new one; `NULL` (the default) creates a session.
     #' @return A new `SecureSession` object.
     #' @examples
     #' \dontrun{
@@ -229,7 +232,7 @@ SecureSession <- R6::R6Class("SecureSession",
                           verbose = FALSE, sandbox_strict = FALSE,
                           audit_log = NULL, max_executions = NULL,
                           pre_execute_hook = NULL, sanitize_errors = FALSE,
-                          mount = NULL) {
+                          mount = NULL, adopt = NULL) {
       private$tool_list <- validate_tools(tools)
       if (!is.null(max_executions)) {
         if (!is.numeric(max_executions) || length(max_executions) != 1L ||
@@ -258,7 +261,56 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(audit_log)) {
         private$audit <- new_audit_logger(audit_log, private$id)
       }
-      private$start()
+      private$start(adopt)
+    },
+
+    #' @description Fork the session: a new session of the same mount that is
+    #'   a copy of this one as it is now (the mount's `sessions/N/fork`): its
+    #'   global environment (everything R's serialization can carry, the
+    #'   random number generator's state included), the packages it has
+    #'   attached (attached in the copy in the same order), its workspace's
+    #'   files, timeout, limits and tools. This session is not disturbed, and
+    #'   what either does later does not reach the other. What could not be
+    #'   carried (a connection, a database handle or another external pointer;
+    #'   an object that fails to serialize) is named in the copy's `log` and in
+    #'   the attribute `"restore_notes"` of the copy's first `$execute()` value.
+    #'   Waits while a run of this session is going on (another R process may
+    #'   be running code in it).
+    #' @return A new `SecureSession` on the copy, with this session's options
+    #'   (tools, limits, verbose, audit log, hooks).
+    #' @examples
+    #' \dontrun{
+    #' session <- SecureSession$new()
+    #' session$execute("set.seed(1); x <- rnorm(5)")
+    #' branch <- session$fork()
+    #' branch$execute("x <- x * 100; sum(x)")   # only the branch changes
+    #' session$execute("sum(x)")                # unchanged
+    #' identical(branch$execute("runif(1)"), session$execute("runif(1)"))
+    #' branch$close()
+    #' session$close()
+    #' }
+    fork = function() {
+      private$check_alive()
+      if (private$executing) {
+        stop("Cannot fork while an execution is in progress.", call. = FALSE)
+      }
+      name <- tryCatch(read_line(file.path(private$dir, "fork")),
+                       error = function(e) {
+                         abort(paste0("could not fork session ", private$name,
+                                      " (", conditionMessage(e), "; see its log)"),
+                               class = "securerfs_io_error")
+                       })
+      copy <- SecureSession$new(tools = private$tool_list,
+                                sandbox = private$sandbox,
+                                limits = private$limits,
+                                verbose = private$verbose,
+                                audit_log = if (!is.null(private$audit)) private$audit$path,
+                                max_executions = private$max_executions,
+                                pre_execute_hook = private$hook,
+                                sanitize_errors = private$sanitize,
+                                mount = private$mount, adopt = name)
+      private$log(sprintf("Session %s forked into %s", private$name, name))
+      copy
     },
 
     #' @description Run code in the session and wait for its value.
@@ -536,9 +588,9 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(private$audit)) private$audit$log(event, ...)
     },
 
-    start = function() {
+    start = function(adopt = NULL) {
       start <- Sys.time()
-      name <- tryCatch(read_line(file.path(private$mount, "clone")),
+      name <- if (!is.null(adopt)) adopt else tryCatch(read_line(file.path(private$mount, "clone")),
                        error = function(e) {
                          abort(paste0("could not create a session in ",
                                       private$mount, " (",
@@ -827,6 +879,9 @@ SecureSession <- R6::R6Class("SecureSession",
         if (is.null(val) && identical(res$output, "NA")) val <- NA
       }
       if (!is.null(val) && length(lines)) attr(val, "output") <- lines
+      if (!is.null(val) && length(res$restore_notes)) {
+        attr(val, "restore_notes") <- as.character(res$restore_notes)
+      }
       val
     }
   )
