@@ -28,6 +28,7 @@ struct handle {
         bool failed;            /* input: over max_code_bytes */
         bool applied;           /* limits: the buffer took effect */
         uint64_t clone_sid;     /* clone: the session this open made, until the open is answered */
+        int state_fd;           /* snapshot: the file's memfd (fs/fork.h); -1 otherwise */
         struct fuse_pollhandle *ph; /* a poll waiting for the run to end (fs/parked.h) */
         struct list poll_link;  /* on its session's pollers while ph waits */
         struct list open_link;  /* on fs->open_handles */

@@ -28,8 +28,9 @@ static const struct {
         [SESSION_NODE_TIMEOUT] = {"timeout", S_IFREG | 0644}, [SESSION_NODE_LIMITS] = {"limits", S_IFREG | 0644},
         [SESSION_NODE_LOG] = {"log", S_IFREG | 0444},         [SESSION_NODE_TOOLS] = {"tools", S_IFDIR | 0755},
         [SESSION_NODE_FILES] = {"files", S_IFDIR | 0755},     [SESSION_NODE_FORK] = {"fork", S_IFREG | 0444},
+        [SESSION_NODE_SNAPSHOT] = {"snapshot", S_IFREG | 0644},
 };
-#define LISTED_LAST SESSION_NODE_FORK
+#define LISTED_LAST SESSION_NODE_SNAPSHOT
 
 /* The part of a result a result file shows; false for the other files. */
 static bool result_file(enum session_node n, enum result_file *which) {
@@ -140,6 +141,10 @@ void session_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *re
                 fork_file_open(req, fs, ref, fi);
                 return;
         }
+        if (r == 0 && ref->file == SESSION_NODE_SNAPSHOT) {
+                snapshot_file_open(req, fs, ref, fi);
+                return;
+        }
         /* One run at a time, one writer at a time. */
         if (r == 0 && ref->file == SESSION_NODE_INPUT && (session_busy(ref->session) || ref->state->input_writer))
                 r = -EBUSY;
@@ -186,6 +191,10 @@ void session_file_read(fuse_req_t req, struct fs *fs, const struct inode_ref *re
         }
         if (ref->file == SESSION_NODE_FORK) {
                 reply_text(req, &h->text, size, off); /* the copy's name, set at open */
+                return;
+        }
+        if (ref->file == SESSION_NODE_SNAPSHOT) {
+                snapshot_file_read(req, h, size, off);
                 return;
         }
         if (off == 0)
@@ -302,6 +311,7 @@ void session_file_write(fuse_req_t req, struct fs *fs, const struct inode_ref *r
         case SESSION_NODE_CTL: write_ctl(req, s, data, size); return;
         case SESSION_NODE_TIMEOUT: write_timeout(req, s, h, data, size, off); return;
         case SESSION_NODE_LIMITS: write_limits(req, s, h, data, size, off); return;
+        case SESSION_NODE_SNAPSHOT: snapshot_file_write(req, fs, h, data, size, off); return;
         default: fuse_reply_err(req, EBADF); return;
         }
 }
@@ -314,6 +324,10 @@ void session_file_flush(fuse_req_t req, struct fs *fs, const struct inode_ref *r
 
         if (!s) {
                 fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if (ref->file == SESSION_NODE_SNAPSHOT) {
+                snapshot_file_flush(req, s, h);
                 return;
         }
         if (ref->file == SESSION_NODE_LIMITS && h->buf.len > 0 && !h->applied) {

@@ -120,8 +120,9 @@ static const struct message daemon_messages[] = {
         {"snapshot", IN(PHASE_IDLE), {{NULL}},
          "between runs only, with a descriptor the worker writes its state to (a pipe to another worker, a "
          "file of the daemon's): it can reach nothing else through it"},
-        {"restore", IN(PHASE_IDLE), {{NULL}},
-         "between runs only, with a descriptor of a state the worker reads into itself, in its jail"},
+        {"restore", IN(PHASE_IDLE), {{"check", F_INT, true, 0, 1, 0, NULL}},
+         "between runs only, with a descriptor of a state the worker reads into itself, in its jail (check: "
+         "unserialize it first in a child process, so that bytes that crash R take only that child)"},
         {"tool_result", IN(PHASE_RUNNING),
          {{"id", F_INT, true, 1, ID_MAX, 0, NULL}, {"value", F_ANY, false, 0, 0, 0, NULL},
           {"error", F_STRING, false, 0, INT64_MAX, 0, NULL}},
@@ -323,7 +324,7 @@ json_t *protocol_define_tool(const char *name, json_t *args, const char *descrip
 }
 
 json_t *protocol_snapshot(void) { return json_pack("{s:s}", "type", "snapshot"); }
-json_t *protocol_restore(void) { return json_pack("{s:s}", "type", "restore"); }
+json_t *protocol_restore(bool check) { return json_pack("{s:s, s:i}", "type", "restore", "check", check ? 1 : 0); }
 
 json_t *protocol_remove_tool(const char *name) { return json_pack("{s:s, s:s}", "type", "remove_tool", "name", name); }
 

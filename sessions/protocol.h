@@ -143,7 +143,7 @@ json_t *protocol_remove_tool(const char *name);
 /* snapshot, restore: sent with the descriptor the state goes to or comes
  * from (worker_send_fd). */
 json_t *protocol_snapshot(void);
-json_t *protocol_restore(void);
+json_t *protocol_restore(bool check);
 /* error NULL: the value (NULL: null); else the error message (cleaned to
  * valid UTF-8 here: tool messages come from host programs). */
 json_t *protocol_tool_result(json_int_t id, json_t *value, const char *error);

@@ -340,6 +340,7 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         s->creating = true;
         list_init(&s->fork_link);
         list_init(&s->fork_waiters);
+        list_init(&s->state_waiters);
         list_append(&t->sessions, &s->link);
         t->n_sessions++;
         t->stats.sessions_created++;

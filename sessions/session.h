@@ -54,6 +54,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <jansson.h>
 
 #include "options.h"
@@ -113,6 +114,26 @@ int sessions_create(struct sessions *t, const char *name, struct session **out);
 int sessions_fork(struct sessions *t, struct session *src, struct session **out);
 /* Is a transfer of s's state under way (a fork or snapshot of it)? */
 bool session_moving(const struct session *s);
+
+/* The answer to a snapshot or a restore, called once on the loop (never
+ * from inside the call that asked): err 0, or err < 0 with why. */
+typedef void (*session_state_fn)(void *data, int err, const char *why);
+/* sessions/N/snapshot read: write s's snapshot file (sessions/snapshot_file.h)
+ * into fd from offset 0 — the header and metadata now, the state by s's
+ * worker once s is idle (after the run under way; a queue).  fd stays the
+ * caller's, and must stay open until fn.  0 (fn comes later), -EIO (a dead
+ * session), -ENOMEM. */
+int session_snapshot_to(struct session *s, int fd, session_state_fn fn, void *data);
+/* sessions/N/snapshot write: replace s's state (R, workspace, timeout,
+ * limits, session tools) with the snapshot file fd of size bytes.  Checked
+ * now, as an attacker's input: -EINVAL (not a valid snapshot; why says
+ * what), -ENOSPC (its files are over files_max_bytes), -EBUSY (s runs, or
+ * its state is being moved), -EIO (a dead session); nothing changed then.
+ * Else 0, and fn says how the worker's restore went (-EINVAL: R could not
+ * read the state, or it made R's unserialize crash — in a child process:
+ * s is unchanged; -EIO: the worker died). */
+int session_restore_from(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n);
 /* Close a session, also while it runs: its worker is killed.  The closing
  * event is sent, then s is freed. */
 void session_close(struct session *s);

@@ -50,6 +50,7 @@ struct session {
         bool fork_orphaned;           /* the original closed before the copy was made */
         struct list fork_link;        /* in fork_src's fork_waiters */
         struct list fork_waiters;     /* copies of this session waiting for it to be idle */
+        struct list state_waiters;    /* snapshots of it waiting for it to be idle */
         json_t *restore_notes;        /* what a restore could not carry: the next result.json's */
 };
 

@@ -34,12 +34,13 @@ struct xfer;
  * had attached. */
 typedef void (*xfer_done_fn)(void *data, int err, const char *why, json_t *notes, json_t *packages);
 
-/* Move src's state to dst.  src is an idle session (its worker attached, no
+/* Move src's state to dst (check: the restoring worker tries the R part in
+ * a child process first: for a state that comes from a file).  src is an idle session (its worker attached, no
  * run sent, no other transfer) or NULL with src_fd a descriptor to read the
  * state from; dst likewise, or NULL with dst_fd a descriptor to write it
  * into.  The descriptors are the caller's (passed on, not closed here).
  * 0 (done comes later), or -EBUSY (an end is not idle), -ENOMEM, -EMFILE. */
-int xfer_start(struct sessions *t, struct session *src, int src_fd, struct session *dst, int dst_fd,
+int xfer_start(struct sessions *t, struct session *src, int src_fd, struct session *dst, int dst_fd, bool check,
                xfer_done_fn done, void *data);
 /* Is s an end of a transfer under way? */
 bool xfer_busy(const struct session *s);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "json_cleanup.h"
@@ -35,7 +36,7 @@
 #include "state_format.h"
 
 static struct {
-        SEXP snapshot_call, restore_call, alloc_call;
+        SEXP snapshot_call, restore_call, alloc_call, check_call;
         json_t *notes; /* what could not be carried or restored: an array of strings */
 } S;
 
@@ -431,7 +432,42 @@ void state_snapshot(int fd) {
         channel_send(m);
 }
 
-void state_restore(int fd) {
+/* Unserialize blob in a child process (same jail, same limits): 0 when R
+ * read it and it has a state's shape; else -EINVAL with why.  Bytes made to
+ * crash R's unserialize take only the child. */
+static int check_in_child(SEXP blob, char *why, size_t n) {
+        int status;
+        pid_t pid;
+
+        fflush(NULL);
+        pid = fork();
+        if (pid < 0) {
+                snprintf(why, n, "the state could not be checked (fork: %s); nothing restored", strerror(errno));
+                return -EAGAIN;
+        }
+        if (pid == 0) {
+                /* Process context: a child of the worker, in its jail; it
+                 * writes nothing anywhere and ends with _exit. */
+                SEXP ok = r_call_on_value(S.check_call, blob);
+
+                _exit(ok && TYPEOF(ok) == LGLSXP && XLENGTH(ok) == 1 && LOGICAL(ok)[0] == TRUE ? 0 : 1);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR) {
+                        snprintf(why, n, "the state could not be checked (waitpid: %s)", strerror(errno));
+                        return -EIO;
+                }
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                return 0;
+        if (WIFSIGNALED(status))
+                snprintf(why, n, "the R state makes R's unserialize crash (signal %d); nothing restored",
+                         WTERMSIG(status));
+        else
+                snprintf(why, n, "the R state is not one R can read (unserialize failed); nothing restored");
+        return -EINVAL;
+}
+
+void state_restore(int fd, bool check) {
         unsigned char h[STATE_RECORD_HEADER];
         struct state_record rec;
         SEXP blob = R_NilValue, res;
@@ -457,6 +493,8 @@ void state_restore(int fd) {
                 snprintf(err, sizeof(err), "the state is cut short in its R part");
                 goto done;
         }
+        if (check && check_in_child(blob, err, sizeof(err)) < 0)
+                goto done;
         /* unserialize() of bytes untrusted code made, here in the jail: an
          * R error leaves the global environment as it was; a crash takes
          * only this worker. */
@@ -485,7 +523,8 @@ int state_init(char *err, size_t errlen) {
 
         if ((r = r_call("snapshot_state", NULL, &S.snapshot_call, err, errlen)) < 0 ||
             (r = r_call("restore_state", Rf_install(".value"), &S.restore_call, err, errlen)) < 0 ||
-            (r = r_call("raw_alloc", Rf_install(".value"), &S.alloc_call, err, errlen)) < 0)
+            (r = r_call("raw_alloc", Rf_install(".value"), &S.alloc_call, err, errlen)) < 0 ||
+            (r = r_call("check_state", Rf_install(".value"), &S.check_call, err, errlen)) < 0)
                 return r;
         return 0;
 }

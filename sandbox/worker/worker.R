@@ -390,12 +390,21 @@ raw_alloc <- function(n) raw(n)
 # the old bindings go, the packages the copy lacks are attached in the
 # original's order, and the bindings come in.  Returns the notes: the
 # original's and what failed here.
+state_shape_ok <- function(state) {
+    is.list(state) && identical(state$format, "securerfs-state") &&
+        identical(state$version, 1L) && is.list(state$globals) &&
+        (!length(state$globals) || (!is.null(names(state$globals)) &&
+                                    all(nzchar(names(state$globals))))) &&
+        is.character(state$packages) && is.character(state$notes)
+}
+
+# In a child process of the worker, for a state read from a file: does R
+# read it without dying?  (The parent then reads it for real.)
+check_state <- function(blob) state_shape_ok(unserialize(blob))
+
 restore_state <- function(blob) {
     state <- unserialize(blob)
-    if (!is.list(state) || !identical(state$format, "securerfs-state") ||
-        !identical(state$version, 1L) || !is.list(state$globals) ||
-        (length(state$globals) && is.null(names(state$globals))) ||
-        !is.character(state$packages) || !is.character(state$notes))
+    if (!state_shape_ok(state))
         stop("not a securerfs state")
     notes <- state$notes
     env <- globalenv()

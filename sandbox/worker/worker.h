@@ -302,8 +302,9 @@ int state_init(char *err, size_t errlen);
 void state_snapshot(int fd);
 /* restore: read a state from fd into this session (the global environment
  * replaced once R has read it all, then /work's files), close it and
- * answer restored. */
-void state_restore(int fd);
+ * answer restored.  check: unserialize it in a child process first (a state
+ * from a file, which could be made to crash R). */
+void state_restore(int fd, bool check);
 /* A run starts (tool_call ids start again at 1) or ends (the last reply is
  * not kept). */
 void tool_bridge_run_start(void);

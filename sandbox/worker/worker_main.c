@@ -290,7 +290,7 @@ void worker_main(int sock, const struct jail_options *o) {
                         if (type[0] == 's')
                                 state_snapshot(fd);
                         else
-                                state_restore(fd);
+                                state_restore(fd, json_integer_value(json_object_get(msg, "check")) == 1);
                         continue;
                 }
                 /* A descriptor read with the bytes of an earlier frame

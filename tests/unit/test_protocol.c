@@ -250,7 +250,7 @@ static void test_daemon_frames(void) {
                 {protocol_define_tool("q", args, "Query"), PHASE_IDLE},
                 {protocol_remove_tool("q"), PHASE_IDLE},
                 {protocol_snapshot(), PHASE_IDLE},
-                {protocol_restore(), PHASE_IDLE},
+                {protocol_restore(true), PHASE_IDLE},
                 {protocol_tool_result(5, value, NULL), PHASE_RUNNING},
                 {protocol_tool_result(6, NULL, NULL), PHASE_RUNNING},
                 {protocol_tool_result(7, NULL, "bad \xff byte"), PHASE_RUNNING},
