@@ -219,6 +219,14 @@ SecureSession <- R6::R6Class("SecureSession",
     #'   process ids from the messages of `$execute()`'s errors.
     #' @param mount Directory of a securerfs mount, or `NULL` to use
     #'   [securerfs_mount()]'s choice.
+    #' @param snapshot Path of a snapshot file (written by `$snapshot()`, or
+    #'   copied from a mount's `sessions/N/snapshot`, on this machine or
+    #'   another), or `NULL`. The new session starts with that state: its global
+    #'   environment, attached packages, workspace files, timeout, limits and
+    #'   mount-side tools; `limits` and `tools` given here are applied after
+    #'   it. An error of class `securerfs_io_error` when the mount refuses the
+    #'   file (not a valid snapshot, its files over the workspace's quota), and
+    #'   no session is left behind.
     #' @param adopt Internal: the name of a session of the mount that exists
     #'   already (a copy made by `$fork()`), to be this object's instead of a
     #'   new one; `NULL` (the default) creates a session.
@@ -232,7 +240,7 @@ SecureSession <- R6::R6Class("SecureSession",
                           verbose = FALSE, sandbox_strict = FALSE,
                           audit_log = NULL, max_executions = NULL,
                           pre_execute_hook = NULL, sanitize_errors = FALSE,
-                          mount = NULL, adopt = NULL) {
+                          mount = NULL, snapshot = NULL, adopt = NULL) {
       private$tool_list <- validate_tools(tools)
       if (!is.null(max_executions)) {
         if (!is.numeric(max_executions) || length(max_executions) != 1L ||
@@ -261,7 +269,45 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(audit_log)) {
         private$audit <- new_audit_logger(audit_log, private$id)
       }
-      private$start(adopt)
+      if (!is.null(snapshot) &&
+          (!is.character(snapshot) || length(snapshot) != 1L ||
+           !file.exists(snapshot) || dir.exists(snapshot))) {
+        stop("`snapshot` must name an existing snapshot file.", call. = FALSE)
+      }
+      private$start(adopt, snapshot)
+    },
+
+    #' @description Save the session's state to a file: the mount's
+    #'   `sessions/N/snapshot` copied to `path` (a versioned file: the global
+    #'   environment as R serializes it, the attached packages, the workspace's
+    #'   files, timeout, limits and mount-side tools). Waits while a run of the
+    #'   session is going on. What could not be carried (connections, external
+    #'   pointers) is listed when the snapshot is restored. `path` is written
+    #'   with mode 0600, through a temporary file renamed into place, so a
+    #'   failure leaves no half-written snapshot.
+    #' @param path Where to write the snapshot.
+    #' @return `path`, invisibly.
+    #' @examples
+    #' \dontrun{
+    #' session <- SecureSession$new()
+    #' session$execute("model <- lm(mpg ~ wt, mtcars)")
+    #' session$snapshot("model.snap")
+    #' session$close()
+    #' again <- SecureSession$new(snapshot = "model.snap")
+    #' again$execute("coef(model)")
+    #' again$close()
+    #' }
+    snapshot = function(path) {
+      private$check_alive()
+      if (private$executing) {
+        stop("Cannot snapshot while an execution is in progress.", call. = FALSE)
+      }
+      if (!is.character(path) || length(path) != 1L || is.na(path) || !nzchar(path)) {
+        stop("`path` must be a file name.", call. = FALSE)
+      }
+      copy_stream(file.path(private$dir, "snapshot"), path)
+      private$log(sprintf("Session %s saved to %s", private$name, path))
+      invisible(path)
     },
 
     #' @description Fork the session: a new session of the same mount that is
@@ -588,7 +634,7 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(private$audit)) private$audit$log(event, ...)
     },
 
-    start = function(adopt = NULL) {
+    start = function(adopt = NULL, snapshot = NULL) {
       start <- Sys.time()
       name <- if (!is.null(adopt)) adopt else tryCatch(read_line(file.path(private$mount, "clone")),
                        error = function(e) {
@@ -607,6 +653,18 @@ SecureSession <- R6::R6Class("SecureSession",
                                                   silent = TRUE))
       }, onexit = TRUE)
       private$gc_env <- gc_env
+      if (!is.null(snapshot)) {
+        ok <- tryCatch({
+          restore_stream(snapshot, file.path(private$dir, "snapshot"))
+          TRUE
+        }, error = function(e) e)
+        if (!isTRUE(ok)) {
+          self$close()
+          abort(sprintf("could not restore %s into a session: %s (see the mount's log)",
+                        snapshot, conditionMessage(ok)),
+                class = "securerfs_io_error")
+        }
+      }
       lj <- limits_json(private$limits, private$sandbox)
       if (!is.null(lj)) write_file(file.path(private$dir, "limits"), lj)
       if (length(private$tool_list)) private$install_tools()
