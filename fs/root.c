@@ -146,6 +146,8 @@ int sessions_dir_lookup(struct fs *fs, const char *name, fuse_ino_t *out) {
 
         if (!s)
                 return -ENOENT;
+        /* A saved session starts at its first use (sessions/persist.h). */
+        session_wake(s);
         /* The kernel learns the session's numbers from here on. */
         if ((r = fs_session_attach(fs, s, &st)) < 0)
                 return r;
@@ -184,6 +186,7 @@ int sessions_dir_rmdir(struct fs *fs, const char *name) {
 
         if (!s)
                 return -ENOENT;
+        session_forget_saved(s);
         session_close(s);
         return 0;
 }

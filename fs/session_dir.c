@@ -228,6 +228,41 @@ static void write_input(fuse_req_t req, struct fs *fs, struct session *s, struct
         fuse_reply_write(req, size);
 }
 
+struct ctl_wait {
+        fuse_req_t req;
+        size_t size;
+};
+
+/* Valid replies: write, err. */
+static void on_checkpointed(void *data, int err, const char *why) {
+        struct ctl_wait *w = data;
+
+        if (err < 0)
+                fuse_reply_err(w->req, err == -ENOENT ? ENOENT : EIO);
+        else
+                fuse_reply_write(w->req, w->size);
+        free(w);
+}
+
+/* ctl checkpoint: the write returns once the session's state is on disk in
+ * state_dir.  Valid replies: write (later), err (ENOTSUP without
+ * state_dir, EBUSY while one is being written, EIO). */
+static void ctl_checkpoint(fuse_req_t req, struct session *s, size_t size) {
+        struct ctl_wait *w = calloc(1, sizeof(*w));
+        int r;
+
+        if (!w) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        *w = (struct ctl_wait){.req = req, .size = size};
+        r = session_checkpoint(s, on_checkpointed, w);
+        if (r < 0) {
+                free(w);
+                fuse_reply_err(req, r == -EALREADY ? 0 : -r);
+        }
+}
+
 /* One command a write, exactly: "interrupt" or "restart", with at most one
  * trailing newline.  Anything else is refused as a whole, so
  * "restart\nrestart" or a command with junk after it does nothing at all;
@@ -240,8 +275,11 @@ static void write_ctl(fuse_req_t req, struct session *s, const char *data, size_
                 session_interrupt(s);
         } else if (n == 7 && memcmp(data, "restart", 7) == 0) {
                 session_restart(s);
+        } else if (n == 10 && memcmp(data, "checkpoint", 10) == 0) {
+                ctl_checkpoint(req, s, size);
+                return;
         } else {
-                log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart)", session_name(s),
+                log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart, checkpoint)", session_name(s),
                          (int)MIN(size, 64), data, size > 64 ? "..." : "");
                 fuse_reply_err(req, EINVAL);
                 return;

@@ -10,6 +10,7 @@
 #include "macros.h"
 #include "monitor.h"
 #include "run.h"
+#include "persist.h"
 #include "session_private.h"
 #include "snapshot.h"
 #include "tools.h"
@@ -202,6 +203,7 @@ void result_publish(struct session *s, struct result *res) {
         tool_scope_run_ended(s->tools);
         if (t->ev.run_ended)
                 t->ev.run_ended(s);
+        persist_mark_dirty(s);
         /* Forks waiting for the run to end start now. */
         if (s->state == SESSION_IDLE)
                 snapshot_session_idle(s);

@@ -52,6 +52,15 @@ struct session {
         struct list fork_waiters;     /* copies of this session waiting for it to be idle */
         struct list state_waiters;    /* snapshots of it waiting for it to be idle */
         json_t *restore_notes;        /* what a restore could not carry: the next result.json's */
+        /* Persistence (sessions/persist.h). */
+        bool dormant;                 /* saved in state_dir, not started: no worker, no workspace yet */
+        int restore_fd;               /* its saved file, to restore once its worker is ready; -1 */
+        off_t restore_size;
+        bool dirty;                   /* changed since its last checkpoint */
+        bool checkpointing;           /* a checkpoint of it is under way */
+        uint64_t last_checkpoint_ns;
+        void *checkpoint;             /* the checkpoint under way (sessions/persist.c), or NULL */
+        struct list dirty_link;       /* in the table's persist dirty list */
 };
 
 /* The counters of stats (sessions/stats.c). */
@@ -83,8 +92,12 @@ struct sessions {
         uint64_t start_ns;
         char last_start_error[512];    /* why the last worker could not start */
         struct session_stats stats;
+        struct persist *persist;       /* -o state_dir (sessions/persist.h); NULL without */
 };
 
+/* A saved session (sessions/persist.h): in the table, dormant, nothing
+ * started.  0 with *out, or as sessions_create(). */
+int sessions_create_saved(struct sessions *t, const char *name, struct session **out);
 /* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool session_name_valid(const char *name);
 /* Set s's limits on its worker, now idle (sessions/worker.h). */

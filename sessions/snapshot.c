@@ -15,6 +15,7 @@
 #include "loop.h"
 #include "macros.h"
 #include "run.h"
+#include "persist.h"
 #include "session_private.h"
 #include "snapshot_file.h"
 #include "tool_def.h"
@@ -41,6 +42,8 @@ struct xfer {
 };
 
 static void start_state_waiter(struct session *s);
+static void on_saved_restored(void *data, int err, const char *why);
+static void restore_saved(struct session *s);
 static void fail_state_waiters(struct session *s);
 
 bool xfer_busy(const struct session *s) { return s->xfer != NULL; }
@@ -329,6 +332,12 @@ void snapshot_session_idle(struct session *s) {
                 start_forks(s->fork_src);
                 return;
         }
+        /* A saved session's state comes before anything else it does. */
+        if (s->restore_fd >= 0 && session_ready_for_xfer(s)) {
+                restore_saved(s);
+                if (s->xfer)
+                        return;
+        }
         if (s->state == SESSION_IDLE && s->run && !s->run->sent) {
                 run_send(s);
                 return;
@@ -529,6 +538,8 @@ static void on_restore_done(void *data, int err, const char *why, json_t *notes,
                 json_decref(s->restore_notes);
                 s->restore_notes = json_incref(notes);
                 audit_notes(s, "restored", notes);
+                if (w->fn != on_saved_restored)
+                        persist_mark_dirty(s);
         } else if (s) {
                 session_audit(s, json_pack("{s:s, s:s}", "event", "restore_failed", "reason", why ? why : ""));
                 log_info("session %s: snapshot not restored: %s", s->name, why ? why : "");
@@ -569,21 +580,51 @@ int session_snapshot_to(struct session *s, int fd, session_state_fn fn, void *da
         return 0;
 }
 
+static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n);
+
 int session_restore_from(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n) {
+        if (s->state == SESSION_DEAD) {
+                snprintf(why, n, "the session is dead");
+                return -EIO;
+        }
+        if (s->run || s->xfer || s->fork_src || !list_empty(&s->state_waiters) || s->state != SESSION_IDLE ||
+            s->restore_fd >= 0) {
+                snprintf(why, n, "the session is running or its state is being moved");
+                return -EBUSY;
+        }
+        return restore_start(s, fd, size, fn, data, why, n);
+}
+
+/* A saved session's file, restored into its first worker
+ * (sessions/persist.h): a failure leaves it empty, and says why. */
+static void on_saved_restored(void *data, int err, const char *why) {
+        struct session *s = data;
+
+        if (err < 0)
+                log_error("session %s: its saved state could not be restored (%s); it starts empty", s->name,
+                          why ? why : strerror(-err));
+}
+
+static void restore_saved(struct session *s) {
+        char why[512];
+        int fd = s->restore_fd, e;
+
+        s->restore_fd = -1;
+        e = restore_start(s, fd, s->restore_size, on_saved_restored, s, why, sizeof(why));
+        close(fd);
+        if (e < 0)
+                log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
+}
+
+static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
                          size_t n) {
         struct snapshot_info info;
         struct state_wait *w;
         struct limits l;
         int e;
 
-        if (s->state == SESSION_DEAD) {
-                snprintf(why, n, "the session is dead");
-                return -EIO;
-        }
-        if (s->run || s->xfer || s->fork_src || !list_empty(&s->state_waiters) || s->state != SESSION_IDLE) {
-                snprintf(why, n, "the session is running or its state is being moved");
-                return -EBUSY;
-        }
         e = snapshot_file_check(fd, size, s->owner->opt->files_max_bytes, &info, why, n);
         if (e < 0)
                 return e;

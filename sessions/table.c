@@ -2,6 +2,7 @@
  * (sandbox/spawner.h), the workspaces and their keeper
  * (sessions/workspace.h), the cgroups, the host id range, the tool registry,
  * the audit log — and the lookups fs/ makes. */
+#include "persist.h"
 #include "session_private.h"
 
 #include <errno.h>
@@ -166,5 +167,6 @@ void sessions_free(struct sessions *t) {
         pool_free(t);
         audit_close(t->audit);
         id_pool_free(t->ids);
+        persist_free(t);
         free(t);
 }
