@@ -76,12 +76,25 @@ static void maybe_complete(struct xfer *x) {
         }
 }
 
+/* The snapshot and the restored files are the daemon's, not the code's:
+ * the session's file-size limit does not apply to them (the workspace's
+ * quota and the memory limit still do).  Put back when the end is done. */
+static void lift_fsize(struct session *s) {
+        struct limits l = s->limits;
+
+        l.v[LIMIT_FSIZE] = LIMIT_UNSET;
+        if (s->worker)
+                worker_apply_limits(s->worker, &l, worker_cpu_s(s->worker), false);
+}
+
 static void end_release(struct xfer *x, struct xfer_end *e) {
         struct session *s = e->s;
 
         e->s = NULL;
         if (s && s->xfer == x) {
                 s->xfer = NULL;
+                if (s->worker)
+                        session_apply_limits(s);
                 snapshot_session_idle(s);
         }
 }
@@ -180,14 +193,23 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
         }
         /* The restoring end first: a failure to send it leaves the source
          * untouched. */
-        if (dst && (e = send_end(dst, protocol_restore(check), src_fd)) < 0)
+        if (dst)
+                lift_fsize(dst);
+        if (src)
+                lift_fsize(src);
+        if (dst && (e = send_end(dst, protocol_restore(check), src_fd)) < 0) {
+                if (src)
+                        session_apply_limits(src);
+                session_apply_limits(dst);
                 goto fail;
+        }
         if (dst)
                 dst->xfer = x;
         if (src && (e = send_end(src, protocol_snapshot(), dst_fd)) < 0) {
                 /* The restoring worker got its descriptor: closing ours
                  * ends its stream; it answers with an error. */
                 x->src.s = NULL;
+                session_apply_limits(src);
                 end_fail(&x->src, "the snapshot could not be sent to the worker");
         } else if (src) {
                 src->xfer = x;
