@@ -146,8 +146,6 @@ int sessions_dir_lookup(struct fs *fs, const char *name, fuse_ino_t *out) {
 
         if (!s)
                 return -ENOENT;
-        /* A saved session starts at its first use (sessions/persist.h). */
-        session_wake(s);
         /* The kernel learns the session's numbers from here on. */
         if ((r = fs_session_attach(fs, s, &st)) < 0)
                 return r;

@@ -48,6 +48,11 @@ static bool result_file(enum session_node n, enum result_file *which) {
 int session_dir_lookup(const struct inode_ref *dir, const char *name, fuse_ino_t *out) {
         for (int n = SESSION_NODE_INPUT; n <= LISTED_LAST; n++)
                 if (strcmp(name, nodes[n].name) == 0) {
+                        /* A saved session starts at its first use: a name
+                         * looked up inside it (sessions/persist.h), not a
+                         * listing or a stat of sessions/ (ls -l). */
+                        if (dir->state && dir->state->session)
+                                session_wake(dir->state->session);
                         *out = inode_of_session(dir->state->id, (enum session_node)n);
                         return 0;
                 }

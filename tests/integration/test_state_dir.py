@@ -121,6 +121,8 @@ def test_saved_sessions_appear_dormant(daemons, tmp_path):
     d2 = start(daemons, state, name="b")
     listed = os.listdir(d2.path("sessions"))
     assert set(names) <= set(listed)
+    for n in listed:  # ls -l: a stat of each starts none of them
+        os.stat(d2.path("sessions", n))
     # Nothing started yet: no worker but the zygote (once it has named
     # itself: until then it is a securerfs-worker like the others).
     deadline = time.monotonic() + util.scaled(15)
@@ -129,6 +131,9 @@ def test_saved_sessions_appear_dormant(daemons, tmp_path):
     assert util.session_worker_pids(d2.pid) == []
 
     assert d2.session(names[1]).value("z") == names[1]
+    # The others are still saved; the first name looked up inside one
+    # starts it.
+    assert d2.session(names[0]).status() in ("starting", "idle")
 
 
 def test_ctl_checkpoint_without_state_dir_is_enotsup(mount):
