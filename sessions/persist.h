@@ -12,7 +12,8 @@
  * worker's work, off the loop); on ctl checkpoint; for every started
  * session at a clean stop.  On start, every NAME.snap in DIR becomes a
  * dormant session under that name ("saved"), started and restored on its
- * first lookup.  rmdir removes its file.
+ * first use (a name looked up inside sessions/NAME/).  rmdir removes its
+ * file.
  *
  * Process context: the daemon's event loop.  The loop's own file work is a
  * few metadata calls (open, rename, unlink) in DIR and the snapshot's

@@ -117,7 +117,8 @@ int sessions_create(struct sessions *t, const char *name, struct session **out);
 int sessions_open_state(struct sessions *t, const char *dir, char *err, size_t n);
 /* A saved session that has not started: start it now (its worker, its
  * workspace, then its saved state restored before any run).  Nothing for
- * any other session.  fs/ calls this at the session's lookup. */
+ * any other session.  fs/ calls this when a name inside the session's
+ * directory is looked up (a stat of sessions/NAME starts nothing). */
 void session_wake(struct session *s);
 bool session_dormant(const struct session *s);
 /* ctl checkpoint: write s's state to state_dir now; fn says when it is on
