@@ -26,6 +26,7 @@ void options_init(struct options *o) {
                 /* securer's defaults (default_limits()); stack is Linux's usual 8 MiB. */
                 .limits = {{60, 512LL << 20, 50LL << 20, 50, 256, 8LL << 20}},
                 .id_range = {ID_RANGE_DEFAULT_BASE, ID_RANGE_DEFAULT_COUNT},
+                .checkpoint_interval_s = 30,
         };
 }
 
@@ -33,7 +34,8 @@ void options_free(struct options *o) {
         free(o->audit_log);
         free(o->r_libs);
         free(o->worker_path);
-        o->audit_log = o->r_libs = o->worker_path = NULL;
+        free(o->state_dir);
+        o->audit_log = o->r_libs = o->worker_path = o->state_dir = NULL;
 }
 
 int parse_size(const char *s, long long *out) {
@@ -199,6 +201,23 @@ int options_set(struct options *o, const char *key, const char *value, char *err
                 }
                 o->allow_exec = value[0] == '1';
                 return 0;
+        }
+        if (strcmp(key, "checkpoint_interval") == 0) {
+                double v;
+
+                if (parse_seconds(value, &v) < 0 || v < 0.1 || v > 86400) {
+                        snprintf(err, errlen, "%s=%s: expected seconds from 0.1 to 86400", key, value);
+                        return -EINVAL;
+                }
+                o->checkpoint_interval_s = v;
+                return 0;
+        }
+        if (strcmp(key, "state_dir") == 0) {
+                if (!*value) {
+                        snprintf(err, errlen, "%s: expected a directory", key);
+                        return -EINVAL;
+                }
+                return set_string(&o->state_dir, value);
         }
         if (strcmp(key, "audit_log") == 0 || strcmp(key, "r_libs") == 0 || strcmp(key, "worker") == 0) {
                 if (!*value) {

@@ -41,6 +41,8 @@ struct options {
         char *worker_path;         /* securerfs-worker, or NULL: next to us */
         struct limits limits;      /* defaults for new sessions */
         struct id_range id_range;  /* host uids/gids of a root daemon's sessions (-o id_range) */
+        char *state_dir;           /* -o state_dir: sessions persist there; NULL: they do not */
+        double checkpoint_interval_s; /* a session is checkpointed at most this often (-o checkpoint_interval) */
 };
 
 /* Fill o with the documented defaults. */

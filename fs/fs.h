@@ -26,6 +26,10 @@ int fs_new(struct loop *l, const struct options *o, struct fuse_args *args, cons
 int fs_start(struct fs *fs);
 /* Unmount (idempotent); the sessions stay until fs_free(). */
 void fs_unmount(struct fs *fs);
+/* -o state_dir's clean stop (after fs_unmount): start writing every
+ * started session; fn(data) when all are written.  Returns how many were
+ * started (0: nothing to wait for). */
+unsigned fs_checkpoint_all(struct fs *fs, void (*fn)(void *data), void *data);
 /* Unmount, end every worker and free everything.  Accepts NULL and an fs
  * whose fs_start() failed. */
 void fs_free(struct fs *fs);

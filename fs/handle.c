@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "inode.h"
 #include "macros.h"
@@ -32,6 +33,7 @@ int handle_open(struct fs *fs, fuse_ino_t ino, mode_t mode, struct fuse_file_inf
                 return -ENOMEM;
         h->ino = ino;
         h->flags = fi->flags;
+        h->state_fd = -1;
         list_init(&h->poll_link);
         list_append(&fs->open_handles, &h->open_link);
         fi->fh = (uint64_t)(uintptr_t)h;
@@ -50,6 +52,8 @@ void handle_free(struct handle *h) {
         result_unref(h->snap);
         text_free(&h->text);
         text_free(&h->buf);
+        if (h->state_fd >= 0)
+                close(h->state_fd);
         if (h->ph)
                 fuse_pollhandle_destroy(h->ph);
         free(h);

@@ -32,6 +32,7 @@ struct handle {
         bool eval_refused;      /* eval: the program's write got EBUSY; so will its read */
         off_t eval_base;        /* eval: where the program's first write, or its result's first read, was */
         uint64_t clone_sid;     /* clone: the session this open made, until the open is answered */
+        int state_fd;           /* snapshot: the file's memfd (fs/fork.h); -1 otherwise */
         struct fuse_pollhandle *ph; /* a poll waiting for the run to end (fs/parked.h) */
         struct list poll_link;  /* on its session's pollers while ph waits */
         struct list open_link;  /* on fs->open_handles */

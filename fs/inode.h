@@ -69,10 +69,12 @@ enum session_node {
         SESSION_NODE_LOG,
         SESSION_NODE_TOOLS,        /* sessions/N/tools/ */
         SESSION_NODE_FILES,        /* sessions/N/files/ */
+        SESSION_NODE_FORK,         /* sessions/N/fork (fs/fork.c) */
+        SESSION_NODE_SNAPSHOT,     /* sessions/N/snapshot (fs/fork.c) */
         SESSION_NODE_TOOLS_ERRORS, /* sessions/N/tools/.errors (not in sessions/N/) */
         SESSION_NODE_COUNT
 };
-#define SESSION_STRIDE 16
+#define SESSION_STRIDE 32
 _Static_assert(SESSION_NODE_COUNT <= SESSION_STRIDE, "a session's nodes fit its stride");
 
 #define INODE_TOOL_BIT (1ULL << 62)

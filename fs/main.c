@@ -44,6 +44,8 @@ static const char usage_text[] =
         "    tmp_size=SIZE          size of each sandbox's /tmp (64M)\n"
         "    files_max_bytes=SIZE   each session's workspace, /work and files/ (256M)\n"
         "    audit_log=PATH         JSON-lines audit log (mode 0600; never a symlink)\n"
+        "    state_dir=DIR          sessions persist there across restarts (DIR 0700)\n"
+        "    checkpoint_interval=S  with state_dir: checkpoint a session at most every S s (30)\n"
         "    sandbox=strict|none    the jail (strict); none runs workers unjailed\n"
         "    r_libs=DIR[:DIR...]    extra R library directories, read-only inside\n"
         "    cpu=SECONDS            default limits of new sessions: cpu per run (60),\n"
@@ -122,6 +124,11 @@ static void clear_stale_mount(const char *mountpoint) {
         if (pid > 0)
                 waitpid(pid, &status, 0);
 }
+
+/* A clean stop waits this long for the sessions' last checkpoints. */
+#define STOP_CHECKPOINT_TIMEOUT_MS 60000
+
+static void stop_loop(void *data) { loop_stop(data); }
 
 static void on_signal(int fd, uint32_t events, void *data) {
         struct loop *l = data;
@@ -205,6 +212,17 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "securerfs: %s\n", c.err);
                 goto out;
         }
+        /* The daemon changes directory to / when it forks. */
+        if (c.opt.state_dir && c.opt.state_dir[0] != '/') {
+                char cwd[PATH_MAX], *abs = NULL;
+
+                if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, c.opt.state_dir) < 0) {
+                        fprintf(stderr, "securerfs: state_dir: %s\n", strerror(errno));
+                        goto out;
+                }
+                free(c.opt.state_dir);
+                c.opt.state_dir = abs;
+        }
         /* A root daemon runs each session's workers as an unprivileged host
          * id of its range: no id of it may be anyone's on this host (a
          * file owned by it would be the worker's). */
@@ -261,6 +279,23 @@ int main(int argc, char *argv[]) {
                 log_error("event loop: %s", strerror(-e));
         else
                 ret = 0;
+        /* A clean stop with -o state_dir: unmount (no request comes any
+         * more), then every started session's state is written by its
+         * worker, the loop serving them, within a deadline (a second
+         * signal ends the wait). */
+        if (e >= 0 && c.opt.state_dir && fs) {
+                struct loop_timer *deadline = loop_timer_new(l, stop_loop, l);
+                unsigned n;
+
+                fs_unmount(fs);
+                n = fs_checkpoint_all(fs, stop_loop, l);
+                if (n > 0 && deadline) {
+                        log_info("writing %u sessions to %s", n, c.opt.state_dir);
+                        loop_timer_arm(deadline, now_ns() + STOP_CHECKPOINT_TIMEOUT_MS * 1000000ULL);
+                        loop_run(l);
+                }
+                loop_timer_free(deadline);
+        }
 out:
         if (fs) {
                 fs_unmount(fs);

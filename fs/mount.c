@@ -80,6 +80,14 @@ int fs_start(struct fs *fs) {
                 return r;
         if (fs->opt->audit_log && (r = sessions_open_audit(fs->sessions, fs->opt->audit_log)) < 0)
                 return r;
+        if (fs->opt->state_dir) {
+                char err[512];
+
+                if ((r = sessions_open_state(fs->sessions, fs->opt->state_dir, err, sizeof(err))) < 0) {
+                        log_error("%s", err);
+                        return r;
+                }
+        }
         if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
                 return -errno;
         return loop_add_fd(fs->loop, fd, EPOLLIN, on_fuse_readable, fs);
@@ -91,6 +99,10 @@ void fs_unmount(struct fs *fs) {
                 fuse_session_unmount(fs->se);
                 fs->mounted = false;
         }
+}
+
+unsigned fs_checkpoint_all(struct fs *fs, void (*fn)(void *data), void *data) {
+        return fs->sessions ? sessions_checkpoint_all(fs->sessions, fn, data) : 0;
 }
 
 void fs_free(struct fs *fs) {

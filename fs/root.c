@@ -186,6 +186,7 @@ int sessions_dir_rmdir(struct fs *fs, const char *name) {
 
         if (!s)
                 return -ENOENT;
+        session_forget_saved(s);
         session_close(s);
         return 0;
 }

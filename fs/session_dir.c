@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "eval.h"
+#include "fork.h"
 #include "handle.h"
 #include "log.h"
 #include "macros.h"
@@ -28,9 +29,10 @@ static const struct {
         [SESSION_NODE_VALUE] = {"value.json", S_IFREG | 0444}, [SESSION_NODE_CTL] = {"ctl", S_IFREG | 0200},
         [SESSION_NODE_TIMEOUT] = {"timeout", S_IFREG | 0644}, [SESSION_NODE_LIMITS] = {"limits", S_IFREG | 0644},
         [SESSION_NODE_LOG] = {"log", S_IFREG | 0444},         [SESSION_NODE_TOOLS] = {"tools", S_IFDIR | 0755},
-        [SESSION_NODE_FILES] = {"files", S_IFDIR | 0755},
+        [SESSION_NODE_FILES] = {"files", S_IFDIR | 0755},     [SESSION_NODE_FORK] = {"fork", S_IFREG | 0444},
+        [SESSION_NODE_SNAPSHOT] = {"snapshot", S_IFREG | 0644},
 };
-#define LISTED_LAST SESSION_NODE_FILES
+#define LISTED_LAST SESSION_NODE_SNAPSHOT
 
 /* The part of a result a result file shows; false for the other files. */
 static bool result_file(enum session_node n, enum result_file *which) {
@@ -48,6 +50,11 @@ static bool result_file(enum session_node n, enum result_file *which) {
 int session_dir_lookup(const struct inode_ref *dir, const char *name, fuse_ino_t *out) {
         for (int n = SESSION_NODE_INPUT; n <= LISTED_LAST; n++)
                 if (strcmp(name, nodes[n].name) == 0) {
+                        /* A saved session starts at its first use: a name
+                         * looked up inside it (sessions/persist.h), not a
+                         * listing or a stat of sessions/ (ls -l). */
+                        if (dir->state && dir->state->session)
+                                session_wake(dir->state->session);
                         *out = inode_of_session(dir->state->id, (enum session_node)n);
                         return 0;
                 }
@@ -137,6 +144,14 @@ void session_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *re
         struct handle *h;
         int r = handle_check_access(fi->flags, mode);
 
+        if (r == 0 && ref->file == SESSION_NODE_FORK) {
+                fork_file_open(req, fs, ref, fi);
+                return;
+        }
+        if (r == 0 && ref->file == SESSION_NODE_SNAPSHOT) {
+                snapshot_file_open(req, fs, ref, fi);
+                return;
+        }
         /* One run at a time, one writer at a time. */
         if (r == 0 && ref->file == SESSION_NODE_INPUT && (session_busy(ref->session) || ref->state->input_writer))
                 r = -EBUSY;
@@ -191,6 +206,14 @@ void session_file_read(fuse_req_t req, struct fs *fs, const struct inode_ref *re
                 reply_text(req, session_console(s), size, off);
                 return;
         }
+        if (ref->file == SESSION_NODE_FORK) {
+                reply_text(req, &h->text, size, off); /* the copy's name, set at open */
+                return;
+        }
+        if (ref->file == SESSION_NODE_SNAPSHOT) {
+                snapshot_file_read(req, h, size, off);
+                return;
+        }
         if (off == 0)
                 session_file_text(s, ref->file, &h->text);
         reply_text(req, &h->text, size, off);
@@ -222,6 +245,41 @@ static void write_input(fuse_req_t req, struct fs *fs, struct session *s, struct
         fuse_reply_write(req, size);
 }
 
+struct ctl_wait {
+        fuse_req_t req;
+        size_t size;
+};
+
+/* Valid replies: write, err. */
+static void on_checkpointed(void *data, int err, const char *why) {
+        struct ctl_wait *w = data;
+
+        if (err < 0)
+                fuse_reply_err(w->req, err == -ENOENT ? ENOENT : EIO);
+        else
+                fuse_reply_write(w->req, w->size);
+        free(w);
+}
+
+/* ctl checkpoint: the write returns once the session's state is on disk in
+ * state_dir.  Valid replies: write (later), err (ENOTSUP without
+ * state_dir, EBUSY while one is being written, EIO). */
+static void ctl_checkpoint(fuse_req_t req, struct session *s, size_t size) {
+        struct ctl_wait *w = calloc(1, sizeof(*w));
+        int r;
+
+        if (!w) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        *w = (struct ctl_wait){.req = req, .size = size};
+        r = session_checkpoint(s, on_checkpointed, w);
+        if (r < 0) {
+                free(w);
+                fuse_reply_err(req, r == -EALREADY ? 0 : -r);
+        }
+}
+
 /* One command a write, exactly: "interrupt" or "restart", with at most one
  * trailing newline.  Anything else is refused as a whole, so
  * "restart\nrestart" or a command with junk after it does nothing at all;
@@ -234,8 +292,11 @@ static void write_ctl(fuse_req_t req, struct session *s, const char *data, size_
                 session_interrupt(s);
         } else if (n == 7 && memcmp(data, "restart", 7) == 0) {
                 session_restart(s);
+        } else if (n == 10 && memcmp(data, "checkpoint", 10) == 0) {
+                ctl_checkpoint(req, s, size);
+                return;
         } else {
-                log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart)", session_name(s),
+                log_info("session %s: ctl: unknown command \"%.*s\"%s (known: interrupt, restart, checkpoint)", session_name(s),
                          (int)MIN(size, 64), data, size > 64 ? "..." : "");
                 fuse_reply_err(req, EINVAL);
                 return;
@@ -306,6 +367,7 @@ void session_file_write(fuse_req_t req, struct fs *fs, const struct inode_ref *r
         case SESSION_NODE_CTL: write_ctl(req, s, data, size); return;
         case SESSION_NODE_TIMEOUT: write_timeout(req, s, h, data, size, off); return;
         case SESSION_NODE_LIMITS: write_limits(req, s, h, data, size, off); return;
+        case SESSION_NODE_SNAPSHOT: snapshot_file_write(req, fs, h, data, size, off); return;
         default: fuse_reply_err(req, EBADF); return;
         }
 }
@@ -318,6 +380,10 @@ void session_file_flush(fuse_req_t req, struct fs *fs, const struct inode_ref *r
 
         if (!s) {
                 fuse_reply_err(req, ENOENT);
+                return;
+        }
+        if (ref->file == SESSION_NODE_SNAPSHOT) {
+                snapshot_file_flush(req, s, h);
                 return;
         }
         if (ref->file == SESSION_NODE_LIMITS && h->buf.len > 0 && !h->applied) {

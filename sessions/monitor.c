@@ -15,6 +15,7 @@
 #include "run.h"
 #include "sandbox/cgroup.h"
 #include "session_private.h"
+#include "snapshot.h"
 #include "worker.h"
 
 /* The session-wide limits monitor (docs/security.md, "Session-wide
@@ -186,6 +187,16 @@ void monitor_on_leftover_timer(void *data) {
                 return;
         if (r && r->sent) {
                 kill_session_processes(s, boot_tick_of(r->start_ns), "that a run left behind");
+                return;
+        }
+        /* A fork, snapshot, restore or checkpoint is the worker's work
+         * between runs (its CPU, and the child that checks a state it
+         * restores: sandbox/worker/state.c): look again later, and count
+         * the idle worker's CPU from after it. */
+        if (s->xfer) {
+                w->idle_checks = 0;
+                w->leftover_check_armed = true;
+                loop_timer_arm(w->leftover_check, now_ns() + IDLE_FIRST_GAP_NS);
                 return;
         }
         idle_watch(s, w);

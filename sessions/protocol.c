@@ -93,6 +93,18 @@ static const struct message worker_messages[MSG_WORKER_COUNT] = {
                         "ends the run it names and only that one; its texts become files shown escaped, its "
                         "value is data (JSON) that nothing on the host evaluates, and the daemon decides the "
                         "run's status from its own knowledge (deadlines, limits) over the worker's word"},
+        [MSG_SNAPSHOT_DONE] = {"snapshot_done", IN(PHASE_SNAPSHOT), ESCAPED(1000 * 1000 + 1000 * 256 + 4096), 2048,
+                               {{"notes", F_STRINGS, true, 0, 1000, 1000, NULL},
+                                {"packages", F_STRINGS, true, 0, 1000, 256, NULL},
+                                {"error", F_STRING, false, 0, 4096, 0, NULL}},
+                               "ends the snapshot it answers and only that one; the state itself went through "
+                               "the descriptor and is never read by the daemon; its notes and package names are "
+                               "bounded texts, shown escaped"},
+        [MSG_RESTORED] = {"restored", IN(PHASE_RESTORE), ESCAPED(1000 * 1000 + 4096), 1024,
+                          {{"notes", F_STRINGS, true, 0, 1000, 1000, NULL},
+                           {"error", F_STRING, false, 0, 4096, 0, NULL}},
+                          "ends the restore it answers; its notes are bounded texts the daemon only shows "
+                          "(escaped) in the log and the next result.json"},
 };
 
 /* Daemon -> worker: what the daemon sends, and when (no frame bounds: the
@@ -113,6 +125,12 @@ static const struct message daemon_messages[] = {
           {"description", F_STRING, true, 0, INT64_MAX, 0, NULL}},
          "between runs only; a definition the daemon accepted (sessions/tool_def.h)"},
         {"remove_tool", IN(PHASE_IDLE), 0, 0, {{"name", F_STRING, true, 1, 100, 0, NULL}}, "between runs only"},
+        {"snapshot", IN(PHASE_IDLE), 0, 0, {{NULL}},
+         "between runs only, with a descriptor the worker writes its state to (a pipe to another worker, a "
+         "file of the daemon's): it can reach nothing else through it"},
+        {"restore", IN(PHASE_IDLE), 0, 0, {{"check", F_INT, true, 0, 1, 0, NULL}},
+         "between runs only, with a descriptor of a state the worker reads into itself, in its jail (check: "
+         "unserialize it first in a child process, so that bytes that crash R take only that child)"},
         {"tool_result", IN(PHASE_RUNNING), 0, 0,
          {{"id", F_INT, true, 1, ID_MAX, 0, NULL}, {"value", F_ANY, false, 0, 0, 0, NULL},
           {"error", F_STRING, false, 0, INT64_MAX, 0, NULL}},
@@ -287,6 +305,12 @@ int protocol_check_worker_frame(const json_t *m, const struct protocol_context *
                         f.u.result.limit = limit ? word_index(limit_words, limit) : -1;
                 }
                 break;
+        case MSG_SNAPSHOT_DONE:
+        case MSG_RESTORED:
+                f.u.state.notes = json_object_get(m, "notes");
+                f.u.state.packages = json_object_get(m, "packages");
+                f.u.state.error = get_string(m, "error", NULL);
+                break;
         case MSG_WORKER_COUNT: break;
         }
         *out = f;
@@ -324,6 +348,9 @@ json_t *protocol_define_tool(const char *name, json_t *args, const char *descrip
         return json_pack("{s:s, s:s, s:O, s:s}", "type", "define_tool", "name", name, "args", args, "description",
                          description);
 }
+
+json_t *protocol_snapshot(void) { return json_pack("{s:s}", "type", "snapshot"); }
+json_t *protocol_restore(bool check) { return json_pack("{s:s, s:i}", "type", "restore", "check", check ? 1 : 0); }
 
 json_t *protocol_remove_tool(const char *name) { return json_pack("{s:s, s:s}", "type", "remove_tool", "name", name); }
 

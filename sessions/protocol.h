@@ -34,6 +34,8 @@ enum worker_phase {
         PHASE_ATTACHING, /* the workspace frame was sent; "attached" is awaited */
         PHASE_IDLE,      /* its session's; no run sent */
         PHASE_RUNNING,   /* an exec was sent; its "result" is awaited */
+        PHASE_SNAPSHOT,  /* a snapshot was sent; its "snapshot_done" is awaited */
+        PHASE_RESTORE,   /* a restore was sent; its "restored" is awaited */
         PHASE_COUNT
 };
 
@@ -52,6 +54,8 @@ enum worker_message {
         MSG_CONSOLE,
         MSG_TOOL_CALL,
         MSG_RESULT,
+        MSG_SNAPSHOT_DONE,
+        MSG_RESTORED,
         MSG_WORKER_COUNT
 };
 
@@ -104,6 +108,11 @@ struct worker_frame {
                         json_t *warnings;       /* an array of strings */
                         int limit;              /* enum limit_kind (common/options.h); -1: none */
                 } result;
+                struct {
+                        json_t *notes;     /* an array of strings */
+                        json_t *packages;  /* snapshot_done: an array of strings; restored: NULL */
+                        const char *error; /* NULL: it worked */
+                } state;
         } u;
 };
 
@@ -148,6 +157,10 @@ json_t *protocol_exec(uint64_t seq, const char *code, size_t len, const struct l
 json_t *protocol_interrupt(uint64_t seq);
 json_t *protocol_define_tool(const char *name, json_t *args, const char *description);
 json_t *protocol_remove_tool(const char *name);
+/* snapshot, restore: sent with the descriptor the state goes to or comes
+ * from (worker_send_fd). */
+json_t *protocol_snapshot(void);
+json_t *protocol_restore(bool check);
 /* error NULL: the value (NULL: null); else the error message (cleaned to
  * valid UTF-8 here: tool messages come from host programs). */
 json_t *protocol_tool_result(json_int_t id, json_t *value, const char *error);

@@ -10,7 +10,9 @@
 #include "macros.h"
 #include "monitor.h"
 #include "run.h"
+#include "persist.h"
 #include "session_private.h"
+#include "snapshot.h"
 #include "tools.h"
 #include "workspace.h"
 
@@ -168,6 +170,12 @@ struct result *result_build(struct session *s, const struct run_end *end) {
                 free(s->idle_notice);
                 s->idle_notice = NULL;
         }
+        /* The first result after a restore says what it could not carry
+         * (sessions/snapshot.h). */
+        if (j && s->restore_notes) {
+                json_object_set_new(j, "restore_notes", s->restore_notes);
+                s->restore_notes = NULL;
+        }
         /* files comes when the after-scan is done (result_publish). */
         res->pending = j;
         /* result.json has the exact text; from now on the console file
@@ -269,6 +277,10 @@ static void result_publish_now(struct session *s, struct result *res) {
         tool_scope_run_ended(s->tools);
         if (t->ev.run_ended)
                 t->ev.run_ended(s);
+        persist_mark_dirty(s);
+        /* Forks waiting for the run to end start now. */
+        if (s->state == SESSION_IDLE)
+                snapshot_session_idle(s);
         /* The readers have their answer; look for what the run may have
          * left behind (off this path: rate-limited, on a timer). */
         monitor_check_leftovers(s);

@@ -107,7 +107,9 @@ int session_start_run(struct session *s, char *code, size_t len) {
                 run_end(s, RUN_ERROR, ERROR_DEAD, msg, NULL);
                 return 0;
         }
-        if (s->state == SESSION_IDLE)
+        /* A transfer of its state under way, or a fork's copy still
+         * waiting for its state: the run waits (snapshot_session_idle). */
+        if (s->state == SESSION_IDLE && !s->xfer && !s->fork_src)
                 run_send(s);
         return 0;
 }

@@ -8,13 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "audit.h"
 #include "hostid.h"
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "persist.h"
 #include "run.h"
+#include "snapshot.h"
 #include "tools.h"
 #include "worker.h"
 #include "workspace.h"
@@ -47,6 +50,9 @@ void *session_events_data(const struct session *s) { return s->owner->ev.data; }
 
 const char *session_state_word(const struct session *s) {
         static const char *const words[] = {"starting", "idle", "running", "dead"};
+
+        if (s->dormant)
+                return "saved"; /* in state_dir, not started yet (sessions/persist.h) */
         return words[s->state];
 }
 
@@ -147,7 +153,7 @@ static void session_acquire_worker(struct session *s) {
 /* The creating mkdir (or open of clone) gets its answer: err 0, or err < 0
  * with why (logged and kept in stats' last_start_error), and the session
  * goes then. */
-static void session_created(struct session *s, int err, const char *why) {
+void session_created(struct session *s, int err, const char *why) {
         struct sessions *t = s->owner;
 
         s->creating = false;
@@ -168,12 +174,13 @@ void session_worker_attached(struct session *s) {
         session_set_state(s, SESSION_IDLE);
         s->start_retries = 0;
         session_apply_limits(s);
-        if (s->creating)
+        /* A fork's copy is created once its state came (sessions/snapshot.h). */
+        if (s->creating && !s->fork_src)
                 session_created(s, 0, NULL);
         /* Its tools come before its first run. */
         tool_scope_worker_ready(s->tools);
-        if (s->run && !s->run->sent)
-                run_send(s);
+        /* A queued run is sent, or the forks waiting for it start. */
+        snapshot_session_idle(s);
         pool_fill(t);
 }
 
@@ -184,6 +191,7 @@ void session_worker_lost(struct session *s, struct worker *w) {
 
         s->worker = NULL;
         w->session = NULL;
+        xfer_session_lost(s, "its R worker died while the state was being moved");
         if (w->attached) {
                 if (r && r->sent) {
                         run_worker_died(s, w);
@@ -250,6 +258,10 @@ static void on_create_deadline(void *data) {
 
         if (!s->creating)
                 return;
+        if (s->fork_orphaned) {
+                session_created(s, -ENOENT, "the session it was a fork of closed before it was copied");
+                return;
+        }
         snprintf(msg, sizeof(msg), "the session did not start within %d ms (%s)", SESSION_CREATE_TIMEOUT_MS,
                  workspace_root_fd(s->workspace) < 0  ? "its workspace was not made"
                  : !s->worker                          ? "no worker"
@@ -270,9 +282,10 @@ static int session_new_undo(struct session *s, int err) {
         return err;
 }
 
-int sessions_create(struct sessions *t, const char *name, struct session **out) {
+/* A session's struct, named and numbered, with its tools/ scope, not yet
+ * in the table.  0 or -errno. */
+static int session_alloc(struct sessions *t, const char *name, struct session **out) {
         struct tool_host host = {.name = host_name, .is_idle = host_is_idle, .send = host_send, .audit = host_audit};
-        struct worker *pooled = pool_first(t);
         struct session *s;
         char auto_name[32];
         int e;
@@ -297,39 +310,68 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
         if (!s)
                 return -ENOMEM;
         s->owner = t;
+        s->restore_fd = -1;
         snprintf(s->name, sizeof(s->name), "%s", name);
         s->create_deadline = loop_timer_new(t->loop, on_create_deadline, s);
         if (!s->create_deadline)
                 return session_new_undo(s, -ENOMEM);
+        s->id = ++t->next_id;
+        /* Its tools/ directory exists from the start (fs lists it). */
+        host.data = s;
+        if ((e = tools_scope_new(t->tools, s->id, &host, &s->tools)) < 0)
+                return session_new_undo(s, e);
+        s->timeout_s = t->opt->timeout_s;
+        s->limits = t->opt->limits;
+        list_init(&s->fork_link);
+        list_init(&s->fork_waiters);
+        list_init(&s->state_waiters);
+        list_init(&s->dirty_link);
+        *out = s;
+        return 0;
+}
+
+/* Its host id, its workspace, a worker on the way.  0 or -errno (nothing
+ * of that made). */
+static int session_provision(struct session *s) {
+        struct sessions *t = s->owner;
+        struct worker *pooled = pool_first(t);
+        int e;
+
         /* Its host id: the first pooled worker's, which it will take (a
          * root daemon's pooled workers each have one of their own), else a
          * fresh one; the workspace belongs to it from the start. */
         if (pooled) {
                 s->host_id = host_id_ref(pooled->host_id);
         } else if ((e = host_id_take(t->ids, &s->host_id)) < 0) {
-                log_error("session %s: no free host id in id_range=%u:%u", name, t->opt->id_range.base,
+                log_error("session %s: no free host id in id_range=%u:%u", s->name, t->opt->id_range.base,
                           t->opt->id_range.count);
-                return session_new_undo(s, e == -ENOMEM ? e : -ENOSPC);
+                return e == -ENOMEM ? e : -ENOSPC;
         }
-        s->id = ++t->next_id;
-        /* Its tools/ directory exists from the start (fs lists it). */
-        host.data = s;
-        if ((e = tools_scope_new(t->tools, s->id, &host, &s->tools)) < 0)
-                return session_new_undo(s, e);
         /* Strict: the keeper makes it while the worker starts (both take
          * their time; the keeper answers the worker's copy after the
          * mount).  A failure to make it comes to on_workspace_made(). */
         e = workspace_new(t->workspaces, s->id, host_uid(s->host_id), host_gid(s->host_id), on_workspace_made, s,
                           &s->workspace);
         if (e < 0 && e != -EINPROGRESS) {
-                log_error("session %s: could not make its workspace: %s", name, strerror(-e));
+                log_error("session %s: could not make its workspace: %s", s->name, strerror(-e));
                 snprintf(t->last_start_error, sizeof(t->last_start_error), "could not make a workspace: %s",
                          strerror(-e));
                 s->workspace = NULL;
-                return session_new_undo(s, e == -ENOMEM ? e : -EPERM);
+                host_id_unref(t->ids, s->host_id);
+                s->host_id = NULL;
+                return e == -ENOMEM ? e : -EPERM;
         }
-        s->timeout_s = t->opt->timeout_s;
-        s->limits = t->opt->limits;
+        return 0;
+}
+
+int sessions_create(struct sessions *t, const char *name, struct session **out) {
+        struct session *s;
+        int e = session_alloc(t, name, &s);
+
+        if (e < 0)
+                return e;
+        if ((e = session_provision(s)) < 0)
+                return session_new_undo(s, e);
         s->creating = true;
         if ((e = sessions_index_add(t, s)) < 0)
                 return session_new_undo(s, e);
@@ -343,9 +385,48 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
                 session_close(s);
                 return -ENOMEM;
         }
+        persist_mark_dirty(s);
         *out = s;
         return 0;
 }
+
+int sessions_create_saved(struct sessions *t, const char *name, struct session **out) {
+        struct session *s;
+        int e = session_alloc(t, name, &s);
+
+        if (e < 0)
+                return e;
+        s->dormant = true;
+        if ((e = sessions_index_add(t, s)) < 0)
+                return session_new_undo(s, e);
+        list_append(&t->sessions, &s->link);
+        t->n_sessions++;
+        *out = s;
+        return 0;
+}
+
+void session_wake(struct session *s) {
+        char msg[256];
+        int e;
+
+        if (!s->dormant || s->closing)
+                return;
+        s->dormant = false;
+        e = persist_open_saved(s, &s->restore_fd, &s->restore_size);
+        if (e < 0)
+                log_error("session %s: its saved state cannot be read (%s); it starts empty", s->name, strerror(-e));
+        if ((e = session_provision(s)) < 0) {
+                snprintf(msg, sizeof(msg), "could not start the saved session: %s", strerror(-e));
+                session_set_state(s, SESSION_DEAD);
+                free(s->dead_reason);
+                s->dead_reason = strdup(msg);
+                return;
+        }
+        session_audit(s, json_pack("{s:s}", "event", "session_resume"));
+        session_acquire_worker(s);
+}
+
+bool session_dormant(const struct session *s) { return s->dormant; }
 
 /* ---- restart and close ---------------------------------------------------------- */
 
@@ -355,6 +436,7 @@ void session_close(struct session *s) {
         if (s->closing)
                 return;
         s->closing = true;
+        snapshot_session_closing(s);
         if (t->ev.closing)
                 t->ev.closing(s);
         session_audit(s, json_pack("{s:s}", "event", "session_close"));
@@ -375,6 +457,11 @@ void session_close(struct session *s) {
         /* Its id goes back once its last worker is reaped too. */
         host_id_unref(t->ids, s->host_id);
         result_unref(s->last);
+        json_decref(s->restore_notes);
+        if (s->restore_fd >= 0)
+                close(s->restore_fd);
+        persist_checkpoint_forget(s);
+        persist_session_closing(s);
         text_free(&s->log);
         free(s->dead_reason);
         free(s->idle_notice);
@@ -388,6 +475,7 @@ void session_restart(struct session *s) {
 
         t->stats.restarts++;
         session_audit(s, json_pack("{s:s}", "event", "restart"));
+        xfer_session_lost(s, "the session was restarted while its state was being moved");
         if (w) {
                 s->worker = NULL;
                 worker_abandon(w, "restart");

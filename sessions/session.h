@@ -57,6 +57,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <jansson.h>
 
 #include "options.h"
@@ -69,6 +70,11 @@ struct sessions;
 struct tool_scope;
 struct tools;
 struct workspace;
+
+/* The answer to a snapshot, a restore or a checkpoint, called once on the
+ * loop (never from inside the call that asked): err 0, or err < 0 with
+ * why. */
+typedef void (*session_state_fn)(void *data, int err, const char *why);
 
 enum session_state { SESSION_STARTING, SESSION_IDLE, SESSION_RUNNING, SESSION_DEAD };
 
@@ -107,6 +113,54 @@ int sessions_open_audit(struct sessions *t, const char *path);
  * -ENOSPC (too many sessions, or no free host id), -ENOMEM, -EPERM (no
  * workspace could be made). */
 int sessions_create(struct sessions *t, const char *name, struct session **out);
+/* -o state_dir (sessions/persist.h): open DIR (created 0700; refused if a
+ * symbolic link or another user's) and list its saved sessions, which
+ * appear at once (status "saved") and start, restored, on first use
+ * (session_wake).  0 or -errno with err. */
+int sessions_open_state(struct sessions *t, const char *dir, char *err, size_t n);
+/* A saved session that has not started: start it now (its worker, its
+ * workspace, then its saved state restored before any run).  Nothing for
+ * any other session.  fs/ calls this when a name inside the session's
+ * directory is looked up (a stat of sessions/NAME starts nothing). */
+void session_wake(struct session *s);
+bool session_dormant(const struct session *s);
+/* ctl checkpoint: write s's state to state_dir now; fn says when it is on
+ * disk.  0, -ENOTSUP (no state_dir), -EIO (dead), -ENOMEM. */
+int session_checkpoint(struct session *s, session_state_fn fn, void *data);
+/* rmdir: its saved state goes too (then session_close). */
+void session_forget_saved(struct session *s);
+/* A clean stop: write every started session's state to state_dir, then
+ * call fn (at once when there is nothing to write: returns 0).  Returns
+ * the number of checkpoints started. */
+unsigned sessions_checkpoint_all(struct sessions *t, void (*fn)(void *data), void *data);
+
+/* sessions/N/fork: a new session (the next free name) that becomes a copy
+ * of src (sessions/snapshot.h) — its timeout, limits and session tools now,
+ * its R global environment, attached packages and workspace files once its
+ * worker is ready and src is idle (after the run under way).  Its created
+ * event says when, as for sessions_create (the open that asked waits for
+ * it, like clone's).  0 with *out, or as sessions_create(). */
+int sessions_fork(struct sessions *t, struct session *src, struct session **out);
+/* Is a transfer of s's state under way (a fork or snapshot of it)? */
+bool session_moving(const struct session *s);
+
+
+/* sessions/N/snapshot read: write s's snapshot file (sessions/snapshot_file.h)
+ * into fd from offset 0 — the header and metadata now, the state by s's
+ * worker once s is idle (after the run under way; a queue).  fd stays the
+ * caller's, and must stay open until fn.  0 (fn comes later), -EIO (a dead
+ * session), -ENOMEM. */
+int session_snapshot_to(struct session *s, int fd, session_state_fn fn, void *data);
+/* sessions/N/snapshot write: replace s's state (R, workspace, timeout,
+ * limits, session tools) with the snapshot file fd of size bytes.  Checked
+ * now, as an attacker's input: -EINVAL (not a valid snapshot; why says
+ * what), -ENOSPC (its files are over files_max_bytes), -EBUSY (s runs, or
+ * its state is being moved), -EIO (a dead session); nothing changed then.
+ * Else 0, and fn says how the worker's restore went (-EINVAL: R could not
+ * read the state, or it made R's unserialize crash — in a child process:
+ * s is unchanged; -EIO: the worker died). */
+int session_restore_from(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n);
 /* Close a session, also while it runs: its worker is killed.  The closing
  * event is sent, then s is freed. */
 void session_close(struct session *s);

@@ -46,6 +46,24 @@ struct session {
         struct host_id *host_id;
         struct list link;      /* in the table's sessions, creation order */
         struct hash_node by_id, by_name; /* in the table's indexes (sessions/table.c) */
+        /* Fork and snapshot (sessions/snapshot.h). */
+        struct xfer *xfer;            /* a transfer this session is an end of */
+        struct session *fork_src;     /* a fork's copy, until its state comes: the original */
+        char fork_name[65];           /* the original's name, for messages */
+        bool fork_orphaned;           /* the original closed before the copy was made */
+        struct list fork_link;        /* in fork_src's fork_waiters */
+        struct list fork_waiters;     /* copies of this session waiting for it to be idle */
+        struct list state_waiters;    /* snapshots of it waiting for it to be idle */
+        json_t *restore_notes;        /* what a restore could not carry: the next result.json's */
+        /* Persistence (sessions/persist.h). */
+        bool dormant;                 /* saved in state_dir, not started: no worker, no workspace yet */
+        int restore_fd;               /* its saved file, to restore once its worker is ready; -1 */
+        off_t restore_size;
+        bool dirty;                   /* changed since its last checkpoint */
+        bool checkpointing;           /* a checkpoint of it is under way */
+        uint64_t last_checkpoint_ns;
+        void *checkpoint;             /* the checkpoint under way (sessions/persist.c), or NULL */
+        struct list dirty_link;       /* in the table's persist dirty list */
 };
 
 /* The counters of stats (sessions/stats.c). */
@@ -88,6 +106,7 @@ struct sessions {
         uint64_t start_ns;
         char last_start_error[512];    /* why the last worker could not start */
         struct session_stats stats;
+        struct persist *persist;       /* -o state_dir (sessions/persist.h); NULL without */
 };
 
 /* Index s (its id and name set) for sessions_find*() and sessions_next():
@@ -102,6 +121,9 @@ static inline void session_set_state(struct session *s, enum session_state st) {
         s->state = st;
 }
 
+/* A saved session (sessions/persist.h): in the table, dormant, nothing
+ * started.  0 with *out, or as sessions_create(). */
+int sessions_create_saved(struct sessions *t, const char *name, struct session **out);
 /* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool session_name_valid(const char *name);
 /* Set s's limits on its worker, now idle (sessions/worker.h). */
@@ -112,6 +134,9 @@ void session_audit(struct session *s, json_t *ev);
 /* s's worker answered "attached": s is IDLE (its created event goes out),
  * its limits and tools are set, and a queued run is sent. */
 void session_worker_attached(struct session *s);
+/* The creating mkdir (or open of clone, or fork) gets its answer: err 0,
+ * or err < 0 with why, and the session is closed then. */
+void session_created(struct session *s, int err, const char *why);
 /* s's worker w is gone (w is about to be freed): a worker that never
  * attached failed to start (replaced a few times when a helper was to
  * blame, else the session is DEAD or its creation fails); one that did

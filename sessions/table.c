@@ -2,6 +2,7 @@
  * (sandbox/spawner.h), the workspaces and their keeper
  * (sessions/workspace.h), the cgroups, the host id range, the tool registry,
  * the audit log — and the lookups fs/ makes. */
+#include "persist.h"
 #include "session_private.h"
 
 #include <errno.h>
@@ -235,5 +236,6 @@ void sessions_free(struct sessions *t) {
         hash_free(&t->by_id);
         hash_free(&t->by_name);
         free(t->order);
+        persist_free(t);
         free(t);
 }

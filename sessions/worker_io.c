@@ -20,6 +20,7 @@
 #include "protocol.h"
 #include "run.h"
 #include "session_private.h"
+#include "snapshot.h"
 #include "utf8.h"
 
 /* What the daemon takes from one worker per wake-up of its socket: after
@@ -201,6 +202,8 @@ static enum worker_phase worker_phase(const struct worker *w) {
                 return PHASE_WAITING;
         if (!w->attached)
                 return PHASE_ATTACHING;
+        if (xfer_phase(s) != PHASE_COUNT)
+                return xfer_phase(s);
         /* A run whose result waits for its after-scan is over for the
          * worker: it is idle, and a frame of a run is a violation. */
         return s->run && s->run->sent && !s->run->ending ? PHASE_RUNNING : PHASE_IDLE;
@@ -261,6 +264,8 @@ static void worker_handle_frame(struct worker *w, const json_t *m) {
                 run_on_tool_call(s, &f);
                 break;
         case MSG_RESULT: run_on_result(s, &f); break;
+        case MSG_SNAPSHOT_DONE:
+        case MSG_RESTORED: xfer_on_frame(s, &f); break;
         case MSG_WORKER_COUNT: break;
         }
 }

@@ -337,7 +337,8 @@ static void init_cb(void *data) {
                 return;
         if ((j->r = capture_init(j->err, j->errlen)) < 0 || (j->r = format_init(j->err, j->errlen)) < 0 ||
             (j->r = value_json_init(j->err, j->errlen)) < 0 || (j->r = run_init(j->err, j->errlen)) < 0 ||
-            (j->r = tool_bridge_init(j->err, j->errlen)) < 0)
+            (j->r = tool_bridge_init(j->err, j->errlen)) < 0 ||
+            (j->r = state_init(j->err, j->errlen)) < 0)
                 return;
 }
 

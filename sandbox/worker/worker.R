@@ -333,3 +333,92 @@ remove_tool <- function(name) {
     }
     invisible(NULL)
 }
+
+# ---- A session's state (state.c; docs/protocol.md, "The state stream") ----
+#
+# snapshot_state() is list(blob, notes, packages): blob the global
+# environment's bindings (all of them, .Random.seed included) with the
+# attached packages, as R's own serialize() writes them; notes, by name,
+# what cannot be carried: a binding that holds an external pointer or a weak
+# reference (a connection, a database handle: serialize would write a null
+# pointer in its place) or that fails to serialize.  Those are left out,
+# never carried half-dead.  The happy path serializes once; only when the
+# refhook saw something does it go binding by binding to name them.
+snapshot_state <- function() {
+    env <- globalenv()
+    nms <- ls(env, all.names = TRUE, sorted = TRUE)
+    seen <- character()
+    hook <- function(x) {
+        t <- typeof(x)
+        if (t == "externalptr" || t == "weakref") seen <<- c(seen, t)
+        NULL
+    }
+    pkgs <- sub("^package:", "", grep("^package:", search(), value = TRUE))
+    vals <- mget(nms, envir = env)
+    notes <- character()
+    make <- function(vals) list(format = "securerfs-state", version = 1L, globals = vals,
+                                packages = pkgs, notes = notes)
+    blob <- tryCatch(serialize(make(vals), NULL, xdr = FALSE, refhook = hook),
+                     error = function(e) NULL)
+    if (is.null(blob) || length(seen)) {
+        keep <- list()
+        for (n in nms) {
+            seen <- character()
+            ok <- tryCatch({
+                serialize(vals[[n]], NULL, xdr = FALSE, refhook = hook)
+                TRUE
+            }, error = function(e) conditionMessage(e))
+            if (!isTRUE(ok))
+                notes <- c(notes, sprintf("%s: not carried (it could not be serialized: %s)", n, ok))
+            else if (length(seen))
+                notes <- c(notes, sprintf(
+                    "%s: not carried (it holds an %s: a connection, a database handle or other native resource)",
+                    n, if ("externalptr" %in% seen) "external pointer" else "weak reference"))
+            else
+                keep[n] <- list(vals[[n]])
+        }
+        seen <- character()
+        blob <- serialize(make(keep), NULL, xdr = FALSE)
+    }
+    list(blob, notes, pkgs)
+}
+
+raw_alloc <- function(n) raw(n)
+
+# The inverse, in the session restored into: R reads the whole state before
+# anything changes (an error leaves the global environment as it was), then
+# the old bindings go, the packages the copy lacks are attached in the
+# original's order, and the bindings come in.  Returns the notes: the
+# original's and what failed here.
+state_shape_ok <- function(state) {
+    is.list(state) && identical(state$format, "securerfs-state") &&
+        identical(state$version, 1L) && is.list(state$globals) &&
+        (!length(state$globals) || (!is.null(names(state$globals)) &&
+                                    all(nzchar(names(state$globals))))) &&
+        is.character(state$packages) && is.character(state$notes)
+}
+
+# In a child process of the worker, for a state read from a file: does R
+# read it without dying?  (The parent then reads it for real.)
+check_state <- function(blob) state_shape_ok(unserialize(blob))
+
+restore_state <- function(blob) {
+    state <- unserialize(blob)
+    if (!state_shape_ok(state))
+        stop("not a securerfs state")
+    notes <- state$notes
+    env <- globalenv()
+    rm(list = ls(env, all.names = TRUE), envir = env)
+    have <- sub("^package:", "", grep("^package:", search(), value = TRUE))
+    for (p in rev(state$packages)) {
+        if (p %in% have) next
+        ok <- tryCatch({
+            suppressPackageStartupMessages(library(p, character.only = TRUE))
+            TRUE
+        }, error = function(e) conditionMessage(e))
+        if (!isTRUE(ok))
+            notes <- c(notes, sprintf("package %s: not attached (%s)", p, ok))
+    }
+    list2env(state$globals, envir = env)
+    as.character(notes)
+}

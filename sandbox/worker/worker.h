@@ -292,6 +292,19 @@ int tool_bridge_init(char *err, size_t errlen);
  * not well-formed; an R failure (out of memory) only loses the
  * definition. */
 int tool_bridge_define(json_t *msg);
+
+/* ---- state.c: the session's state as a stream (docs/protocol.md) -------- */
+
+int state_init(char *err, size_t errlen);
+/* snapshot: write this session's state (the R global environment's
+ * bindings, the attached packages, /work's files) into fd, close it and
+ * answer snapshot_done with what could not be carried. */
+void state_snapshot(int fd);
+/* restore: read a state from fd into this session (the global environment
+ * replaced once R has read it all, then /work's files), close it and
+ * answer restored.  check: unserialize it in a child process first (a state
+ * from a file, which could be made to crash R). */
+void state_restore(int fd, bool check);
 /* A run starts (tool_call ids start again at 1) or ends (the last reply is
  * not kept). */
 void tool_bridge_run_start(void);

@@ -32,7 +32,10 @@ static struct {
         /* The daemon's frames are read through this reader between runs
          * and while a tool call waits for its reply. */
         struct frame_reader reader;
-} W = {.sock = -1};
+        /* The descriptor that came with the daemon's last bytes (snapshot,
+         * restore), -1 when none. */
+        int passed_fd;
+} W = {.sock = -1, .passed_fd = -1};
 
 /* ---- the channel ----------------------------------------------------------- */
 
@@ -187,6 +190,35 @@ static int receive_workspace(void) {
         return -1;
 }
 
+/* The next frame between runs, with recvmsg so that a descriptor sent with
+ * it (SCM_RIGHTS on its first byte) is kept in W.passed_fd: 1 with *msg, 0
+ * at end of file, -errno. */
+static int receive_frame(json_t **msg) {
+        for (;;) {
+                char buf[65536];
+                int e = frame_reader_next(&W.reader, msg), got;
+                size_t n_got;
+                ssize_t n;
+
+                if (e != 0)
+                        return e;
+                n = fdpass_recv(W.sock, buf, sizeof(buf), &got, 1, &n_got, 0);
+                if (n == 0)
+                        return 0;
+                if (n < 0 && n != -EINTR)
+                        return (int)n;
+                if (n < 0)
+                        continue;
+                if (n_got) {
+                        if (W.passed_fd >= 0)
+                                close(W.passed_fd);
+                        W.passed_fd = got;
+                }
+                if (frame_reader_feed(&W.reader, buf, (size_t)n) < 0)
+                        return -EBADMSG;
+        }
+}
+
 void worker_main(int sock, const struct jail_options *o) {
         /* Child of jail_clone(), in the zygote's image: the zygote's control
          * socket is fd 3, the daemon's socket for this worker is sock. */
@@ -240,13 +272,30 @@ void worker_main(int sock, const struct jail_options *o) {
         for (;;) {
                 _cleanup_json_ json_t *msg = NULL;
                 const char *type;
-                int e = frame_recv(W.sock, &W.reader, &msg);
+                int e = receive_frame(&msg);
 
                 if (e == 0)
                         worker_exit(0); /* the daemon closed the session */
                 if (e < 0)
                         worker_exit(2);
                 type = frame_type(msg);
+                if (!strcmp(type, "snapshot") || !strcmp(type, "restore")) {
+                        int fd = W.passed_fd;
+
+                        /* The daemon sends these with a descriptor, and only
+                         * between runs. */
+                        W.passed_fd = -1;
+                        if (fd < 0)
+                                worker_exit(2);
+                        if (type[0] == 's')
+                                state_snapshot(fd);
+                        else
+                                state_restore(fd, json_integer_value(json_object_get(msg, "check")) == 1);
+                        continue;
+                }
+                /* A descriptor read with the bytes of an earlier frame
+                 * (the kernel may hand several frames to one recvmsg) stays
+                 * for the snapshot or restore it came with. */
                 if (!strcmp(type, "define_tool") || !strcmp(type, "remove_tool")) {
                         if (tool_bridge_define(msg) < 0)
                                 worker_exit(2);

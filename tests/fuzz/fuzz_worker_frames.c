@@ -31,6 +31,8 @@ static int allowed(enum worker_message t, enum worker_phase p) {
         case MSG_READY: return p == PHASE_STARTING;
         case MSG_ATTACHED: return p == PHASE_ATTACHING;
         case MSG_FATAL: return p == PHASE_STARTING || p == PHASE_WAITING || p == PHASE_ATTACHING;
+        case MSG_SNAPSHOT_DONE: return p == PHASE_SNAPSHOT;
+        case MSG_RESTORED: return p == PHASE_RESTORE;
         default: return p == PHASE_RUNNING;
         }
 }
@@ -71,6 +73,12 @@ static void check_passed(const json_t *m, const struct protocol_context *c, cons
                     (f->u.result.status == WORKER_OK) != (f->u.result.kind == WORKER_KIND_NONE) ||
                     (f->u.result.status == WORKER_INTERRUPTED) != (f->u.result.kind == WORKER_KIND_INTERRUPTED) ||
                     field_count(m) > 10)
+                        abort();
+                break;
+        case MSG_SNAPSHOT_DONE:
+        case MSG_RESTORED:
+                if (!json_is_array(f->u.state.notes) || json_array_size(f->u.state.notes) > 1000 ||
+                    (f->type == MSG_SNAPSHOT_DONE) != json_is_array(f->u.state.packages) || field_count(m) > 3)
                         abort();
                 break;
         case MSG_WORKER_COUNT: abort();

@@ -50,6 +50,8 @@ static const char *const sample[MSG_WORKER_COUNT] = {
         [MSG_TOOL_CALL] = "{\"type\":\"tool_call\",\"seq\":7,\"id\":4,\"tool\":\"q\",\"args\":{\"a\":1}}",
         [MSG_RESULT] = "{\"type\":\"result\",\"seq\":7,\"status\":\"ok\",\"output\":\"2\",\"value\":2,\"error\":\"\","
                        "\"warnings\":[]}",
+        [MSG_SNAPSHOT_DONE] = "{\"type\":\"snapshot_done\",\"notes\":[\"con: not carried\"],\"packages\":[\"stats\"]}",
+        [MSG_RESTORED] = "{\"type\":\"restored\",\"notes\":[],\"error\":\"cut short\"}",
 };
 
 /* Which message may come in which phase (docs/protocol.md's table). */
@@ -60,6 +62,8 @@ static const unsigned allowed[MSG_WORKER_COUNT] = {
         [MSG_CONSOLE] = 1u << PHASE_RUNNING,
         [MSG_TOOL_CALL] = 1u << PHASE_RUNNING,
         [MSG_RESULT] = 1u << PHASE_RUNNING,
+        [MSG_SNAPSHOT_DONE] = 1u << PHASE_SNAPSHOT,
+        [MSG_RESTORED] = 1u << PHASE_RESTORE,
 };
 
 static void test_phases(void) {
@@ -245,6 +249,8 @@ static void test_daemon_frames(void) {
                 {protocol_interrupt(3), PHASE_RUNNING},
                 {protocol_define_tool("q", args, "Query"), PHASE_IDLE},
                 {protocol_remove_tool("q"), PHASE_IDLE},
+                {protocol_snapshot(), PHASE_IDLE},
+                {protocol_restore(true), PHASE_IDLE},
                 {protocol_tool_result(5, value, NULL), PHASE_RUNNING},
                 {protocol_tool_result(6, NULL, NULL), PHASE_RUNNING},
                 {protocol_tool_result(7, NULL, "bad \xff byte"), PHASE_RUNNING},
@@ -262,9 +268,9 @@ static void test_daemon_frames(void) {
         }
         /* A tool's message is made valid UTF-8 (jansson refuses anything
          * else). */
-        CHECK(strcmp(json_string_value(json_object_get(f[7].m, "error")), "bad \xef\xbf\xbd byte") == 0);
+        CHECK(strcmp(json_string_value(json_object_get(f[9].m, "error")), "bad \xef\xbf\xbd byte") == 0);
         CHECK(json_integer_value(json_object_get(json_object_get(f[1].m, "limits"), "cpu")) == 60);
-        CHECK(json_is_null(json_object_get(f[6].m, "value")));
+        CHECK(json_is_null(json_object_get(f[8].m, "value")));
         for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
                 json_decref(f[i].m);
         json_decref(args);

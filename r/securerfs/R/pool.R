@@ -23,9 +23,21 @@
 #' securer (whose default is `FALSE`), the reset is the default, and it is a
 #' fresh session (state and workspace), not a restart of R.
 #'
+#' With `snapshot`, every session of the pool starts from the same snapshot
+#' file (see `SecureSession$snapshot()`): data prepared once (a fitted model,
+#' a loaded data set) is in each session, and in each fresh one after a reset.
+#'
 #' @seealso [SecureSession]
 #' @examples
 #' \dontrun{
+#' prep <- SecureSession$new()
+#' prep$execute("fit <- lm(mpg ~ wt, mtcars)")
+#' prep$snapshot("prepared.snap")
+#' prep$close()
+#' pool <- SecureSessionPool$new(size = 2, snapshot = "prepared.snap")
+#' pool$execute("coef(fit)[[2]]")
+#' pool$close()
+#'
 #' pool <- SecureSessionPool$new(size = 2)
 #' pool$execute("1 + 1")
 #' pool$status()
@@ -46,18 +58,22 @@ SecureSessionPool <- R6::R6Class("SecureSessionPool",
     #'   its place; `FALSE` gives it back as it is, state and files kept. A fresh
     #'   session that cannot be made leaves the slot empty, and the next use
     #'   that takes it makes one (its error goes to that caller).
+    #' @param snapshot Path of a snapshot file (see `SecureSession$snapshot()`),
+    #'   or `NULL`: every session of the pool (and every fresh one that replaces
+    #'   a used one) starts from it, with the same prepared data and files.
     #' @param ... More arguments for `SecureSession$new()`, such as `mount`.
     #' @return A new `SecureSessionPool` object.
     initialize = function(size = 4, tools = list(), sandbox = TRUE,
                           limits = NULL, verbose = FALSE,
-                          reset_between_uses = TRUE, ...) {
+                          reset_between_uses = TRUE, snapshot = NULL, ...) {
       size <- as.integer(size)
       if (length(size) != 1L || is.na(size) || size < 1L) {
         stop("`size` must be at least 1.", call. = FALSE)
       }
       if (size > 100L) stop("`size` must not exceed 100.", call. = FALSE)
       private$args <- c(list(tools = tools, sandbox = sandbox,
-                             limits = limits, verbose = verbose), list(...))
+                             limits = limits, verbose = verbose,
+                             snapshot = snapshot), list(...))
       private$reset <- isTRUE(reset_between_uses)
       private$sessions <- vector("list", size)
       private$busy <- rep(FALSE, size)

@@ -240,6 +240,17 @@ SecureSession <- R6::R6Class("SecureSession",
     #'   process ids from the messages of `$execute()`'s errors.
     #' @param mount Directory of a securerfs mount, or `NULL` to use
     #'   [securerfs_mount()]'s choice.
+    #' @param snapshot Path of a snapshot file (written by `$snapshot()`, or
+    #'   copied from a mount's `sessions/N/snapshot`, on this machine or
+    #'   another), or `NULL`. The new session starts with that state: its global
+    #'   environment, attached packages, workspace files, timeout, limits and
+    #'   mount-side tools; `limits` and `tools` given here are applied after
+    #'   it. An error of class `securerfs_io_error` when the mount refuses the
+    #'   file (not a valid snapshot, its files over the workspace's quota), and
+    #'   no session is left behind.
+    #' @param adopt Internal: the name of a session of the mount that exists
+    #'   already (a copy made by `$fork()`), to be this object's instead of a
+    #'   new one; `NULL` (the default) creates a session.
     #' @return A new `SecureSession` object.
     #' @examples
     #' \dontrun{
@@ -250,7 +261,7 @@ SecureSession <- R6::R6Class("SecureSession",
                           verbose = FALSE, sandbox_strict = FALSE,
                           audit_log = NULL, max_executions = NULL,
                           pre_execute_hook = NULL, sanitize_errors = FALSE,
-                          mount = NULL) {
+                          mount = NULL, snapshot = NULL, adopt = NULL) {
       private$tool_list <- validate_tools(tools)
       if (!is.null(max_executions)) {
         if (!is.numeric(max_executions) || length(max_executions) != 1L ||
@@ -279,7 +290,94 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(audit_log)) {
         private$audit <- new_audit_logger(audit_log, private$id)
       }
-      private$start()
+      if (!is.null(snapshot) &&
+          (!is.character(snapshot) || length(snapshot) != 1L ||
+           !file.exists(snapshot) || dir.exists(snapshot))) {
+        stop("`snapshot` must name an existing snapshot file.", call. = FALSE)
+      }
+      private$start(adopt, snapshot)
+    },
+
+    #' @description Save the session's state to a file: the mount's
+    #'   `sessions/N/snapshot` copied to `path` (a versioned file: the global
+    #'   environment as R serializes it, the attached packages, the workspace's
+    #'   files, timeout, limits and mount-side tools). Waits while a run of the
+    #'   session is going on. What could not be carried (connections, external
+    #'   pointers) is listed when the snapshot is restored. `path` is written
+    #'   with mode 0600, through a temporary file renamed into place, so a
+    #'   failure leaves no half-written snapshot.
+    #' @param path Where to write the snapshot.
+    #' @return `path`, invisibly.
+    #' @examples
+    #' \dontrun{
+    #' session <- SecureSession$new()
+    #' session$execute("model <- lm(mpg ~ wt, mtcars)")
+    #' session$snapshot("model.snap")
+    #' session$close()
+    #' again <- SecureSession$new(snapshot = "model.snap")
+    #' again$execute("coef(model)")
+    #' again$close()
+    #' }
+    snapshot = function(path) {
+      private$check_alive()
+      if (private$executing) {
+        stop("Cannot snapshot while an execution is in progress.", call. = FALSE)
+      }
+      if (!is.character(path) || length(path) != 1L || is.na(path) || !nzchar(path)) {
+        stop("`path` must be a file name.", call. = FALSE)
+      }
+      copy_stream(file.path(private$dir, "snapshot"), path)
+      private$log(sprintf("Session %s saved to %s", private$name, path))
+      invisible(path)
+    },
+
+    #' @description Fork the session: a new session of the same mount that is
+    #'   a copy of this one as it is now (the mount's `sessions/N/fork`): its
+    #'   global environment (everything R's serialization can carry, the
+    #'   random number generator's state included), the packages it has
+    #'   attached (attached in the copy in the same order), its workspace's
+    #'   files, timeout, limits and tools. This session is not disturbed, and
+    #'   what either does later does not reach the other. What could not be
+    #'   carried (a connection, a database handle or another external pointer;
+    #'   an object that fails to serialize) is named in the copy's `log` and in
+    #'   the attribute `"restore_notes"` of the copy's first `$execute()` value.
+    #'   Waits while a run of this session is going on (another R process may
+    #'   be running code in it).
+    #' @return A new `SecureSession` on the copy, with this session's options
+    #'   (tools, limits, verbose, audit log, hooks).
+    #' @examples
+    #' \dontrun{
+    #' session <- SecureSession$new()
+    #' session$execute("set.seed(1); x <- rnorm(5)")
+    #' branch <- session$fork()
+    #' branch$execute("x <- x * 100; sum(x)")   # only the branch changes
+    #' session$execute("sum(x)")                # unchanged
+    #' identical(branch$execute("runif(1)"), session$execute("runif(1)"))
+    #' branch$close()
+    #' session$close()
+    #' }
+    fork = function() {
+      private$check_alive()
+      if (private$executing) {
+        stop("Cannot fork while an execution is in progress.", call. = FALSE)
+      }
+      name <- tryCatch(read_line(file.path(private$dir, "fork")),
+                       error = function(e) {
+                         abort(paste0("could not fork session ", private$name,
+                                      " (", conditionMessage(e), "; see its log)"),
+                               class = "securerfs_io_error")
+                       })
+      copy <- SecureSession$new(tools = private$tool_list,
+                                sandbox = private$sandbox,
+                                limits = private$limits,
+                                verbose = private$verbose,
+                                audit_log = if (!is.null(private$audit)) private$audit$path,
+                                max_executions = private$max_executions,
+                                pre_execute_hook = private$hook,
+                                sanitize_errors = private$sanitize,
+                                mount = private$mount, adopt = name)
+      private$log(sprintf("Session %s forked into %s", private$name, name))
+      copy
     },
 
     #' @description Run code in the session and wait for its value.
@@ -589,9 +687,9 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.null(private$audit)) private$audit$log(event, ...)
     },
 
-    start = function() {
+    start = function(adopt = NULL, snapshot = NULL) {
       start <- Sys.time()
-      name <- tryCatch(read_line(file.path(private$mount, "clone")),
+      name <- if (!is.null(adopt)) adopt else tryCatch(read_line(file.path(private$mount, "clone")),
                        error = function(e) {
                          abort(paste0("could not create a session in ",
                                       private$mount, " (",
@@ -621,6 +719,21 @@ SecureSession <- R6::R6Class("SecureSession",
       eval_con_keep(private$dir, con)
       # A new session has the mount's default timeout: no write for it.
       private$timeout_written <- mount_info(private$mount)$timeout
+      if (!is.null(snapshot)) {
+        ok <- tryCatch({
+          restore_stream(snapshot, file.path(private$dir, "snapshot"))
+          TRUE
+        }, error = function(e) e)
+        if (!isTRUE(ok)) {
+          self$close()
+          abort(sprintf("could not restore %s into a session: %s (see the mount's log)",
+                        snapshot, conditionMessage(ok)),
+                class = "securerfs_io_error")
+        }
+      }
+      # A copy's or a restored session's timeout is the original's: not
+      # known here, so the first run writes the one it wants.
+      if (!is.null(snapshot) || !is.null(adopt)) private$timeout_written <- NULL
       lj <- limits_json(private$limits, private$sandbox)
       if (!is.null(lj) && !limits_are_defaults(lj, private$mount)) {
         write_file(file.path(private$dir, "limits"), lj)
@@ -938,6 +1051,9 @@ SecureSession <- R6::R6Class("SecureSession",
         if (is.null(val) && identical(res$output, "NA")) val <- NA
       }
       if (!is.null(val) && length(lines)) attr(val, "output") <- lines
+      if (!is.null(val) && length(res$restore_notes)) {
+        attr(val, "restore_notes") <- as.character(res$restore_notes)
+      }
       val
     }
   )

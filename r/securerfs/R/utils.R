@@ -74,6 +74,61 @@ write_file <- function(path, text) {
   invisible(TRUE)
 }
 
+# Copy a mount file (sessions/N/snapshot) to dest, in 1 MiB chunks, through
+# a temporary file of mode 0600 renamed into place.
+copy_stream <- function(src, dest) {
+  tmp <- paste0(dest, ".tmp-", Sys.getpid())
+  input <- tryCatch(suppressWarnings(file(src, open = "rb")), error = function(e) {
+    abort(sprintf("cannot read %s (%s)", src, conditionMessage(e)),
+          class = "securerfs_io_error")
+  })
+  on.exit(close(input))
+  out <- file(tmp, open = "wb")
+  Sys.chmod(tmp, "0600", use_umask = FALSE)
+  ok <- FALSE
+  on.exit(if (!ok) unlink(tmp), add = TRUE)
+  repeat {
+    chunk <- readBin(input, what = "raw", n = 1048576L)
+    if (length(chunk) == 0L) break
+    writeBin(chunk, out)
+  }
+  close(out)
+  if (!file.rename(tmp, dest)) {
+    abort(sprintf("cannot write %s", dest), class = "securerfs_io_error")
+  }
+  ok <- TRUE
+  invisible(dest)
+}
+
+# Write the file src into a mount file (sessions/N/snapshot): the mount
+# answers on close, which fails (EINVAL, ENOSPC, EBUSY) when it refuses.
+restore_stream <- function(src, dest) {
+  input <- file(src, open = "rb")
+  on.exit(close(input))
+  out <- tryCatch(suppressWarnings(file(dest, open = "wb")), error = function(e) {
+    abort(sprintf("cannot open %s for writing", dest), class = "securerfs_io_error")
+  })
+  done <- FALSE
+  on.exit(if (!done) try(close(out), silent = TRUE), add = TRUE)
+  repeat {
+    chunk <- readBin(input, what = "raw", n = 1048576L)
+    if (length(chunk) == 0L) break
+    writeBin(chunk, out)
+  }
+  done <- TRUE
+  # A warning is muffled, not caught: unwinding out of close() would leave
+  # the connection half closed.
+  msg <- NULL
+  tryCatch(withCallingHandlers(close(out), warning = function(w) {
+    msg <<- conditionMessage(w)
+    invokeRestart("muffleWarning")
+  }), error = function(e) msg <<- conditionMessage(e))
+  if (!is.null(msg)) {
+    abort(sprintf("the mount refused it (%s)", msg), class = "securerfs_io_error")
+  }
+  invisible(TRUE)
+}
+
 read_line <- function(path) {
   sub("\n+$", "", read_file(path))
 }

@@ -1,0 +1,710 @@
+/* Transfers of a session's state and forks (sessions/snapshot.h). */
+#include "snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json_cleanup.h"
+#include "log.h"
+#include "loop.h"
+#include "macros.h"
+#include "run.h"
+#include "persist.h"
+#include "session_private.h"
+#include "snapshot_file.h"
+#include "tool_def.h"
+#include "tools.h"
+#include "worker.h"
+#include "workspace.h"
+
+struct xfer_end {
+        struct session *s; /* NULL: a descriptor, or a session that went away */
+        bool session_end;  /* it was a session when the transfer started */
+        bool done;
+        bool reported;     /* its worker answered (else it died, or missed the deadline) */
+        char *error;       /* its failure, NULL when none */
+        json_t *notes;     /* restored's, snapshot_done's */
+        json_t *packages;  /* snapshot_done's */
+};
+
+struct xfer {
+        struct sessions *t;
+        struct xfer_end src, dst;
+        xfer_done_fn done;
+        void *data;
+        struct loop_timer *timer; /* the deadline; then, at once, the completion */
+        bool completing;
+};
+
+static void start_state_waiter(struct session *s);
+static void on_saved_restored(void *data, int err, const char *why);
+static void restore_saved(struct session *s);
+static void fail_state_waiters(struct session *s);
+
+bool xfer_busy(const struct session *s) { return s->xfer != NULL; }
+bool session_moving(const struct session *s) { return s->xfer != NULL; }
+
+enum worker_phase xfer_phase(const struct session *s) {
+        const struct xfer *x = s->xfer;
+
+        if (!x)
+                return PHASE_COUNT;
+        if (x->src.s == s && !x->src.done)
+                return PHASE_SNAPSHOT;
+        if (x->dst.s == s && !x->dst.done)
+                return PHASE_RESTORE;
+        return PHASE_COUNT;
+}
+
+static void end_fail(struct xfer_end *e, const char *why) {
+        e->done = true;
+        if (!e->error)
+                e->error = strdup(why);
+}
+
+/* Both ends answered (or failed): complete on the loop's next turn, so
+ * that the callback never runs inside a worker's frame handler or loss. */
+static void maybe_complete(struct xfer *x) {
+        if (x->src.done && x->dst.done && !x->completing) {
+                x->completing = true;
+                loop_timer_arm(x->timer, now_ns() + 1);
+        }
+}
+
+/* The snapshot and the restored files are the daemon's, not the code's:
+ * the session's file-size limit does not apply to them (the workspace's
+ * quota and the memory limit still do).  Put back when the end is done. */
+static void lift_fsize(struct session *s) {
+        struct limits l = s->limits;
+
+        l.v[LIMIT_FSIZE] = LIMIT_UNSET;
+        if (s->worker)
+                worker_apply_limits(s->worker, &l, worker_cpu_s(s->worker), false);
+}
+
+static void end_release(struct xfer *x, struct xfer_end *e) {
+        struct session *s = e->s;
+
+        e->s = NULL;
+        if (s && s->xfer == x) {
+                s->xfer = NULL;
+                if (s->worker)
+                        session_apply_limits(s);
+                snapshot_session_idle(s);
+        }
+}
+
+static void on_xfer_timer(void *data) {
+        struct xfer *x = data;
+        struct xfer_end *ends[2] = {&x->src, &x->dst};
+        const char *why = NULL;
+        int err = 0;
+
+        if (!x->completing) {
+                /* The deadline: a worker that did not answer is killed (its
+                 * loss comes later, to a transfer that forgot it). */
+                for (int i = 0; i < 2; i++) {
+                        struct xfer_end *e = ends[i];
+
+                        if (e->done)
+                                continue;
+                        if (e->s && e->s->worker)
+                                worker_kill(e->s->worker, "its state was not moved in time");
+                        if (e->s)
+                                e->s->xfer = NULL;
+                        e->s = NULL;
+                        end_fail(e, "the state was not moved within the deadline");
+                }
+                maybe_complete(x);
+                return;
+        }
+        /* The destination's failure first: it says what went wrong with
+         * the state (the source's end then only saw a broken pipe). */
+        if (x->dst.error)
+                why = x->dst.error;
+        else if (x->src.error)
+                why = x->src.error;
+        /* -EINVAL: the restoring worker said the state is bad; -EIO: a
+         * worker died, missed the deadline, or could not write. */
+        if (why)
+                err = x->dst.error && x->dst.reported ? -EINVAL : -EIO;
+        end_release(x, &x->src);
+        end_release(x, &x->dst);
+        x->done(x->data, err, why, x->dst.notes ? x->dst.notes : x->src.notes, x->src.packages);
+        for (int i = 0; i < 2; i++) {
+                free(ends[i]->error);
+                json_decref(ends[i]->notes);
+                json_decref(ends[i]->packages);
+        }
+        loop_timer_free(x->timer);
+        free(x);
+}
+
+static bool session_ready_for_xfer(const struct session *s) {
+        const struct worker *w = s->worker;
+
+        return s->state == SESSION_IDLE && !s->xfer && (!s->run || !s->run->sent) && w && w->fd >= 0 &&
+               w->attached && !w->exited;
+}
+
+static int send_end(struct session *s, json_t *frame, int fd) {
+        int e;
+
+        if (!frame)
+                return -ENOMEM;
+        e = worker_send_fd(s->worker, frame, fd);
+        json_decref(frame);
+        return e;
+}
+
+int xfer_start(struct sessions *t, struct session *src, int src_fd, struct session *dst, int dst_fd, bool check,
+               xfer_done_fn done, void *data) {
+        struct xfer *x;
+        int pipefd[2] = {-1, -1}, e;
+
+        if ((src && !session_ready_for_xfer(src)) || (dst && !session_ready_for_xfer(dst)))
+                return -EBUSY;
+        x = calloc(1, sizeof(*x));
+        if (!x || !(x->timer = loop_timer_new(t->loop, on_xfer_timer, x))) {
+                free(x);
+                return -ENOMEM;
+        }
+        x->t = t;
+        x->done = done;
+        x->data = data;
+        x->src = (struct xfer_end){.s = src, .session_end = src != NULL, .done = !src};
+        x->dst = (struct xfer_end){.s = dst, .session_end = dst != NULL, .done = !dst};
+        if (src && dst) {
+                /* A fork: one worker writes, the other reads, at the pace
+                 * of the slower; the daemon holds neither end. */
+                if (pipe2(pipefd, O_CLOEXEC) < 0) {
+                        e = -errno;
+                        loop_timer_free(x->timer);
+                        free(x);
+                        return e;
+                }
+                dst_fd = pipefd[1];
+                src_fd = pipefd[0];
+        }
+        /* The restoring end first: a failure to send it leaves the source
+         * untouched. */
+        if (dst)
+                lift_fsize(dst);
+        if (src)
+                lift_fsize(src);
+        if (dst && (e = send_end(dst, protocol_restore(check), src_fd)) < 0) {
+                if (src)
+                        session_apply_limits(src);
+                session_apply_limits(dst);
+                goto fail;
+        }
+        if (dst)
+                dst->xfer = x;
+        if (src && (e = send_end(src, protocol_snapshot(), dst_fd)) < 0) {
+                /* The restoring worker got its descriptor: closing ours
+                 * ends its stream; it answers with an error. */
+                x->src.s = NULL;
+                session_apply_limits(src);
+                end_fail(&x->src, "the snapshot could not be sent to the worker");
+        } else if (src) {
+                src->xfer = x;
+        }
+        if (pipefd[0] >= 0) {
+                close(pipefd[0]);
+                close(pipefd[1]);
+        }
+        loop_timer_arm(x->timer, now_ns() + XFER_TIMEOUT_MS * 1000000ULL);
+        maybe_complete(x);
+        return 0;
+fail:
+        if (pipefd[0] >= 0) {
+                close(pipefd[0]);
+                close(pipefd[1]);
+        }
+        loop_timer_free(x->timer);
+        free(x);
+        return e;
+}
+
+void xfer_on_frame(struct session *s, const struct worker_frame *f) {
+        struct xfer *x = s->xfer;
+        struct xfer_end *e = x->src.s == s ? &x->src : &x->dst;
+
+        e->done = true;
+        e->reported = true;
+        /* The worker wrote its workspace outside any run: the next run's
+         * before-scan must be a fresh one (sessions/workspace.h). */
+        if (e == &x->dst && s->workspace)
+                workspace_touch(s->workspace);
+        e->notes = json_incref(f->u.state.notes);
+        e->packages = json_incref(f->u.state.packages);
+        if (f->u.state.error)
+                end_fail(e, f->u.state.error);
+        /* This end is free now: its queued run goes (the other end may
+         * still be at work). */
+        end_release(x, e);
+        maybe_complete(x);
+}
+
+void xfer_session_lost(struct session *s, const char *why) {
+        struct xfer *x = s->xfer;
+        struct xfer_end *e;
+
+        if (!x)
+                return;
+        e = x->src.s == s ? &x->src : &x->dst;
+        s->xfer = NULL;
+        e->s = NULL;
+        if (!e->done)
+                end_fail(e, why);
+        maybe_complete(x);
+}
+
+/* ---- fork ---------------------------------------------------------------- */
+
+static void copy_tools(struct session *from, struct session *to) {
+        struct tool_entry *e;
+        uint64_t after = 0;
+
+        while ((e = tools_entry_next(from->tools, after))) {
+                const struct text *def = tool_entry_text(e);
+                struct tool_entry *copy;
+
+                after = tool_entry_id(e);
+                if (!def->len || tools_entry_create(to->tools, tool_entry_filename(e), &copy) < 0)
+                        continue;
+                tool_entry_write(copy, def->data, def->len);
+        }
+}
+
+static void audit_notes(struct session *s, const char *event, json_t *notes) {
+        size_t i;
+        json_t *n;
+
+        session_audit(s, json_pack("{s:s, s:O}", "event", event, "notes", notes ? notes : json_array()));
+        json_array_foreach(notes, i, n) log_info("session %s: %s", s->name, json_string_value(n));
+}
+
+static void on_fork_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
+        struct session *copy = data;
+        char msg[1024];
+
+        (void)packages;
+        if (err < 0) {
+                snprintf(msg, sizeof(msg), "the fork of %s failed: %s", copy->fork_name, why);
+                session_created(copy, -EIO, msg);
+                return;
+        }
+        json_decref(copy->restore_notes);
+        copy->restore_notes = json_incref(notes);
+        audit_notes(copy, "fork_restored", notes);
+        session_created(copy, 0, NULL);
+}
+
+/* Start the fork waiting first for src, if both are ready. */
+static void start_forks(struct session *src) {
+        struct session *copy;
+
+        list_for_each(copy, tmp, &src->fork_waiters, struct session, fork_link) {
+                int e;
+
+                if (!session_ready_for_xfer(src))
+                        return;
+                if (!session_ready_for_xfer(copy))
+                        continue;
+                list_unlink(&copy->fork_link);
+                copy->fork_src = NULL;
+                e = xfer_start(src->owner, src, -1, copy, -1, false, on_fork_done, copy);
+                if (e < 0) {
+                        char msg[256];
+
+                        snprintf(msg, sizeof(msg), "the fork of %s could not start: %s", src->name, strerror(-e));
+                        session_created(copy, e == -ENOMEM ? e : -EIO, msg);
+                }
+                return; /* one at a time: src is busy now */
+        }
+}
+
+int sessions_fork(struct sessions *t, struct session *src, struct session **out) {
+        struct session *copy;
+        int e = sessions_create(t, NULL, &copy);
+
+        if (e < 0)
+                return e;
+        copy->timeout_s = src->timeout_s;
+        session_set_limits(copy, &src->limits);
+        copy_tools(src, copy);
+        copy->fork_src = src;
+        snprintf(copy->fork_name, sizeof(copy->fork_name), "%s", src->name);
+        list_append(&src->fork_waiters, &copy->fork_link);
+        session_audit(copy, json_pack("{s:s, s:s}", "event", "fork", "from", src->name));
+        *out = copy;
+        return 0;
+}
+
+void snapshot_session_idle(struct session *s) {
+        if (s->closing || s->xfer)
+                return;
+        if (s->fork_src) {
+                /* A copy whose worker is ready: it waits for its original
+                 * without the creation deadline (the original may be in a
+                 * long run; the fork's open waits like a read of output). */
+                loop_timer_arm(s->create_deadline, 0);
+                start_forks(s->fork_src);
+                return;
+        }
+        /* A saved session's state comes before anything else it does. */
+        if (s->restore_fd >= 0 && session_ready_for_xfer(s)) {
+                restore_saved(s);
+                if (s->xfer)
+                        return;
+        }
+        if (s->state == SESSION_IDLE && s->run && !s->run->sent) {
+                run_send(s);
+                return;
+        }
+        if (!list_empty(&s->state_waiters)) {
+                start_state_waiter(s);
+                return;
+        }
+        if (!list_empty(&s->fork_waiters))
+                start_forks(s);
+}
+
+void snapshot_session_closing(struct session *s) {
+        struct session *copy;
+
+        xfer_session_lost(s, "the session closed");
+        fail_state_waiters(s);
+        if (s->fork_src) {
+                list_unlink(&s->fork_link);
+                s->fork_src = NULL;
+        }
+        list_for_each(copy, tmp, &s->fork_waiters, struct session, fork_link) {
+                list_unlink(&copy->fork_link);
+                copy->fork_src = NULL;
+                /* Not now: closing copy here could free the session a
+                 * caller walking the table (sessions_free) goes to next.
+                 * Its creation deadline, due at once, fails it. */
+                copy->fork_orphaned = true;
+                loop_timer_arm(copy->create_deadline, now_ns() + 1);
+        }
+}
+
+/* ---- snapshot files --------------------------------------------------------- */
+
+struct state_wait {
+        struct session *s;
+        int fd;
+        session_state_fn fn;
+        void *data;
+        struct list link; /* in s->state_waiters until it starts */
+        json_t *meta;     /* restore: the file's metadata */
+        int ro_fd;        /* restore: the file opened afresh, read-only, for the worker */
+        struct loop_timer *later; /* an answer that must not come from inside the caller */
+        int err;
+        char why[256];
+};
+
+static void state_wait_free(struct state_wait *w) {
+        list_unlink(&w->link);
+        if (w->ro_fd >= 0)
+                close(w->ro_fd);
+        json_decref(w->meta);
+        loop_timer_free(w->later);
+        free(w);
+}
+
+static void on_state_later(void *data) {
+        struct state_wait *w = data;
+
+        w->fn(w->data, w->err, w->why);
+        state_wait_free(w);
+}
+
+/* Answer w from the loop's next turn. */
+static void answer_later(struct state_wait *w, int err, const char *why) {
+        w->err = err;
+        snprintf(w->why, sizeof(w->why), "%s", why ? why : "");
+        list_unlink(&w->link);
+        loop_timer_arm(w->later, now_ns() + 1);
+}
+
+static json_t *tools_json(struct session *s) {
+        json_t *o = json_object();
+        struct tool_entry *e;
+        uint64_t after = 0;
+
+        while (o && (e = tools_entry_next(s->tools, after))) {
+                const struct text *def = tool_entry_text(e);
+
+                after = tool_entry_id(e);
+                if (def->len)
+                        json_object_set_new(o, tool_entry_filename(e), json_stringn(def->data, def->len));
+        }
+        return o;
+}
+
+static void on_snapshot_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
+        struct state_wait *w = data;
+
+        (void)packages;
+        if (err == 0 && w->s)
+                audit_notes(w->s, "snapshot", notes);
+        w->fn(w->data, err, why);
+        state_wait_free(w);
+}
+
+static void start_snapshot(struct state_wait *w) {
+        struct session *s = w->s;
+        char *head;
+        size_t len;
+        json_t *meta;
+        int e;
+
+        list_unlink(&w->link);
+        meta = json_pack("{s:s, s:i, s:s, s:I, s:f, s:o, s:o}", "format", "securerfs-snapshot", "version",
+                         SNAPSHOT_VERSION, "session", s->name, "created", (json_int_t)time(NULL), "timeout",
+                         s->timeout_s, "limits", limits_to_json(&s->limits), "tools", tools_json(s));
+        if (!meta || snapshot_file_header(meta, &head, &len) < 0) {
+                answer_later(w, -ENOMEM, "out of memory");
+                return;
+        }
+        /* The worker writes the state at the descriptor's offset, right
+         * after the header (the offset is shared with its copy). */
+        if (ftruncate(w->fd, 0) < 0 || pwrite(w->fd, head, len, 0) != (ssize_t)len ||
+            lseek(w->fd, (off_t)len, SEEK_SET) < 0) {
+                free(head);
+                answer_later(w, -EIO, strerror(errno));
+                return;
+        }
+        free(head);
+        e = xfer_start(s->owner, s, -1, NULL, w->fd, false, on_snapshot_done, w);
+        if (e < 0)
+                answer_later(w, e, strerror(-e));
+}
+
+static int check_settings(const json_t *meta, const struct limits *base, struct limits *l, char *why, size_t n) {
+        json_t *v = json_object_get(meta, "timeout"), *tools = json_object_get(meta, "tools");
+        const char *key;
+        json_t *d;
+
+        if (v && (json_number_value(v) < 0 || json_number_value(v) > 1e7 || !isfinite(json_number_value(v)))) {
+                snprintf(why, n, "its timeout is not a number of seconds from 0 to 10000000");
+                return -EINVAL;
+        }
+        *l = *base;
+        if ((v = json_object_get(meta, "limits"))) {
+                char *text = json_dumps(v, JSON_COMPACT);
+                char err[256];
+                int e = text ? limits_parse_json(text, strlen(text), base, l, err, sizeof(err)) : -ENOMEM;
+
+                free(text);
+                if (e < 0) {
+                        snprintf(why, n, "its limits: %s", e == -ENOMEM ? "out of memory" : err);
+                        return e == -ENOMEM ? e : -EINVAL;
+                }
+        }
+        json_object_foreach((json_t *)tools, key, d) {
+                const char *bad;
+                char *name = tool_filename_to_name(key, &bad);
+                struct tool_def *def = NULL;
+                char err[256];
+                int e = name ? tool_def_parse(name, json_string_value(d), json_string_length(d), "/", 0, &def, err,
+                                              sizeof(err))
+                             : -EINVAL;
+
+                tool_def_unref(def);
+                free(name);
+                if (e < 0) {
+                        snprintf(why, n, "its tool %.100s: %s", key, name ? err : bad);
+                        return e == -ENOMEM ? e : -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* The restored session takes the file's timeout, limits and tools. */
+static void apply_settings(struct session *s, const json_t *meta) {
+        json_t *v = json_object_get(meta, "timeout"), *tools = json_object_get(meta, "tools"), *d;
+        struct limits l;
+        struct tool_entry *e;
+        const char *key;
+        char why[64];
+
+        if (v)
+                session_set_timeout(s, json_number_value(v));
+        if (check_settings(meta, &s->limits, &l, why, sizeof(why)) == 0)
+                session_set_limits(s, &l);
+        while ((e = tools_entry_next(s->tools, 0))) {
+                char name[300];
+
+                snprintf(name, sizeof(name), "%s", tool_entry_filename(e));
+                if (tools_entry_unlink(s->tools, name) < 0)
+                        break;
+        }
+        json_object_foreach((json_t *)tools, key, d) {
+                if (tools_entry_create(s->tools, key, &e) == 0)
+                        tool_entry_write(e, json_string_value(d), json_string_length(d));
+        }
+}
+
+static void on_restore_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
+        struct state_wait *w = data;
+        struct session *s = w->s;
+
+        (void)packages;
+        if (err == 0 && s) {
+                apply_settings(s, w->meta);
+                json_decref(s->restore_notes);
+                s->restore_notes = json_incref(notes);
+                audit_notes(s, "restored", notes);
+                if (w->fn != on_saved_restored)
+                        persist_mark_dirty(s);
+        } else if (s) {
+                session_audit(s, json_pack("{s:s, s:s}", "event", "restore_failed", "reason", why ? why : ""));
+                log_info("session %s: snapshot not restored: %s", s->name, why ? why : "");
+        }
+        /* The worker's own word on the state (R could not read it, it
+         * crashed the checking child): not a valid snapshot.  Its death:
+         * EIO. */
+        w->fn(w->data, err, why);
+        state_wait_free(w);
+}
+
+static struct state_wait *state_wait_new(struct session *s, int fd, session_state_fn fn, void *data) {
+        struct state_wait *w = calloc(1, sizeof(*w));
+
+        if (!w || !(w->later = loop_timer_new(s->owner->loop, on_state_later, w))) {
+                free(w);
+                return NULL;
+        }
+        w->s = s;
+        w->fd = fd;
+        w->fn = fn;
+        w->data = data;
+        w->ro_fd = -1;
+        list_init(&w->link);
+        return w;
+}
+
+int session_snapshot_to(struct session *s, int fd, session_state_fn fn, void *data) {
+        struct state_wait *w;
+
+        if (s->state == SESSION_DEAD)
+                return -EIO;
+        w = state_wait_new(s, fd, fn, data);
+        if (!w)
+                return -ENOMEM;
+        list_append(&s->state_waiters, &w->link);
+        snapshot_session_idle(s);
+        return 0;
+}
+
+static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n);
+
+int session_restore_from(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n) {
+        if (s->state == SESSION_DEAD) {
+                snprintf(why, n, "the session is dead");
+                return -EIO;
+        }
+        if (s->run || s->xfer || s->fork_src || !list_empty(&s->state_waiters) || s->state != SESSION_IDLE ||
+            s->restore_fd >= 0) {
+                snprintf(why, n, "the session is running or its state is being moved");
+                return -EBUSY;
+        }
+        return restore_start(s, fd, size, fn, data, why, n);
+}
+
+/* A saved session's file, restored into its first worker
+ * (sessions/persist.h): a failure leaves it empty, and says why. */
+static void on_saved_restored(void *data, int err, const char *why) {
+        struct session *s = data;
+
+        if (err < 0)
+                log_error("session %s: its saved state could not be restored (%s); it starts empty", s->name,
+                          why ? why : strerror(-err));
+}
+
+static void restore_saved(struct session *s) {
+        char why[512];
+        int fd = s->restore_fd, e;
+
+        s->restore_fd = -1;
+        e = restore_start(s, fd, s->restore_size, on_saved_restored, s, why, sizeof(why));
+        close(fd);
+        if (e < 0)
+                log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
+}
+
+static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
+                         size_t n) {
+        struct snapshot_info info;
+        struct state_wait *w;
+        struct limits l;
+        int e;
+
+        e = snapshot_file_check(fd, size, s->owner->opt->files_max_bytes, &info, why, n);
+        if (e < 0)
+                return e;
+        if ((e = check_settings(info.meta, &s->limits, &l, why, n)) < 0) {
+                json_decref(info.meta);
+                return e;
+        }
+        w = state_wait_new(s, fd, fn, data);
+        if (!w) {
+                json_decref(info.meta);
+                return -ENOMEM;
+        }
+        w->meta = info.meta;
+        /* The worker gets a read-only open file of its own (its offset, no
+         * way to change what was checked), not the caller's descriptor. */
+        {
+                char path[64];
+
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+                w->ro_fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (w->ro_fd < 0) {
+                        e = -errno;
+                        snprintf(why, n, "the snapshot cannot be reopened: %s", strerror(-e));
+                        state_wait_free(w);
+                        return e;
+                }
+                fd = w->ro_fd;
+        }
+        if (lseek(fd, info.stream_off, SEEK_SET) < 0) {
+                e = -errno;
+                state_wait_free(w);
+                return e;
+        }
+        e = xfer_start(s->owner, NULL, fd, s, -1, true, on_restore_done, w);
+        if (e < 0) {
+                snprintf(why, n, "%s", strerror(-e));
+                state_wait_free(w);
+        }
+        return e;
+}
+
+static void start_state_waiter(struct session *s) {
+        struct state_wait *w = list_first(&s->state_waiters, struct state_wait, link);
+
+        if (w && session_ready_for_xfer(s))
+                start_snapshot(w);
+}
+
+static void fail_state_waiters(struct session *s) {
+        struct state_wait *w;
+
+        list_for_each(w, tmp, &s->state_waiters, struct state_wait, link) {
+                w->s = NULL;
+                answer_later(w, -ENOENT, "the session closed");
+        }
+}

@@ -1,0 +1,216 @@
+#include "snapshot_file.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "state_format.h"
+
+#define PAGE 4096u
+
+static int fail(char *why, size_t n, int err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static int fail(char *why, size_t n, int err, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, n, fmt, ap);
+        va_end(ap);
+        return err;
+}
+
+/* Exactly len bytes at off, or -EIO; -EINVAL when the file ends first. */
+static int read_at(int fd, void *buf, size_t len, off_t off, off_t size) {
+        char *p = buf;
+
+        if (off < 0 || (uint64_t)off > (uint64_t)size || len > (uint64_t)(size - off))
+                return -EINVAL;
+        while (len > 0) {
+                ssize_t r = pread(fd, p, len, off);
+
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r <= 0)
+                        return r < 0 ? -EIO : -EINVAL;
+                p += r;
+                off += r;
+                len -= (size_t)r;
+        }
+        return 0;
+}
+
+static uint32_t be32(const unsigned char *p) {
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The metadata's fields: each of its type; unknown fields refused. */
+static int check_meta(const json_t *m, char *why, size_t n) {
+        const char *key;
+        json_t *v;
+
+        if (!json_is_object(m))
+                return fail(why, n, -EINVAL, "its metadata is not a JSON object");
+        json_object_foreach((json_t *)m, key, v) {
+                bool ok;
+
+                if (!strcmp(key, "format"))
+                        ok = json_is_string(v) && !strcmp(json_string_value(v), "securerfs-snapshot");
+                else if (!strcmp(key, "version"))
+                        ok = json_is_integer(v) && json_integer_value(v) == SNAPSHOT_VERSION;
+                else if (!strcmp(key, "session"))
+                        ok = json_is_string(v) && json_string_length(v) <= 64;
+                else if (!strcmp(key, "created"))
+                        ok = json_is_integer(v);
+                else if (!strcmp(key, "timeout"))
+                        ok = json_is_number(v);
+                else if (!strcmp(key, "limits"))
+                        ok = json_is_object(v);
+                else if (!strcmp(key, "tools")) {
+                        const char *k;
+                        json_t *d;
+
+                        ok = json_is_object(v) && json_object_size(v) <= 1000;
+                        json_object_foreach(v, k, d) if (!json_is_string(d) || strlen(k) > 256) ok = false;
+                } else
+                        return fail(why, n, -EINVAL, "its metadata has an unknown field \"%.64s\"", key);
+                if (!ok)
+                        return fail(why, n, -EINVAL, "its metadata's \"%s\" is of the wrong type or value", key);
+        }
+        if (!json_object_get(m, "format") || !json_object_get(m, "version"))
+                return fail(why, n, -EINVAL, "its metadata has no format or version");
+        return 0;
+}
+
+int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_info *out, char *why, size_t n) {
+        unsigned char h[SNAPSHOT_HEADER];
+        struct snapshot_info info = {0};
+        json_error_t jerr;
+        uint32_t version, meta_len;
+        char *meta;
+        off_t off;
+        int e;
+
+        if (read_at(fd, h, sizeof(h), 0, size) < 0 || memcmp(h, SNAPSHOT_MAGIC, 8) != 0)
+                return fail(why, n, -EINVAL, "not a securerfs snapshot (no SRFSNAP header)");
+        version = be32(h + 8);
+        meta_len = be32(h + 12);
+        if (version != SNAPSHOT_VERSION)
+                return fail(why, n, -EINVAL, "snapshot version %u; this securerfs reads version %u", version,
+                            SNAPSHOT_VERSION);
+        if (meta_len > SNAPSHOT_META_MAX)
+                return fail(why, n, -EINVAL, "its metadata is over %u bytes", SNAPSHOT_META_MAX);
+        meta = malloc(meta_len + 1);
+        if (!meta)
+                return -ENOMEM;
+        if ((e = read_at(fd, meta, meta_len, SNAPSHOT_HEADER, size)) < 0) {
+                free(meta);
+                return e == -EIO ? e : fail(why, n, -EINVAL, "it is cut short in its metadata");
+        }
+        info.meta = json_loadb(meta, meta_len, JSON_REJECT_DUPLICATES, &jerr);
+        free(meta);
+        if (!info.meta)
+                return fail(why, n, -EINVAL, "its metadata is not JSON (%.100s)", jerr.text);
+        if ((e = check_meta(info.meta, why, n)) < 0)
+                goto bad;
+        off = SNAPSHOT_HEADER + (off_t)meta_len;
+        info.stream_off = off;
+        for (bool first = true;; first = false) {
+                unsigned char rh[STATE_RECORD_HEADER];
+                struct state_record r;
+                char path[STATE_PATH_MAX + 1], target[STATE_PATH_MAX + 1];
+
+                if ((e = read_at(fd, rh, sizeof(rh), off, size)) < 0) {
+                        if (e == -EINVAL)
+                                fail(why, n, e, "it is cut short (no end record)");
+                        goto bad;
+                }
+                off += STATE_RECORD_HEADER;
+                if (state_record_decode(rh, &r) < 0) {
+                        e = fail(why, n, -EINVAL, "a malformed record at offset %lld", (long long)off - 16);
+                        goto bad;
+                }
+                if (first != (r.kind == 'R')) {
+                        e = fail(why, n, -EINVAL, first ? "its state does not start with the R record"
+                                                         : "a second R record");
+                        goto bad;
+                }
+                if (r.kind == 'E')
+                        break;
+                if (r.data_len > (uint64_t)size) {
+                        e = fail(why, n, -EINVAL, "a record larger than the file");
+                        goto bad;
+                }
+                if (r.kind == 'R') {
+                        info.r_bytes = r.data_len;
+                        off += (off_t)r.data_len;
+                        continue;
+                }
+                if ((e = read_at(fd, path, r.path_len, off, size)) < 0) {
+                        if (e == -EINVAL)
+                                fail(why, n, e, "it is cut short in a path");
+                        goto bad;
+                }
+                path[r.path_len] = '\0';
+                off += r.path_len;
+                if (state_path_check(path, r.path_len) < 0) {
+                        e = fail(why, n, -EINVAL, "a workspace path that is absolute, has '.' or '..', or is too deep");
+                        goto bad;
+                }
+                if (++info.entries > STATE_ENTRIES_MAX) {
+                        e = fail(why, n, -EINVAL, "over %u workspace entries", STATE_ENTRIES_MAX);
+                        goto bad;
+                }
+                if (r.kind == 'L') {
+                        if (r.data_len > STATE_PATH_MAX ||
+                            (e = read_at(fd, target, (size_t)r.data_len, off, size)) < 0 ||
+                            state_link_check(path, target, (size_t)r.data_len) < 0) {
+                                e = fail(why, n, -EINVAL, "a link whose target is absolute or leads out of the workspace");
+                                goto bad;
+                        }
+                        info.files_bytes += PAGE;
+                } else if (r.kind == 'D') {
+                        info.files_bytes += PAGE;
+                } else {
+                        info.files_bytes += (r.data_len + PAGE - 1) / PAGE * PAGE;
+                }
+                off += (off_t)r.data_len;
+                if (quota > 0 && info.files_bytes > (uint64_t)quota) {
+                        e = fail(why, n, -ENOSPC, "its files take more than the workspace's %lld bytes", quota);
+                        goto bad;
+                }
+        }
+        if (off != size) {
+                e = fail(why, n, -EINVAL, "bytes after its end record");
+                goto bad;
+        }
+        *out = info;
+        return 0;
+bad:
+        json_decref(info.meta);
+        return e;
+}
+
+int snapshot_file_header(json_t *meta, char **out, size_t *len) {
+        char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        size_t tl = text ? strlen(text) : 0;
+        char *buf;
+
+        json_decref(meta);
+        if (!text || tl > SNAPSHOT_META_MAX || !(buf = malloc(SNAPSHOT_HEADER + tl))) {
+                free(text);
+                return -ENOMEM;
+        }
+        memcpy(buf, SNAPSHOT_MAGIC, 8);
+        for (int i = 0; i < 4; i++) {
+                buf[8 + i] = (char)(SNAPSHOT_VERSION >> (24 - 8 * i));
+                buf[12 + i] = (char)(tl >> (24 - 8 * i));
+        }
+        memcpy(buf + SNAPSHOT_HEADER, text, tl);
+        free(text);
+        *out = buf;
+        *len = SNAPSHOT_HEADER + tl;
+        return 0;
+}

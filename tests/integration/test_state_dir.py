@@ -1,0 +1,175 @@
+"""-o state_dir=DIR: sessions persist across daemon restarts (a clean stop
+writes them all; background checkpoints and ctl checkpoint; after SIGKILL
+each comes back as of its last checkpoint; saved sessions reappear at once
+and are restored on first use; rmdir removes the saved state; DIR is 0700
+and refused if it is a link or another user's)."""
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import util
+
+
+def start(daemons, state, *opts, name=None):
+    return daemons.start("pool=0", "state_dir=%s" % state, *opts, name=name)
+
+
+def stop(d, how):
+    if how == signal.SIGKILL:
+        # What a crash leaves: a stale mount, which we detach.
+        os.kill(d.pid, signal.SIGKILL)
+        assert d.wait_exit(util.scaled(10)) == -signal.SIGKILL
+        subprocess.run(["fusermount3", "-u", "-z", str(d.mnt)], capture_output=True, timeout=10)
+        d.stopped = True
+        d.forget()
+        return
+    problems = d.stop(how)
+    assert not problems, problems
+
+
+def test_clean_stop_and_restore_on_first_use(daemons, tmp_path):
+    state = tmp_path / "state"
+    d = start(daemons, state, name="a")
+    assert os.stat(state).st_mode & 0o777 == 0o700
+    s = d.clone()
+    s.run("x <- 'kept'; f <- function() 7; library(tools); set.seed(9); writeLines('w', 'w.txt')")
+    s.write("timeout", "11")
+    stop(d, signal.SIGTERM)
+    assert (state / (s.name + ".snap")).exists()
+    assert not [p for p in os.listdir(state) if p.endswith(".tmp")]
+    d2 = start(daemons, state, name="b")
+    assert s.name in os.listdir(d2.path("sessions"))
+    t = d2.session(s.name)
+    assert t.value("x") == "kept"
+    assert t.value("f()") == "7"
+    assert t.value("'package:tools' %in% search()") == "TRUE"
+    assert util.read_text(t.p("files/w.txt")) == "w\n"
+    assert t.read("timeout").strip() == "11"
+    # A new session does not take a saved name.
+    assert d2.clone().name != s.name
+
+
+def test_fusermount_stop_writes_too(daemons, tmp_path):
+    state = tmp_path / "state"
+    d = start(daemons, state, name="a")
+    s = d.clone()
+    s.run("y <- 5")
+    stop(d, "fusermount")
+    d2 = start(daemons, state, name="b")
+    assert d2.session(s.name).value("y") == "5"
+
+
+def test_sigkill_keeps_the_last_checkpoint(daemons, tmp_path):
+    state = tmp_path / "state"
+    d = start(daemons, state, "checkpoint_interval=3600", name="a")
+    s = d.clone()
+    s.run("v <- 'checkpointed'")
+    s.write("ctl", "checkpoint")           # returns once it is on disk
+    s.run("v <- 'lost'")                   # after it: not saved
+    stop(d, signal.SIGKILL)
+    d2 = start(daemons, state, name="b")
+    t = d2.session(s.name)
+    assert t.value("v") == "checkpointed"
+
+
+@pytest.mark.timeout_s(90)
+def test_background_checkpoint(daemons, tmp_path):
+    state = tmp_path / "state"
+    d = start(daemons, state, "checkpoint_interval=1", name="a")
+    s = d.clone()
+    s.run("bg <- 'saved in the background'")
+    saved = state / (s.name + ".snap")
+    deadline = time.monotonic() + util.scaled(20)
+    while time.monotonic() < deadline:
+        if saved.exists() and b"saved in the background" in saved.read_bytes():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("no background checkpoint within 20 s")
+    stop(d, signal.SIGKILL)
+    d2 = start(daemons, state, name="b")
+    assert d2.session(s.name).value("bg") == "saved in the background"
+
+
+def test_rmdir_removes_the_saved_state(daemons, tmp_path):
+    state = tmp_path / "state"
+    d = start(daemons, state, name="a")
+    s = d.clone()
+    s.run("1")
+    s.write("ctl", "checkpoint")
+    assert (state / (s.name + ".snap")).exists()
+    os.rmdir(s.dir)
+    assert not (state / (s.name + ".snap")).exists()
+    stop(d, signal.SIGTERM)
+    d2 = start(daemons, state, name="b")
+    assert s.name not in os.listdir(d2.path("sessions"))
+
+
+def test_saved_sessions_appear_dormant(daemons, tmp_path):
+    state = tmp_path / "state"
+    d = start(daemons, state, name="a")
+    names = []
+    for _ in range(3):
+        s = d.clone()
+        s.run("z <- '%s'" % s.name)
+        names.append(s.name)
+    stop(d, signal.SIGTERM)
+    d2 = start(daemons, state, name="b")
+    listed = os.listdir(d2.path("sessions"))
+    assert set(names) <= set(listed)
+    for n in listed:  # ls -l: a stat of each starts none of them
+        os.stat(d2.path("sessions", n))
+    # Nothing started yet: no worker but the zygote (once it has named
+    # itself: until then it is a securerfs-worker like the others).
+    deadline = time.monotonic() + util.scaled(15)
+    while util.helper_pid(d2.pid, util.ZYGOTE_COMM) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert util.session_worker_pids(d2.pid) == []
+
+    assert d2.session(names[1]).value("z") == names[1]
+    # The others are still saved; the first name looked up inside one
+    # starts it.
+    assert d2.session(names[0]).status() in ("starting", "idle")
+
+
+def test_ctl_checkpoint_without_state_dir_is_enotsup(mount):
+    s = mount.clone()
+    util.expect_errno(errno.ENOTSUP, s.write, "ctl", "checkpoint")
+
+
+def test_state_dir_symlink_and_other_owner_refused(daemons, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    d = daemons.start("pool=0", "state_dir=%s" % link, wait=False, name="l",
+                      expect=[r"state_dir .*symbolic link", r"starting: "])
+    d.allow_failure = True
+    assert d.wait_exit(util.scaled(15)) not in (None, 0)
+    assert "symbolic link" in d.stderr()
+    if os.geteuid() == 0:
+        other = tmp_path / "other"
+        other.mkdir(mode=0o700)
+        os.chown(other, 65534, 65534)
+    else:
+        other = "/"  # root's
+    d = daemons.start("pool=0", "state_dir=%s" % other, wait=False, name="o",
+                      expect=[r"state_dir .*not by this daemon's user", r"starting: "])
+    d.allow_failure = True
+    assert d.wait_exit(util.scaled(15)) not in (None, 0)
+    assert "not by this daemon's user" in d.stderr()
+
+
+def test_corrupt_saved_file_starts_empty(daemons, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "broken.snap").write_bytes(b"SRFSNAP\nnot a snapshot")
+    d = daemons.start("pool=0", "state_dir=%s" % state, name="a",
+                      expect=[r"saved state (is not|could not be) restored"])
+    s = d.session("broken")
+    assert s.value("exists('anything')") == "FALSE"
+    assert s.status() == "idle"
