@@ -13,13 +13,11 @@ import os
 
 import pytest
 
+import util
+
 SHARED_OPTS = ("pool=1",)
 DEPTH = 150       # well beyond the cache (fs/files_node.h: FILES_DIR_CACHE)
 EVICT = 300       # directories looked up to push the others out of the cache
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 @contextlib.contextmanager
@@ -45,7 +43,7 @@ def evict(s):
 def test_deep_tree_keeps_descriptors_bounded_and_works(shared):
     with shared.clone() as s, shared.clone() as w:
         assert w.value("witness <- 7") == "7"
-        before = fd_count(shared.pid)
+        before = util.fd_count(shared.pid)
         s.ok("p <- paste(rep('d', %d), collapse = '/'); dir.create(p, recursive = TRUE); "
              "writeLines('bottom', file.path(p, 'x.txt')); 1" % DEPTH)
         bottom = s.files(*(["d"] * DEPTH))
@@ -62,7 +60,7 @@ def test_deep_tree_keeps_descriptors_bounded_and_works(shared):
             assert sorted(os.listdir(fd)) == ["x.txt", "y.txt"]
             os.close(os.open("z.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
         assert s.ok("sort(list.files(p))")["value"] == ["x.txt", "y.txt", "z.txt"]
-        held = fd_count(shared.pid)
+        held = util.fd_count(shared.pid)
         assert held < before + 100, "the daemon went from %d to %d descriptors" % (before, held)
         # Outside: a new session and the witness are unaffected.
         n = shared.clone()

@@ -176,6 +176,21 @@ def leftover_workers(snapshot):
     return left
 
 
+def rss_kib(pid):
+    """A process's resident set (VmRSS of /proc/PID/status) in KiB; 0 if it
+    shows none."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fd_count(pid):
+    """How many descriptors the process holds."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def pss_kib(pid):
     total = 0
     with open("/proc/%d/smaps_rollup" % pid) as f:

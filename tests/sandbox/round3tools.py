@@ -8,6 +8,7 @@ import os
 import threading
 import time
 
+import util
 
 
 
@@ -40,11 +41,7 @@ def cpu_s(pid, tid=None):
 
 def rss_mib(pid):
     """A process's resident set (VmRSS) in MiB; 0 if it shows none."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
+    return util.rss_kib(pid) / 1024
 
 
 def p90(v):

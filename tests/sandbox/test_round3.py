@@ -67,10 +67,6 @@ def idle_after(daemons, r3_dir, call):
     return s, worker
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
 # ------------------------------------------------ the daemon's event loop
 
 
@@ -128,7 +124,7 @@ def test_host_walk_of_many_directories_leaves_the_daemon_its_descriptors(daemons
     assert s.value("for (i in 1:1500) dir.create(sprintf('d%04d', i)); length(list.files())") == "1500"
     try:
         walked = sum(1 for _ in os.walk(s.p("files")))
-        held = fd_count(d.pid)
+        held = util.fd_count(d.pid)
         # Outside: the daemon still makes sessions and workers.
         n = d.clone()
         assert n.value("1+1") == "2"
