@@ -15,36 +15,27 @@ import signal
 import statistics
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-def comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+import util  # noqa: E402
 
 
 def children(ppid):
+    """The live (not zombie) children of ppid."""
     out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % p) as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rfind(")") + 2:].split()
-        if int(rest[1]) == ppid and rest[0] != "Z":
-            out.append(int(p))
+    for p in util.all_pids():
+        st = util.proc_stat(p)
+        if st and st[1] == ppid and st[0] != "Z":
+            out.append(p)
     return out
 
 
 def helper(daemon, name):
     for _ in range(500):
         for p in children(daemon):
-            if comm(p) == name:
+            if util.proc_comm(p) == name:
                 return p
         time.sleep(0.01)
     raise SystemExit("recovery: no %s" % name)
@@ -77,7 +68,7 @@ def worker_ms(mnt, daemon, serial):
     os.mkdir(os.path.join(mnt, "sessions", name))
     run(mnt, name)
     time.sleep(0.3)
-    mine = [p for p in set(children(daemon)) - before if comm(p).startswith("securerfs-worke")]
+    mine = [p for p in set(children(daemon)) - before if util.proc_comm(p).startswith("securerfs-worke")]
     if len(mine) != 1:
         raise SystemExit("recovery: cannot tell the session's worker (pool=0 expected): %s" % mine)
     t0 = time.monotonic()

@@ -18,6 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+import util  # noqa: E402
 
 
 def mem_available_kib():
@@ -26,18 +31,6 @@ def mem_available_kib():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1])
     return 0
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def fds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def run(mnt, name, code):
@@ -88,8 +81,8 @@ def levels(mnt, pid, rt, counts, n):
         time.sleep(1)
         avail = mem_available_kib()
         print("mem%d_mib_per_session %.2f" % (count, (avail0 - avail) / 1024 / made))
-        print("rss%d_mib %.1f" % (count, rss_kib(pid) / 1024))
-        print("fds%d %d" % (count, fds(pid)))
+        print("rss%d_mib %.1f" % (count, util.rss_kib(pid) / 1024))
+        print("fds%d %d" % (count, util.fd_count(pid)))
 
 
 def clone(mnt):

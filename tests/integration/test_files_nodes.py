@@ -7,6 +7,7 @@ deep tree, an inode-based use (an open directory) outlives the cache, a
 host-side rename keeps an open directory usable, and a directory the code
 swaps for a link to a host directory, once out of the cache, leads nowhere
 (ESTALE) while the host directory stays untouched."""
+import contextlib
 import errno
 import os
 
@@ -19,82 +20,65 @@ DEPTH = 150       # well beyond the cache (fs/files_node.h: FILES_DIR_CACHE)
 EVICT = 300       # directories looked up to push the others out of the cache
 
 
-def files(s, *parts):
-    return s.dir.joinpath("files", *parts)
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def ok(s, code):
-    r = s.result(code)
-    assert r["status"] == "ok", r
-    return r
+@contextlib.contextmanager
+def open_dir(path):
+    """A descriptor of the directory path (O_RDONLY | O_DIRECTORY) for the
+    block: an inode-based use of its node, closed when the block ends."""
+    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def evict(s):
     """Look up EVICT directories of the session (made once) from the host."""
-    if not files(s, "evict").exists():
-        ok(s, "dir.create('evict'); for (i in 1:%d) dir.create(sprintf('evict/e%%03d', i)); 1" % EVICT)
+    if not s.files("evict").exists():
+        s.ok("dir.create('evict'); for (i in 1:%d) dir.create(sprintf('evict/e%%03d', i)); 1" % EVICT)
     for i in range(1, EVICT + 1):
-        assert files(s, "evict", "e%03d" % i).is_dir()
+        assert s.files("evict", "e%03d" % i).is_dir()
 
 
 @pytest.mark.timeout_s(120)
 def test_deep_tree_keeps_descriptors_bounded_and_works(shared):
-    s = shared.clone()
-    w = shared.clone()
-    try:
+    with shared.clone() as s, shared.clone() as w:
         assert w.value("witness <- 7") == "7"
-        before = fd_count(shared.pid)
-        ok(s, "p <- paste(rep('d', %d), collapse = '/'); dir.create(p, recursive = TRUE); "
-              "writeLines('bottom', file.path(p, 'x.txt')); 1" % DEPTH)
-        bottom = files(s, *(["d"] * DEPTH))
+        before = util.fd_count(shared.pid)
+        s.ok("p <- paste(rep('d', %d), collapse = '/'); dir.create(p, recursive = TRUE); "
+             "writeLines('bottom', file.path(p, 'x.txt')); 1" % DEPTH)
+        bottom = s.files(*(["d"] * DEPTH))
         # A walk of the whole chain from the host, then a read and a write at
         # the bottom through paths.
-        assert sum(1 for _ in os.walk(files(s))) == DEPTH + 1
+        assert sum(1 for _ in os.walk(s.files())) == DEPTH + 1
         assert (bottom / "x.txt").read_text() == "bottom\n"
         (bottom / "y.txt").write_text("from the host\n")
         # An inode-based use of the bottom once the cache has moved on: the
         # node is found again through all DEPTH components.
-        fd = os.open(str(bottom), os.O_RDONLY | os.O_DIRECTORY)
-        try:
+        with open_dir(bottom) as fd:
             evict(s)
             assert os.fstat(fd).st_nlink >= 2
             assert sorted(os.listdir(fd)) == ["x.txt", "y.txt"]
             os.close(os.open("z.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
-        finally:
-            os.close(fd)
-        assert ok(s, "sort(list.files(p))")["value"] == ["x.txt", "y.txt", "z.txt"]
-        held = fd_count(shared.pid)
+        assert s.ok("sort(list.files(p))")["value"] == ["x.txt", "y.txt", "z.txt"]
+        held = util.fd_count(shared.pid)
         assert held < before + 100, "the daemon went from %d to %d descriptors" % (before, held)
         # Outside: a new session and the witness are unaffected.
         n = shared.clone()
         assert n.value("1+1") == "2"
         n.close()
         assert w.value("witness") == "7"
-    finally:
-        s.close()
-        w.close()
 
 
 @pytest.mark.timeout_s(90)
 def test_host_rename_keeps_an_open_directory(shared):
-    s = shared.clone()
-    try:
-        ok(s, "dir.create('old/inner', recursive = TRUE); 1")
-        fd = os.open(str(files(s, "old", "inner")), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.rename(files(s, "old"), files(s, "new"))
+    with shared.clone() as s:
+        s.ok("dir.create('old/inner', recursive = TRUE); 1")
+        with open_dir(s.files("old", "inner")) as fd:
+            os.rename(s.files("old"), s.files("new"))
             evict(s)
             os.fstat(fd)
             os.close(os.open("made.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
-        finally:
-            os.close(fd)
-        assert ok(s, "file.exists('new/inner/made.txt')")["value"] is True
-    finally:
-        s.close()
+        assert s.ok("file.exists('new/inner/made.txt')")["value"] is True
 
 
 @pytest.mark.timeout_s(90)
@@ -107,12 +91,10 @@ def test_directory_swapped_for_a_link_leads_nowhere(shared, tmp_path):
     os.chmod(tmp_path, 0o755)
     os.chmod(host, 0o777)
     os.chmod(host / "inner", 0o777)
-    s = shared.clone()
-    try:
-        ok(s, "dir.create('a/inner', recursive = TRUE); 1")
-        fd = os.open(str(files(s, "a", "inner")), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            ok(s, "file.rename('a', 'a_old'); file.symlink('%s', 'a'); 1" % host)
+    with shared.clone() as s:
+        s.ok("dir.create('a/inner', recursive = TRUE); 1")
+        with open_dir(s.files("a", "inner")) as fd:
+            s.ok("file.rename('a', 'a_old'); file.symlink('%s', 'a'); 1" % host)
             evict(s)
             # Inside the daemon's view: the name 'a' holds a link now, not
             # the directory the node was: the kernel is told the node is
@@ -125,13 +107,9 @@ def test_directory_swapped_for_a_link_leads_nowhere(shared, tmp_path):
             assert e.value.errno == errno.ESTALE, e.value
             # Through a path, the link reads as ELOOP (absolute).
             with pytest.raises(OSError) as e:
-                os.listdir(files(s, "a", "inner"))
+                os.listdir(s.files("a", "inner"))
             assert e.value.errno == errno.ELOOP, e.value
-        finally:
-            os.close(fd)
         # Outside: the host directory is as it was.
         assert sorted(os.listdir(host)) == ["inner"]
         assert os.listdir(host / "inner") == []
-        assert ok(s, "list.files('a_old/inner')")["value"] == []
-    finally:
-        s.close()
+        assert s.ok("list.files('a_old/inner')")["value"] == []

@@ -6,7 +6,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -413,13 +412,8 @@ def test_ctrl_c_on_blocked_cat(sess):
     util.write_bytes(sess.p("ctl"), "interrupt")
 
 
+# Blocks in a read of a parked file (util.interrupt_probe).
 EINTR_PROBE = r"""
-import os, signal, sys
-class Interrupted(Exception):
-    pass
-def handler(signum, frame):
-    raise Interrupted()
-signal.signal(signal.SIGUSR1, handler)
 fd = os.open(sys.argv[1], os.O_RDONLY)
 print("ready", flush=True)
 try:
@@ -433,17 +427,8 @@ except Interrupted:
 @pytest.mark.timeout_s(60)
 def test_signal_interrupts_parked_read(sess):
     sess.submit("Sys.sleep(30)")
-    p = subprocess.Popen([sys.executable, "-c", EINTR_PROBE, str(sess.p("output"))],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
-    p.send_signal(signal.SIGUSR1)
-    try:
-        out, _ = p.communicate(timeout=util.scaled(2))
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        pytest.fail("a signal did not interrupt the parked read within 2 s")
+    out = util.interrupt_probe(EINTR_PROBE, sess.p("output"), util.scaled(2),
+                               "a signal did not interrupt the parked read within 2 s")
     assert out.strip() == "EINTR"
     util.write_bytes(sess.p("ctl"), "interrupt")
     sess.read("output")

@@ -7,7 +7,6 @@ p90 beside a 60,000-file neighbour, generous (5 ms times
 SECURERFS_TIME_SCALE, plus twice its own idle p90 of the same run on a
 loaded machine) against its idle figure of about 0.5 ms.
 """
-import json
 import os
 import resource
 import threading
@@ -119,18 +118,6 @@ def test_deep_tree_and_long_names_are_bounded(daemons):
     assert long in os.listdir(s.dir / "files")
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 @pytest.mark.timeout_s(900)
 def test_thousands_of_sessions_leave_nothing_behind(daemons):
     # Under ASan each worker costs several times the memory: fewer of them,
@@ -146,7 +133,7 @@ def test_thousands_of_sessions_leave_nothing_behind(daemons):
     assert w.value("1") == "1"
     w.close()
     time.sleep(0.5)
-    fds0, rss0 = fd_count(d.pid), rss_kib(d.pid)
+    fds0, rss0 = util.fd_count(d.pid), util.rss_kib(d.pid)
     sessions = []
     for i in range(n):
         name = "s%d" % i
@@ -158,7 +145,7 @@ def test_thousands_of_sessions_leave_nothing_behind(daemons):
     # Each session found by name and id among thousands: a run in each.
     for i, s in enumerate(sessions):
         assert s.value("%d + 1" % i) == "%d" % (i + 1)
-    assert fd_count(d.pid) > fds0 + n  # they did hold descriptors
+    assert util.fd_count(d.pid) > fds0 + n  # they did hold descriptors
     for s in sessions:
         os.rmdir(s.dir)
     assert os.listdir(d.mnt / "sessions") == []
@@ -166,11 +153,11 @@ def test_thousands_of_sessions_leave_nothing_behind(daemons):
     # tears 2,000 processes down in its own time, and the loop reaps each
     # (only the pool's 4 stay).  Give them a moment.
     deadline = time.monotonic() + util.scaled(120)
-    while time.monotonic() < deadline and (fd_count(d.pid) > fds0 + 8 or
+    while time.monotonic() < deadline and (util.fd_count(d.pid) > fds0 + 8 or
                                            len(util.session_worker_pids(d.pid)) > 4):
         time.sleep(0.2)
     assert len(util.session_worker_pids(d.pid)) <= 4
-    fds1, rss1 = fd_count(d.pid), rss_kib(d.pid)
+    fds1, rss1 = util.fd_count(d.pid), util.rss_kib(d.pid)
     assert fds1 <= fds0 + 8, "descriptors: %d at start, %d after %d sessions came and went" % (fds0, fds1, n)
     # Memory: what the sessions held is given back; the allocator may keep
     # a little of its arenas (16 MiB is 8 KiB a session of 2,000).

@@ -90,6 +90,20 @@ def in_thread(fn):
     return t, box
 
 
+def warm_pair(mount):
+    """Two sessions of mount, each of which has made one call (ask('warm')),
+    so that each has its tool server running."""
+    a, b = mount.clone(), mount.clone()
+    assert a.value("ask('warm')") == "warm" and b.value("ask('warm')") == "warm"
+    return a, b
+
+
+def caught(call):
+    """R code that makes the call and gives its error message as the value
+    if it fails."""
+    return "tryCatch(%s, error = function(e) conditionMessage(e))" % call
+
+
 def servers(d):
     return [p for p, _ in util.descendants(d.pid) if d.server_script in util.proc_cmdline(p)]
 
@@ -99,7 +113,7 @@ def test_a_call_that_hangs_does_not_delay_or_fail_another_session(mount):
     # A one-request-at-a-time server: A's call hangs it until A's timeout.
     a, b = mount.clone(), mount.clone()
     assert b.value("ask_seq('warm')") == "warm"
-    t, box = in_thread(lambda: a.result("tryCatch(ask_seq('sleep'), error = function(e) conditionMessage(e))"))
+    t, box = in_thread(lambda: a.result(caught("ask_seq('sleep')")))
     time.sleep(0.3)  # A's call is under way
     times = []
     deadline = time.monotonic() + 3  # past A's timeout of 2 s
@@ -122,9 +136,8 @@ def test_a_call_that_hangs_does_not_delay_or_fail_another_session(mount):
 def test_a_timeout_does_not_fail_another_sessions_call_in_flight(mount):
     # B's call (answered after 1.5 s) is under way when A's call times out
     # and A's server is restarted.
-    a, b = mount.clone(), mount.clone()
-    assert a.value("ask('warm')") == "warm" and b.value("ask('warm')") == "warm"
-    ta, box_a = in_thread(lambda: a.result("tryCatch(ask('sleep'), error = function(e) conditionMessage(e))"))
+    a, b = warm_pair(mount)
+    ta, box_a = in_thread(lambda: a.result(caught("ask('sleep')")))
     time.sleep(1.0)
     tb, box_b = in_thread(lambda: b.result("ask('hold')"))
     ta.join(util.scaled(10))
@@ -135,13 +148,12 @@ def test_a_timeout_does_not_fail_another_sessions_call_in_flight(mount):
 
 @pytest.mark.timeout_s(60)
 def test_a_crashing_call_does_not_fail_another_sessions_call(mount):
-    a, b = mount.clone(), mount.clone()
-    assert a.value("ask('warm')") == "warm" and b.value("ask('warm')") == "warm"
+    a, b = warm_pair(mount)
     # B's call is in flight (its answer comes after 1.5 s) when A's call
     # makes the server exit.
     t, box = in_thread(lambda: b.result("ask('hold')"))
     time.sleep(0.3)
-    ra = a.result("tryCatch(ask('crash'), error = function(e) conditionMessage(e))")
+    ra = a.result(caught("ask('crash')"))
     assert ra["status"] == "ok" and "tool server" in ra["value"], ra  # it closed its output, or exited
     t.join(util.scaled(10))
     rb = box["value"]

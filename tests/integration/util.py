@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -175,6 +176,21 @@ def leftover_workers(snapshot):
     return left
 
 
+def rss_kib(pid):
+    """A process's resident set (VmRSS of /proc/PID/status) in KiB; 0 if it
+    shows none."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fd_count(pid):
+    """How many descriptors the process holds."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def pss_kib(pid):
     total = 0
     with open("/proc/%d/smaps_rollup" % pid) as f:
@@ -231,6 +247,39 @@ def bounded(fn, timeout, on_timeout=None):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+# The head of a probe script for interrupt_probe(): SIGUSR1 raises
+# Interrupted, so that a read the signal interrupts shows as that exception.
+INTERRUPTIBLE = r"""
+import json, os, signal, sys
+class Interrupted(Exception):
+    pass
+def handler(signum, frame):
+    raise Interrupted()
+signal.signal(signal.SIGUSR1, handler)
+"""
+
+
+def interrupt_probe(body, path, timeout, what):
+    """Run INTERRUPTIBLE + body (Python) in a process of its own with path
+    as its argument; once it prints "ready" (it is about to block in a read
+    of the mount), wait 0.3 s and send it SIGUSR1.  Returns what it printed
+    after "ready".  If it has not ended within timeout seconds it is killed
+    and the test fails with `what`."""
+    import pytest
+
+    p = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE + body, str(path)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGUSR1)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail(what)
+    return out
 
 
 class Daemon:

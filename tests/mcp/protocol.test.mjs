@@ -21,6 +21,15 @@ after(async () => {
   await mount.stop();
 });
 
+// A new server on the mount behind a RawTransport (t: write any bytes, read
+// its raw answers), with an SDK client connected through it.
+async function rawClient() {
+  const t = new RawTransport(['--mount', mount.mnt]);
+  const client = new Client({ name: 'raw', version: '1' });
+  await client.connect(t);
+  return { t, client };
+}
+
 const exec = (client, code, opts) => client.callTool({ name: 'execute_r_code', arguments: { code } }, undefined, opts);
 
 for (const version of VERSIONS) {
@@ -144,9 +153,7 @@ test('cancellation ends a while (TRUE) {} run through ctl interrupt, with the st
 });
 
 test('malformed input is answered with errors, and the server keeps serving', async () => {
-  const t = new RawTransport(['--mount', mount.mnt]);
-  const client = new Client({ name: 'raw', version: '1' });
-  await client.connect(t);
+  const { t, client } = await rawClient();
   try {
     const lines = [
       'this is not JSON',
@@ -191,9 +198,7 @@ test('malformed input is answered with errors, and the server keeps serving', as
 });
 
 test('a huge line is refused without being kept, and the server keeps serving', async () => {
-  const t = new RawTransport(['--mount', mount.mnt]);
-  const client = new Client({ name: 'raw', version: '1' });
-  await client.connect(t);
+  const { t, client } = await rawClient();
   try {
     const chunk = Buffer.alloc(1 << 20, 0x61);
     await t.writeRaw('{"jsonrpc":"2.0","id":"raw-1","method":"ping","params":{"x":"');

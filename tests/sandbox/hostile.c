@@ -9,48 +9,13 @@
  * This is the worst case the daemon must bound by itself: the daemon, not
  * the worker, is the authority. */
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static int write_all(const char *buf, size_t len) {
-        size_t off = 0;
-
-        while (off < len) {
-                ssize_t w = write(3, buf + off, len - off);
-                if (w < 0 && errno == EINTR)
-                        continue; /* hostile: interrupts do not stop it */
-                if (w <= 0)
-                        return w < 0 ? errno : EPIPE;
-                off += (size_t)w;
-        }
-        return 0;
-}
-
-static int send_frame(const char *json) {
-        char head[4];
-        size_t len = strlen(json);
-        int e;
-
-        head[0] = (char)(len >> 24);
-        head[1] = (char)(len >> 16);
-        head[2] = (char)(len >> 8);
-        head[3] = (char)len;
-        e = write_all(head, 4);
-        return e ? e : write_all(json, len);
-}
-
-static void drain(void) {
-        char sink[65536];
-        struct pollfd p = {.fd = 3, .events = POLLIN};
-
-        while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN))
-                if (read(3, sink, sizeof(sink)) <= 0)
-                        break;
-}
+#include "native_common.h"
 
 /* flood_calls(seq, count, first_id, read_replies, delay_ms, tool, written,
  * err): write count tool_call frames for run seq (ids first_id, first_id +

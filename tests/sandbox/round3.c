@@ -21,28 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int write_all(int fd, const char *buf, size_t len) {
-        size_t off = 0;
-
-        while (off < len) {
-                ssize_t w = write(fd, buf + off, len - off);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0)
-                        return w < 0 ? errno : EPIPE;
-                off += (size_t)w;
-        }
-        return 0;
-}
-
-static void drain(void) {
-        char sink[65536];
-        struct pollfd p = {.fd = 3, .events = POLLIN};
-
-        while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN))
-                if (read(3, sink, sizeof(sink)) <= 0)
-                        break;
-}
+#include "native_common.h"
 
 /* big_calls(seq, n, kib, written, err): n tool_call frames for run seq whose
  * args hold kib KiB of "[0,0,0,...]": cheap to write, dear to parse (one JSON
@@ -51,9 +30,8 @@ static void drain(void) {
  * looks at its type or size.  Replies are drained between frames. */
 void big_calls(int *seq, int *n, int *kib, int *written, int *err) {
         static const char mid[] = ",\"tool\":\"bogus\",\"args\":{\"a\":[";
-        size_t body = (size_t)*kib * 1024, off = 4, idpos;
+        size_t body = (size_t)*kib * 1024, off, idpos;
         char *f = malloc(body + 512);
-        int hl;
 
         *written = 0;
         *err = 0;
@@ -61,10 +39,7 @@ void big_calls(int *seq, int *n, int *kib, int *written, int *err) {
                 *err = ENOMEM;
                 return;
         }
-        hl = sprintf(f + off, "{\"type\":\"tool_call\",\"seq\":%d,\"id\":", *seq);
-        off += (size_t)hl;
-        idpos = off;
-        off += 10; /* the id, right-aligned in spaces (JSON allows no leading zeros) */
+        off = tool_call_head(f, *seq, &idpos);
         memcpy(f + off, mid, sizeof(mid) - 1);
         off += sizeof(mid) - 1;
         for (size_t k = 0; k < body / 2; k++) {
@@ -74,22 +49,7 @@ void big_calls(int *seq, int *n, int *kib, int *written, int *err) {
         }
         memcpy(f + off, "]}}", 3);
         off += 3;
-        {
-                size_t len = off - 4;
-                f[0] = (char)(len >> 24);
-                f[1] = (char)(len >> 16);
-                f[2] = (char)(len >> 8);
-                f[3] = (char)len;
-        }
-        for (int i = 0; i < *n; i++) {
-                char id[16];
-                snprintf(id, sizeof(id), "%10d", i + 1);
-                memcpy(f + idpos, id, 10);
-                if ((*err = write_all(3, f, off)) != 0)
-                        break;
-                (*written)++;
-                drain();
-        }
+        *err = send_numbered(f, off, idpos, *n, written);
         free(f);
 }
 

@@ -12,28 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int write_all(int fd, const char *buf, size_t len) {
-        size_t off = 0;
-
-        while (off < len) {
-                ssize_t w = write(fd, buf + off, len - off);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0)
-                        return w < 0 ? errno : EPIPE;
-                off += (size_t)w;
-        }
-        return 0;
-}
-
-static void drain(void) {
-        char sink[65536];
-        struct pollfd p = {.fd = 3, .events = POLLIN};
-
-        while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN))
-                if (read(3, sink, sizeof(sink)) <= 0)
-                        break;
-}
+#include "native_common.h"
 
 /* raw_frame(text, written, err): one frame of the given payload text. */
 void raw_frame(char **text, int *written, int *err) {
@@ -45,12 +24,9 @@ void raw_frame(char **text, int *written, int *err) {
                 *err = ENOMEM;
                 return;
         }
-        f[0] = (char)(n >> 24);
-        f[1] = (char)(n >> 16);
-        f[2] = (char)(n >> 8);
-        f[3] = (char)n;
+        put_frame_len(f, n);
         memcpy(f + 4, *text, n);
-        *err = write_all(3, f, n + 4);
+        *err = write_all(WORKER_FD, f, n + 4);
         *written = *err == 0;
         free(f);
 }
@@ -61,9 +37,8 @@ void raw_frame(char **text, int *written, int *err) {
  * daemon admits (when values and kib are its bounds).  Replies drained
  * between frames, never waited for. */
 void worst_calls(int *seq, int *n, int *values, int *kib, int *written, int *err) {
-        size_t total = (size_t)*kib * 1024, off = 4, idpos;
+        size_t total = (size_t)*kib * 1024, off, idpos;
         char *f = malloc(total + (size_t)*values * 2 + 512);
-        int hl;
 
         *written = 0;
         *err = 0;
@@ -71,10 +46,7 @@ void worst_calls(int *seq, int *n, int *values, int *kib, int *written, int *err
                 *err = ENOMEM;
                 return;
         }
-        hl = sprintf(f + off, "{\"type\":\"tool_call\",\"seq\":%d,\"id\":", *seq);
-        off += (size_t)hl;
-        idpos = off;
-        off += 10;
+        off = tool_call_head(f, *seq, &idpos);
         off += (size_t)sprintf(f + off, ",\"tool\":\"bogus\",\"args\":{\"a\":[");
         for (int k = 0; k < *values; k++) {
                 if (k)
@@ -86,21 +58,6 @@ void worst_calls(int *seq, int *n, int *values, int *kib, int *written, int *err
                 f[off++] = 'x';
         memcpy(f + off, "\"}}", 3);
         off += 3;
-        {
-                size_t len = off - 4;
-                f[0] = (char)(len >> 24);
-                f[1] = (char)(len >> 16);
-                f[2] = (char)(len >> 8);
-                f[3] = (char)len;
-        }
-        for (int i = 0; i < *n; i++) {
-                char id[16];
-                snprintf(id, sizeof(id), "%10d", i + 1);
-                memcpy(f + idpos, id, 10);
-                if ((*err = write_all(3, f, off)) != 0)
-                        break;
-                (*written)++;
-                drain();
-        }
+        *err = send_numbered(f, off, idpos, *n, written);
         free(f);
 }

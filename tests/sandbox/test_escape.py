@@ -57,6 +57,17 @@ def still_fine(jail, witness):
     assert st["sessions"] >= 1
 
 
+def with_bystander(daemons, *opts):
+    """A daemon of the test's own (pool=0, then opts), the attacker's
+    session, and a bystander session that holds z = 5 and must keep it:
+    (daemon, session, bystander)."""
+    d = daemons.start("pool=0", *opts)
+    s = d.clone()
+    other = d.clone()
+    assert other.value("z <- 5; z") == "5"
+    return d, s, other
+
+
 def host_processes():
     return len(util.all_pids())
 
@@ -510,10 +521,7 @@ def test_tiocsti(sess, jail, witness):
 
 @pytest.mark.parametrize("fn", ["probe_x32", "probe_int80"])
 def test_other_syscall_abis_kill(fn, daemons, probe_dir):
-    d = daemons.start("pool=0", "r_libs=%s" % probe_dir)
-    s = d.clone()
-    other = d.clone()
-    assert other.value("z <- 5; z") == "5"
+    d, s, other = with_bystander(daemons, "r_libs=%s" % probe_dir)
     assert s.value("y <- 1; y") == "1"
     s.submit("dyn.load('%s'); .C('%s', ret = integer(1), err = integer(1))" % (probe_dir / "probe.so", fn))
     r = s.result()
@@ -532,10 +540,7 @@ def test_other_syscall_abis_kill(fn, daemons, probe_dir):
 
 @pytest.mark.timeout_s(120)
 def test_fork_bomb(daemons):
-    d = daemons.start("pool=0", "nproc=30")
-    s = d.clone()
-    other = d.clone()
-    assert other.value("z <- 5; z") == "5"
+    d, s, other = with_bystander(daemons, "nproc=30")
     before = host_processes()
     r = failed(s, "library(parallel); for (i in 1:1000) mcparallel(Sys.sleep(60))")
     assert r["limit"] == "nproc", r
@@ -588,10 +593,7 @@ def test_inode_filler(sess, jail, witness):
 
 
 def test_fd_exhauster(daemons):
-    d = daemons.start("pool=0", "nofile=40")
-    s = d.clone()
-    other = d.clone()
-    assert other.value("z <- 5; z") == "5"
+    d, s, other = with_bystander(daemons, "nofile=40")
     r = failed(s, "cons <- list(); for (i in 1:100) cons[[i]] <- file('/dev/null', 'r')")
     assert r["limit"] == "nofile", r
     assert warned(r, "Too many open files"), r

@@ -9,7 +9,6 @@ proves the bound from the outside: a witness session's round trip, `stats`,
 the flooding run's end, the daemon's RSS and the audit log's growth."""
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 import harness
 import util
+from round3tools import Background, next_seq, p90, rss_mib
 
 HERE = Path(__file__).resolve().parent
 PLAIN_R_FLOOD = ('x <- "kept"; f <- environment(getOption("device"))$tool_call_native\n'
@@ -39,47 +39,19 @@ def start(daemons, hostile_dir, tmp_path, *opts):
     return d
 
 
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
-
-
 def native_flood(d, seq, count, read_replies, tool="bogus", delay_ms=0):
     return ("dyn.load('%s'); .C('flood_calls', %dL, as.double(%d), 1, %dL, %dL, '%s', written = 0, err = 0L)"
             % (d.hostile, seq, count, read_replies, delay_ms, tool))
 
 
-def next_seq(s):
-    """The seq the session's next run gets (one more than its last)."""
-    assert s.value("1") == "1"
-    return s.result()["seq"] + 1
-
-
-class Flood:
-    """Submit a flooding run and wait for its result in a thread."""
+class Flood(Background):
+    """Submit a flooding run; a thread waits for its result.  result()
+    returns (result.json, seconds from the submit to the result)."""
 
     def __init__(self, s, code):
-        self.s = s
-        self.start = time.monotonic()
-        self.box = {}
+        start = time.monotonic()
         s.submit(code)
-        self.thread = threading.Thread(target=self._wait, daemon=True)
-        self.thread.start()
-
-    def _wait(self):
-        self.box["result"] = json.loads(self.s.read("result.json"))
-        self.box["elapsed"] = time.monotonic() - self.start
-
-    def done(self):
-        return not self.thread.is_alive()
-
-    def result(self, timeout):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the flooding run did not end within %.0f s" % timeout
-        return self.box["result"], self.box["elapsed"]
+        super().__init__(lambda: (json.loads(s.read("result.json")), time.monotonic() - start))
 
 
 def witness_round_trips(d, w, n=50):
@@ -96,10 +68,6 @@ def witness_round_trips(d, w, n=50):
         rss.append(rss_mib(d.pid))
     rts.sort()
     return rts, stats, rss
-
-
-def p90(v):
-    return sorted(v)[int(0.9 * len(v)) - 1]
 
 
 def audit_lines(d, session, seq):

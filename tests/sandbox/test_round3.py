@@ -10,7 +10,6 @@ fixed amount and held for seconds, a thread or process left behind dies
 when the test closes its session, and the host side probes a lease with
 O_NONBLOCK (it never waits for it)."""
 import errno
-import fcntl
 import json
 import os
 import resource
@@ -21,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+import harness
+import round3tools
 import util
+from round3tools import Background, cpu_s, next_seq, p90, rss_mib, witness_while
 
 HERE = Path(__file__).resolve().parent
 MIB = 1 << 20
@@ -31,30 +33,19 @@ LEASE_FILE = "lease-target.txt"
 @pytest.fixture(scope="module")
 def r3_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("round3")
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-pthread", "-o", str(d / "round3.so"),
-                    str(HERE / "round3.c")], check=True)
     # A file of an R library directory: owned by whoever runs the daemon,
     # as a user's own library (~/R/...) is when the R client's private
     # mount is given r_libs.
     (d / LEASE_FILE).write_text("a file of the user's R library\n")
-    for p in [d] + list(d.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        try:
-            os.chmod(p, os.stat(p).st_mode | 0o755)
-        except PermissionError:
-            pass
-    return d
+    return harness.build_r_lib(d, HERE / "round3.c", ["-pthread"])
 
 
 def start(daemons, r3_dir, *opts):
-    d = daemons.start("pool=0", "r_libs=%s" % r3_dir, *opts)
-    d.so = str(r3_dir / "round3.so")
-    return d
+    return round3tools.start(daemons, r3_dir, "round3.so", *opts)
 
 
 def load(d):
-    return "if (!is.loaded('spin_thread')) dyn.load('%s'); " % d.so
+    return round3tools.load(d, "spin_thread")
 
 
 def only_worker(d):
@@ -63,70 +54,17 @@ def only_worker(d):
     return pids[0]
 
 
-def next_seq(s):
+def idle_after(daemons, r3_dir, call):
+    """A session of a fresh daemon and its only worker, after a run of call
+    (a .C() of round3.so whose $ret is 0) that ended ok: what the run left
+    behind is now between runs.  The caller closes the session."""
+    d = start(daemons, r3_dir)
+    s = d.clone()
     assert s.value("1") == "1"
-    return s.result()["seq"] + 1
-
-
-def cpu_s(pid, tid=None):
-    """utime + stime of a process (all its threads), or of one thread."""
-    path = "/proc/%d/stat" % pid if tid is None else "/proc/%d/task/%d/stat" % (pid, tid)
-    with open(path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def p90(v):
-    v = sorted(v)
-    return v[max(0, int(0.9 * len(v)) - 1)]
-
-
-class Background:
-    """Run fn in a thread; result() joins it."""
-
-    def __init__(self, fn):
-        self.box = {}
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn):
-        try:
-            self.box["value"] = fn()
-        except BaseException as e:  # reported by result()
-            self.box["error"] = e
-
-    def done(self):
-        return not self.thread.is_alive()
-
-    def result(self, timeout):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "did not end within %.0f s" % timeout
-        if "error" in self.box:
-            raise self.box["error"]
-        return self.box["value"]
-
-
-def witness_while(d, w, busy, seconds):
-    """The witness's `1+1` round trips (ms) for `seconds`, while busy()."""
-    rts = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and busy():
-        t = time.monotonic()
-        assert w.value("1+1") == "2"
-        rts.append((time.monotonic() - t) * 1000)
-    return rts
+    worker = only_worker(d)
+    r = s.result(load(d) + call)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    return s, worker
 
 
 # ------------------------------------------------ the daemon's event loop
@@ -186,7 +124,7 @@ def test_host_walk_of_many_directories_leaves_the_daemon_its_descriptors(daemons
     assert s.value("for (i in 1:1500) dir.create(sprintf('d%04d', i)); length(list.files())") == "1500"
     try:
         walked = sum(1 for _ in os.walk(s.p("files")))
-        held = fd_count(d.pid)
+        held = util.fd_count(d.pid)
         # Outside: the daemon still makes sessions and workers.
         n = d.clone()
         assert n.value("1+1") == "2"
@@ -247,13 +185,8 @@ def test_worker_thread_cannot_burn_cpu_between_runs(daemons, r3_dir):
     signal blocked burned a full CPU for as long as the session stayed idle
     (107 s of CPU in 107 s, root and unprivileged; RLIMIT_CPU's SIGXCPU goes
     to a handler that only interrupts R, and the hard limit is unlimited)."""
-    d = start(daemons, r3_dir)
-    s = d.clone()
-    assert s.value("1") == "1"
-    worker = only_worker(d)
+    s, worker = idle_after(daemons, r3_dir, ".C('spin_thread', ret = 0L)$ret")
     try:
-        r = s.result(load(d) + ".C('spin_thread', ret = 0L)$ret")
-        assert r["status"] == "ok" and r["value"] == 0, r
         time.sleep(0.5)
         before = cpu_s(worker) if util.proc_stat(worker) else None
         time.sleep(3)
@@ -272,13 +205,8 @@ def test_processes_started_between_runs_do_not_live_on(daemons, r3_dir):
     (unprivileged: with no cgroup, 49 such children of about 400 MiB each
     would hold 19 GiB against a 512 MiB limit; measured here: 5 x 300 MiB
     held, the session `idle`)."""
-    d = start(daemons, r3_dir)
-    s = d.clone()
-    assert s.value("1") == "1"
-    worker = only_worker(d)
+    s, worker = idle_after(daemons, r3_dir, ".C('fork_later', 3L, 32L, 1L, ret = 0L)$ret")
     try:
-        r = s.result(load(d) + ".C('fork_later', 3L, 32L, 1L, ret = 0L)$ret")
-        assert r["status"] == "ok" and r["value"] == 0, r
         time.sleep(4)
         assert s.status() == "idle"
         left = [p for p, _ in util.descendants(worker)] if util.proc_stat(worker) else []

@@ -9,12 +9,12 @@ import fcntl
 import json
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
-import util
+import harness
+import round3tools
 
 HERE = Path(__file__).resolve().parent
 MIB = 1 << 20
@@ -29,23 +29,13 @@ F_SETSIG = 10
 @pytest.fixture(scope="module")
 def kdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("round3_kernel")
-    for src, so in (("round3_kernel.c", "round3_kernel.so"), ("round3.c", "round3.so")):
-        subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-pthread", "-o", str(d / so), str(HERE / src)], check=True)
     (d / "owned.txt").write_text("a file the daemon's uid owns\n")
-    for p in [d] + list(d.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        try:
-            os.chmod(p, os.stat(p).st_mode | 0o755)
-        except PermissionError:
-            pass
-    return d
+    harness.build_r_lib(d, HERE / "round3_kernel.c", ["-pthread"])
+    return harness.build_r_lib(d, HERE / "round3.c", ["-pthread"])
 
 
 def start(daemons, kdir):
-    d = daemons.start("pool=0", "r_libs=%s" % kdir)
-    d.so = str(kdir / "round3_kernel.so")
-    return d
+    return round3tools.start(daemons, kdir, "round3_kernel.so")
 
 
 @pytest.mark.timeout_s(60)

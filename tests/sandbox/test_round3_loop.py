@@ -9,15 +9,15 @@ are still admitted, from native code (tests/sandbox/round3_loop.c) and from
 plain R at the same time, and a witness session must keep its round trip;
 frames that break the bounds are refused from both sides."""
 import json
-import os
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import harness
+import round3tools
 import util
+from round3tools import Background, cpu_s, next_seq, p90, rss_mib, witness_while
 
 HERE = Path(__file__).resolve().parent
 # common/frame.h
@@ -32,74 +32,15 @@ PLAIN_R_FLOOD = ('f <- environment(getOption("device"))$tool_call_native; '
 
 @pytest.fixture(scope="module")
 def loop_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("round3_loop")
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "round3_loop.so"), str(HERE / "round3_loop.c")],
-                   check=True)
-    for p in [d] + list(d.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        try:
-            os.chmod(p, os.stat(p).st_mode | 0o755)
-        except PermissionError:
-            pass
-    return d
+    return harness.build_r_lib(tmp_path_factory.mktemp("round3_loop"), HERE / "round3_loop.c")
 
 
 def start(daemons, loop_dir, *opts):
-    d = daemons.start("pool=0", "r_libs=%s" % loop_dir, *opts)
-    d.so = str(loop_dir / "round3_loop.so")
-    return d
+    return round3tools.start(daemons, loop_dir, "round3_loop.so", *opts)
 
 
 def load(d):
-    return "if (!is.loaded('worst_calls')) dyn.load('%s'); " % d.so
-
-
-def next_seq(s):
-    assert s.value("1") == "1"
-    return s.result()["seq"] + 1
-
-
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0
-
-
-def daemon_cpu_s(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def p90(v):
-    v = sorted(v)
-    return v[max(0, int(0.9 * len(v)) - 1)]
-
-
-class Background:
-    def __init__(self, fn):
-        self.box = {}
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn):
-        try:
-            self.box["value"] = fn()
-        except BaseException as e:  # reported by result()
-            self.box["error"] = e
-
-    def done(self):
-        return not self.thread.is_alive()
-
-    def result(self, timeout):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "did not end within %.0f s" % timeout
-        if "error" in self.box:
-            raise self.box["error"]
-        return self.box["value"]
+    return round3tools.load(d, "worst_calls")
 
 
 @pytest.mark.timeout_s(150)
@@ -125,16 +66,12 @@ def test_dearest_admitted_frames_leave_the_witness_its_round_trip(daemons, loop_
         % (seq, TOOL_CALL_VALUES_MAX - 8)))
     fp = Background(lambda: plain.result(PLAIN_R_FLOOD))
     time.sleep(1)
-    cpu0, t0 = daemon_cpu_s(d.pid), time.monotonic()
-    rts = []
-    peak = 0
-    end = time.monotonic() + 5
-    while time.monotonic() < end and not (fn.done() and fp.done()):
-        t = time.monotonic()
-        assert w.value("1+1") == "2"
-        rts.append((time.monotonic() - t) * 1000)
-        peak = max(peak, rss_mib(d.pid))
-    loop_share = (daemon_cpu_s(d.pid) - cpu0) / (time.monotonic() - t0)
+    cpu0, t0 = cpu_s(d.pid), time.monotonic()
+    seen = [0]
+    rts = witness_while(d, w, lambda: not (fn.done() and fp.done()), 5,
+                        each=lambda: seen.append(rss_mib(d.pid)))
+    peak = max(seen)
+    loop_share = (cpu_s(d.pid) - cpu0) / (time.monotonic() - t0)
     rn = fn.result(util.scaled(60))
     rp = fp.result(util.scaled(60))
     assert len(rts) >= 10, "the witness made %d round trips in 5 s" % len(rts)

@@ -3,9 +3,6 @@ worker between runs"): R's own message for code R_ParseVector raises an
 error on, /proc's remaining host leaks masked, no core dump of a worker
 whatever the host's core_pattern."""
 import os
-import time
-
-import pytest
 
 import util
 

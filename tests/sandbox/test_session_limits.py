@@ -68,11 +68,18 @@ def only_worker(d):
     return pids[0]
 
 
-@pytest.mark.timeout_s(90)
-def test_memory_limit_holds_for_the_session(daemons):
+def limited_session(daemons, limits):
+    """A daemon with pool=0 and one session of it whose limits file holds
+    limits (a dict, written as JSON): (daemon, session)."""
     d = daemons.start("pool=0")
     s = d.clone()
-    s.write("limits", json.dumps({"memory": MEMORY_LIMIT}))
+    s.write("limits", json.dumps(limits))
+    return d, s
+
+
+@pytest.mark.timeout_s(90)
+def test_memory_limit_holds_for_the_session(daemons):
+    d, s = limited_session(daemons, {"memory": MEMORY_LIMIT})
     assert s.value("kept <- 'yes'") == "yes"
     worker = only_worker(d)
     available = mem_available_mib()
@@ -118,9 +125,7 @@ def test_memory_limit_holds_for_the_session(daemons):
 
 @pytest.mark.timeout_s(90)
 def test_cpu_limit_holds_for_the_session(daemons):
-    d = daemons.start("pool=0")
-    s = d.clone()
-    s.write("limits", json.dumps({"cpu": 2}))
+    d, s = limited_session(daemons, {"cpu": 2})
     assert s.value("kept <- 'yes'") == "yes"
     worker = only_worker(d)
     before = worker_cpu(worker)
@@ -143,9 +148,7 @@ def test_cpu_limit_is_the_same_for_every_run(daemons):
     # kernel raises the soft limit by 1 s at each SIGXCPU and a prlimit()
     # that raised the hard limit failed with EPERM), then the worker was
     # killed once the session's CPU reached the first run's hard limit.
-    d = daemons.start("pool=0")
-    s = d.clone()
-    s.write("limits", json.dumps({"cpu": 2}))
+    d, s = limited_session(daemons, {"cpu": 2})
     worker = only_worker(d)
     for _ in range(3):
         t0 = time.monotonic()
@@ -162,9 +165,7 @@ def test_cpu_limit_is_the_same_for_every_run(daemons):
 
 @pytest.mark.timeout_s(120)
 def test_long_session_passes_the_first_runs_hard_limit(daemons):
-    d = daemons.start("pool=0")
-    s = d.clone()
-    s.write("limits", json.dumps({"cpu": 2}))
+    d, s = limited_session(daemons, {"cpu": 2})
     worker = only_worker(d)
     # 8 runs of 1 s: the session's CPU passes what was the first run's hard
     # limit (2 s + grace + 1) and every run is still allowed its 2 s.

@@ -34,6 +34,17 @@ static bool refused_with(const char *text, const char *reason) {
         return true;
 }
 
+/* refused_with() for a definition of /bin/cat with the given args (JSON
+ * text) and, unless extra is NULL, one more member (`"NAME": VALUE`): the
+ * shape most refusals share, with only the part under test spelled out. */
+static bool refused_def(const char *args, const char *extra, const char *reason) {
+        char text[1024];
+
+        snprintf(text, sizeof(text), "{\"description\": \"x\", \"args\": %s, \"command\": [\"/bin/cat\"]%s%s}", args,
+                 extra ? ", " : "", extra ? extra : "");
+        return refused_with(text, reason);
+}
+
 static bool has_env(const struct tool_def *d, const char *entry) {
         for (char **e = d->envp; *e; e++)
                 if (strcmp(*e, entry) == 0)
@@ -127,41 +138,29 @@ static void test_refusals(void) {
         CHECK(refused_with("[1]", "a JSON object"));
         CHECK(refused_with("{\"description\": \"x\", \"description\": \"y\", \"args\": {}, \"command\": [\"/bin/cat\"]}",
                            "not JSON"));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"comand\": 1}",
-                           "unknown field \"comand\""));
+        CHECK(refused_def("{}", "\"comand\": 1", "unknown field \"comand\""));
         CHECK(refused_with("{\"args\": {}, \"command\": [\"/bin/cat\"]}", "missing field \"description\""));
         CHECK(refused_with("{\"description\": \"x\", \"command\": [\"/bin/cat\"]}", "missing field \"args\""));
         CHECK(refused_with("{\"description\": \"x\", \"args\": {}}", "missing field \"command\""));
         CHECK(refused_with("{\"description\": 1, \"args\": {}, \"command\": [\"/bin/cat\"]}", "\"description\""));
         CHECK(refused_with("{\"description\": \"a\\u0000b\", \"args\": {}, \"command\": [\"/bin/cat\"]}",
                            "not JSON"));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": [], \"command\": [\"/bin/cat\"]}", "\"args\""));
+        CHECK(refused_def("[]", NULL, "\"args\""));
         CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": []}", "non-empty array"));
         CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": \"/bin/cat\"}", "non-empty array"));
         CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"\"]}", "not a program"));
         CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\", 1]}", "element 1"));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"mode\": \"daemon\"}",
-                           "\"mode\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"timeout\": 0}",
-                           "\"timeout\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"timeout\": 3601}",
-                           "\"timeout\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"timeout\": \"5\"}",
-                           "\"timeout\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"env\": []}",
-                           "\"env\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"env\": {\"A=B\": \"c\"}}",
-                           "bad entry \"A=B\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"env\": {\"\": \"c\"}}",
-                           "bad entry"));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {}, \"command\": [\"/bin/cat\"], \"env\": {\"A\": 1}}",
-                           "bad entry \"A\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {\"if\": \"character\"}, \"command\": [\"/bin/cat\"]}",
-                           "argument \"if\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {\"a\": \"string\"}, \"command\": [\"/bin/cat\"]}",
-                           "unknown type \"string\""));
-        CHECK(refused_with("{\"description\": \"x\", \"args\": {\"a\": 1}, \"command\": [\"/bin/cat\"]}",
-                           "(not a string)"));
+        CHECK(refused_def("{}", "\"mode\": \"daemon\"", "\"mode\""));
+        CHECK(refused_def("{}", "\"timeout\": 0", "\"timeout\""));
+        CHECK(refused_def("{}", "\"timeout\": 3601", "\"timeout\""));
+        CHECK(refused_def("{}", "\"timeout\": \"5\"", "\"timeout\""));
+        CHECK(refused_def("{}", "\"env\": []", "\"env\""));
+        CHECK(refused_def("{}", "\"env\": {\"A=B\": \"c\"}", "bad entry \"A=B\""));
+        CHECK(refused_def("{}", "\"env\": {\"\": \"c\"}", "bad entry"));
+        CHECK(refused_def("{}", "\"env\": {\"A\": 1}", "bad entry \"A\""));
+        CHECK(refused_def("{\"if\": \"character\"}", NULL, "argument \"if\""));
+        CHECK(refused_def("{\"a\": \"string\"}", NULL, "unknown type \"string\""));
+        CHECK(refused_def("{\"a\": 1}", NULL, "(not a string)"));
 }
 
 static bool args_fit(const struct tool_def *d, const char *args, const char *reason) {
@@ -177,6 +176,28 @@ static bool args_fit(const struct tool_def *d, const char *args, const char *rea
                 return false;
         }
         return e == -EINVAL;
+}
+
+/* The arguments that fit test_args's definition, every type once. */
+static const char all_fit[] = "{\"s\": \"a\", \"n\": 1, \"i\": 2, \"b\": true, \"l\": {}, \"df\": [], \"x\": 1}";
+
+/* args_fit() for all_fit with changes (a JSON object) laid over it: one
+ * argument wrong at a time, the others as they fit. */
+static bool fit_changed(const struct tool_def *d, const char *changes, const char *reason) {
+        json_t *a = json_loads(all_fit, 0, NULL), *c = json_loads(changes, 0, NULL);
+        char *text;
+        bool fits;
+
+        if (!a || !c || json_object_update(a, c) < 0 || !(text = json_dumps(a, 0))) {
+                json_decref(a);
+                json_decref(c);
+                return false;
+        }
+        fits = args_fit(d, text, reason);
+        free(text);
+        json_decref(a);
+        json_decref(c);
+        return fits;
 }
 
 static void test_args(void) {
@@ -198,22 +219,15 @@ static void test_args(void) {
                        NULL));
         CHECK(args_fit(d, "{\"n\": 1, \"i\": 2, \"b\": true, \"l\": {}, \"df\": [], \"x\": 1}",
                        "query_db(): argument \"s\" is missing"));
-        CHECK(args_fit(d, "{\"s\": \"a\", \"n\": 1, \"i\": 2, \"b\": true, \"l\": {}, \"df\": [], \"x\": 1, \"y\": 2}",
-                       "unknown argument \"y\""));
-        CHECK(args_fit(d, "{\"s\": 1, \"n\": 1, \"i\": 2, \"b\": true, \"l\": {}, \"df\": [], \"x\": 1}",
-                       "argument \"s\" must be character (got an integer)"));
-        CHECK(args_fit(d, "{\"s\": \"a\", \"n\": \"1\", \"i\": 2, \"b\": true, \"l\": {}, \"df\": [], \"x\": 1}",
-                       "argument \"n\" must be numeric (got a string)"));
-        CHECK(args_fit(d, "{\"s\": \"a\", \"n\": 1, \"i\": 2.5, \"b\": true, \"l\": {}, \"df\": [], \"x\": 1}",
-                       "argument \"i\" must be integer"));
-        CHECK(args_fit(d, "{\"s\": \"a\", \"n\": 1, \"i\": 2, \"b\": 1, \"l\": {}, \"df\": [], \"x\": 1}",
-                       "argument \"b\" must be logical"));
-        CHECK(args_fit(d, "{\"s\": \"a\", \"n\": 1, \"i\": 2, \"b\": true, \"l\": 3, \"df\": [], \"x\": 1}",
-                       "argument \"l\" must be list"));
-        CHECK(args_fit(d, "{\"s\": \"a\", \"n\": 1, \"i\": 2, \"b\": true, \"l\": [], \"df\": [1], \"x\": 1}",
-                       "argument \"df\" must be data.frame (got an array with other elements)"));
-        CHECK(args_fit(d, "{\"s\": [\"a\", 1], \"n\": 1, \"i\": 2, \"b\": true, \"l\": [], \"df\": [], \"x\": 1}",
-                       "got an array with other elements"));
+        CHECK(fit_changed(d, "{\"y\": 2}", "unknown argument \"y\""));
+        CHECK(fit_changed(d, "{\"s\": 1}", "argument \"s\" must be character (got an integer)"));
+        CHECK(fit_changed(d, "{\"n\": \"1\"}", "argument \"n\" must be numeric (got a string)"));
+        CHECK(fit_changed(d, "{\"i\": 2.5}", "argument \"i\" must be integer"));
+        CHECK(fit_changed(d, "{\"b\": 1}", "argument \"b\" must be logical"));
+        CHECK(fit_changed(d, "{\"l\": 3}", "argument \"l\" must be list"));
+        CHECK(fit_changed(d, "{\"l\": [], \"df\": [1]}",
+                          "argument \"df\" must be data.frame (got an array with other elements)"));
+        CHECK(fit_changed(d, "{\"s\": [\"a\", 1], \"l\": []}", "got an array with other elements"));
         tool_def_unref(d);
         CHECK(strcmp(tool_arg_type_name(TOOL_DATA_FRAME), "data.frame") == 0 && !*tool_arg_type_name(TOOL_ANY));
 }

@@ -17,16 +17,26 @@ expect_tool_error <- function(r, pattern) {
   expect_match(tool_error_message(r), pattern)
 }
 
+# The tool function on a session of its own (attr(f, "session")), opened
+# for the calling test and closed when that test ends.
+tool_on_new_session <- function(timeout, envir = parent.frame()) {
+  s <- SecureSession$new()
+  # on.exit() of the caller's frame (this testthat has no defer()).
+  do.call(on.exit, list(bquote(.(s)$close()), add = TRUE), envir = envir)
+  tool_fun(session = s, timeout = timeout)
+}
+
+# f gives each element of values for its name (R code), called in order.
+expect_tool_values <- function(f, values) {
+  for (code in names(values)) expect_identical(f(code), values[[code]])
+}
+
 test_that("the tool function returns the formatted value as text", {
   skip_if_no_mount()
-  s <- SecureSession$new()
-  on.exit(s$close())
-  f <- tool_fun(session = s, timeout = 10)
-  expect_identical(f("1 + 1"), "2")
-  expect_identical(f("NULL"), "NULL")
-  expect_identical(f("c(1, 2, 3)"), "[1] 1 2 3")
-  expect_identical(f("x <- 42"), "42")
-  expect_identical(f("x"), "42")    # state persists across calls
+  f <- tool_on_new_session(timeout = 10)
+  expect_tool_values(f, c("1 + 1" = "2", "NULL" = "NULL", "c(1, 2, 3)" = "[1] 1 2 3",
+                          "x <- 42" = "42",
+                          "x" = "42"))    # state persists across calls
   big <- f("data.frame(a = 1:100)")
   expect_match(big, "\\.\\.\\. \\(100 rows total\\)$")
   expect_lte(length(strsplit(big, "\n")[[1]]), 32L)
@@ -36,9 +46,7 @@ test_that("the tool function returns the formatted value as text", {
 
 test_that("every failure comes back as a tool error", {
   skip_if_no_mount()
-  s <- SecureSession$new()
-  on.exit(s$close())
-  f <- tool_fun(session = s, timeout = 1)
+  f <- tool_on_new_session(timeout = 1)
   expect_tool_error(f("x <- "), "syntax error")
   expect_tool_error(f("stop('test error')"), "test error")
   expect_tool_error(f("Sys.sleep(10)"), "timed out after 1 second")
@@ -46,7 +54,7 @@ test_that("every failure comes back as a tool error", {
   expect_identical(f("'still usable'"), "still usable")
   r <- f(NA_character_)
   expect_true(is_tool_error(r))
-  s$close()
+  attr(f, "session")$close()
   expect_tool_error(f("1"), "no longer running")
 })
 
