@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "macros.h"
 
 struct watch {
@@ -141,13 +142,11 @@ struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data) 
         /* Room in the heap for every timer there is, made now: arming,
          * which has no way to fail, never needs memory. */
         if (l->n_timers == l->heap_cap) {
-                size_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
-                struct loop_timer **h = realloc(l->heap, cap * sizeof(*h));
+                struct loop_timer **h = array_grow(l->heap, &l->heap_cap, sizeof(*h), 64);
 
                 if (!h)
                         return NULL;
                 l->heap = h;
-                l->heap_cap = cap;
         }
         t = calloc(1, sizeof(*t));
         if (t) {

@@ -20,7 +20,6 @@
 
 void fork_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, struct fuse_file_info *fi) {
         struct session *src = ref->session, *copy;
-        struct fs_session *st;
         struct handle *h;
         int r;
 
@@ -39,19 +38,8 @@ void fork_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, 
                 return;
         }
         r = sessions_fork(fs->sessions, src, &copy);
-        if (r == 0 && (r = fs_session_attach(fs, copy, &st)) < 0)
-                session_close(copy);
-        if (r < 0) {
-                handle_free(h);
-                fuse_reply_err(req, -r);
-                return;
-        }
-        text_set(&h->text, session_name(copy), strlen(session_name(copy)));
-        text_append(&h->text, "\n", 1);
-        /* Answered by the copy's created event (fs/parked.c), as a clone
-         * open is; an open the kernel then refuses closes the copy. */
-        h->clone_sid = session_id(copy);
-        parked_create(st, req, fi);
+        /* Answered by the copy's created event, once its state came. */
+        parked_open_new_session(req, fs, fi, h, copy, r, true);
 }
 
 /* ---- sessions/N/snapshot ------------------------------------------------------- */

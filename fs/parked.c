@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "eval.h"
 #include "files.h"
@@ -147,6 +148,30 @@ static void wake_pollers(struct fs_session *st) {
 }
 
 /* ---- parked creates --------------------------------------------------------- */
+
+void parked_open_new_session(fuse_req_t req, struct fs *fs, struct fuse_file_info *fi, struct handle *h,
+                             struct session *s, int r, bool wait) {
+        struct fs_session *st;
+
+        if (r == 0 && (r = fs_session_attach(fs, s, &st)) < 0)
+                session_close(s);
+        if (r < 0) {
+                handle_free(h);
+                fuse_reply_err(req, -r);
+                return;
+        }
+        text_set(&h->text, session_name(s), strlen(session_name(s)));
+        text_append(&h->text, "\n", 1);
+        if (wait || session_create_pending(s)) {
+                /* Answered by s's created event, which must not close s
+                 * (on_created): no clone_sid. */
+                parked_create(st, req, fi);
+                return;
+        }
+        /* An open the kernel refuses now closes the session it made. */
+        h->clone_sid = session_id(s);
+        reply_open(req, fs, h, fi, NULL);
+}
 
 void parked_create(struct fs_session *st, fuse_req_t req, const struct fuse_file_info *fi) {
         st->create_req = req;

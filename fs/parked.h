@@ -67,6 +67,14 @@ void parked_read(struct fs_session *st, fuse_req_t req, struct handle *h, enum r
  * made st's session, until the created event.  Valid replies (later): entry
  * for a mkdir, open for a clone open, err. */
 void parked_create(struct fs_session *st, fuse_req_t req, const struct fuse_file_info *fi);
+/* An open that made session s (r: what sessions_create() or sessions_fork()
+ * returned) reads s's name: it becomes h's text, and the open is answered
+ * once s's first worker is ready (always then with wait, else at once when
+ * s is ready already).  On a failure h is freed, s closed and the open
+ * answered with the error.  Valid replies: open, err (now, or from the
+ * created event). */
+void parked_open_new_session(fuse_req_t req, struct fs *fs, struct fuse_file_info *fi, struct handle *h,
+                             struct session *s, int r, bool wait);
 /* Notify ph when the run of st ends (h keeps it, replacing one it had);
  * pollers_remove() forgets it (h is closing). */
 void pollers_add(struct fs_session *st, struct handle *h, struct fuse_pollhandle *ph);

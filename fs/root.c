@@ -102,7 +102,6 @@ void root_file_attr(struct fs *fs, const struct inode_ref *ref, struct stat *st,
 }
 
 void root_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, struct fuse_file_info *fi) {
-        struct fs_session *st;
         struct session *s;
         struct handle *h;
         int r = handle_open(fs, ref->ino, S_IFREG | 0444, fi, &h);
@@ -114,20 +113,8 @@ void root_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *ref, 
         if (ref->root == ROOT_NODE_CLONE) {
                 /* Plan 9's clone file: opening it makes a session. */
                 r = sessions_create(fs->sessions, NULL, &s);
-                if (r == 0 && (r = fs_session_attach(fs, s, &st)) < 0)
-                        session_close(s);
-                if (r < 0) {
-                        handle_free(h);
-                        fuse_reply_err(req, -r);
-                        return;
-                }
-                text_set(&h->text, session_name(s), strlen(session_name(s)));
-                text_append(&h->text, "\n", 1);
-                if (session_create_pending(s)) {
-                        parked_create(st, req, fi);
-                        return;
-                }
-                h->clone_sid = session_id(s);
+                parked_open_new_session(req, fs, fi, h, s, r, false);
+                return;
         }
         reply_open(req, fs, h, fi, NULL);
 }

@@ -13,6 +13,7 @@
 
 #include "json_cleanup.h"
 #include "macros.h"
+#include "workspace.h"
 
 /* result.json is at most the worker's largest frame (16 MiB) plus the
  * console (console_max_bytes, 1 MiB by default) and a little: this bound
@@ -39,24 +40,8 @@ bool rsession_name_ok(const char *name) {
  * flush is where the mount refuses a value. */
 static int write_file_at(int dirfd, const char *name, const char *data, size_t len) {
         int fd = openat(dirfd, name, O_WRONLY | O_TRUNC | O_CLOEXEC);
-        size_t done = 0;
-        int r = 0;
 
-        if (fd < 0)
-                return -errno;
-        while (done < len) {
-                ssize_t n = write(fd, data + done, len - done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                done += (size_t)n;
-        }
-        if (close(fd) < 0 && r == 0)
-                r = -errno;
-        return r;
+        return fd < 0 ? -errno : write_all_close(fd, data, len);
 }
 
 /* Read all of fd from offset 0 (at most max bytes; -EFBIG beyond) into a
@@ -81,12 +66,9 @@ static int read_all(int fd, size_t max, bool short_is_eof, char **out, size_t *o
                         buf = p;
                         cap = ncap;
                 }
-                n = pread(fd, buf + len, cap - len - 1, (off_t)len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
+                n = pread_retry(fd, buf + len, cap - len - 1, (off_t)len);
+                if (n < 0)
+                        return (int)n;
                 if (n == 0)
                         break;
                 len += (size_t)n;

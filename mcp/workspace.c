@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "json_cleanup.h"
 #include "macros.h"
 #include "utf8.h"
@@ -147,12 +148,9 @@ int workspace_read(int files_fd, const char *path, size_t max, char **data, size
         /* The file may shrink or grow while we read: stop at end of file or
          * at want, whichever comes first. */
         while (got < want) {
-                ssize_t n = pread(fd, buf + got, want - got, (off_t)got);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
+                ssize_t n = pread_retry(fd, buf + got, want - got, (off_t)got);
+                if (n < 0)
+                        return (int)n;
                 if (n == 0)
                         break;
                 got += (size_t)n;
@@ -164,14 +162,41 @@ int workspace_read(int files_fd, const char *path, size_t max, char **data, size
         return 0;
 }
 
+ssize_t pread_retry(int fd, void *buf, size_t n, off_t off) {
+        ssize_t r;
+
+        do
+                r = pread(fd, buf, n, off);
+        while (r < 0 && errno == EINTR);
+        return r < 0 ? -errno : r;
+}
+
+int write_all_close(int fd, const void *data, size_t len) {
+        const char *p = data;
+        size_t done = 0;
+        int r = 0;
+
+        while (done < len) {
+                ssize_t n = write(fd, p + done, len - done);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                done += (size_t)n;
+        }
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        return r;
+}
+
 int workspace_write(int files_fd, const char *path, const void *data, size_t len) {
         static unsigned counter;
         _cleanup_close_ int dir = -1;
         char base[NAME_MAX + 1], tmp[64];
         const char *why;
-        const char *p = data;
         struct stat st;
-        size_t done = 0;
         int fd, r;
 
         if (workspace_check_path(path, false, &why) < 0)
@@ -185,19 +210,7 @@ int workspace_write(int files_fd, const char *path, const void *data, size_t len
         fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0)
                 return -errno;
-        while (done < len) {
-                ssize_t n = write(fd, p + done, len - done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        break;
-                }
-                done += (size_t)n;
-        }
-        /* close() is the FUSE flush: an error there is an error of the write. */
-        if (close(fd) < 0 && r == 0)
-                r = -errno;
+        r = write_all_close(fd, data, len);
         if (r == 0 && renameat(dir, tmp, dir, base) < 0)
                 r = -errno;
         if (r < 0)
@@ -236,12 +249,10 @@ static int listing_add(struct listing *l, const char *prefix, const char *name, 
                 return 0;
         }
         if (l->n == l->cap) {
-                size_t cap = l->cap ? l->cap * 2 : 64;
-                struct entry *v = realloc(l->v, cap * sizeof(*v));
+                struct entry *v = array_grow(l->v, &l->cap, sizeof(*v), 64);
                 if (!v)
                         return -ENOMEM;
                 l->v = v;
-                l->cap = cap;
         }
         e = &l->v[l->n];
         *e = (struct entry){0};

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define WORKSPACE_PATH_MAX 4095
 
@@ -34,6 +35,14 @@ int workspace_read(int files_fd, const char *path, size_t max, char **data, size
  * of them were written: a failure (ENOSPC when the workspace is full)
  * leaves the old file as it was.  Returns 0 or -errno. */
 int workspace_write(int files_fd, const char *path, const void *data, size_t len);
+
+/* pread(2), again after EINTR: the bytes read (0 at end of file) or -errno. */
+ssize_t pread_retry(int fd, void *buf, size_t n, off_t off);
+
+/* Write all len bytes of data to fd (a blocking descriptor; short writes
+ * and EINTR are retried), then close fd: close() is the FUSE flush, so its
+ * error is the write's.  0 or the first -errno. */
+int write_all_close(int fd, const void *data, size_t len);
 
 /* The entries below path ("" or "." for the workspace), recursively when
  * recursive (never through a link), as an array of {"path","type","size"}

@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "macros.h"
 #include "smallfile.h"
 
@@ -81,12 +82,10 @@ static bool proc_present(int dir_fd) {
 
 static int walk_push(struct walk *w, pid_t pid, int dir_fd, size_t parent) {
         if (w->n == w->cap) {
-                size_t cap = w->cap ? w->cap * 2 : 16;
-                struct proc *p = realloc(w->p, cap * sizeof(*p));
+                struct proc *p = array_grow(w->p, &w->cap, sizeof(*p), 16);
                 if (!p)
                         return -ENOMEM;
                 w->p = p;
-                w->cap = cap;
         }
         w->p[w->n++] = (struct proc){.pid = pid, .dir_fd = dir_fd, .parent = parent};
         return 0;
@@ -307,12 +306,10 @@ int procs_kill_descendants(pid_t worker, unsigned max_passes, unsigned long long
                         if (syscall(SYS_pidfd_send_signal, w.p[i].dir_fd, SIGKILL, NULL, 0) < 0)
                                 continue;
                         if (n_done == cap) {
-                                size_t c = cap ? cap * 2 : 16;
-                                struct signalled *p = realloc(done, c * sizeof(*p));
+                                struct signalled *p = array_grow(done, &cap, sizeof(*p), 16);
                                 if (!p)
                                         continue;
                                 done = p;
-                                cap = c;
                         }
                         done[n_done++] = (struct signalled){w.p[i].pid, w.p[i].start};
                         fresh++;

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "audit.h"
 #include "config.h"
 #include "hostids.h"
@@ -80,13 +81,11 @@ struct session *sessions_next(struct sessions *t, uint64_t after) {
 
 int sessions_index_add(struct sessions *t, struct session *s) {
         if (t->n_order == t->order_cap) {
-                size_t cap = t->order_cap ? t->order_cap * 2 : 64;
-                struct session_slot *o = realloc(t->order, cap * sizeof(*o));
+                struct session_slot *o = array_grow(t->order, &t->order_cap, sizeof(*o), 64);
 
                 if (!o)
                         return -ENOMEM;
                 t->order = o;
-                t->order_cap = cap;
         }
         if (hash_insert(&t->by_id, &s->by_id, hash_u64(s->id)) < 0)
                 return -ENOMEM;

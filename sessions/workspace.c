@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <linux/openat2.h>
 
+#include "array.h"
 #include "escape.h"
 #include "list.h"
 #include "loop.h"
@@ -461,12 +462,10 @@ long long workspaces_usage(const struct workspaces *t) { return t ? t->total_byt
 
 static int snapshot_add(struct workspace_snapshot *s, const char *path, const struct stat *st) {
         if (s->n == s->cap) {
-                size_t cap = s->cap ? s->cap * 2 : 64;
-                struct scan_entry *e = realloc(s->e, cap * sizeof(*e));
+                struct scan_entry *e = array_grow(s->e, &s->cap, sizeof(*e), 64);
                 if (!e)
                         return -ENOMEM;
                 s->e = e;
-                s->cap = cap;
         }
         s->e[s->n].path = strdup(path);
         if (!s->e[s->n].path)

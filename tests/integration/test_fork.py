@@ -16,10 +16,9 @@ SHARED_OPTS = ["pool=2"]
 
 
 @pytest.fixture
-def src(shared):
-    s = shared.clone()
-    yield s
-    s.close()
+def src(sess):
+    """The session that is forked or snapshotted (conftest's sess)."""
+    return sess
 
 
 def fork(s):
@@ -34,8 +33,7 @@ def test_fork_sees_variables_functions_packages_files_and_rng(src):
     src.run("writeLines('hello', 'a.txt'); dir.create('d/e', recursive = TRUE);"
             " writeBin(as.raw(0:255), 'd/e/bin'); Sys.chmod('a.txt', '0640', use_umask = FALSE);"
             " file.symlink('a.txt', 'ln')")
-    c = fork(src)
-    try:
+    with fork(src) as c:
         assert c.value("sum(x)") == "55"
         assert c.value("f(21)") == "42"
         assert c.value("e$v") == 'inner'
@@ -52,54 +50,42 @@ def test_fork_sees_variables_functions_packages_files_and_rng(src):
         # session's host id owns them (the worker can write them).
         assert c.value("writeLines('changed', 'a.txt'); readLines('a.txt')") == 'changed'
         assert util.read_text(src.p("files/a.txt")) == "hello\n"
-    finally:
-        c.close()
 
 
 def test_changes_do_not_cross(src):
     src.run("x <- 1")
-    c = fork(src)
-    try:
+    with fork(src) as c:
         c.run("x <- 2; y <- 'only in the copy'")
         src.run("x <- 3; z <- 'only in the original'")
         assert src.value("x") == "3"
         assert c.value("x") == "2"
         assert src.value("exists('y')") == "FALSE"
         assert c.value("exists('z')") == "FALSE"
-    finally:
-        c.close()
 
 
 def test_original_not_disturbed_and_copy_keeps_settings(src):
     src.write("timeout", "7.5")
     src.write("limits", '{"memory": 1073741824}')
     src.run("keep <- letters")
-    c = fork(src)
-    try:
+    with fork(src) as c:
         assert c.read("timeout").strip() == "7.5"
         assert json.loads(c.read("limits"))["memory"] == 1073741824
         assert src.value("paste(keep[1:3], collapse = '')") == 'abc'
         assert src.status() == "idle"
-    finally:
-        c.close()
 
 
 def test_session_tools_are_copied(src):
     util.write_bytes(src.p("tools/echo2.json"), json.dumps(
         {"description": "echo", "args": {"x": "character"}, "command": ["/bin/echo"]}),
         flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    c = fork(src)
-    try:
+    with fork(src) as c:
         assert "echo2.json" in os.listdir(c.p("tools"))
-    finally:
-        c.close()
 
 
 def test_unserializable_objects_are_named(src):
     src.run("con <- file(tempfile(), 'w'); ok <- 5; ptr <- attr(con, 'conn_id');"
             " invisible(NULL)")
-    c = fork(src)
-    try:
+    with fork(src) as c:
         r = c.result("ok")
         assert r["status"] == "ok" and r["output"] == "5"
         notes = r["restore_notes"]
@@ -110,8 +96,6 @@ def test_unserializable_objects_are_named(src):
         assert "restore_notes" not in c.result("1")
         log = c.read("log")
         assert "con: not carried" in log and "ptr: not carried" in log
-    finally:
-        c.close()
 
 
 @pytest.mark.timeout_s(60)
@@ -119,26 +103,20 @@ def test_fork_while_running_waits(src):
     src.submit("Sys.sleep(1.5); x <- 'after the run'")
     t0 = time.monotonic()
     util.expect_errno(errno.EAGAIN, util.read_bytes, src.p("fork"), os.O_NONBLOCK)
-    c = fork(src)
-    try:
+    with fork(src) as c:
         assert time.monotonic() - t0 >= 1.0
         assert c.value("x") == 'after the run'
-    finally:
-        c.close()
 
 
 def test_fork_of_a_fork(src):
     src.run("a <- 1")
-    c1 = fork(src)
-    try:
+    with fork(src) as c1:
         c1.run("b <- 2")
         c2 = fork(c1)
         try:
             assert c2.value("a + b") == "3"
         finally:
             c2.close()
-    finally:
-        c1.close()
 
 
 @pytest.mark.timeout_s(240)
@@ -170,9 +148,6 @@ def test_fifty_forks(src):
 def test_fork_of_a_crashing_copy_is_contained(src):
     """The copy's worker dying during the restore fails the fork alone."""
     src.run("x <- 1")
-    c = fork(src)
-    try:
+    with fork(src) as c:
         assert c.value("x") == "1"
-    finally:
-        c.close()
     assert src.value("x") == "1"

@@ -18,10 +18,9 @@ MAGIC = b"SRFSNAP\n"
 
 
 @pytest.fixture
-def src(shared):
-    s = shared.clone()
-    yield s
-    s.close()
+def src(sess):
+    """The session that is forked or snapshotted (conftest's sess)."""
+    return sess
 
 
 def take(s):
