@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "hash.h"
 #include "macros.h"
 
 struct watch {
@@ -35,15 +36,14 @@ struct child {
         bool exited;
         int status;
         struct rusage ru;
-        struct child *next; /* in its hash bucket */
+        struct hash_node node; /* in the loop's children, by pid */
 };
 
 #define UNCLAIMED_MAX 64
 
 struct loop {
         int epfd;
-        struct child **children; /* hash buckets by pid */
-        size_t n_buckets, n_children;
+        struct hash children; /* struct child by pid */
         pid_t unclaimed[UNCLAIMED_MAX]; /* oldest first */
         unsigned n_unclaimed;
         pid_t claimed[UNCLAIMED_MAX]; /* exited before their watch came: to deliver */
@@ -81,13 +81,13 @@ void loop_free(struct loop *l) {
         if (!l)
                 return;
         loop_timer_free(l->deliver);
-        for (size_t i = 0; i < l->n_buckets; i++)
-                while (l->children[i]) {
-                        struct child *c = l->children[i];
-                        l->children[i] = c->next;
+        for (size_t i = 0; i < l->children.n_buckets; i++)
+                while (l->children.buckets[i]) {
+                        struct child *c = hash_entry(l->children.buckets[i], struct child, node);
+                        l->children.buckets[i] = c->node.next;
                         free(c);
                 }
-        free(l->children);
+        hash_free(&l->children);
         while (l->n_heap)
                 loop_timer_arm(l->heap[0], 0);
         free(l->heap);
@@ -226,46 +226,21 @@ void loop_stop(struct loop *l) { l->stop = true; }
 
 /* ---- children ------------------------------------------------------------ */
 
-static struct child **child_slot(struct loop *l, pid_t pid) {
-        struct child **pp;
+static struct child *child_find(struct loop *l, pid_t pid) {
+        struct child *c;
 
-        if (!l->n_buckets)
-                return NULL;
-        for (pp = &l->children[(uint32_t)pid * 2654435761u % l->n_buckets]; *pp; pp = &(*pp)->next)
-                if ((*pp)->pid == pid)
-                        return pp;
-        return pp;
-}
-
-/* Grow the table when it is as full as it has buckets. */
-static int child_table_grow(struct loop *l) {
-        size_t n = l->n_buckets ? l->n_buckets * 2 : 256;
-        struct child **b = calloc(n, sizeof(*b));
-
-        if (!b)
-                return -ENOMEM;
-        for (size_t i = 0; i < l->n_buckets; i++)
-                while (l->children[i]) {
-                        struct child *c = l->children[i];
-                        size_t k = (uint32_t)c->pid * 2654435761u % n;
-                        l->children[i] = c->next;
-                        c->next = b[k];
-                        b[k] = c;
-                }
-        free(l->children);
-        l->children = b;
-        l->n_buckets = n;
-        return 0;
+        HASH_FOR_EACH(c, &l->children, hash_u64((uint64_t)pid), struct child, node) {
+                if (c->pid == pid)
+                        return c;
+        }
+        return NULL;
 }
 
 static struct child *child_take(struct loop *l, pid_t pid) {
-        struct child **pp = child_slot(l, pid), *c;
+        struct child *c = child_find(l, pid);
 
-        if (!pp || !*pp)
-                return NULL;
-        c = *pp;
-        *pp = c->next;
-        l->n_children--;
+        if (c)
+                hash_remove(&l->children, &c->node);
         return c;
 }
 
@@ -279,15 +254,7 @@ static void unclaimed_forget(struct loop *l, pid_t pid) {
 }
 
 static int child_insert(struct loop *l, struct child *c) {
-        struct child **pp;
-
-        if (l->n_children >= l->n_buckets && child_table_grow(l) < 0 && !l->n_buckets)
-                return -ENOMEM;
-        pp = child_slot(l, c->pid);
-        c->next = NULL;
-        *pp = c;
-        l->n_children++;
-        return 0;
+        return hash_insert(&l->children, &c->node, hash_u64((uint64_t)c->pid));
 }
 
 /* Exits whose watch came after them (at most UNCLAIMED_MAX: each was an
@@ -297,9 +264,9 @@ static void deliver_claimed(void *data) {
 
         while (l->n_claimed > 0) {
                 pid_t pid = l->claimed[--l->n_claimed];
-                struct child **pp = child_slot(l, pid), *c;
+                struct child *c = child_find(l, pid);
 
-                if (!pp || !(c = *pp) || !c->exited || !c->fn)
+                if (!c || !c->exited || !c->fn)
                         continue;
                 child_take(l, pid);
                 c->fn(c->pid, c->status, &c->ru, c->data); /* may watch or claim more */
@@ -308,7 +275,7 @@ static void deliver_claimed(void *data) {
 }
 
 int loop_watch_child(struct loop *l, pid_t pid, loop_child_fn fn, void *data) {
-        struct child **pp = child_slot(l, pid), *c = pp ? *pp : NULL;
+        struct child *c = child_find(l, pid);
 
         if (c) {
                 c->fn = fn;
@@ -345,7 +312,7 @@ static void unclaimed_add(struct loop *l, pid_t pid) {
 }
 
 void loop_unwatch_child(struct loop *l, pid_t pid) {
-        struct child **pp = child_slot(l, pid), *c = pp ? *pp : NULL;
+        struct child *c = child_find(l, pid);
 
         if (!c || !c->fn)
                 return;
@@ -361,7 +328,7 @@ void loop_unwatch_child(struct loop *l, pid_t pid) {
 }
 
 bool loop_take_exit(struct loop *l, pid_t pid, int *status, struct rusage *ru) {
-        struct child **pp = child_slot(l, pid), *c = pp ? *pp : NULL;
+        struct child *c = child_find(l, pid);
 
         if (!c || !c->exited || c->fn)
                 return false;

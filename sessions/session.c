@@ -364,19 +364,33 @@ static int session_provision(struct session *s) {
         return 0;
 }
 
-int sessions_create(struct sessions *t, const char *name, struct session **out) {
+/* A new session named name in the table: provisioned (a host id, its
+ * workspace on its way), or dormant when saved (sessions/persist.h).  0
+ * with *out, or -errno with nothing left of it. */
+static int session_enter(struct sessions *t, const char *name, bool saved, struct session **out) {
         struct session *s;
         int e = session_alloc(t, name, &s);
 
         if (e < 0)
                 return e;
-        if ((e = session_provision(s)) < 0)
+        s->dormant = saved;
+        if (!saved && (e = session_provision(s)) < 0)
                 return session_new_undo(s, e);
-        s->creating = true;
         if ((e = sessions_index_add(t, s)) < 0)
                 return session_new_undo(s, e);
         list_append(&t->sessions, &s->link);
         t->n_sessions++;
+        *out = s;
+        return 0;
+}
+
+int sessions_create(struct sessions *t, const char *name, struct session **out) {
+        struct session *s;
+        int e = session_enter(t, name, false, &s);
+
+        if (e < 0)
+                return e;
+        s->creating = true;
         t->stats.sessions_created++;
         session_audit(s, json_pack("{s:s}", "event", "session_open"));
         loop_timer_arm(s->create_deadline, now_ns() + SESSION_CREATE_TIMEOUT_MS * 1000000ULL);
@@ -391,18 +405,7 @@ int sessions_create(struct sessions *t, const char *name, struct session **out) 
 }
 
 int sessions_create_saved(struct sessions *t, const char *name, struct session **out) {
-        struct session *s;
-        int e = session_alloc(t, name, &s);
-
-        if (e < 0)
-                return e;
-        s->dormant = true;
-        if ((e = sessions_index_add(t, s)) < 0)
-                return session_new_undo(s, e);
-        list_append(&t->sessions, &s->link);
-        t->n_sessions++;
-        *out = s;
-        return 0;
+        return session_enter(t, name, true, out);
 }
 
 void session_wake(struct session *s) {
