@@ -7,20 +7,33 @@
 
 #include "macros.h"
 
+static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
+                                          RLIMIT_STACK};
+
+/* The worker's hard limits are the daemon's (inherited through the zygote,
+ * never changed: the daemon changes only soft limits, its own included), so
+ * each is read once, not at every run's start. */
+static rlim_t hard_limit(int i) {
+        static rlim_t hard[LIMIT_COUNT];
+        static bool known[LIMIT_COUNT];
+
+        if (!known[i]) {
+                struct rlimit rl;
+
+                hard[i] = getrlimit(resource[i], &rl) < 0 ? RLIM_INFINITY : rl.rlim_max;
+                known[i] = true;
+        }
+        return hard[i];
+}
+
 int rlimits_apply(pid_t pid, const struct limits *l, double cpu_base_s, long long reserved_as, bool cpu_only) {
-        static const int resource[LIMIT_COUNT] = {RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC, RLIMIT_NOFILE,
-                                                  RLIMIT_STACK};
         int first_error = 0;
 
         for (int i = 0; i < (cpu_only ? 1 : LIMIT_COUNT); i++) {
                 long long v = l->v[i];
-                struct rlimit hard, rl;
+                struct rlimit rl;
 
-                /* The worker's hard limits are the daemon's (inherited
-                 * through the zygote, never changed). */
-                if (getrlimit(resource[i], &hard) < 0)
-                        hard.rlim_max = RLIM_INFINITY;
-                rl.rlim_max = hard.rlim_max;
+                rl.rlim_max = hard_limit(i);
                 rl.rlim_cur = RLIM_INFINITY;
                 if (v != LIMIT_UNSET)
                         rl.rlim_cur = i == LIMIT_CPU      ? (rlim_t)ceil(cpu_base_s) + (rlim_t)v

@@ -24,7 +24,7 @@
  * the session's.  LIMIT_UNSET is RLIM_INFINITY.
  *
  * Only soft limits change: each hard limit stays what pid inherited (the
- * daemon's own, read here with getrlimit), because only CAP_SYS_RESOURCE may
+ * daemon's own, read once with getrlimit), because only CAP_SYS_RESOURCE may
  * raise a hard limit (root lacks it on this project's machines), so a hard
  * limit lowered once could never be raised again for a later run or a
  * rewritten limits file.  The soft limit binds all the same; a soft limit
