@@ -14,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "macros.h"
+#include "monitor.h"
 #include "run.h"
 #include "persist.h"
 #include "session_private.h"
@@ -94,6 +95,10 @@ static void end_release(struct xfer *x, struct xfer_end *e) {
         e->s = NULL;
         if (s && s->xfer == x) {
                 s->xfer = NULL;
+                /* What the transfer took of the worker's CPU is not the
+                 * idle worker's: the idle watch counts from now on
+                 * (sessions/monitor.c). */
+                monitor_check_leftovers(s);
                 if (s->worker)
                         session_apply_limits(s);
                 snapshot_session_idle(s);
