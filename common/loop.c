@@ -407,13 +407,24 @@ static int run_timers(struct loop *l) {
 }
 
 /* The loop has nothing ready: every timer armed with loop_timer_arm_idle()
- * fires now, in arming order (a callback may arm or free any timer, so the
- * list is taken from its head each time). */
+ * fires now, in arming order.  Only those armed before this moment: the
+ * list is moved aside first, so that a callback that arms its timer idle
+ * again waits for the next idle moment instead of spinning here (and a
+ * callback may arm or free any timer: each is taken from the head). */
 static void fire_idle_timers(struct loop *l) {
+        struct list now;
         struct loop_timer *t;
 
-        while ((t = list_first(&l->idle, struct loop_timer, idle))) {
-                loop_timer_arm(t, 0);
+        list_init(&now);
+        if (list_empty(&l->idle))
+                return;
+        now.next = l->idle.next;
+        now.prev = l->idle.prev;
+        now.next->prev = &now;
+        now.prev->next = &now;
+        list_init(&l->idle);
+        while ((t = list_first(&now, struct loop_timer, idle))) {
+                loop_timer_arm(t, 0); /* unlinks it from now */
                 t->fn(t->data);
         }
 }

@@ -315,6 +315,15 @@ static void on_idle_fired(void *data) { idle_log(1); }
 static void on_plain_fired(void *data) { idle_log(3); }
 static void on_stop(void *data) { loop_stop(it.l); }
 
+/* Arms itself idle again and asks the loop to stop at once: the stop
+ * (a timer due now) must come before the second firing. */
+static int rearm_count;
+static void on_idle_rearm(void *data) {
+        if (++rearm_count < 1000)
+                loop_timer_arm_idle(it.idle, now_ns() + 60ull * 1000 * 1000 * 1000);
+        loop_timer_arm(it.stopper, now_ns());
+}
+
 static void on_pipe_ready(int fd, uint32_t events, void *data) {
         char c;
 
@@ -359,6 +368,13 @@ static void test_loop_idle_timers(void) {
         loop_timer_arm(it.stopper, now_ns() + 20ull * 1000 * 1000);
         CHECK(loop_run(it.l) == 0);
         CHECK(it.n == 1 && it.order[0] == 1);
+        /* A callback that arms its timer idle again waits for the next idle
+         * moment: timers due meanwhile run first. */
+        loop_timer_free(it.idle);
+        it.idle = loop_timer_new(it.l, on_idle_rearm, NULL);
+        loop_timer_arm_idle(it.idle, now_ns() + 60ull * 1000 * 1000 * 1000);
+        CHECK(loop_run(it.l) == 0);
+        CHECK(rearm_count == 1);
         loop_timer_free(it.idle);
         loop_timer_free(it.plain);
         loop_timer_free(it.stopper);
