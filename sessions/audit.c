@@ -159,7 +159,7 @@ static int append_json_string(struct text *t, const char *s, size_t n) {
 /* End the line: session and time members, the closing brace, DEL and C1
  * escaped as audit_format() does, "\n".  Takes t's bytes. */
 static char *finish_line(struct text *t, const char *session, size_t *len) {
-        char stamp[AUDIT_STAMP_MAX], *line;
+        char stamp[AUDIT_STAMP_MAX], *line, *escaped;
         size_t n;
         int e;
 
@@ -181,16 +181,16 @@ static char *finish_line(struct text *t, const char *session, size_t *len) {
                 line = text_steal(t, len);
                 return line;
         }
-        line = text_escape_dup(t->data, t->len - 1, ESCAPE_JSON, &n);
+        escaped = text_escape_dup(t->data, t->len - 1, ESCAPE_JSON, &n);
         text_free(t);
-        if (!line)
+        line = escaped ? realloc(escaped, n + 2) : NULL;
+        if (!line) {
+                free(escaped);
                 return NULL;
-        *len = n + 1;
-        line = realloc(line, n + 2);
-        if (line) {
-                line[n] = '\n';
-                line[n + 1] = '\0';
         }
+        line[n] = '\n';
+        line[n + 1] = '\0';
+        *len = n + 1;
         return line;
 }
 
