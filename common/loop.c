@@ -10,6 +10,7 @@
 
 #include "array.h"
 #include "hash.h"
+#include "list.h"
 #include "macros.h"
 
 struct watch {
@@ -26,6 +27,7 @@ struct loop_timer {
         uint64_t due; /* 0: disarmed */
         uint64_t seq; /* arming order: of two due at once, the first armed fires first */
         size_t slot;  /* its place in the loop's heap, while armed */
+        struct list idle; /* in the loop's idle list while armed with loop_timer_arm_idle() */
 };
 
 /* A watched child, or an exit nobody watched yet (fn NULL). */
@@ -59,6 +61,7 @@ struct loop {
         size_t n_heap, heap_cap; /* heap_cap >= n_timers: arming never allocates */
         size_t n_timers;
         uint64_t next_seq;
+        struct list idle; /* armed timers that fire early when the loop has nothing to do */
         bool stop;
 };
 
@@ -67,6 +70,7 @@ int loop_new(struct loop **out) {
 
         if (!l)
                 return -ENOMEM;
+        list_init(&l->idle);
         l->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (l->epfd < 0) {
                 int e = -errno;
@@ -154,6 +158,7 @@ struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data) 
                 t->loop = l;
                 t->fn = fn;
                 t->data = data;
+                list_init(&t->idle);
         }
         return t;
 }
@@ -206,12 +211,22 @@ void loop_timer_arm(struct loop_timer *t, uint64_t due_ns) {
         if (t->due)
                 heap_remove(l, t);
         t->due = 0;
+        if (list_linked(&t->idle)) {
+                list_unlink(&t->idle);
+                list_init(&t->idle);
+        }
         if (!due_ns)
                 return;
         t->due = due_ns;
         t->seq = l->next_seq++;
         heap_set(l, l->n_heap++, t);
         heap_fix(l, t->slot);
+}
+
+void loop_timer_arm_idle(struct loop_timer *t, uint64_t due_ns) {
+        loop_timer_arm(t, due_ns);
+        if (due_ns)
+                list_append(&t->loop->idle, &t->idle);
 }
 
 void loop_timer_free(struct loop_timer *t) {
@@ -391,6 +406,29 @@ static int run_timers(struct loop *l) {
         return (int)MIN((next - now + 999999) / 1000000, (uint64_t)INT32_MAX);
 }
 
+/* The loop has nothing ready: every timer armed with loop_timer_arm_idle()
+ * fires now, in arming order.  Only those armed before this moment: the
+ * list is moved aside first, so that a callback that arms its timer idle
+ * again waits for the next idle moment instead of spinning here (and a
+ * callback may arm or free any timer: each is taken from the head). */
+static void fire_idle_timers(struct loop *l) {
+        struct list now;
+        struct loop_timer *t;
+
+        list_init(&now);
+        if (list_empty(&l->idle))
+                return;
+        now.next = l->idle.next;
+        now.prev = l->idle.prev;
+        now.next->prev = &now;
+        now.prev->next = &now;
+        list_init(&l->idle);
+        while ((t = list_first(&now, struct loop_timer, idle))) {
+                loop_timer_arm(t, 0); /* unlinks it from now */
+                t->fn(t->data);
+        }
+}
+
 int loop_run(struct loop *l) {
         struct epoll_event events[64];
 
@@ -400,7 +438,17 @@ int loop_run(struct loop *l) {
 
                 if (l->stop)
                         break;
-                n = epoll_wait(l->epfd, events, (int)ARRAY_SIZE(events), timeout);
+                /* Before sleeping with idle timers armed: a look without
+                 * waiting, and if nothing is ready, those fire now. */
+                if (timeout != 0 && !list_empty(&l->idle)) {
+                        n = epoll_wait(l->epfd, events, (int)ARRAY_SIZE(events), 0);
+                        if (n == 0) {
+                                fire_idle_timers(l);
+                                continue;
+                        }
+                } else {
+                        n = epoll_wait(l->epfd, events, (int)ARRAY_SIZE(events), timeout);
+                }
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;

@@ -37,6 +37,11 @@ void loop_del_fd(struct loop *l, int fd);
  * (it reserves the timer's place in the heap, so arming never fails). */
 struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data);
 void loop_timer_arm(struct loop_timer *t, uint64_t due_ns);
+/* The same, but the timer also fires as soon as the loop has nothing else
+ * to do (no descriptor ready, no other timer due), if that comes first: for
+ * work that yields to the rest of the loop only while the rest wants it.
+ * Arming again (either way) or disarming drops that. */
+void loop_timer_arm_idle(struct loop_timer *t, uint64_t due_ns);
 void loop_timer_free(struct loop_timer *t);
 
 /* Child exits.  The daemon reaps every child through the loop: on SIGCHLD

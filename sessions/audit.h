@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 
 struct audit;
@@ -17,5 +18,16 @@ void audit_close(struct audit *a);
  * control character raw (DEL and U+0080-U+009F as \u00HH: the line is read
  * with cat).  NULL on allocation failure.  The caller frees it. */
 char *audit_format(json_t *ev, size_t *len);
+/* The two lines every run writes, byte for byte what audit_format() makes
+ * of {"event":"run_start","seq":..,"code":..,"code_bytes":..,"session":..}
+ * and {"event":"run_end","seq":..,"status":..,"elapsed_ms":..,"session":..}
+ * ("time" added), without building and dumping a JSON tree: per run they
+ * cost the loop about 10 µs that way.  code[0..code_len) and session must
+ * be valid UTF-8.  NULL on allocation failure, and for an elapsed_ms that
+ * would need an exponent (then audit_format() writes it).  The caller
+ * frees the line. */
+char *audit_format_run_start(const char *session, uint64_t seq, const char *code, size_t code_len, size_t code_bytes,
+                             size_t *len);
+char *audit_format_run_end(const char *session, uint64_t seq, const char *status, double elapsed_ms, size_t *len);
 /* Append a line to the file; a NULL audit does nothing. */
 void audit_write(struct audit *a, const char *line, size_t len);

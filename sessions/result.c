@@ -260,9 +260,8 @@ static void result_publish_now(struct session *s, struct result *res) {
                 t->stats.killed++;
         else if (res->status == RUN_CRASHED)
                 t->stats.crashes++;
-        session_audit(s, json_pack("{s:s, s:I, s:s, s:f}", "event", "run_end", "seq", (json_int_t)res->seq, "status",
-                                   status_words[res->status], "elapsed_ms",
-                                   round((double)(now_ns() - r->start_ns) / 1e3) / 1e3));
+        session_audit_run_end(s, res->seq, status_words[res->status],
+                              round((double)(now_ns() - r->start_ns) / 1e3) / 1e3);
         result_unref(s->last);
         s->last = res;
         run_free(r);

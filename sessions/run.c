@@ -62,7 +62,6 @@ int session_start_run(struct session *s, char *code, size_t len) {
         struct run *r;
         size_t bad;
         char msg[1024];
-        json_t *ev;
 
         if (s->run) {
                 free(code);
@@ -82,24 +81,22 @@ int session_start_run(struct session *s, char *code, size_t len) {
         r->code_len = len;
         r->start_ns = now_ns();
         s->run = r;
-        /* The audit log keeps the code, cut at 10 KB. */
-        ev = json_pack("{s:s, s:I, s:s%, s:I}", "event", "run_start", "seq", (json_int_t)r->seq, "code", "", (size_t)0,
-                       "code_bytes", (json_int_t)len);
+        /* The audit log keeps the code, cut at 10 KB (none when it is not
+         * UTF-8). */
         if (!utf8_valid(code, len, &bad)) {
-                session_audit(s, ev);
+                session_audit_run_start(s, r->seq, "", 0, len);
                 r->sent = true;
                 snprintf(msg, sizeof(msg), "The code is not valid UTF-8 (bad byte at offset %zu); nothing was run.",
                          bad);
                 run_end(s, RUN_ERROR, ERROR_SYNTAX, msg, NULL);
                 return 0;
         }
-        if (ev) {
+        {
                 size_t cut = MIN(len, AUDIT_CODE_MAX);
                 while (cut < len && cut > 0 && ((unsigned char)code[cut] & 0xC0) == 0x80)
                         cut--;
-                json_object_set_new(ev, "code", json_stringn(code, cut));
+                session_audit_run_start(s, r->seq, code, cut, len);
         }
-        session_audit(s, ev);
         if (s->state == SESSION_DEAD) {
                 r->sent = true;
                 snprintf(msg, sizeof(msg), "The session is dead (%s); write restart to ctl to try again.",

@@ -19,6 +19,7 @@
 #include "run.h"
 #include "snapshot.h"
 #include "tools.h"
+#include "utf8.h"
 #include "worker.h"
 #include "workspace.h"
 
@@ -64,16 +65,8 @@ const struct text *session_log(const struct session *s) {
 
 /* ---- its log ---------------------------------------------------------------- */
 
-void session_audit(struct session *s, json_t *ev) {
-        size_t len;
-        char *line;
-
-        if (!ev)
-                return;
-        json_object_set_new(ev, "session", json_string(s->name));
-        line = audit_format(ev, &len);
-        if (!line)
-                return;
+/* An audit line (taken) to the audit log and the session's log. */
+static void session_audit_line(struct session *s, char *line, size_t len) {
         audit_write(s->owner->audit, line, len);
         if (s->log.len + len > SESSION_LOG_MAX) {
                 /* Drop the older half, at a line boundary. */
@@ -82,6 +75,44 @@ void session_audit(struct session *s, json_t *ev) {
         }
         text_append(&s->log, line, len);
         free(line);
+}
+
+void session_audit(struct session *s, json_t *ev) {
+        size_t len;
+        char *line;
+
+        if (!ev)
+                return;
+        json_object_set_new(ev, "session", json_string(s->name));
+        line = audit_format(ev, &len);
+        if (line)
+                session_audit_line(s, line, len);
+}
+
+void session_audit_run_start(struct session *s, uint64_t seq, const char *code, size_t code_len, size_t code_bytes) {
+        size_t len;
+        char *line = NULL;
+
+        if (utf8_valid(s->name, strlen(s->name), NULL))
+                line = audit_format_run_start(s->name, seq, code, code_len, code_bytes, &len);
+        if (line)
+                session_audit_line(s, line, len);
+        else
+                session_audit(s, json_pack("{s:s, s:I, s:s%, s:I}", "event", "run_start", "seq", (json_int_t)seq,
+                                           "code", code, code_len, "code_bytes", (json_int_t)code_bytes));
+}
+
+void session_audit_run_end(struct session *s, uint64_t seq, const char *status, double elapsed_ms) {
+        size_t len;
+        char *line = NULL;
+
+        if (utf8_valid(s->name, strlen(s->name), NULL))
+                line = audit_format_run_end(s->name, seq, status, elapsed_ms, &len);
+        if (line)
+                session_audit_line(s, line, len);
+        else
+                session_audit(s, json_pack("{s:s, s:I, s:s, s:f}", "event", "run_end", "seq", (json_int_t)seq,
+                                           "status", status, "elapsed_ms", elapsed_ms));
 }
 
 /* ---- what the tool registry may do with it (sessions/tools.h) ---------------- */

@@ -131,6 +131,12 @@ void session_apply_limits(struct session *s);
 /* Add an audit event (stolen; NULL is ignored) to the audit log and to the
  * session's own log (its last SESSION_LOG_MAX bytes). */
 void session_audit(struct session *s, json_t *ev);
+/* The same for the two events of every run, {"event":"run_start","seq",
+ * "code" (code[0..code_len), valid UTF-8), "code_bytes"} and
+ * {"event":"run_end","seq","status","elapsed_ms"}, formatted without a
+ * JSON tree (sessions/audit.h); the lines are the same. */
+void session_audit_run_start(struct session *s, uint64_t seq, const char *code, size_t code_len, size_t code_bytes);
+void session_audit_run_end(struct session *s, uint64_t seq, const char *status, double elapsed_ms);
 /* s's worker answered "attached": s is IDLE (its created event goes out),
  * its limits and tools are set, and a queued run is sent. */
 void session_worker_attached(struct session *s);

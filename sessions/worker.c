@@ -334,11 +334,19 @@ void worker_assign(struct worker *w) {
 
 /* ---- limits ----------------------------------------------------------------- */
 
+/* The kernel's clock id of a process's CPU time (MAKE_PROCESS_CPUCLOCK of
+ * include/linux/posix-timers.h, a stable ABI: CPUCLOCK_SCHED is 2).  glibc's
+ * clock_getcpuclockid() computes the same and first asks clock_getres()
+ * whether the process exists: one system call more per run, and
+ * clock_gettime() gives the same EINVAL for a process that is gone.  The
+ * pid cannot be a recycled one while the worker is not reaped: the daemon is
+ * its parent (CLONE_PARENT). */
+static clockid_t process_cpu_clock(pid_t pid) { return (clockid_t)((~(unsigned)pid << 3) | 2u); }
+
 double worker_cpu_s(const struct worker *w) {
-        clockid_t cid;
         struct timespec ts;
 
-        if (!w || w->pid <= 0 || clock_getcpuclockid(w->pid, &cid) != 0 || clock_gettime(cid, &ts) != 0)
+        if (!w || w->pid <= 0 || w->exited || clock_gettime(process_cpu_clock(w->pid), &ts) != 0)
                 return 0;
         return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }

@@ -88,6 +88,9 @@ struct workspace_snapshot {
         size_t max_entries; /* 0: SCAN_MAX_ENTRIES */
         uint64_t deadline_ns;
         uint64_t generation; /* the workspace's when the scan began */
+        bool has_usage;      /* strict, taken on the loop: usage is known */
+        long long usage;     /* the tmpfs's bytes in use then, from the statfs that gave
+                              * its inode count */
 };
 
 /* ---- safe lookups --------------------------------------------------------- */
@@ -415,14 +418,26 @@ void workspace_cancel(struct workspace *w, uint64_t token) {
                 keeper_cancel(w->owner->keeper, token);
 }
 
-long long workspace_usage(struct workspace *w) {
+/* Strict: w's tmpfs's bytes and inodes in use, from one statfs.  0, or
+ * -errno (no tmpfs yet: -EBADF). */
+static int tmpfs_used(const struct workspace *w, long long *bytes, long long *inodes) {
         struct statfs sf;
+
+        if (w->root_fd < 0)
+                return -EBADF;
+        if (fstatfs(w->root_fd, &sf) < 0)
+                return -errno;
+        *bytes = (long long)(sf.f_blocks - sf.f_bfree) * (long long)sf.f_bsize;
+        *inodes = (long long)(sf.f_files - sf.f_ffree);
+        return 0;
+}
+
+long long workspace_usage(struct workspace *w) {
+        long long bytes, inodes;
 
         if (!w->owner->strict)
                 return w->used;
-        if (w->root_fd < 0 || fstatfs(w->root_fd, &sf) < 0)
-                return 0;
-        return (long long)(sf.f_blocks - sf.f_bfree) * (long long)sf.f_bsize;
+        return tmpfs_used(w, &bytes, &inodes) < 0 ? 0 : bytes;
 }
 
 int workspace_charge(struct workspace *w, long long growth) {
@@ -435,12 +450,13 @@ int workspace_charge(struct workspace *w, long long growth) {
         return 0;
 }
 
-void workspace_recount(struct workspace *w) {
-        long long now = workspace_usage(w);
-
+/* w's share of the owner's total is now bytes. */
+static void recount_to(struct workspace *w, long long now) {
         w->owner->total_bytes += now - w->counted;
         w->counted = now;
 }
+
+void workspace_recount(struct workspace *w) { recount_to(w, workspace_usage(w)); }
 
 void workspace_touch(struct workspace *w) {
         w->generation++;
@@ -548,27 +564,37 @@ static void scan_into(int root_fd, struct workspace_snapshot *s) {
                 qsort(s->e, s->n, sizeof(s->e[0]), entry_cmp);
 }
 
-/* Inodes in w's tmpfs (strict), or -1 when unknown (none mode). */
-static long long inodes_used(const struct workspace *w) {
-        struct statfs sf;
-
-        if (!w->owner->strict || w->root_fd < 0 || fstatfs(w->root_fd, &sf) < 0)
-                return -1;
-        return (long long)(sf.f_files - sf.f_ffree);
+/* Strict: w's tmpfs's inodes (*inodes) and bytes (*bytes) in use, from one
+ * statfs; -1 each when unknown (none mode, no tmpfs yet, statfs failed). */
+static void tmpfs_counts(const struct workspace *w, long long *inodes, long long *bytes) {
+        *inodes = *bytes = -1;
+        if (w->owner->strict && tmpfs_used(w, bytes, inodes) < 0)
+                *inodes = *bytes = -1;
 }
 
-struct workspace_snapshot *workspace_snapshot(struct workspace *w) {
+/* A snapshot of w on the loop, given its counts (tmpfs_counts). */
+static struct workspace_snapshot *snapshot_with_counts(struct workspace *w, long long inodes, long long bytes) {
         struct workspace_snapshot *s = calloc(1, sizeof(*s));
 
         if (!s)
                 return NULL;
         s->generation = w->generation;
+        s->has_usage = bytes >= 0;
+        s->usage = bytes;
         /* A tmpfs holding only its root has nothing to list: every run of a
-         * session that keeps no files pays one statfs. */
-        if (inodes_used(w) == 1 || w->root_fd < 0)
+         * session that keeps no files pays one statfs, which also gives the
+         * usage counted after the run (workspace_compare). */
+        if (inodes == 1 || w->root_fd < 0)
                 return s;
         scan_into(w->root_fd, s);
         return s;
+}
+
+struct workspace_snapshot *workspace_snapshot(struct workspace *w) {
+        long long inodes, bytes;
+
+        tmpfs_counts(w, &inodes, &bytes);
+        return snapshot_with_counts(w, inodes, bytes);
 }
 
 void workspace_snapshot_free(struct workspace_snapshot *s) {
@@ -590,7 +616,14 @@ json_t *workspace_compare(struct workspace *w, const struct workspace_snapshot *
                 return list;
         if (!w->owner->strict)
                 w->used = now->bytes;
-        workspace_recount(w);
+        /* A snapshot taken on the loop has the usage from the statfs that
+         * began it, in this same callback (the run's after-scan, a small
+         * workspace): no second statfs.  One from the scanner thread is
+         * older: ask again. */
+        if (w->owner->strict && now->has_usage && now->generation == w->generation)
+                recount_to(w, now->usage);
+        else
+                workspace_recount(w);
         for (size_t i = 0; i < now->n; i++) {
                 const struct scan_entry *e = &now->e[i], *old = NULL;
 
@@ -773,15 +806,16 @@ int workspace_scan(struct workspace *w, workspace_scan_fn fn, void *data, struct
                    struct workspace_scan **out) {
         struct workspaces *t = w->owner;
         struct workspace_scan *j;
-        long long inodes = inodes_used(w);
+        long long inodes, bytes;
         int e;
 
         *now = NULL;
         *out = NULL;
+        tmpfs_counts(w, &inodes, &bytes);
         /* Small (or not made yet): on the loop, at once; it costs no more
          * than a few syscalls. */
         if (w->root_fd < 0 || (inodes >= 0 && inodes <= SCAN_INLINE_INODES)) {
-                *now = workspace_snapshot(w);
+                *now = snapshot_with_counts(w, inodes, bytes);
                 return *now ? 0 : -ENOMEM;
         }
         /* none mode has no inode count: try on the loop with the same small

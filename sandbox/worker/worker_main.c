@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +203,20 @@ static int receive_frame(json_t **msg) {
 
                 if (e != 0)
                         return e;
+                /* Sleep in poll(), not in recvmsg(): a unix stream socket
+                 * has one wait queue for readers and writers, and each time
+                 * the daemon reads a frame of ours the kernel frees its
+                 * buffer and wakes that queue for write space
+                 * (unix_write_space).  A recvmsg() sleeping on it wakes for
+                 * nothing, once per run: two context switches.  poll()'s
+                 * wait entry filters by the events asked for, so only input
+                 * (or the hang-up) wakes it; the recvmsg() after it does not
+                 * block. */
+                if (poll(&(struct pollfd){.fd = W.sock, .events = POLLIN}, 1, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
                 n = fdpass_recv(W.sock, buf, sizeof(buf), &got, 1, &n_got, 0);
                 if (n == 0)
                         return 0;

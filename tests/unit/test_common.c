@@ -1,10 +1,11 @@
 /* Unit tests of common/: text, list, smallfile, child, the loop's child
- * watches. */
+ * watches and its idle timers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 
 #include "check.h"
 #include "child.h"
+#include "clock.h"
 #include "fdpass.h"
 #include "list.h"
 #include "loop.h"
@@ -295,6 +297,93 @@ static void test_loop_children(void) {
         loop_free(l);
 }
 
+/* ---- idle timers: early when nothing else is ready ------------------------ */
+
+static struct {
+        struct loop *l;
+        int order[8], n;
+        int pipe_rd;
+        struct loop_timer *idle, *plain, *stopper;
+} it;
+
+static void idle_log(int what) {
+        if (it.n < 8)
+                it.order[it.n++] = what;
+}
+
+static void on_idle_fired(void *data) { idle_log(1); }
+static void on_plain_fired(void *data) { idle_log(3); }
+static void on_stop(void *data) { loop_stop(it.l); }
+
+/* Arms itself idle again and asks the loop to stop at once: the stop
+ * (a timer due now) must come before the second firing. */
+static int rearm_count;
+static void on_idle_rearm(void *data) {
+        if (++rearm_count < 1000)
+                loop_timer_arm_idle(it.idle, now_ns() + 60ull * 1000 * 1000 * 1000);
+        loop_timer_arm(it.stopper, now_ns());
+}
+
+static void on_pipe_ready(int fd, uint32_t events, void *data) {
+        char c;
+
+        if (read(fd, &c, 1) == 1)
+                idle_log(2);
+}
+
+static void test_loop_idle_timers(void) {
+        int p[2];
+        uint64_t start, far;
+
+        CHECK(loop_new(&it.l) == 0);
+        CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+        it.pipe_rd = p[0];
+        CHECK(loop_add_fd(it.l, p[0], EPOLLIN, on_pipe_ready, NULL) == 0);
+        it.idle = loop_timer_new(it.l, on_idle_fired, NULL);
+        it.plain = loop_timer_new(it.l, on_plain_fired, NULL);
+        it.stopper = loop_timer_new(it.l, on_stop, NULL);
+        start = now_ns();
+        far = start + 60ull * 1000 * 1000 * 1000;
+        /* A descriptor ready first: it is served, then the idle timer fires
+         * at once (not in a minute); a plain timer armed for the same minute
+         * does not. */
+        CHECK(write(p[1], "x", 1) == 1);
+        loop_timer_arm_idle(it.idle, far);
+        loop_timer_arm(it.plain, far);
+        loop_timer_arm(it.stopper, start + 50ull * 1000 * 1000);
+        CHECK(loop_run(it.l) == 0);
+        CHECK(it.n == 2 && it.order[0] == 2 && it.order[1] == 1);
+        CHECK(now_ns() - start < 30ull * 1000 * 1000 * 1000);
+        /* Disarmed, or armed again plainly: no early firing. */
+        it.n = 0;
+        loop_timer_arm_idle(it.idle, far);
+        loop_timer_arm(it.idle, 0);
+        loop_timer_arm_idle(it.plain, far);
+        loop_timer_arm(it.plain, far);
+        loop_timer_arm(it.stopper, now_ns() + 20ull * 1000 * 1000);
+        CHECK(loop_run(it.l) == 0);
+        CHECK(it.n == 0);
+        /* Due before the loop is idle: fires once, at its time. */
+        loop_timer_arm_idle(it.idle, now_ns());
+        loop_timer_arm(it.stopper, now_ns() + 20ull * 1000 * 1000);
+        CHECK(loop_run(it.l) == 0);
+        CHECK(it.n == 1 && it.order[0] == 1);
+        /* A callback that arms its timer idle again waits for the next idle
+         * moment: timers due meanwhile run first. */
+        loop_timer_free(it.idle);
+        it.idle = loop_timer_new(it.l, on_idle_rearm, NULL);
+        loop_timer_arm_idle(it.idle, now_ns() + 60ull * 1000 * 1000 * 1000);
+        CHECK(loop_run(it.l) == 0);
+        CHECK(rearm_count == 1);
+        loop_timer_free(it.idle);
+        loop_timer_free(it.plain);
+        loop_timer_free(it.stopper);
+        loop_del_fd(it.l, p[0]);
+        close(p[0]);
+        close(p[1]);
+        loop_free(it.l);
+}
+
 int main(void) {
         test_text();
         test_list();
@@ -302,5 +391,6 @@ int main(void) {
         test_child();
         test_fdpass();
         test_loop_children();
+        test_loop_idle_timers();
         return check_summary("common");
 }

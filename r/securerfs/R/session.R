@@ -657,15 +657,18 @@ SecureSession <- R6::R6Class("SecureSession",
     # as a line, so that no further read looks for the end of the file (two
     # FUSE requests a run, for a result.json within R's 4 KB connection
     # buffer).  The seeks are to 0 so that stdio never reads ahead to reach
-    # a block boundary.  NULL when the mount refused (the caller then
-    # diagnoses why).
+    # a block boundary.  The connection methods are called themselves, not
+    # the generics seek() and flush(): dispatch on the connection's class at
+    # every call cost more R time than the system calls they end in
+    # (docs/performance.md, issue 14).  NULL when the mount refused (the
+    # caller then diagnoses why).
     eval_run = function(bytes) {
       con <- private$eval_con
       txt <- tryCatch({
-        seek(con, 0, rw = "write")
+        seek.connection(con, 0, "start", "write")
         writeBin(bytes, con)
-        flush(con)
-        seek(con, 0, rw = "read")
+        flush.connection(con)
+        seek.connection(con, 0, "start", "read")
         readLines(con, n = 1L, warn = FALSE, encoding = "UTF-8")
       }, error = function(e) character(), warning = function(w) character())
       if (length(txt) != 1L || !nzchar(txt)) return(NULL)
