@@ -6,11 +6,22 @@ the user got, and what the host shows)."""
 import errno
 import os
 import time
+from pathlib import Path
 
 import pytest
 
+import harness
+import round3tools
 import util
 from round4tools import MAGIC, parse, record, rebuild, r_blob, take, put, worker_of
+
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def native_dir(tmp_path_factory):
+    return harness.build_r_lib(tmp_path_factory.mktemp("round4"), HERE / "round4.c", ["-pthread"])
 
 
 @pytest.fixture
@@ -62,3 +73,133 @@ def test_clashing_entries_are_refused_before_anything_changes(d):
     put(v, rebuild(meta, record(b"R", payload=blob) + good + record(b"E")))
     assert v.value("y") == "1"
     assert util.read_text(v.files("d", "e", "f")) == "ok"
+
+
+# ---- 2. R code that runs when a snapshot reads the global environment -----------------
+
+SPIN = "t0 <- proc.time()[[3]]; while (proc.time()[[3]] - t0 < 2) {}"
+
+
+@pytest.mark.timeout_s(120)
+def test_snapshot_runs_no_code_of_the_session(d):
+    """snapshot_state() took every binding's value with mget(), which calls
+    an active binding's function and forces a promise (delayedAssign): code
+    the session left ran in the worker outside any run — no run's deadline,
+    no session-wide CPU, memory or process watch, the idle watch suspended
+    for the transfer (up to its 120 s deadline) — whenever the user (or
+    state_dir's checkpoint, by itself) took a snapshot or a fork.  Now such
+    bindings are not carried, by name in the notes, and nothing of theirs
+    runs: inside, the session keeps them (a run can still use them);
+    outside, the worker spent no CPU on them and wrote nothing."""
+    before = util.session_worker_pids(d.pid)
+    s = d.clone()
+    s.run("kept <- 3; makeActiveBinding('ab', function() { cat('ran\\n', file = '/work/ab.txt', append = TRUE); "
+          "%s; 1 }, globalenv()); delayedAssign('pr', { cat('ran\\n', file = '/work/pr.txt', append = TRUE); "
+          "%s; 2 }); invisible(NULL)" % (SPIN, SPIN))
+    pid = worker_of(d, before)
+    cpu0 = round3tools.cpu_s(pid)
+    data = take(s)
+    spent = round3tools.cpu_s(pid) - cpu0
+    assert not os.path.exists(s.files("ab.txt")), "the active binding's function ran during the snapshot"
+    assert not os.path.exists(s.files("pr.txt")), "the promise was forced during the snapshot"
+    assert spent < 1.0, "the snapshot spent %.1f s of the worker's CPU" % spent
+    log = s.read("log")
+    assert "ab: not carried" in log and "pr: not carried" in log, log
+    # The source keeps both; a run may use them (inside a run's limits).
+    assert s.value("kept") == "3"
+    # The copy has what could be carried.
+    t = d.clone()
+    put(t, data)
+    assert t.value("kept") == "3"
+    assert t.value("exists('ab') || exists('pr')") == "FALSE"
+
+
+# ---- 3. CPU between runs in children reaped between the idle watch's looks --------------
+
+def _cutime_s(pid):
+    st = util.proc_stat(pid)
+    if not st:
+        return None
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.timeout_s(90)
+def test_idle_cpu_of_reaped_children_counts(daemons, native_dir):
+    """The idle watch counted the worker's own utime+stime and the
+    processes alive at each look.  A thread left behind that has a child
+    spin between two looks (they come at a schedule the thread can work
+    out: 0, 250, 750 ms after the run, then every second) and reaps it
+    before the next showed nothing: the child's CPU went to the worker's
+    cutime, and the session idled at about 70% of a CPU for as long as it
+    liked, its worker kept.  Now the watch counts the CPU of reaped
+    children too: the worker is replaced at the first look after a burst.
+    Inside: the next result's notice, the state gone.  Outside: the old
+    worker gone within a few seconds, having had little CPU."""
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    before = util.session_worker_pids(d.pid)
+    s = d.clone()
+    assert s.value("kept <- 7") == "7"
+    old = worker_of(d, before)
+    r = s.result("dyn.load('%s'); .C('hidden_bursts', 8L, ret = 0L)$ret" % so)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    end = time.monotonic() + util.scaled(6)
+    used = 0.0
+    while time.monotonic() < end and util.proc_stat(old) and util.proc_stat(old)[0] != "Z":
+        used = _cutime_s(old) or used
+        time.sleep(0.1)
+    st = util.proc_stat(old)
+    assert not st or st[0] == "Z", \
+        "the idle worker is still there after its children used %.1f s of CPU between runs" % used
+    assert used < 2.0, used
+    r = s.result("exists('kept')")
+    assert r["status"] == "ok" and r["value"] is False, r
+    print("NOTICE", r.get("notice"), "used", used)
+    assert "replaced" in r.get("notice", ""), r
+    assert "worker_replaced" in s.read("log")
+
+
+# ---- 4. The first look after a run came at the idle watch's old schedule ----------------
+
+def _gone_within(pid, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        st = util.proc_stat(pid)
+        if not st or st[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.timeout_s(150)
+def test_a_run_after_a_long_idle_is_watched_at_once(daemons, native_dir):
+    """The idle watch backs off to a look every 30 s.  When a run ended,
+    the look "20 ms after the result" was not armed if a look was armed
+    already — the idle watch's, up to 30 s later — and the idle CPU's base
+    was taken at that look: a thread the run left spun (or processes it
+    left lived) unseen and uncounted until then.  Here the session idled
+    20 s (its next look was about 12 s after the run): the thread spun about
+    12 s of CPU before anything saw it.  Now the run's end brings the look
+    forward: the worker is replaced within about a second.  Inside: the
+    notice, the state gone.  Outside: the worker gone soon, with little
+    CPU spent."""
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    before = util.session_worker_pids(d.pid)
+    s = d.clone()
+    assert s.value("kept <- 7; dyn.load('%s'); 1" % so) == "1"
+    old = worker_of(d, before)
+    time.sleep(20)  # the idle watch's gaps: 0.25, 0.5, 1, 2, 4, 8, then 16 s
+    cpu0 = round3tools.cpu_s(old)
+    t0 = time.monotonic()
+    r = s.result(".C('spin_thread', ret = 0L)$ret")
+    assert r["status"] == "ok" and r["value"] == 0, r
+    gone = _gone_within(old, util.scaled(4))
+    spent = (round3tools.cpu_s(old) if util.proc_stat(old) else 0) - cpu0
+    assert gone, "the spinning idle worker is still there %.1f s after the run (%.1f s of CPU)" % (
+        time.monotonic() - t0, spent)
+    r = s.result("exists('kept')")
+    assert r["status"] == "ok" and r["value"] is False, r
+    assert "replaced" in r.get("notice", ""), r

@@ -1,0 +1,93 @@
+/* Native code for tests/sandbox/test_round4.py (compiled into a directory
+ * the daemon gets as -o r_libs=DIR): what hostile native code does in a
+ * worker between runs. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_until(int64_t t) {
+        int64_t d;
+
+        while ((d = t - now_ms()) > 0) {
+                struct timespec ts = {d / 1000, (d % 1000) * 1000000};
+
+                nanosleep(&ts, NULL);
+        }
+}
+
+static int burst_periods;
+static int64_t burst_start;
+
+/* The daemon's looks at an idle worker with threads (sessions/monitor.c)
+ * come about 0, 250, 750, 1750, 2750, ... ms after the run's end.  Between
+ * two of them a child spins and is reaped: at no look is a process of the
+ * session there, and its CPU goes to the worker's cutime, not its own. */
+static void *burst_thread(void *arg) {
+        sigset_t all;
+        int64_t look = burst_start + 750;
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
+        for (int i = 0; i < burst_periods; i++, look += 1000) {
+                pid_t pid;
+
+                sleep_until(look + 150);
+                pid = fork();
+                if (pid == 0) {
+                        /* Process context: a child of the worker, in its
+                         * jail; spins, then ends. */
+                        int64_t end = look + 1000 - 200;
+
+                        while (now_ms() < end)
+                                ;
+                        _exit(0);
+                }
+                if (pid > 0)
+                        waitpid(pid, NULL, 0);
+        }
+        return arg;
+}
+
+/* hidden_bursts(periods, ret): a thread left behind that, for about
+ * `periods` seconds after the run, has a child spin between the daemon's
+ * looks.  *ret: 0 once started. */
+void hidden_bursts(int *periods, int *ret) {
+        pthread_t t;
+
+        burst_periods = *periods;
+        burst_start = now_ms();
+        *ret = pthread_create(&t, NULL, burst_thread, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}
+
+static void *spin(void *arg) {
+        sigset_t all;
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
+        for (;;)
+                ;
+        return arg;
+}
+
+/* spin_thread(ret): a thread left behind that spins for ever with every
+ * signal blocked.  *ret: 0 once started. */
+void spin_thread(int *ret) {
+        pthread_t t;
+
+        *ret = pthread_create(&t, NULL, spin, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}
