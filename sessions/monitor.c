@@ -200,6 +200,31 @@ void monitor_on_leftover_timer(void *data) {
          * restores: sandbox/worker/state.c): look again later, and count
          * the idle worker's CPU from after it. */
         if (s->xfer) {
+                /* Writing a state starts no process; code of the session
+                 * that runs meanwhile does (a finalizer that R's collector
+                 * runs during the serialization, a thread): its processes
+                 * would live until the transfer's deadline (120 s), outside
+                 * every limit of a run.  They are killed and the worker
+                 * replaced, as between runs (docs/security.md, "Round 4").
+                 * A restoring worker's child that checks the state is its
+                 * own: left alone. */
+                if (xfer_phase(s) == PHASE_SNAPSHOT) {
+                        int n = procs_kill_descendants(w->pid, KILL_PASSES, ULLONG_MAX);
+
+                        if (n > 0 || n == -EAGAIN) {
+                                const char *why = "processes ran while the session's state was being written, which "
+                                                  "only the session's own code (a finalizer, a thread) can start";
+                                char what[384];
+
+                                snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost",
+                                         why);
+                                log_warn("session %s: %s", s->name, what);
+                                session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
+                                idle_notice(s, what);
+                                worker_kill(w, why);
+                                return;
+                        }
+                }
                 w->idle_checks = 0;
                 arm_look(w, now_ns() + IDLE_FIRST_GAP_NS);
                 return;
@@ -314,4 +339,15 @@ void monitor_on_run_timer(void *data) {
                 return;
         }
         loop_timer_arm(r->monitor, now_ns() + MAX(u.n > 1 ? MONITOR_PERIOD_FORKED_NS : MONITOR_PERIOD_NS, 20 * took));
+}
+
+void monitor_watch_transfer(struct session *s) {
+        struct worker *w = s->worker;
+        uint64_t due = now_ns() + IDLE_FIRST_GAP_NS;
+
+        if (!w || w->pid <= 0 || w->exited || !w->attached)
+                return;
+        if (w->leftover_check_armed && w->leftover_check_due_ns <= due)
+                return;
+        arm_look(w, due);
 }

@@ -209,8 +209,10 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
                 session_apply_limits(dst);
                 goto fail;
         }
-        if (dst)
+        if (dst) {
                 dst->xfer = x;
+                monitor_watch_transfer(dst);
+        }
         if (src && (e = send_end(src, protocol_snapshot(), dst_fd)) < 0) {
                 /* The restoring worker got its descriptor: closing ours
                  * ends its stream; it answers with an error. */
@@ -219,6 +221,7 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
                 end_fail(&x->src, "the snapshot could not be sent to the worker");
         } else if (src) {
                 src->xfer = x;
+                monitor_watch_transfer(src);
         }
         if (pipefd[0] >= 0) {
                 close(pipefd[0]);
