@@ -156,7 +156,6 @@ def test_idle_cpu_of_reaped_children_counts(daemons, native_dir):
     assert used < 2.0, used
     r = s.result("exists('kept')")
     assert r["status"] == "ok" and r["value"] is False, r
-    print("NOTICE", r.get("notice"), "used", used)
     assert "replaced" in r.get("notice", ""), r
     assert "worker_replaced" in s.read("log")
 
@@ -203,3 +202,57 @@ def test_a_run_after_a_long_idle_is_watched_at_once(daemons, native_dir):
     r = s.result("exists('kept')")
     assert r["status"] == "ok" and r["value"] is False, r
     assert "replaced" in r.get("notice", ""), r
+
+
+# ---- 5. Code that runs during a transfer: a finalizer ------------------------------------
+
+FINALIZER = (
+    "for (i in 1:12) assign(paste0('v', i), runif(1e6)); con <- textConnection('abc'); "
+    "mk <- function() { e <- new.env(); reg.finalizer(e, function(e) { "
+    "  if (!file.exists('/work/fin.txt')) { writeLines('ran', '/work/fin.txt'); "
+    "    for (i in 1:2) parallel::mcparallel({ t0 <- proc.time()[[3]]; while (proc.time()[[3]] - t0 < 30) {} }); "
+    "    Sys.sleep(8) } ; mk() }); invisible(NULL) }; "
+    "mk(); invisible(NULL)")
+
+
+@pytest.mark.timeout_s(120)
+def test_processes_started_during_a_snapshot_do_not_live_on(d):
+    """R's collector runs finalizers during the snapshot's serialization
+    (a state with a connection and large bindings makes it go binding by
+    binding and collect), so a finalizer the session registered runs in the
+    worker between runs.  It forked two spinning children and slept: the
+    children spun, outside every limit of a run, for as long as the
+    transfer lasted — up to its 120 s deadline — and the idle watch did not
+    look while a transfer was under way.  Now the daemon looks at a worker
+    writing its state as it does at an idle one: the processes are killed
+    within a look and the worker replaced (the snapshot fails with EIO).
+    Inside: the next result says why, the state is gone.  Outside: the
+    children gone within a few seconds, the log's worker_replaced."""
+    before = util.session_worker_pids(d.pid)
+    s = d.clone()
+    s.run(FINALIZER)
+    assert not os.path.exists(s.files("fin.txt"))
+    w = worker_of(d, before)
+    t0 = time.monotonic()
+    bg = round3tools.Background(lambda: take(s))
+    first = last = None
+    end = time.monotonic() + util.scaled(8)
+    while time.monotonic() < end and not bg.done():
+        if util.descendants(w):
+            last = time.monotonic()
+            first = first or last
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    assert first is None or last - first < util.scaled(1.5), "the snapshot's processes lived %.1f s" % (last - first)
+    with pytest.raises(OSError) as e:
+        bg.result(util.scaled(30))
+    assert e.value.errno == errno.EIO, e.value
+    # The finalizer ran (else nothing was tested), and the snapshot did not
+    # wait for its sleep.
+    assert os.path.exists(s.files("fin.txt")), "the finalizer never ran: nothing tested"
+    assert took < util.scaled(4), took
+    assert _gone_within(w, util.scaled(3))
+    r = s.result("exists('v1')")
+    assert r["status"] == "ok" and r["value"] is False, r
+    assert "state was being written" in r.get("notice", ""), r
+    assert "worker_replaced" in s.read("log")
