@@ -187,7 +187,10 @@ int persist_open_saved(struct session *s, int *fd, off_t *size) {
         if (!p)
                 return -ENOENT;
         snprintf(file, sizeof(file), "%s" SUFFIX, s->name);
-        f = openat(p->dir_fd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO put there would make open(2) — and the
+         * daemon's one loop — wait for a writer; O_NOCTTY for a terminal.
+         * Whatever is not a regular file is refused once open. */
+        f = openat(p->dir_fd, file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
         if (f < 0)
                 return -errno;
         if (fstat(f, &st) < 0 || !S_ISREG(st.st_mode)) {

@@ -256,3 +256,33 @@ def test_processes_started_during_a_snapshot_do_not_live_on(d):
     assert r["status"] == "ok" and r["value"] is False, r
     assert "state was being written" in r.get("notice", ""), r
     assert "worker_replaced" in s.read("log")
+
+
+# ---- 6. state_dir: a saved session that is not a regular file ---------------------------
+
+@pytest.mark.timeout_s(90)
+def test_saved_session_that_is_a_fifo_does_not_stall_the_daemon(daemons, tmp_path):
+    """persist_open_saved() opened DIR/NAME.snap with a blocking O_RDONLY
+    before it checked that it is a regular file: a FIFO there (or a device
+    node) made the daemon's one loop wait in open(2) for a writer when the
+    session was first used — every session and the mount stalled.  Now it
+    opens without blocking and refuses what is not a regular file: the
+    session starts empty, with the reason in the daemon's log, and the
+    daemon answers meanwhile."""
+    state = tmp_path / "state"
+    d = daemons.start("pool=0", "state_dir=%s" % state, name="a")
+    d.stop()
+    os.mkfifo(state / "5.snap", 0o600)
+    d2 = daemons.start("pool=0", "state_dir=%s" % state, name="b",
+                       expect=[r"saved state", r"not restored"])
+    assert "5" in os.listdir(d2.path("sessions"))
+    w = d2.clone()
+    t = d2.session("5")
+
+    def use():
+        return t.value("exists('anything')")
+
+    bg = round3tools.Background(use)
+    assert bg.result(util.scaled(15)) == "FALSE"
+    assert w.value("1 + 1") == "2"
+    assert (state / "5.snap").exists() and os.path.isfile(state / "5.snap") is False
