@@ -79,12 +79,21 @@ static void maybe_complete(struct xfer *x) {
 }
 
 /* The snapshot and the restored files are the daemon's, not the code's:
- * the session's file-size limit does not apply to them (the workspace's
- * quota and the memory limit still do).  Put back when the end is done. */
+ * the session's file-size limit does not apply to them.  What does is what
+ * a state can take: its R part is R data of a worker held to the memory
+ * limit, its files fit the workspace's quota, their records' headers and
+ * paths take at most as much again (an entry per page of the quota at
+ * most, each header and path within a page), then the metadata.  A thread
+ * of the session's code that takes the descriptor and writes into it at
+ * will is stopped there (EFBIG), not at the host's memory or disk
+ * (docs/security.md, "Round 4").  Without a memory limit there is no such
+ * bound.  Put back when the end is done. */
 static void lift_fsize(struct session *s) {
         struct limits l = s->limits;
+        long long mem = l.v[LIMIT_MEMORY], files = s->owner->opt->files_max_bytes;
 
-        l.v[LIMIT_FSIZE] = LIMIT_UNSET;
+        l.v[LIMIT_FSIZE] = mem > 0 && files >= 0 ? mem + 2 * files + SNAPSHOT_HEADER + SNAPSHOT_META_MAX + (1LL << 20)
+                                                 : LIMIT_UNSET;
         if (s->worker)
                 worker_apply_limits(s->worker, &l, worker_cpu_s(s->worker), false);
 }

@@ -91,3 +91,78 @@ void spin_thread(int *ret) {
         if (*ret == 0)
                 pthread_detach(t);
 }
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int hijack_mib;
+static volatile int hijack_done_mib = -1;
+
+/* Find the descriptor the daemon passes with a snapshot frame (a memfd, or
+ * state_dir's .NAME.snap.tmp), keep a copy, point the worker's own number
+ * at a pipe (its writes then wait), write hijack_mib MiB into the copy,
+ * then let the worker go on (drain the pipe). */
+static void *hijack_thread(void *arg) {
+        char buf[1 << 16];
+        int n = -1, copy, p[2];
+
+        signal(SIGXFSZ, SIG_IGN);
+        for (int i = 0; i < 300000 && n < 0; i++) {
+                DIR *d = opendir("/proc/self/fd");
+                struct dirent *de;
+
+                while (d && (de = readdir(d))) {
+                        char path[300], link[300];
+                        ssize_t len;
+
+                        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+                        len = readlink(path, link, sizeof(link) - 1);
+                        if (len <= 0)
+                                continue;
+                        link[len] = '\0';
+                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
+                                n = atoi(de->d_name);
+                                break;
+                        }
+                }
+                if (d)
+                        closedir(d);
+                if (n < 0)
+                        usleep(100);
+        }
+        if (n < 0 || (copy = dup(n)) < 0 || pipe(p) < 0)
+                return arg;
+        dup2(p[1], n);
+        close(p[1]);
+        memset(buf, 'x', sizeof(buf));
+        {
+                off_t off = lseek(copy, 0, SEEK_CUR);
+                long long done = 0;
+
+                for (long long left = (long long)hijack_mib << 20; left > 0; left -= (long long)sizeof(buf)) {
+                        if (pwrite(copy, buf, sizeof(buf), off + done) != (ssize_t)sizeof(buf))
+                                break;
+                        done += (long long)sizeof(buf);
+                }
+                hijack_done_mib = (int)(done >> 20);
+        }
+        while (read(p[0], buf, sizeof(buf)) > 0)
+                ;
+        close(p[0]);
+        close(copy);
+        return arg;
+}
+
+/* hijack_state_fd(mib, ret): a thread left behind that, at the next
+ * snapshot or checkpoint, writes mib MiB into the daemon's file. */
+void hijack_state_fd(int *mib, int *ret) {
+        pthread_t t;
+
+        hijack_mib = *mib;
+        *ret = pthread_create(&t, NULL, hijack_thread, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}

@@ -286,3 +286,37 @@ def test_saved_session_that_is_a_fifo_does_not_stall_the_daemon(daemons, tmp_pat
     assert bg.result(util.scaled(15)) == "FALSE"
     assert w.value("1 + 1") == "2"
     assert (state / "5.snap").exists() and os.path.isfile(state / "5.snap") is False
+
+
+# ---- 7. The size of what a worker writes into the daemon's file -------------------------
+
+@pytest.mark.timeout_s(120)
+def test_a_snapshot_is_no_larger_than_a_state_can_be(daemons, native_dir):
+    """For a transfer the worker's file-size limit was lifted altogether
+    (the file is the daemon's: a memfd, or state_dir's file on the host's
+    disk).  A thread the session left took the descriptor as it came,
+    made the worker's own writes wait, and wrote into it at will: as
+    nobody (no memory cgroup) 400 MiB of the host's memory went into a
+    snapshot of a session held to 256 MiB with a 1 MiB workspace — and
+    any amount would have, or, with state_dir, of the host's disk.  Now the
+    limit for a transfer is what a state can take (the memory limit, twice
+    the workspace's quota for its files and their headers, the metadata):
+    past it the write fails (EFBIG).  Outside: the snapshot the user reads
+    is no larger than that (or the snapshot fails)."""
+    d = daemons.start("pool=0", "files_max_bytes=1M", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    s = d.clone()
+    r = s.result("dyn.load('%s'); .C('hijack_state_fd', 400L, ret = 0L)$ret" % so)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    s.write("limits", '{"memory": 268435456}')
+    r = s.result("x <- runif(2e6); length(x)")
+    assert r["status"] == "ok", r
+    bound = (256 << 20) + 2 * (1 << 20) + (1 << 20) + 16 + (1 << 20)
+    try:
+        data = util.read_bytes(s.p("snapshot"))
+    except OSError as e:
+        assert e.errno == errno.EIO, e
+        return
+    n = len(data)
+    del data
+    assert n <= bound, "a snapshot of %d MiB" % (n >> 20)
