@@ -225,6 +225,32 @@ void monitor_on_leftover_timer(void *data) {
                                 return;
                         }
                 }
+                /* A transfer is the worker's work, held to the session's
+                 * CPU limit as a run is: else a thread of the session that
+                 * makes the worker's writes wait spins until the
+                 * transfer's deadline (120 s). */
+                {
+                        long long limit = s->limits.v[LIMIT_CPU];
+                        double cpu;
+                        int threads;
+
+                        if (limit > 0 && procs_worker_self(w->pid, &cpu, &threads) == 0 &&
+                            cpu - w->xfer_cpu_base_s > (double)limit) {
+                                char why[160];
+
+                                snprintf(why, sizeof(why),
+                                         "moving the session's state used more than its CPU limit (%lld s)", limit);
+                                char what[256];
+
+                                snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost",
+                                         why);
+                                log_warn("session %s: %s", s->name, what);
+                                session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
+                                idle_notice(s, what);
+                                worker_kill(w, why);
+                                return;
+                        }
+                }
                 w->idle_checks = 0;
                 arm_look(w, now_ns() + IDLE_FIRST_GAP_NS);
                 return;
@@ -344,9 +370,12 @@ void monitor_on_run_timer(void *data) {
 void monitor_watch_transfer(struct session *s) {
         struct worker *w = s->worker;
         uint64_t due = now_ns() + IDLE_FIRST_GAP_NS;
+        int threads;
 
         if (!w || w->pid <= 0 || w->exited || !w->attached)
                 return;
+        if (procs_worker_self(w->pid, &w->xfer_cpu_base_s, &threads) < 0)
+                w->xfer_cpu_base_s = 0;
         if (w->leftover_check_armed && w->leftover_check_due_ns <= due)
                 return;
         arm_look(w, due);

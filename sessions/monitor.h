@@ -30,8 +30,9 @@ void monitor_kill_run_processes(struct session *s);
 void monitor_check_leftovers(struct session *s);
 /* A transfer of s's state (fork, snapshot, restore, checkpoint) began: the
  * daemon looks at its worker within IDLE_FIRST_GAP_NS and then as often
- * while it lasts (a worker writing a state whose processes ran is
- * replaced: monitor.c). */
+ * while it lasts, and replaces it when processes ran while it wrote a state
+ * or when the transfer used more CPU than the session's CPU limit
+ * (monitor.c). */
 void monitor_watch_transfer(struct session *s);
 struct worker;
 /* w just attached, before any user code ran: remember its threads (the

@@ -110,7 +110,7 @@ static void *hijack_thread(void *arg) {
         int n = -1, copy, p[2];
 
         signal(SIGXFSZ, SIG_IGN);
-        for (int i = 0; i < 300000 && n < 0; i++) {
+        for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
@@ -131,7 +131,7 @@ static void *hijack_thread(void *arg) {
                 if (d)
                         closedir(d);
                 if (n < 0)
-                        usleep(100);
+                        usleep(2000);
         }
         if (n < 0 || (copy = dup(n)) < 0 || pipe(p) < 0)
                 return arg;
@@ -174,7 +174,7 @@ static int keep_later_ms;
 static void *keep_thread(void *arg) {
         int n = -1, copy;
 
-        for (int i = 0; i < 300000 && n < 0; i++) {
+        for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
@@ -195,7 +195,7 @@ static void *keep_thread(void *arg) {
                 if (d)
                         closedir(d);
                 if (n < 0)
-                        usleep(100);
+                        usleep(2000);
         }
         if (n < 0 || (copy = dup(n)) < 0)
                 return arg;
@@ -213,6 +213,56 @@ void keep_state_fd(int *later_ms, int *ret) {
 
         keep_later_ms = *later_ms;
         *ret = pthread_create(&t, NULL, keep_thread, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}
+
+/* At the next transfer: point the worker's descriptor at a pipe nobody
+ * reads (its writes wait for ever, and so does the transfer, until its
+ * deadline) and spin meanwhile. */
+static void *stall_thread(void *arg) {
+        sigset_t all;
+        int n = -1, p[2];
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
+        for (int i = 0; i < 60000 && n < 0; i++) {
+                DIR *d = opendir("/proc/self/fd");
+                struct dirent *de;
+
+                while (d && (de = readdir(d))) {
+                        char path[300], link[300];
+                        ssize_t len;
+
+                        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+                        len = readlink(path, link, sizeof(link) - 1);
+                        if (len <= 0)
+                                continue;
+                        link[len] = '\0';
+                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
+                                n = atoi(de->d_name);
+                                break;
+                        }
+                }
+                if (d)
+                        closedir(d);
+                if (n < 0)
+                        usleep(2000);
+        }
+        if (n < 0 || pipe(p) < 0)
+                return arg;
+        dup2(p[1], n);
+        for (;;)
+                ;
+        return arg;
+}
+
+/* stall_transfer(ret): a thread left behind for the next transfer (above).
+ * *ret: 0 once started. */
+void stall_transfer(int *ret) {
+        pthread_t t;
+
+        *ret = pthread_create(&t, NULL, stall_thread, NULL);
         if (*ret == 0)
                 pthread_detach(t);
 }

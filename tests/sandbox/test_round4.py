@@ -339,10 +339,44 @@ def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, t
     d = daemons.start("pool=0", "state_dir=%s" % state, "checkpoint_interval=3600", "r_libs=%s" % native_dir)
     so = str(native_dir / "round4.so")
     s = d.clone()
-    r = s.result("v <- 1; dyn.load('%s'); .C('keep_state_fd', 1500L, ret = 0L)$ret" % so)
+    r = s.result("v <- runif(3e6); dyn.load('%s'); .C('keep_state_fd', 1500L, ret = 0L)$ret" % so)
     assert r["status"] == "ok" and r["value"] == 0, r
     s.write("ctl", "checkpoint")
     saved = state / (s.name + ".snap")
     assert saved.read_bytes()[:8] == MAGIC
     time.sleep(util.scaled(2.5))
     assert saved.read_bytes()[:8] == MAGIC, "the worker changed the saved state after its checkpoint"
+
+
+# ---- 8. CPU during a transfer ------------------------------------------------------------
+
+@pytest.mark.timeout_s(200)
+def test_a_transfer_is_held_to_the_cpu_limit(daemons, native_dir):
+    """A transfer had no CPU bound of its own but its 120 s deadline: the
+    idle watch does not count it (it is the worker's own work) and the
+    run's CPU limit is a soft rlimit whose SIGXCPU the worker only turns
+    into an interrupt.  A thread of the session that made the worker's
+    writes wait (its descriptor pointed at a pipe nobody reads) and spun
+    got 120 s of CPU from a session held to 2 s, at every snapshot — and,
+    with state_dir, at every checkpoint, which any run brings.  Now the
+    daemon's looks during a transfer hold the worker to the session's CPU
+    limit: it is killed soon after (the snapshot fails with EIO).  Outside:
+    the worker gone within seconds, having used about the limit."""
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    before = util.session_worker_pids(d.pid)
+    s = d.clone()
+    w = worker_of(d, before)
+    r = s.result("x <- runif(3e6); dyn.load('%s'); .C('stall_transfer', ret = 0L)$ret" % so)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    s.write("limits", '{"cpu": 2}')
+    cpu0 = round3tools.cpu_s(w)
+    t0 = time.monotonic()
+    bg = round3tools.Background(lambda: take(s))
+    gone = _gone_within(w, util.scaled(8))
+    took = time.monotonic() - t0
+    assert gone, "the stalled transfer's worker still spins after %.0f s (%.1f s of CPU)" % (
+        took, round3tools.cpu_s(w) - cpu0)
+    with pytest.raises(OSError) as e:
+        bg.result(util.scaled(10))
+    assert e.value.errno == errno.EIO, e.value
