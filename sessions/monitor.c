@@ -228,14 +228,17 @@ void monitor_on_leftover_timer(void *data) {
                 /* A transfer is the worker's work, held to the session's
                  * CPU limit as a run is: else a thread of the session that
                  * makes the worker's writes wait spins until the
-                 * transfer's deadline (120 s). */
+                 * transfer's deadline (120 s).  At the limit the worker's
+                 * own SIGXCPU interrupts R (the transfer fails, the state
+                 * stays); a worker still at work a grace period later is
+                 * killed. */
                 {
                         long long limit = s->limits.v[LIMIT_CPU];
                         double cpu;
                         int threads;
 
                         if (limit > 0 && procs_worker_self(w->pid, &cpu, &threads) == 0 &&
-                            cpu - w->xfer_cpu_base_s > (double)limit) {
+                            cpu - w->xfer_cpu_base_s > (double)limit + s->owner->opt->grace_s) {
                                 char why[160];
 
                                 snprintf(why, sizeof(why),
