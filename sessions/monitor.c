@@ -229,9 +229,8 @@ void monitor_on_leftover_timer(void *data) {
                  * CPU limit as a run is: else a thread of the session that
                  * makes the worker's writes wait spins until the
                  * transfer's deadline (120 s).  At the limit the worker's
-                 * own SIGXCPU interrupts R (the transfer fails, the state
-                 * stays); a worker still at work a grace period later is
-                 * killed. */
+                 * rlimit sends it SIGXCPU, which interrupts R; a worker
+                 * still at work a grace period later is killed. */
                 {
                         long long limit = s->limits.v[LIMIT_CPU];
                         double cpu;
