@@ -177,6 +177,55 @@ static void idle_watch(struct session *s, struct worker *w) {
         arm_look(w, now_ns() + gap);
 }
 
+/* Replace w, whose session's state is being moved, for why. */
+static void replace_moving(struct session *s, struct worker *w, const char *why) {
+        char what[384];
+
+        snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost", why);
+        log_warn("session %s: %s", s->name, what);
+        session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
+        idle_notice(s, what);
+        worker_kill(w, why); /* its loss fails the transfer (EIO) */
+}
+
+/* A look at a worker while its session's state moves: true when it was
+ * replaced.  Writing a state starts no process, and reading one starts one
+ * (the child that checks a state from a file: sandbox/worker/state.c);
+ * code of the session that runs meanwhile starts others (a finalizer that
+ * R's collector runs during the serialization, a thread), which would live
+ * until the transfer's deadline (120 s), outside every limit of a run.  And
+ * the transfer is the worker's work, held to the session's CPU limit as a
+ * run is — its processes' CPU included: else a thread that makes the
+ * worker's reads or writes wait spins, or has children spin, until the
+ * deadline.  At the limit the worker's rlimit sends it SIGXCPU, which
+ * interrupts R; still at work a grace period later, it is killed
+ * (docs/security.md, "Round 4"). */
+static bool transfer_offence(struct session *s, struct worker *w) {
+        long long limit = s->limits.v[LIMIT_CPU];
+        enum worker_phase phase = xfer_phase(s);
+        struct procs_usage u;
+        char why[256];
+
+        if (procs_usage(w->pid, &u) < 0)
+                return false; /* gone: its reaping says how */
+        if (phase == PHASE_SNAPSHOT ? u.n > 1 : u.n > 2) {
+                int n = procs_kill_descendants(w->pid, KILL_PASSES, ULLONG_MAX);
+
+                snprintf(why, sizeof(why),
+                         "%d processes ran while the session's state was being %s, which only the session's own code "
+                         "(a finalizer, a thread) can start",
+                         MAX(n, (int)u.n - 1), phase == PHASE_SNAPSHOT ? "written" : "read");
+                replace_moving(s, w, why);
+                return true;
+        }
+        if (limit > 0 && u.cpu_s - w->xfer_cpu_base_s > (double)limit + s->owner->opt->grace_s) {
+                snprintf(why, sizeof(why), "moving the session's state used more than its CPU limit (%lld s)", limit);
+                replace_moving(s, w, why);
+                return true;
+        }
+        return false;
+}
+
 /* The worker kills what a run started before it sends its result; this is
  * the daemon's own look, for a worker whose native code is hostile.  When it
  * comes while a later run is under way it kills only processes older than
@@ -197,62 +246,12 @@ void monitor_on_leftover_timer(void *data) {
         }
         /* A fork, snapshot, restore or checkpoint is the worker's work
          * between runs (its CPU, and the child that checks a state it
-         * restores: sandbox/worker/state.c): look again later, and count
-         * the idle worker's CPU from after it. */
+         * restores: sandbox/worker/state.c): held to its own rules
+         * (transfer_offence), looked at again later, and the idle
+         * worker's CPU counted from after it. */
         if (s->xfer) {
-                /* Writing a state starts no process; code of the session
-                 * that runs meanwhile does (a finalizer that R's collector
-                 * runs during the serialization, a thread): its processes
-                 * would live until the transfer's deadline (120 s), outside
-                 * every limit of a run.  They are killed and the worker
-                 * replaced, as between runs (docs/security.md, "Round 4").
-                 * A restoring worker's child that checks the state is its
-                 * own: left alone. */
-                if (xfer_phase(s) == PHASE_SNAPSHOT) {
-                        int n = procs_kill_descendants(w->pid, KILL_PASSES, ULLONG_MAX);
-
-                        if (n > 0 || n == -EAGAIN) {
-                                const char *why = "processes ran while the session's state was being written, which "
-                                                  "only the session's own code (a finalizer, a thread) can start";
-                                char what[384];
-
-                                snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost",
-                                         why);
-                                log_warn("session %s: %s", s->name, what);
-                                session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
-                                idle_notice(s, what);
-                                worker_kill(w, why);
-                                return;
-                        }
-                }
-                /* A transfer is the worker's work, held to the session's
-                 * CPU limit as a run is: else a thread of the session that
-                 * makes the worker's writes wait spins until the
-                 * transfer's deadline (120 s).  At the limit the worker's
-                 * rlimit sends it SIGXCPU, which interrupts R; a worker
-                 * still at work a grace period later is killed. */
-                {
-                        long long limit = s->limits.v[LIMIT_CPU];
-                        double cpu;
-                        int threads;
-
-                        if (limit > 0 && procs_worker_self(w->pid, &cpu, &threads) == 0 &&
-                            cpu - w->xfer_cpu_base_s > (double)limit + s->owner->opt->grace_s) {
-                                char why[160];
-
-                                snprintf(why, sizeof(why),
-                                         "moving the session's state used more than its CPU limit (%lld s)", limit);
-                                char what[256];
-
-                                snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost",
-                                         why);
-                                log_warn("session %s: %s", s->name, what);
-                                session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
-                                idle_notice(s, what);
-                                worker_kill(w, why);
-                                return;
-                        }
-                }
+                if (transfer_offence(s, w))
+                        return;
                 w->idle_checks = 0;
                 arm_look(w, now_ns() + IDLE_FIRST_GAP_NS);
                 return;
@@ -372,12 +371,11 @@ void monitor_on_run_timer(void *data) {
 void monitor_watch_transfer(struct session *s) {
         struct worker *w = s->worker;
         uint64_t due = now_ns() + IDLE_FIRST_GAP_NS;
-        int threads;
+        struct procs_usage u;
 
         if (!w || w->pid <= 0 || w->exited || !w->attached)
                 return;
-        if (procs_worker_self(w->pid, &w->xfer_cpu_base_s, &threads) < 0)
-                w->xfer_cpu_base_s = 0;
+        w->xfer_cpu_base_s = procs_usage(w->pid, &u) == 0 ? u.cpu_s : 0;
         if (w->leftover_check_armed && w->leftover_check_due_ns <= due)
                 return;
         arm_look(w, due);

@@ -217,6 +217,8 @@ void keep_state_fd(int *later_ms, int *ret) {
                 pthread_detach(t);
 }
 
+static int stall_children, access_mode_read;
+
 /* At the next transfer: point the worker's descriptor at a pipe nobody
  * reads (its writes wait for ever, and so does the transfer, until its
  * deadline) and spin meanwhile. */
@@ -251,16 +253,29 @@ static void *stall_thread(void *arg) {
         }
         if (n < 0 || pipe(p) < 0)
                 return arg;
-        dup2(p[1], n);
+        /* A restore reads: an empty pipe whose write end we hold.  A
+         * snapshot writes: the same pipe, never read. */
+        dup2(access_mode_read ? p[0] : p[1], n);
+        for (int i = 0; i < stall_children; i++)
+                if (fork() == 0)
+                        for (;;)
+                                ;
+        if (stall_children)
+                for (;;)
+                        pause();
         for (;;)
                 ;
         return arg;
 }
 
-/* stall_transfer(ret): a thread left behind for the next transfer (above).
- * *ret: 0 once started. */
-void stall_transfer(int *ret) {
+/* stall_transfer(children, reading, ret): a thread left behind for the
+ * next transfer (above): it spins, or has `children` children spin.
+ * reading: the transfer is a restore.  *ret: 0 once started. */
+void stall_transfer(int *children, int *reading, int *ret) {
         pthread_t t;
+
+        stall_children = *children;
+        access_mode_read = *reading;
 
         *ret = pthread_create(&t, NULL, stall_thread, NULL);
         if (*ret == 0)

@@ -367,7 +367,7 @@ def test_a_transfer_is_held_to_the_cpu_limit(daemons, native_dir):
     before = util.session_worker_pids(d.pid)
     s = d.clone()
     w = worker_of(d, before)
-    r = s.result("x <- runif(3e6); dyn.load('%s'); .C('stall_transfer', ret = 0L)$ret" % so)
+    r = s.result("x <- runif(3e6); dyn.load('%s'); .C('stall_transfer', 0L, 0L, ret = 0L)$ret" % so)
     assert r["status"] == "ok" and r["value"] == 0, r
     s.write("limits", '{"cpu": 2}')
     cpu0 = round3tools.cpu_s(w)
@@ -380,3 +380,37 @@ def test_a_transfer_is_held_to_the_cpu_limit(daemons, native_dir):
     with pytest.raises(OSError) as e:
         bg.result(util.scaled(10))
     assert e.value.errno == errno.EIO, e.value
+
+
+@pytest.mark.timeout_s(200)
+def test_a_restore_is_held_to_the_session_s_processes(daemons, native_dir):
+    """The same thread in a session that a snapshot is written into: it
+    makes the restoring worker's reads wait (an empty pipe in place of the
+    file) and has three children spin.  The worker itself sleeps, so its
+    own CPU shows nothing; the children spun until the transfer's 120 s
+    deadline, each with the session's whole memory rlimit, the session
+    idle as far as every other watch knew.  Now a restoring worker may have
+    one process of its own (the child that checks the state), no more, and
+    the CPU of all of them counts: it is replaced within a look, and the
+    write fails with EIO.  Outside: the worker and its children gone within
+    seconds."""
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    src = d.clone()
+    src.run("y <- 1")
+    good = take(src)
+    before = util.session_worker_pids(d.pid)
+    v = d.clone()
+    w = worker_of(d, before)
+    r = v.result("dyn.load('%s'); .C('stall_transfer', 3L, 1L, ret = 0L)$ret" % so)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    t0 = time.monotonic()
+    bg = round3tools.Background(lambda: put(v, good))
+    gone = _gone_within(w, util.scaled(6))
+    kids = util.descendants(w) if not gone else []
+    assert gone, "the stalled restore's worker is still there after %.0f s, with %d processes" % (
+        time.monotonic() - t0, len(kids))
+    with pytest.raises(OSError) as e:
+        bg.result(util.scaled(10))
+    assert e.value.errno == errno.EIO, e.value
+    assert "worker_replaced" in v.read("log")
