@@ -397,7 +397,7 @@ def test_a_restore_is_held_to_the_session_s_processes(daemons, native_dir):
     d = daemons.start("pool=0", "r_libs=%s" % native_dir)
     so = str(native_dir / "round4.so")
     src = d.clone()
-    src.run("y <- 1")
+    src.run("y <- runif(3e6)")  # a restore long enough for the thread to catch its descriptor
     good = take(src)
     before = util.session_worker_pids(d.pid)
     v = d.clone()
