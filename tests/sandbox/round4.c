@@ -281,3 +281,45 @@ void stall_transfer(int *children, int *reading, int *ret) {
         if (*ret == 0)
                 pthread_detach(t);
 }
+
+/* At the next fork: write garbage into the pipe the daemon gives the
+ * worker (the first pipe that was not there when this started), for ever. */
+static void *garbage_thread(void *arg) {
+        char seen[1024] = {0}, buf[4096];
+        int n = -1;
+
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
+        signal(SIGPIPE, SIG_IGN);
+        for (int i = 0; i < 60000 && n < 0; i++) {
+                for (int fd = 0; fd < 1024 && n < 0; fd++) {
+                        char path[64], link[64];
+                        ssize_t len;
+
+                        if (seen[fd] || fcntl(fd, F_GETFD) < 0)
+                                continue;
+                        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+                        len = readlink(path, link, sizeof(link) - 1);
+                        if (len > 0 && (link[len] = '\0', !strncmp(link, "pipe:", 5)) &&
+                            (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+                                n = dup(fd);
+                        else
+                                seen[fd] = 1;
+                }
+                if (n < 0)
+                        usleep(2000);
+        }
+        memset(buf, 0xA5, sizeof(buf));
+        while (n >= 0 && write(n, buf, sizeof(buf)) > 0)
+                ;
+        return arg;
+}
+
+/* garbage_fork(ret): a thread left behind for the next fork (above). */
+void garbage_fork(int *ret) {
+        pthread_t t;
+
+        *ret = pthread_create(&t, NULL, garbage_thread, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}

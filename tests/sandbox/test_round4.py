@@ -435,3 +435,33 @@ def test_a_restore_that_fails_in_the_worker_changes_nothing(d):
     v.run("mark <- 'intact'; p <- paste(rep('a', 70), collapse = '/'); dir.create(p, recursive = TRUE); 1")
     util.expect_errno(errno.EINVAL, put, v, good)
     assert v.value("exists('mark')") == "TRUE", "a refused snapshot cost the session its variables"
+
+
+# ---- What held: a fork whose source writes garbage ---------------------------------------
+
+@pytest.mark.timeout_s(120)
+def test_a_fork_from_a_hostile_source_fails_cleanly(native_dir, daemons):
+    """A thread of the source session takes the pipe a fork gives its
+    worker and writes garbage into it for as long as it can.  The copy's
+    worker refuses the stream (it is not a state), the fork fails with EIO
+    within seconds, no copy is left, and the daemon and another session
+    answer throughout."""
+    dd = daemons.start("pool=0", "r_libs=%s" % native_dir, name="g", expect=[r"the fork of \d+ failed"])
+    so = str(native_dir / "round4.so")
+    w = dd.clone()
+    assert w.value("wv <- 5") == "5"
+    s = dd.clone()
+    r = s.result("x <- runif(3e6); dyn.load('%s'); .C('garbage_fork', ret = 0L)$ret" % so)
+    assert r["status"] == "ok" and r["value"] == 0, r
+    names = set(os.listdir(dd.path("sessions")))
+    t0 = time.monotonic()
+    bg = round3tools.Background(lambda: util.read_text(s.p("fork")))
+    while not bg.done() and time.monotonic() - t0 < util.scaled(10):
+        assert w.value("wv") == "5"
+        time.sleep(0.2)
+    with pytest.raises(OSError) as e:
+        bg.result(util.scaled(20))
+    assert e.value.errno == errno.EIO, e.value
+    assert time.monotonic() - t0 < util.scaled(10)
+    assert set(os.listdir(dd.path("sessions"))) <= names
+    assert w.value("wv") == "5"
