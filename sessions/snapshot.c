@@ -468,6 +468,11 @@ static json_t *tools_json(struct session *s) {
         return o;
 }
 
+json_t *session_settings_json(struct session *s) {
+        return json_pack("{s:f, s:o, s:o}", "timeout", s->timeout_s, "limits", limits_to_json(&s->limits), "tools",
+                         tools_json(s));
+}
+
 static void on_snapshot_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
         struct state_wait *w = data;
 
@@ -624,8 +629,8 @@ int session_snapshot_to(struct session *s, int fd, session_state_fn fn, void *da
         return 0;
 }
 
-static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
-                         size_t n);
+static int restore_start(struct session *s, int fd, off_t size, json_t *settings, session_state_fn fn, void *data,
+                         char *why, size_t n);
 
 int session_restore_from(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
                          size_t n) {
@@ -638,7 +643,7 @@ int session_restore_from(struct session *s, int fd, off_t size, session_state_fn
                 snprintf(why, n, "the session is running or its state is being moved");
                 return -EBUSY;
         }
-        return restore_start(s, fd, size, fn, data, why, n);
+        return restore_start(s, fd, size, NULL, fn, data, why, n);
 }
 
 /* A saved session's file, restored into its first worker
@@ -654,16 +659,24 @@ static void on_saved_restored(void *data, int err, const char *why) {
 static void restore_saved(struct session *s) {
         char why[512];
         int fd = s->restore_fd, e;
+        /* The settings are the daemon's own file's, never the snapshot's:
+         * the worker that wrote the snapshot held its descriptor, and its
+         * metadata names host commands (docs/security.md, "Round 4"). */
+        json_t *settings = persist_load_settings(s);
 
         s->restore_fd = -1;
-        e = restore_start(s, fd, s->restore_size, on_saved_restored, s, why, sizeof(why));
+        e = restore_start(s, fd, s->restore_size, settings ? settings : json_object(), on_saved_restored, s, why,
+                          sizeof(why));
+        json_decref(settings);
         close(fd);
         if (e < 0)
                 log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
 }
 
-static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
-                         size_t n) {
+/* settings: NULL, or the timeout, limits and tools to take instead of the
+ * file's (a saved session's, from the daemon's own file). */
+static int restore_start(struct session *s, int fd, off_t size, json_t *settings, session_state_fn fn, void *data,
+                         char *why, size_t n) {
         struct snapshot_info info;
         struct state_wait *w;
         struct limits l;
@@ -672,6 +685,16 @@ static int restore_start(struct session *s, int fd, off_t size, session_state_fn
         e = snapshot_file_check(fd, size, s->owner->opt->files_max_bytes, &info, why, n);
         if (e < 0)
                 return e;
+        if (settings) {
+                json_object_del(info.meta, "timeout");
+                json_object_del(info.meta, "limits");
+                json_object_del(info.meta, "tools");
+                if (json_object_update(info.meta, settings) < 0) {
+                        json_decref(info.meta);
+                        snprintf(why, n, "out of memory");
+                        return -ENOMEM;
+                }
+        }
         if ((e = check_settings(info.meta, &s->limits, &l, why, n)) < 0) {
                 json_decref(info.meta);
                 return e;

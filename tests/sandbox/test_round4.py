@@ -465,3 +465,43 @@ def test_a_fork_from_a_hostile_source_fails_cleanly(native_dir, daemons):
     assert time.monotonic() - t0 < util.scaled(10)
     assert set(os.listdir(dd.path("sessions"))) <= names
     assert w.value("wv") == "5"
+
+
+# ---- 10. A saved state's metadata forged by the worker: host tools ------------------------
+
+@pytest.mark.timeout_s(150)
+def test_a_worker_cannot_give_its_session_host_tools(daemons, native_dir, tmp_path):
+    """A snapshot's metadata carries the session's tools — host commands
+    that run outside the jail as the daemon's user — and the worker holds
+    a writable descriptor of the very file.  A thread of the session kept
+    the checkpoint's descriptor and, after the daemon renamed the file,
+    wrote it anew: the daemon's magic, metadata of its own with a session
+    tool `pwn` whose command writes a file on the host, then its state.
+    After a restart the saved session came back with that tool, and R
+    code called it: a command of the sandbox's choosing ran on the host (as
+    root, for a root daemon).  Outside: no such file on the host; inside:
+    no tool `pwn` in the restored session."""
+    state = tmp_path / "state"
+    marker = tmp_path / "pwned"
+    d = daemons.start("pool=0", "state_dir=%s" % state, "checkpoint_interval=3600", "r_libs=%s" % native_dir,
+                      name="a")
+    so = str(native_dir / "round4.so")
+    s = d.clone()
+    r = s.result("v <- runif(3e6); dyn.load('%s'); .C('forge_tools', 1000L, '%s', ret = 0L)$ret" % (so, marker))
+    assert r["status"] == "ok" and r["value"] == 0, r
+    s.write("ctl", "checkpoint")
+    time.sleep(util.scaled(2))
+    # A crash keeps the last checkpoint (a clean stop would write another).
+    os.kill(d.pid, 9)
+    d.wait_exit(util.scaled(10))
+    import subprocess
+    subprocess.run(["fusermount3", "-u", "-z", str(d.mnt)], capture_output=True, timeout=10)
+    d.stopped = True
+    d.forget()
+    d2 = daemons.start("pool=0", "state_dir=%s" % state, name="b")
+    t = d2.session(s.name)
+    t.result("1")  # the restore, then the session's tools go to its worker
+    r = t.result("if (exists('pwn')) pwn() else 'no tool'")
+    time.sleep(0.5)
+    assert not marker.exists(), "a command the sandbox chose ran on the host"
+    assert r.get("value") == "no tool" or r["status"] == "error", r
