@@ -698,9 +698,13 @@ static void restore_saved(struct session *s) {
          * metadata names host commands (docs/security.md, "Round 4"). */
         json_t *settings = persist_load_settings(s);
 
+        if (!settings)
+                settings = json_object(); /* none: the daemon's defaults, no tools */
         s->restore_fd = -1;
-        e = restore_start(s, fd, s->restore_size, settings ? settings : json_object(), on_saved_restored, s, why,
-                          sizeof(why));
+        e = settings ? restore_start(s, fd, s->restore_size, settings, on_saved_restored, s, why, sizeof(why))
+                     : -ENOMEM;
+        if (!settings)
+                snprintf(why, sizeof(why), "out of memory");
         json_decref(settings);
         close(fd);
         if (e < 0)
