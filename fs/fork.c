@@ -97,7 +97,9 @@ void snapshot_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *r
         /* The file lives in memory of the daemon's (not its heap): the
          * worker writes it, reads are pread()s; never parsed here but for
          * its container, on a write. */
-        h->state_fd = memfd_create("securerfs-snapshot", MFD_CLOEXEC);
+        /* Sealable: once the worker filled it, the daemon seals it and
+         * checks its header (sessions/snapshot.c, on_snapshot_done). */
+        h->state_fd = memfd_create("securerfs-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (h->state_fd < 0) {
                 r = -errno;
                 handle_free(h);

@@ -103,6 +103,13 @@ void monitor_kill_run_processes(struct session *s) {
  * interrupt frame.  A spinning thread passes it within a second. */
 #define IDLE_CPU_TOLERANCE_S 0.25
 
+/* The daemon's next look at w (monitor_on_leftover_timer) at due. */
+static void arm_look(struct worker *w, uint64_t due) {
+        w->leftover_check_armed = true;
+        w->leftover_check_due_ns = due;
+        loop_timer_arm(w->leftover_check, due);
+}
+
 /* Remember what the daemon did to s between runs, for its next result. */
 static void idle_notice(struct session *s, const char *what) {
         size_t old = s->idle_notice ? strlen(s->idle_notice) : 0, add = strlen(what);
@@ -167,8 +174,56 @@ static void idle_watch(struct session *s, struct worker *w) {
                                   : MIN(w->idle_gap_ns * 2, threaded ? IDLE_GAP_THREADS_MAX_NS : IDLE_GAP_MAX_NS);
         w->idle_gap_ns = gap;
         w->idle_checks++;
-        w->leftover_check_armed = true;
-        loop_timer_arm(w->leftover_check, now_ns() + gap);
+        arm_look(w, now_ns() + gap);
+}
+
+/* Replace w, whose session's state is being moved, for why. */
+static void replace_moving(struct session *s, struct worker *w, const char *why) {
+        char what[384];
+
+        snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost", why);
+        log_warn("session %s: %s", s->name, what);
+        session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
+        idle_notice(s, what);
+        worker_kill(w, why); /* its loss fails the transfer (EIO) */
+}
+
+/* A look at a worker while its session's state moves: true when it was
+ * replaced.  Writing a state starts no process, and reading one starts one
+ * (the child that checks a state from a file: sandbox/worker/state.c);
+ * code of the session that runs meanwhile starts others (a finalizer that
+ * R's collector runs during the serialization, a thread), which would live
+ * until the transfer's deadline (120 s), outside every limit of a run.  And
+ * the transfer is the worker's work, held to the session's CPU limit as a
+ * run is — its processes' CPU included: else a thread that makes the
+ * worker's reads or writes wait spins, or has children spin, until the
+ * deadline.  At the limit the worker's rlimit sends it SIGXCPU, which
+ * interrupts R; still at work a grace period later, it is killed
+ * (docs/security.md, "Round 4"). */
+static bool transfer_offence(struct session *s, struct worker *w) {
+        long long limit = s->limits.v[LIMIT_CPU];
+        enum worker_phase phase = xfer_phase(s);
+        struct procs_usage u;
+        char why[256];
+
+        if (procs_usage(w->pid, &u) < 0)
+                return false; /* gone: its reaping says how */
+        if (phase == PHASE_SNAPSHOT ? u.n > 1 : u.n > 2) {
+                int n = procs_kill_descendants(w->pid, KILL_PASSES, ULLONG_MAX);
+
+                snprintf(why, sizeof(why),
+                         "%d processes ran while the session's state was being %s, which only the session's own code "
+                         "(a finalizer, a thread) can start",
+                         MAX(n, (int)u.n - 1), phase == PHASE_SNAPSHOT ? "written" : "read");
+                replace_moving(s, w, why);
+                return true;
+        }
+        if (limit > 0 && u.cpu_s - w->xfer_cpu_base_s > (double)limit + s->owner->opt->grace_s) {
+                snprintf(why, sizeof(why), "moving the session's state used more than its CPU limit (%lld s)", limit);
+                replace_moving(s, w, why);
+                return true;
+        }
+        return false;
 }
 
 /* The worker kills what a run started before it sends its result; this is
@@ -191,12 +246,14 @@ void monitor_on_leftover_timer(void *data) {
         }
         /* A fork, snapshot, restore or checkpoint is the worker's work
          * between runs (its CPU, and the child that checks a state it
-         * restores: sandbox/worker/state.c): look again later, and count
-         * the idle worker's CPU from after it. */
+         * restores: sandbox/worker/state.c): held to its own rules
+         * (transfer_offence), looked at again later, and the idle
+         * worker's CPU counted from after it. */
         if (s->xfer) {
+                if (transfer_offence(s, w))
+                        return;
                 w->idle_checks = 0;
-                w->leftover_check_armed = true;
-                loop_timer_arm(w->leftover_check, now_ns() + IDLE_FIRST_GAP_NS);
+                arm_look(w, now_ns() + IDLE_FIRST_GAP_NS);
                 return;
         }
         idle_watch(s, w);
@@ -204,15 +261,20 @@ void monitor_on_leftover_timer(void *data) {
 
 void monitor_check_leftovers(struct session *s) {
         struct worker *w = s->worker;
+        uint64_t due;
 
         if (!w || w->pid <= 0 || w->exited || !w->attached)
                 return;
-        /* A run ended: the idle watch starts again, soon. */
+        /* A run ended: the idle watch starts again, soon.  A look armed
+         * for later (an idle watch that had backed off to 30 s before the
+         * run) comes sooner: else what the run left — processes, a thread
+         * spinning before the first look takes the idle CPU's base — went
+         * unseen until then (docs/security.md, "Round 4"). */
         w->idle_checks = 0;
-        if (w->leftover_check_armed)
+        due = MAX(now_ns(), w->last_leftover_check_ns + LEFTOVER_CHECK_GAP_NS);
+        if (w->leftover_check_armed && w->leftover_check_due_ns <= due)
                 return;
-        w->leftover_check_armed = true;
-        loop_timer_arm(w->leftover_check, MAX(now_ns(), w->last_leftover_check_ns + LEFTOVER_CHECK_GAP_NS));
+        arm_look(w, due);
 }
 
 void monitor_worker_attached(struct worker *w) {
@@ -304,4 +366,17 @@ void monitor_on_run_timer(void *data) {
                 return;
         }
         loop_timer_arm(r->monitor, now_ns() + MAX(u.n > 1 ? MONITOR_PERIOD_FORKED_NS : MONITOR_PERIOD_NS, 20 * took));
+}
+
+void monitor_watch_transfer(struct session *s) {
+        struct worker *w = s->worker;
+        uint64_t due = now_ns() + IDLE_FIRST_GAP_NS;
+        struct procs_usage u;
+
+        if (!w || w->pid <= 0 || w->exited || !w->attached)
+                return;
+        w->xfer_cpu_base_s = procs_usage(w->pid, &u) == 0 ? u.cpu_s : 0;
+        if (w->leftover_check_armed && w->leftover_check_due_ns <= due)
+                return;
+        arm_look(w, due);
 }

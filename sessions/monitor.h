@@ -28,6 +28,12 @@ void monitor_kill_run_processes(struct session *s);
  * the idle worker with back-off (a thread or processes of it that run
  * between runs are killed, the worker replaced: monitor.c, idle_watch). */
 void monitor_check_leftovers(struct session *s);
+/* A transfer of s's state (fork, snapshot, restore, checkpoint) began: the
+ * daemon looks at its worker within IDLE_FIRST_GAP_NS and then as often
+ * while it lasts, and replaces it when processes ran while it wrote a state
+ * or when the transfer used more CPU than the session's CPU limit
+ * (monitor.c). */
+void monitor_watch_transfer(struct session *s);
 struct worker;
 /* w just attached, before any user code ran: remember its threads (the
  * idle watch's baseline). */

@@ -20,6 +20,8 @@
  * header; the bytes are written and synced by workers. */
 #pragma once
 
+#include <jansson.h>
+
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -38,3 +40,7 @@ void persist_checkpoint_forget(struct session *s);
 /* The saved file of s, opened read-only: 0 with *fd and *size, -ENOENT
  * (none: it starts empty), -errno. */
 int persist_open_saved(struct session *s, int *fd, off_t *size);
+/* The saved session's settings (timeout, limits, tools) from the daemon's
+ * own NAME.settings: a JSON object (a reference), or NULL (missing or bad:
+ * logged) — never the snapshot's metadata, which its worker could write. */
+json_t *persist_load_settings(struct session *s);

@@ -328,6 +328,7 @@ int procs_worker_self(pid_t worker, double *cpu_s, int *threads) {
         static long ticks;
         char path[64], buf[1024];
         unsigned long long ut, st;
+        long long cut, cst;
         const char *rp;
         ssize_t n;
         int th;
@@ -339,12 +340,12 @@ int procs_worker_self(pid_t worker, double *cpu_s, int *threads) {
         if (n < 0)
                 return (int)n;
         /* Fields from the last ')' (see parse_stat): utime stime are 14 and
-         * 15, num_threads 20. */
+         * 15, cutime cstime 16 and 17, num_threads 20. */
         rp = strrchr(buf, ')');
-        if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %d", &ut, &st,
-                          &th) != 3)
+        if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld %*d %*d %d", &ut,
+                          &st, &cut, &cst, &th) != 5 || cut < 0 || cst < 0)
                 return -EIO;
-        *cpu_s = (double)(ut + st) / (double)ticks;
+        *cpu_s = (double)(ut + st + (unsigned long long)cut + (unsigned long long)cst) / (double)ticks;
         *threads = th;
         return 0;
 }

@@ -73,7 +73,9 @@ int procs_pss(pid_t worker, unsigned long long *out);
  * read. */
 int procs_kill_descendants(pid_t worker, unsigned max_passes, unsigned long long before_tick);
 
-/* The worker's own CPU (utime + stime of all its threads, not what it
- * reaped) and its number of threads, from /proc/PID/stat.  0 or -errno
- * (it is gone). */
+/* The worker's CPU — utime + stime of all its threads, and cutime + cstime:
+ * what the children it reaped used (a thread that has a child spin between
+ * two of the idle watch's looks and reaps it leaves nothing else to see) —
+ * and its number of threads, from /proc/PID/stat.  0 or -errno (it is
+ * gone). */
 int procs_worker_self(pid_t worker, double *cpu_s, int *threads);

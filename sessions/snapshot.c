@@ -79,12 +79,21 @@ static void maybe_complete(struct xfer *x) {
 }
 
 /* The snapshot and the restored files are the daemon's, not the code's:
- * the session's file-size limit does not apply to them (the workspace's
- * quota and the memory limit still do).  Put back when the end is done. */
+ * the session's file-size limit does not apply to them.  What does is what
+ * a state can take: its R part is R data of a worker held to the memory
+ * limit, its files fit the workspace's quota, their records' headers and
+ * paths take at most as much again (an entry per page of the quota at
+ * most, each header and path within a page), then the metadata.  A thread
+ * of the session's code that takes the descriptor and writes into it at
+ * will is stopped there (EFBIG), not at the host's memory or disk
+ * (docs/security.md, "Round 4").  Without a memory limit there is no such
+ * bound.  Put back when the end is done. */
 static void lift_fsize(struct session *s) {
         struct limits l = s->limits;
+        long long mem = l.v[LIMIT_MEMORY], files = s->owner->opt->files_max_bytes;
 
-        l.v[LIMIT_FSIZE] = LIMIT_UNSET;
+        l.v[LIMIT_FSIZE] = mem > 0 && files >= 0 ? mem + 2 * files + SNAPSHOT_HEADER + SNAPSHOT_META_MAX + (1LL << 20)
+                                                 : LIMIT_UNSET;
         if (s->worker)
                 worker_apply_limits(s->worker, &l, worker_cpu_s(s->worker), false);
 }
@@ -209,8 +218,10 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
                 session_apply_limits(dst);
                 goto fail;
         }
-        if (dst)
+        if (dst) {
                 dst->xfer = x;
+                monitor_watch_transfer(dst);
+        }
         if (src && (e = send_end(src, protocol_snapshot(), dst_fd)) < 0) {
                 /* The restoring worker got its descriptor: closing ours
                  * ends its stream; it answers with an error. */
@@ -219,6 +230,7 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
                 end_fail(&x->src, "the snapshot could not be sent to the worker");
         } else if (src) {
                 src->xfer = x;
+                monitor_watch_transfer(src);
         }
         if (pipefd[0] >= 0) {
                 close(pipefd[0]);
@@ -413,6 +425,8 @@ struct state_wait {
         json_t *meta;     /* restore: the file's metadata */
         int ro_fd;        /* restore: the file opened afresh, read-only, for the worker */
         struct loop_timer *later; /* an answer that must not come from inside the caller */
+        char *head;               /* snapshot: the header and metadata the daemon wrote */
+        size_t head_len;
         int err;
         char why[256];
 };
@@ -423,6 +437,7 @@ static void state_wait_free(struct state_wait *w) {
                 close(w->ro_fd);
         json_decref(w->meta);
         loop_timer_free(w->later);
+        free(w->head);
         free(w);
 }
 
@@ -456,10 +471,43 @@ static json_t *tools_json(struct session *s) {
         return o;
 }
 
+json_t *session_settings_json(struct session *s) {
+        return json_pack("{s:f, s:o, s:o}", "timeout", s->timeout_s, "limits", limits_to_json(&s->limits), "tools",
+                         tools_json(s));
+}
+
+/* The file's header and metadata are the daemon's (they name the session's
+ * tools: host commands), but the worker held a writable descriptor of the
+ * file and may keep one: a memfd is sealed now — no write, no size change,
+ * through any descriptor — and then the bytes must be the ones the daemon
+ * wrote.  A file on disk (state_dir) cannot be sealed: it is checked, and a
+ * saved session's settings come from the daemon's own file anyway
+ * (sessions/persist.c).  0, or -EIO with why. */
+static int snapshot_head_intact(struct state_wait *w, const char **why) {
+        char *now = malloc(w->head_len ? w->head_len : 1);
+        int e = 0;
+
+        if (fcntl(w->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 &&
+            errno != EINVAL) {
+                /* EBUSY: a writable shared mapping of it is still there:
+                 * only the session's code makes one. */
+                *why = "the snapshot could not be sealed (its worker still maps it writable)";
+                e = -EIO;
+        } else if (!now || pread(w->fd, now, w->head_len, 0) != (ssize_t)w->head_len ||
+                   memcmp(now, w->head, w->head_len) != 0) {
+                *why = "the snapshot's header or metadata is not the one the daemon wrote (its worker changed it)";
+                e = -EIO;
+        }
+        free(now);
+        return e;
+}
+
 static void on_snapshot_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
         struct state_wait *w = data;
 
         (void)packages;
+        if (err == 0 && (err = snapshot_head_intact(w, &why)) < 0 && w->s)
+                log_warn("session %s: %s; snapshot refused", w->s->name, why);
         if (err == 0 && w->s)
                 audit_notes(w->s, "snapshot", notes);
         w->fn(w->data, err, why);
@@ -489,7 +537,10 @@ static void start_snapshot(struct state_wait *w) {
                 answer_later(w, -EIO, strerror(errno));
                 return;
         }
-        free(head);
+        /* Kept, to check the file against when the worker is done. */
+        free(w->head);
+        w->head = head;
+        w->head_len = len;
         e = xfer_start(s->owner, s, -1, NULL, w->fd, false, on_snapshot_done, w);
         if (e < 0)
                 answer_later(w, e, strerror(-e));
@@ -612,8 +663,8 @@ int session_snapshot_to(struct session *s, int fd, session_state_fn fn, void *da
         return 0;
 }
 
-static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
-                         size_t n);
+static int restore_start(struct session *s, int fd, off_t size, json_t *settings, session_state_fn fn, void *data,
+                         char *why, size_t n);
 
 int session_restore_from(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
                          size_t n) {
@@ -626,7 +677,7 @@ int session_restore_from(struct session *s, int fd, off_t size, session_state_fn
                 snprintf(why, n, "the session is running or its state is being moved");
                 return -EBUSY;
         }
-        return restore_start(s, fd, size, fn, data, why, n);
+        return restore_start(s, fd, size, NULL, fn, data, why, n);
 }
 
 /* A saved session's file, restored into its first worker
@@ -642,16 +693,28 @@ static void on_saved_restored(void *data, int err, const char *why) {
 static void restore_saved(struct session *s) {
         char why[512];
         int fd = s->restore_fd, e;
+        /* The settings are the daemon's own file's, never the snapshot's:
+         * the worker that wrote the snapshot held its descriptor, and its
+         * metadata names host commands (docs/security.md, "Round 4"). */
+        json_t *settings = persist_load_settings(s);
 
+        if (!settings)
+                settings = json_object(); /* none: the daemon's defaults, no tools */
         s->restore_fd = -1;
-        e = restore_start(s, fd, s->restore_size, on_saved_restored, s, why, sizeof(why));
+        e = settings ? restore_start(s, fd, s->restore_size, settings, on_saved_restored, s, why, sizeof(why))
+                     : -ENOMEM;
+        if (!settings)
+                snprintf(why, sizeof(why), "out of memory");
+        json_decref(settings);
         close(fd);
         if (e < 0)
                 log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
 }
 
-static int restore_start(struct session *s, int fd, off_t size, session_state_fn fn, void *data, char *why,
-                         size_t n) {
+/* settings: NULL, or the timeout, limits and tools to take instead of the
+ * file's (a saved session's, from the daemon's own file). */
+static int restore_start(struct session *s, int fd, off_t size, json_t *settings, session_state_fn fn, void *data,
+                         char *why, size_t n) {
         struct snapshot_info info;
         struct state_wait *w;
         struct limits l;
@@ -660,6 +723,16 @@ static int restore_start(struct session *s, int fd, off_t size, session_state_fn
         e = snapshot_file_check(fd, size, s->owner->opt->files_max_bytes, &info, why, n);
         if (e < 0)
                 return e;
+        if (settings) {
+                json_object_del(info.meta, "timeout");
+                json_object_del(info.meta, "limits");
+                json_object_del(info.meta, "tools");
+                if (json_object_update(info.meta, settings) < 0) {
+                        json_decref(info.meta);
+                        snprintf(why, n, "out of memory");
+                        return -ENOMEM;
+                }
+        }
         if ((e = check_settings(info.meta, &s->limits, &l, why, n)) < 0) {
                 json_decref(info.meta);
                 return e;

@@ -59,3 +59,8 @@ void snapshot_session_idle(struct session *s);
 /* s closes: the forks that wait for it fail, and if it is a fork waiting
  * for its original it leaves that queue. */
 void snapshot_session_closing(struct session *s);
+
+/* s's timeout, limits and tools as a snapshot's metadata has them (a new
+ * object, NULL when out of memory): what state_dir keeps in the daemon's
+ * own file beside a saved session's snapshot (sessions/persist.c). */
+json_t *session_settings_json(struct session *s);

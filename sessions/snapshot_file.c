@@ -7,11 +7,92 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "state_format.h"
 
 #define PAGE 4096u
 
 static int fail(char *why, size_t n, int err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The entries seen so far, by path: a restoring worker that meets a name
+ * twice, or an entry whose directory the stream did not make before it (or
+ * made as a file or a link), fails half-way — after it replaced the global
+ * environment and emptied the workspace.  So the container is refused
+ * here, before the worker is sent anything (docs/security.md, "Round 4"). */
+struct seen {
+        struct hash_node node;
+        struct seen *next_all; /* every one, to free them */
+        char kind;
+        size_t len;
+        char path[];
+};
+
+struct seen_set {
+        struct hash table;
+        struct seen *all;
+};
+
+static uint64_t hash_bytes(const char *p, size_t len) {
+        uint64_t h = 0xcbf29ce484222325ULL;
+
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+        return hash_u64(h);
+}
+
+static struct seen *seen_find(const struct seen_set *set, const char *path, size_t len) {
+        uint64_t h = hash_bytes(path, len);
+        struct seen *e;
+
+        HASH_FOR_EACH(e, &set->table, h, struct seen, node) {
+                if (e->len == len && !memcmp(e->path, path, len))
+                        return e;
+        }
+        return NULL;
+}
+
+static int seen_add(struct seen_set *set, const char *path, size_t len, char kind) {
+        struct seen *e = malloc(sizeof(*e) + len);
+
+        if (!e)
+                return -ENOMEM;
+        memcpy(e->path, path, len);
+        e->len = len;
+        e->kind = kind;
+        if (hash_insert(&set->table, &e->node, hash_bytes(path, len)) < 0) {
+                free(e);
+                return -ENOMEM;
+        }
+        e->next_all = set->all;
+        set->all = e;
+        return 0;
+}
+
+static void seen_free(struct seen_set *set) {
+        while (set->all) {
+                struct seen *e = set->all;
+
+                set->all = e->next_all;
+                free(e);
+        }
+        hash_free(&set->table);
+}
+
+/* path (len bytes, checked) may come next: not seen before, and its
+ * directory, if it is not the root, seen as a directory.  0, -EINVAL with
+ * why, or -ENOMEM. */
+static int entry_place_ok(struct seen_set *set, const char *path, size_t len, char kind, char *why, size_t n) {
+        const char *slash = memrchr(path, '/', len);
+        const struct seen *dir;
+
+        if (seen_find(set, path, len))
+                return fail(why, n, -EINVAL, "the workspace entry \"%.200s\" comes twice", path);
+        if (slash && (!(dir = seen_find(set, path, (size_t)(slash - path))) || dir->kind != 'D'))
+                return fail(why, n, -EINVAL,
+                            "the workspace entry \"%.200s\" is not under a directory the snapshot made before it",
+                            path);
+        return seen_add(set, path, len, kind);
+}
 
 static int fail(char *why, size_t n, int err, const char *fmt, ...) {
         va_list ap;
@@ -87,6 +168,7 @@ static int check_meta(const json_t *m, char *why, size_t n) {
 int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_info *out, char *why, size_t n) {
         unsigned char h[SNAPSHOT_HEADER];
         struct snapshot_info info = {0};
+        struct seen_set seen = {0};
         json_error_t jerr;
         uint32_t version, meta_len;
         char *meta;
@@ -163,6 +245,8 @@ int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_inf
                         e = fail(why, n, -EINVAL, "over %u workspace entries", STATE_ENTRIES_MAX);
                         goto bad;
                 }
+                if ((e = entry_place_ok(&seen, path, r.path_len, r.kind, why, n)) < 0)
+                        goto bad;
                 if (r.kind == 'L') {
                         if (r.data_len > STATE_PATH_MAX ||
                             (e = read_at(fd, target, (size_t)r.data_len, off, size)) < 0 ||
@@ -186,9 +270,11 @@ int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_inf
                 e = fail(why, n, -EINVAL, "bytes after its end record");
                 goto bad;
         }
+        seen_free(&seen);
         *out = info;
         return 0;
 bad:
+        seen_free(&seen);
         json_decref(info.meta);
         return e;
 }

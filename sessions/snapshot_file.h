@@ -14,7 +14,8 @@
  * The R record's bytes are never read here: only a jailed worker reads
  * them.  Every other byte is checked: the header, the metadata's fields
  * and types, every record's header, every path (relative, no "." or ".."
- * component, no NUL, at most 64 deep), every link's target (relative, never
+ * component, no NUL, at most 64 deep; none twice, each under a directory
+ * made before it), every link's target (relative, never
  * above the workspace's root), the sum of what the entries take on a tmpfs
  * (each file rounded up to a page, a page for each directory and link)
  * against the workspace's quota, and that the stream ends exactly at the

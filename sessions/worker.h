@@ -44,6 +44,8 @@ struct worker {
         struct loop_timer *resume; /* reading goes on here when the budget ran out */
         struct loop_timer *leftover_check; /* looks for processes a run left (sessions/monitor.h) */
         uint64_t last_leftover_check_ns;
+        uint64_t leftover_check_due_ns; /* when the armed look comes */
+        double xfer_cpu_base_s;  /* its CPU when its transfer began (sessions/monitor.c) */
         unsigned long long oom_kills_seen; /* its cgroup's OOM kill count, last read */
         struct text out;         /* frames not yet written */
         size_t out_off;
