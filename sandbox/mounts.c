@@ -408,12 +408,21 @@ int mounts_switch_root(struct jail_error *e) {
                 return jail_fail(e, -errno, "rmdir %s", OLD_ROOT);
         if (chdir(NEW_ROOT) < 0)
                 return jail_fail(e, -errno, "chdir %s", NEW_ROOT);
-        /* The old root ends up stacked on the new one and is unmounted from
-         * under us. */
-        if (syscall(SYS_pivot_root, ".", ".") < 0)
-                return jail_fail(e, -errno, "pivot_root into the new root");
-        if (umount2(".", MNT_DETACH) < 0)
-                return jail_fail(e, -errno, "unmount the scratch root");
+        /* The new root is moved over the scratch root and becomes ours with
+         * chroot, instead of a second pivot_root: the kernel's pivot_root
+         * walks every thread on the host (chroot_fs_refs) under a lock, so
+         * its cost grows with the number of sessions (docs/performance.md).
+         * What the move covers is the scratch tmpfs only (the mask sources
+         * and empty directories; the host root is already detached above).
+         * It is not reachable from the new root: ".." stops at the process
+         * root, mountinfo skips mounts outside it, no descriptor of the
+         * scratch root is open, and chroot, pivot_root, mount and setns are
+         * refused by the filter once the capabilities that would allow
+         * them are gone. */
+        if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
+                return jail_fail(e, -errno, "move the new root over the scratch root");
+        if (chroot(".") < 0)
+                return jail_fail(e, -errno, "chroot into the new root");
         if (chdir("/") < 0)
                 return jail_fail(e, -errno, "chdir /");
         return remount_bind(e, "/", MS_RDONLY | MS_NOSUID | MS_NODEV);
