@@ -192,7 +192,9 @@ static void collapse_heap(void) {
                  * mapped arenas, at least one huge page long. */
                 if (strcmp(perms, "rw-p") != 0 || hi - lo < (2UL << 20))
                         continue;
-                if (name && line[name] != '\n' && strncmp(line + name, "[heap]", 6) != 0)
+                /* The format's last space also eats the newline of a line
+                 * without a name. */
+                if (name && line[name] != '\0' && line[name] != '\n' && strncmp(line + name, "[heap]", 6) != 0)
                         continue;
                 if (madvise((void *)lo, hi - lo, MADV_COLLAPSE) < 0 && (errno == EINVAL || errno == ENOSYS))
                         break;
