@@ -57,8 +57,12 @@ pid_t jail_clone(const struct jail_options *o, uid_t host_uid, gid_t host_gid, c
         int r;
 
         if (o->mode == JAIL_STRICT) {
-                flags |= CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                         CLONE_NEWCGROUP;
+                /* Only the user and pid namespaces here: the others are
+                 * made by the child (jail_unshare), on its own CPU time
+                 * rather than in the zygote's clone, which every new worker
+                 * waits for in turn (a network namespace alone costs about
+                 * 1 ms: docs/performance.md). */
+                flags |= CLONE_NEWUSER | CLONE_NEWPID;
                 /* The child waits on this until its ids are mapped: it is
                  * nobody (the overflow id) in its namespace until then. */
                 if (pipe2(go, O_CLOEXEC) < 0)
@@ -72,20 +76,11 @@ pid_t jail_clone(const struct jail_options *o, uid_t host_uid, gid_t host_gid, c
          * is single-threaded so skipping glibc's atfork handling is safe.
          * CLONE_PARENT: the child's parent is the zygote's parent, the
          * daemon, which reaps it and sees how it died. */
-        for (;;) {
 #if defined(__s390__) || defined(__CRIS__)
-                pid = syscall(SYS_clone, NULL, flags, NULL, NULL, 0);
+        pid = syscall(SYS_clone, NULL, flags, NULL, NULL, 0);
 #else
-                pid = syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+        pid = syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
 #endif
-                /* Cgroup namespaces (Linux 4.6) only hide the cgroup path;
-                 * a kernel without them still gets the rest of the jail. */
-                if (pid < 0 && errno == EINVAL && (flags & CLONE_NEWCGROUP)) {
-                        flags &= ~(unsigned long)CLONE_NEWCGROUP;
-                        continue;
-                }
-                break;
-        }
         if (pid < 0) {
                 r = -errno;
                 snprintf(err, errlen, "%s", jail_clone_error(r));
@@ -167,13 +162,31 @@ static int jail_lock(const struct jail_options *o, int last_cap, struct jail_err
         return 0;
 }
 
-/* Child, pid 1 of new user/pid/mount/net/ipc/uts namespaces, holding every
- * capability inside its user namespace and none outside. */
+/* Child, pid 1 of new user and pid namespaces, every capability in the user
+ * namespace: the rest of its namespaces, owned by that user namespace (as
+ * if the clone had made them).  After cgroup_join, so that the cgroup
+ * namespace's root is the worker's own cgroup. */
+static int jail_unshare(struct jail_error *e) {
+        unsigned long flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+
+        if (unshare((int)flags) == 0)
+                return 0;
+        /* Cgroup namespaces (Linux 4.6) only hide the cgroup path; a kernel
+         * without them still gets the rest of the jail. */
+        if (errno == EINVAL && unshare((int)(flags & ~(unsigned long)CLONE_NEWCGROUP)) == 0)
+                return 0;
+        return jail_fail(e, -errno, "unshare the mount, network, ipc, uts and cgroup namespaces");
+}
+
+/* Child, pid 1 of new user and pid namespaces, holding every capability
+ * inside its user namespace and none outside. */
 static int jail_enter_strict(const struct jail_options *o, struct jail_error *e) {
         int last_cap = 0, r;
 
         /* Read while the host's /proc is still visible. */
         if ((r = capabilities_last(&last_cap, e)) < 0)
+                return r;
+        if ((r = jail_unshare(e)) < 0)
                 return r;
 
         /* Step 1, privilege change: from here on we are uid/gid 1000, known

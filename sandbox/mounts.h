@@ -95,9 +95,9 @@ int mounts_dev(struct jail_error *e);
 
 /* Step 7 (privilege change: the host's file system becomes unreachable):
  * detach the host root (MNT_DETACH takes its whole tree, the FUSE mount's
- * copy included: DESIGN §7), pivot into the new root and detach the scratch
- * root under it (the pivot_root(".", ".") idiom), then remount "/"
- * read-only; /tmp, /work, /proc and the device nodes keep their own flags.
+ * copy included: DESIGN §7), move the new root over the scratch root and
+ * chroot into it (no second pivot_root: its cost grows with the host's
+ * threads), then remount "/" read-only; /tmp, /work, /proc and the device nodes keep their own flags.
  * The working directory is "/". */
 int mounts_switch_root(struct jail_error *e);
 

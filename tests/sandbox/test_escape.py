@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import jailtools
 import util
 from conftest import SECRET
 from jailtools import failed, ok, value
@@ -213,6 +214,25 @@ def test_mount_and_host_tree_invisible(sess, jail, witness):
     # The jail's ~16 mounts and the masks over /proc entries (read-only,
     # docs/security.md, "/proc and /dev").
     assert len(v) < 64
+    still_fine(jail, witness)
+
+
+def test_root_cannot_be_left(sess, jail, witness):
+    """The new root is moved over the scratch root and chrooted into (no
+    second pivot_root, docs/sandbox.md step 7): ".." from "/" and from
+    /proc/1/root stays in it, the scratch root's names are nowhere, and
+    chroot itself is refused (it would need the capability the jail drops,
+    and the filter refuses it)."""
+    assert value(sess, "c(identical(list.files('/..', all.files = TRUE), list.files('/', all.files = TRUE)), "
+                       "identical(list.files('/proc/1/root/../..', all.files = TRUE), "
+                       "list.files('/', all.files = TRUE)), "
+                       "file.exists(c('/mask-file', '/mask-dir', '/newroot', '/oldroot', '/../mask-file')))") == \
+        [True, True, False, False, False, False, False]
+    before = open("/proc/self/mountinfo").read()
+    for path in (".", "/proc/1/root/.."):
+        assert jailtools.raw_path(sess, jail.probe, "chroot", path, 0) == [-1, errno.EPERM]
+    # Outside: the host's mount table is as it was.
+    assert open("/proc/self/mountinfo").read() == before
     still_fine(jail, witness)
 
 

@@ -4,6 +4,8 @@
 .securerfs$mounts <- list()   # "strict" / "none" -> list(dir, process, log)
 .securerfs$warned <- character()
 .securerfs$info <- list()     # mount dir -> its config (mount_info())
+.securerfs$given <- list()    # a mount named by the caller -> its checked path
+.securerfs$limits_seen <- NULL # the last limits' JSON to write (limits_to_write())
 .securerfs$eval_cons <- list() # session dir -> its open eval connection
 
 is_mount <- function(dir) {
@@ -20,6 +22,31 @@ mount_info <- function(dir) {
     if (length(info)) .securerfs$info[[dir]] <- info
   }
   info
+}
+
+# What a new session of mount dir must write to its limits file: the JSON,
+# or NULL when the limits are the mount's defaults.  Worked out once for the
+# same limits and mount (jsonlite's encoder is most of the R time of a
+# SecureSession$new()).
+limits_to_write <- function(limits, sandbox, dir) {
+  seen <- .securerfs$limits_seen
+  if (!is.null(seen) && identical(seen$dir, dir) &&
+      identical(seen$sandbox, sandbox) && identical(seen$limits, limits)) {
+    return(seen$lj)
+  }
+  lj <- limits_json(limits, sandbox)
+  if (!is.null(lj) && limits_are_defaults(lj, dir)) lj <- NULL
+  .securerfs$limits_seen <- list(dir = dir, sandbox = sandbox,
+                                 limits = limits, lj = lj)
+  lj
+}
+
+# Forget what was learnt of mount dir (after it failed to make a session:
+# it may have been restarted with other settings, or be gone).
+mount_forget <- function(dir) {
+  .securerfs$info[[dir]] <- NULL
+  .securerfs$given <- list()
+  .securerfs$limits_seen <- NULL
 }
 
 # Whether the limits JSON lj sets exactly the mount's defaults (then a new
@@ -109,12 +136,19 @@ securerfs_mount <- function(sandbox = TRUE, sandbox_strict = FALSE,
     nonempty_string(getOption("securerfs.mount")) %||%
     nonempty_string(Sys.getenv("SECURERFS_MOUNT"))
   if (!is.null(given)) {
+    # Checked once per R process for the same mount and sandbox wishes:
+    # the checks are four requests to the mount, on every new session's
+    # path.  A mount that went away fails the session's clone instead,
+    # which forgets this (mount_forget()).
+    key <- paste(given, isTRUE(sandbox), isTRUE(sandbox_strict))
+    known <- .securerfs$given[[key]]
+    if (!is.null(known)) return(known)
     if (!is_mount(given)) {
       abort(sprintf("no securerfs mount at %s (README or sessions/ missing)",
                     given), class = "securerfs_mount_error")
     }
-    given <- normalizePath(given)
-    mode <- mount_config(given)$sandbox %||% "strict"
+    path <- normalizePath(given)
+    mode <- mount_info(path)$sandbox %||% "strict"
     if (isTRUE(sandbox) && identical(mode, "none")) {
       msg <- sprintf(paste0("the securerfs mount at %s runs without a ",
                             "sandbox (-o sandbox=none)"), given)
@@ -130,7 +164,8 @@ securerfs_mount <- function(sandbox = TRUE, sandbox_strict = FALSE,
         "and the securerfs.mount option unset to let securerfs start its own"),
         given))
     }
-    return(given)
+    .securerfs$given[[key]] <- path
+    return(path)
   }
   key <- if (isTRUE(sandbox)) "strict" else "none"
   m <- .securerfs$mounts[[key]]

@@ -692,8 +692,9 @@ SecureSession <- R6::R6Class("SecureSession",
 
     start = function(adopt = NULL, snapshot = NULL) {
       start <- Sys.time()
-      name <- if (!is.null(adopt)) adopt else tryCatch(read_line(file.path(private$mount, "clone")),
+      name <- if (!is.null(adopt)) adopt else tryCatch(read_clone(private$mount),
                        error = function(e) {
+                         mount_forget(private$mount)
                          abort(paste0("could not create a session in ",
                                       private$mount, " (",
                                       conditionMessage(e), ")"),
@@ -737,10 +738,8 @@ SecureSession <- R6::R6Class("SecureSession",
       # A copy's or a restored session's timeout is the original's: not
       # known here, so the first run writes the one it wants.
       if (!is.null(snapshot) || !is.null(adopt)) private$timeout_written <- NULL
-      lj <- limits_json(private$limits, private$sandbox)
-      if (!is.null(lj) && !limits_are_defaults(lj, private$mount)) {
-        write_file(file.path(private$dir, "limits"), lj)
-      }
+      lj <- limits_to_write(private$limits, private$sandbox, private$mount)
+      if (!is.null(lj)) write_file(file.path(private$dir, "limits"), lj)
       if (length(private$tool_list)) private$install_tools()
       private$log(sprintf(
         "Session %s started (sandbox=%s, mount=%s, tools=%d, %s)", name,

@@ -129,6 +129,16 @@ restore_stream <- function(src, dest) {
   invisible(TRUE)
 }
 
+# A new session's name from the mount's clone file: one read of the name
+# and one of its end (read_file() asks once more).
+read_clone <- function(dir) {
+  con <- file(file.path(dir, "clone"), open = "rb")
+  on.exit(close(con))
+  name <- sub("\n+$", "", rawToChar(readBin(con, what = "raw", n = 4096L)))
+  if (!nzchar(name)) stop("the clone file gave no name")
+  name
+}
+
 read_line <- function(path) {
   sub("\n+$", "", read_file(path))
 }
