@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -161,47 +160,6 @@ static int parse_spawn(const char *line, unsigned long long *token, uid_t *uid, 
         return 0;
 }
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25 /* Linux 6.1; older C libraries lack the name */
-#endif
-
-/* Every clone copies the zygote's page tables, and for R's heap (about
- * 40 MB once the base packages are loaded) that copy was most of the
- * zygote's time per worker (docs/performance.md).  Collapsed into huge
- * pages, the heap is one entry per 2 MB to copy; a worker's first write to
- * one splits it back into small pages there (the kernel never copies a
- * shared huge page whole on a write fault), so what a worker owns stays
- * what it writes.  The heap's mapping is not marked MADV_HUGEPAGE, so the
- * kernel's background collapsing leaves the workers' copies alone.  A
- * kernel without MADV_COLLAPSE (before 6.1), or without huge pages, keeps
- * small pages: nothing else changes. */
-static void collapse_heap(void) {
-        FILE *maps = fopen("/proc/self/maps", "re");
-        char line[512];
-
-        if (!maps)
-                return;
-        while (fgets(line, sizeof(line), maps)) {
-                unsigned long lo, hi;
-                char perms[8];
-                int name = 0;
-
-                if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &name) != 3)
-                        continue;
-                /* Private writable anonymous memory: the heap and malloc's
-                 * mapped arenas, at least one huge page long. */
-                if (strcmp(perms, "rw-p") != 0 || hi - lo < (2UL << 20))
-                        continue;
-                /* The format's last space also eats the newline of a line
-                 * without a name. */
-                if (name && line[name] != '\0' && line[name] != '\n' && strncmp(line + name, "[heap]", 6) != 0)
-                        continue;
-                if (madvise((void *)lo, hi - lo, MADV_COLLAPSE) < 0 && (errno == EINVAL || errno == ENOSYS))
-                        break;
-        }
-        fclose(maps);
-}
-
 static void serve_spawn_requests(const struct zygote_options *z) {
         /* Each worker's own copy: its cgroup is w<token>. */
         struct jail_options jail = z->jail;
@@ -310,7 +268,6 @@ int main(int argc, char **argv) {
                 free(z.r_libs_buf);
                 return 1;
         }
-        collapse_heap();
         control_send("ready");
         serve_spawn_requests(&z);
         r_tempdir_remove();
