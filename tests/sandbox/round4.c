@@ -220,21 +220,28 @@ void keep_state_fd(int *later_ms, int *ret) {
 
 static int stall_children, access_mode_read;
 
-/* At the next transfer: point the worker's descriptor at a pipe nobody
- * reads (its writes wait for ever, and so does the transfer, until its
- * deadline) and spin meanwhile. */
+/* At the next transfer: point the worker's descriptor (the daemon's file,
+ * or — since finding 7 — the pipe the daemon copies from or into: the
+ * first pipe of the transfer's direction that was not there when this
+ * started) at a pipe nobody reads or writes (the worker's writes or reads
+ * wait for ever, and so does the transfer, until its deadline) and spin
+ * meanwhile. */
 static void *stall_thread(void *arg) {
         sigset_t all;
+        char seen[1024] = {0};
         int n = -1, p[2];
 
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, NULL);
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
         for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
                 while (d && (de = readdir(d))) {
                         char path[300], link[300];
+                        int fd = atoi(de->d_name);
                         ssize_t len;
 
                         snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
@@ -242,7 +249,9 @@ static void *stall_thread(void *arg) {
                         if (len <= 0)
                                 continue;
                         link[len] = '\0';
-                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
+                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp") ||
+                            (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                             (fcntl(fd, F_GETFL) & O_ACCMODE) == (access_mode_read ? O_RDONLY : O_WRONLY))) {
                                 n = atoi(de->d_name);
                                 break;
                         }

@@ -322,8 +322,6 @@ def test_a_snapshot_is_no_larger_than_a_state_can_be(daemons, native_dir):
     assert n <= bound, "a snapshot of %d MiB" % (n >> 20)
 
 
-@pytest.mark.xfail(strict=True, reason="a worker keeps the descriptor of the daemon's file after the transfer "
-                   "(docs/security.md, Round 4, finding 7: needs a pipe the daemon copies from)")
 @pytest.mark.timeout_s(120)
 def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, tmp_path):
     """A checkpoint's worker gets the descriptor of DIR/.NAME.snap.tmp,
