@@ -2,6 +2,7 @@
  * the daemon gets as -o r_libs=DIR): what hostile native code does in a
  * worker between runs. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -168,19 +169,26 @@ void hijack_state_fd(int *mib, int *ret) {
                 pthread_detach(t);
 }
 
-static int keep_later_ms;
+static int keep_later_ms, keep_result = -1;
 
-/* Keep a copy of the descriptor a checkpoint or snapshot brings; when the
- * transfer is long over, write into it. */
+/* Keep a copy of the descriptor a checkpoint or snapshot brings (the
+ * daemon's file; since finding 7 the pipe the daemon copies from: the
+ * first write-only pipe that was not there when this started); when the
+ * transfer is long over, write into it.  keep_result: -1 until then, 0 if
+ * the write went through, else its errno. */
 static void *keep_thread(void *arg) {
-        int n = -1, copy;
+        char seen[1024] = {0};
+        int n = -1, copy, pipe_end = 0;
 
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
         for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
                 while (d && (de = readdir(d))) {
                         char path[300], link[300];
+                        int fd = atoi(de->d_name);
                         ssize_t len;
 
                         snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
@@ -189,7 +197,13 @@ static void *keep_thread(void *arg) {
                                 continue;
                         link[len] = '\0';
                         if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
-                                n = atoi(de->d_name);
+                                n = fd;
+                                break;
+                        }
+                        if (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                            (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+                                n = fd;
+                                pipe_end = 1;
                                 break;
                         }
                 }
@@ -201,10 +215,17 @@ static void *keep_thread(void *arg) {
         if (n < 0 || (copy = dup(n)) < 0)
                 return arg;
         usleep((useconds_t)keep_later_ms * 1000);
-        if (pwrite(copy, "EVILSNAP", 8, 0) != 8)
-                return arg;
+        if (pipe_end) {
+                signal(SIGPIPE, SIG_IGN);
+                keep_result = write(copy, "EVILSNAP", 8) == 8 ? 0 : errno;
+        } else {
+                keep_result = pwrite(copy, "EVILSNAP", 8, 0) == 8 ? 0 : errno;
+        }
         return arg;
 }
+
+/* keep_state_result(ret): what the kept descriptor's late write got (above). */
+void keep_state_result(int *ret) { *ret = keep_result; }
 
 /* keep_state_fd(later_ms, ret): a thread left behind that keeps the next
  * transfer's descriptor and, later_ms after it came, overwrites the file's

@@ -332,7 +332,9 @@ def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, t
     what it checked and renamed, and each kept descriptor also pins a file
     the next checkpoint unlinked (up to RLIMIT_NOFILE of them, each as
     large as a state).  Outside: the saved file keeps the bytes the
-    checkpoint wrote."""
+    checkpoint wrote.  Now the worker gets a pipe the daemon copies from:
+    inside, the kept write end's late write fails with EPIPE (the daemon
+    closed its end when the checkpoint was over)."""
     state = tmp_path / "state"
     d = daemons.start("pool=0", "state_dir=%s" % state, "checkpoint_interval=3600", "r_libs=%s" % native_dir)
     so = str(native_dir / "round4.so")
@@ -344,6 +346,9 @@ def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, t
     assert saved.read_bytes()[:8] == MAGIC
     time.sleep(util.scaled(2.5))
     assert saved.read_bytes()[:8] == MAGIC, "the worker changed the saved state after its checkpoint"
+    # Inside: what the thread kept (the pipe's write end) reaches nothing now.
+    r = s.result(".C('keep_state_result', ret = 0L)$ret")
+    assert r["status"] == "ok" and r["value"] == errno.EPIPE, r
 
 
 # ---- 8. CPU during a transfer ------------------------------------------------------------
