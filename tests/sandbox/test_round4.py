@@ -301,8 +301,10 @@ def test_a_snapshot_is_no_larger_than_a_state_can_be(daemons, native_dir):
     any amount would have, or, with state_dir, of the host's disk.  Now the
     limit for a transfer is what a state can take (the memory limit, twice
     the workspace's quota for its files and their headers, the metadata):
-    past it the write fails (EFBIG).  Outside: the snapshot the user reads
-    is no larger than that (or the snapshot fails)."""
+    past it the write fails (EFBIG).  Since finding 7 the worker gets a
+    pipe and the thread writes into that: the daemon's copy stops at the
+    same bound and the snapshot fails.  Outside: the snapshot the user
+    reads is no larger than that (or the snapshot fails)."""
     d = daemons.start("pool=0", "files_max_bytes=1M", "r_libs=%s" % native_dir)
     so = str(native_dir / "round4.so")
     s = d.clone()
