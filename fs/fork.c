@@ -94,11 +94,12 @@ void snapshot_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *r
                 fuse_reply_err(req, -r);
                 return;
         }
-        /* The file lives in memory of the daemon's (not its heap): the
-         * worker writes it, reads are pread()s; never parsed here but for
-         * its container, on a write. */
-        /* Sealable: once the worker filled it, the daemon seals it and
-         * checks its header (sessions/snapshot.c, on_snapshot_done). */
+        /* The file lives in memory of the daemon's (not its heap): a
+         * thread of the daemon's fills it from the worker's pipe (the
+         * worker never gets it: sessions/state_copy.h), reads are
+         * pread()s; never parsed here but for its container, on a write. */
+        /* Sealable: once it is filled, the daemon seals it and checks its
+         * header (sessions/snapshot.c, snapshot_finish). */
         h->state_fd = memfd_create("securerfs-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (h->state_fd < 0) {
                 r = -errno;

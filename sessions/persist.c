@@ -241,8 +241,8 @@ static void checkpoint_finished(struct checkpoint *c, int err, const char *why) 
 
 /* The session's settings (timeout, limits, tools) into NAME.settings, the
  * daemon's own file: a restore of the saved session takes them from there,
- * not from the snapshot, whose bytes the worker could write (it held the
- * descriptor, and may still: docs/security.md, "Round 4").  0 or -errno. */
+ * not from the snapshot, whose stream is the worker's (its metadata names
+ * host commands: docs/security.md, "Round 4").  0 or -errno. */
 static int write_settings(struct persist *p, struct session *s, const char *name) {
         char tmp[80], file[80];
         json_t *j = session_settings_json(s);
@@ -308,8 +308,9 @@ static void on_checkpoint_written(void *data, int err, const char *why) {
         snprintf(tmp, sizeof(tmp), ".%s" SUFFIX ".tmp", c->name);
         snprintf(file, sizeof(file), "%s" SUFFIX, c->name);
         close(c->fd);
-        /* The worker synced the file before it answered; the rename makes
-         * it the session's (atomic: the old file or the new one, never
+        /* The daemon's copy synced the file before it ended (the worker only
+         * ever held a pipe: sessions/state_copy.h); the rename makes it the
+         * session's (atomic: the old file or the new one, never
          * half of one).  A session removed meanwhile keeps no file. */
         if (err == 0 && c->s && (err = write_settings(p, c->s, c->name)) == 0 &&
             renameat(p->dir_fd, tmp, p->dir_fd, file) < 0)

@@ -356,6 +356,7 @@ static int session_alloc(struct sessions *t, const char *name, struct session **
         list_init(&s->fork_link);
         list_init(&s->fork_waiters);
         list_init(&s->state_waiters);
+        list_init(&s->state_moving);
         list_init(&s->dirty_link);
         *out = s;
         return 0;

@@ -54,6 +54,7 @@ struct session {
         struct list fork_link;        /* in fork_src's fork_waiters */
         struct list fork_waiters;     /* copies of this session waiting for it to be idle */
         struct list state_waiters;    /* snapshots of it waiting for it to be idle */
+        struct list state_moving;     /* its snapshots and restores under way (sessions/snapshot.c) */
         json_t *restore_notes;        /* what a restore could not carry: the next result.json's */
         /* Persistence (sessions/persist.h). */
         bool dormant;                 /* saved in state_dir, not started: no worker, no workspace yet */

@@ -19,6 +19,7 @@
 #include "persist.h"
 #include "session_private.h"
 #include "snapshot_file.h"
+#include "state_copy.h"
 #include "tool_def.h"
 #include "tools.h"
 #include "worker.h"
@@ -47,6 +48,7 @@ static void start_state_waiter(struct session *s);
 static void on_saved_restored(void *data, int err, const char *why);
 static void restore_saved(struct session *s);
 static void fail_state_waiters(struct session *s);
+static void forget_moving(struct session *s);
 
 bool xfer_busy(const struct session *s) { return s->xfer != NULL; }
 bool session_moving(const struct session *s) { return s->xfer != NULL; }
@@ -79,21 +81,28 @@ static void maybe_complete(struct xfer *x) {
 }
 
 /* The snapshot and the restored files are the daemon's, not the code's:
- * the session's file-size limit does not apply to them.  What does is what
+ * the session's file-size limit does not apply to them (the restore writes
+ * the workspace's files; a snapshot goes into a pipe, the daemon's copy of
+ * it into its file is held to xfer_state_bound).  What does is what
  * a state can take: its R part is R data of a worker held to the memory
  * limit, its files fit the workspace's quota, their records' headers and
  * paths take at most as much again (an entry per page of the quota at
  * most, each header and path within a page), then the metadata.  A thread
- * of the session's code that takes the descriptor and writes into it at
- * will is stopped there (EFBIG), not at the host's memory or disk
- * (docs/security.md, "Round 4").  Without a memory limit there is no such
- * bound.  Put back when the end is done. */
+ * of the session's code that writes into the snapshot's pipe at will is
+ * stopped there (the daemon's copy fails with EFBIG), not at the host's
+ * memory or disk (docs/security.md, "Round 4").  Without a memory limit
+ * there is no such bound.  Put back when the end is done. */
+long long xfer_state_bound(struct session *s) {
+        long long mem = s->limits.v[LIMIT_MEMORY], files = s->owner->opt->files_max_bytes;
+
+        return mem > 0 && files >= 0 ? mem + 2 * files + SNAPSHOT_HEADER + SNAPSHOT_META_MAX + (1LL << 20) : -1;
+}
+
 static void lift_fsize(struct session *s) {
         struct limits l = s->limits;
-        long long mem = l.v[LIMIT_MEMORY], files = s->owner->opt->files_max_bytes;
+        long long bound = xfer_state_bound(s);
 
-        l.v[LIMIT_FSIZE] = mem > 0 && files >= 0 ? mem + 2 * files + SNAPSHOT_HEADER + SNAPSHOT_META_MAX + (1LL << 20)
-                                                 : LIMIT_UNSET;
+        l.v[LIMIT_FSIZE] = bound >= 0 ? bound : LIMIT_UNSET;
         if (s->worker)
                 worker_apply_limits(s->worker, &l, worker_cpu_s(s->worker), false);
 }
@@ -399,6 +408,7 @@ void snapshot_session_closing(struct session *s) {
 
         xfer_session_lost(s, "the session closed");
         fail_state_waiters(s);
+        forget_moving(s);
         if (s->fork_src) {
                 list_unlink(&s->fork_link);
                 s->fork_src = NULL;
@@ -417,18 +427,27 @@ void snapshot_session_closing(struct session *s) {
 /* ---- snapshot files --------------------------------------------------------- */
 
 struct state_wait {
-        struct session *s;
+        struct session *s;        /* NULL once it closed */
         int fd;
         session_state_fn fn;
         void *data;
-        struct list link; /* in s->state_waiters until it starts */
+        struct list link; /* in s->state_waiters until it starts, then in s->state_moving */
         json_t *meta;     /* restore: the file's metadata */
-        int ro_fd;        /* restore: the file opened afresh, read-only, for the worker */
+        int ro_fd;        /* restore: the file opened afresh, read-only, for the copy */
         struct loop_timer *later; /* an answer that must not come from inside the caller */
         char *head;               /* snapshot: the header and metadata the daemon wrote */
         size_t head_len;
         int err;
         char why[256];
+        /* Under way: the transfer (the worker's answer) and the daemon's
+         * copy between the pipe and the file end in either order; w is
+         * answered once both did. */
+        struct state_copy *copy;
+        bool copying, answered;
+        int copy_err, xfer_err;
+        char copy_why[128];
+        json_t *notes;
+        void (*finish)(struct state_wait *w, int err, const char *why);
 };
 
 static void state_wait_free(struct state_wait *w) {
@@ -436,6 +455,7 @@ static void state_wait_free(struct state_wait *w) {
         if (w->ro_fd >= 0)
                 close(w->ro_fd);
         json_decref(w->meta);
+        json_decref(w->notes);
         loop_timer_free(w->later);
         free(w->head);
         free(w);
@@ -476,40 +496,118 @@ json_t *session_settings_json(struct session *s) {
                          tools_json(s));
 }
 
+/* ---- the worker's answer and the daemon's copy ---------------------------- */
+
+/* Both the transfer (the worker's answer, or its failure) and the daemon's
+ * copy between the pipe and the file are over: w is answered.  The copy's
+ * failure says why first: an EFBIG or an unreadable file is the cause, the
+ * worker then only saw a broken pipe or a cut stream. */
+static void maybe_finish(struct state_wait *w) {
+        int err = w->xfer_err;
+        const char *why = w->why;
+
+        if (w->copying || !w->answered)
+                return;
+        if (w->copy_err < 0) {
+                err = -EIO;
+                why = w->copy_why;
+        }
+        w->finish(w, err, why);
+}
+
+static void on_copy_done(void *data, int err, const char *why) {
+        struct state_wait *w = data;
+
+        w->copying = false;
+        w->copy = NULL;
+        w->copy_err = err;
+        snprintf(w->copy_why, sizeof(w->copy_why), "%s", why ? why : "");
+        maybe_finish(w);
+}
+
+static void on_xfer_answer(void *data, int err, const char *why, json_t *notes, json_t *packages) {
+        struct state_wait *w = data;
+
+        (void)packages;
+        w->answered = true;
+        w->xfer_err = err;
+        snprintf(w->why, sizeof(w->why), "%s", why ? why : "");
+        w->notes = json_incref(notes);
+        /* The worker is done with its end (or gone): the copy takes what is
+         * in the pipe and ends, and the daemon's end is closed with it. */
+        if (w->copying)
+                state_copy_stop(w->copy);
+        maybe_finish(w);
+}
+
+/* Hand s's worker one end of a new pipe for w's transfer, and copy between
+ * the other end and file_fd (from off: limit bytes out of it, or at most
+ * limit into it) on a thread.  The worker never holds a descriptor of the
+ * daemon's file (docs/security.md, "Round 4", finding 7).  0, or -errno
+ * (nothing started). */
+static int state_move_start(struct state_wait *w, bool to_file, int file_fd, off_t off, long long limit, bool check) {
+        struct session *s = w->s;
+        int p[2], worker_end, e;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        worker_end = to_file ? p[1] : p[0];
+        e = to_file ? xfer_start(s->owner, s, -1, NULL, worker_end, false, on_xfer_answer, w)
+                    : xfer_start(s->owner, NULL, worker_end, s, -1, check, on_xfer_answer, w);
+        /* Sent (the descriptor went with the frame), or not: either way
+         * the daemon keeps only its own end. */
+        close(worker_end);
+        if (e < 0) {
+                close(to_file ? p[0] : p[1]);
+                return e;
+        }
+        list_unlink(&w->link);
+        list_append(&s->state_moving, &w->link);
+        w->copying = true;
+        e = state_copy_start(s->owner->loop, to_file ? p[0] : p[1], file_fd, off, limit, to_file, on_copy_done, w,
+                             &w->copy);
+        if (e < 0) {
+                /* Its end is closed: the worker sees a broken pipe or a cut
+                 * stream and answers; w is answered then. */
+                w->copying = false;
+                w->copy_err = e;
+                snprintf(w->copy_why, sizeof(w->copy_why), "the daemon's copy could not start: %s", strerror(-e));
+        }
+        return 0;
+}
+
 /* The file's header and metadata are the daemon's (they name the session's
- * tools: host commands), but the worker held a writable descriptor of the
- * file and may keep one: a memfd is sealed now — no write, no size change,
- * through any descriptor — and then the bytes must be the ones the daemon
- * wrote.  A file on disk (state_dir) cannot be sealed: it is checked, and a
- * saved session's settings come from the daemon's own file anyway
- * (sessions/persist.c).  0, or -EIO with why. */
+ * tools: host commands) and only the daemon ever wrote the file: a memfd is
+ * sealed now — no write, no size change, through any descriptor, for the
+ * reads of sessions/N/snapshot — and the header is checked still, though
+ * no worker held a descriptor of the file (a saved session's settings come
+ * from the daemon's own file anyway: sessions/persist.c).  0, or -EIO with
+ * why. */
 static int snapshot_head_intact(struct state_wait *w, const char **why) {
         char *now = malloc(w->head_len ? w->head_len : 1);
         int e = 0;
 
         if (fcntl(w->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 &&
             errno != EINVAL) {
-                /* EBUSY: a writable shared mapping of it is still there:
-                 * only the session's code makes one. */
-                *why = "the snapshot could not be sealed (its worker still maps it writable)";
+                /* EBUSY: a writable shared mapping of it is still there. */
+                *why = "the snapshot could not be sealed (a writable mapping of it is left)";
                 e = -EIO;
         } else if (!now || pread(w->fd, now, w->head_len, 0) != (ssize_t)w->head_len ||
                    memcmp(now, w->head, w->head_len) != 0) {
-                *why = "the snapshot's header or metadata is not the one the daemon wrote (its worker changed it)";
+                *why = "the snapshot's header or metadata is not the one the daemon wrote";
                 e = -EIO;
         }
         free(now);
         return e;
 }
 
-static void on_snapshot_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
-        struct state_wait *w = data;
-
-        (void)packages;
+static void snapshot_finish(struct state_wait *w, int err, const char *why) {
         if (err == 0 && (err = snapshot_head_intact(w, &why)) < 0 && w->s)
                 log_warn("session %s: %s; snapshot refused", w->s->name, why);
+        else if (err < 0 && w->s)
+                log_info("session %s: snapshot failed: %s", w->s->name, why);
         if (err == 0 && w->s)
-                audit_notes(w->s, "snapshot", notes);
+                audit_notes(w->s, "snapshot", w->notes);
         w->fn(w->data, err, why);
         state_wait_free(w);
 }
@@ -529,10 +627,8 @@ static void start_snapshot(struct state_wait *w) {
                 answer_later(w, -ENOMEM, "out of memory");
                 return;
         }
-        /* The worker writes the state at the descriptor's offset, right
-         * after the header (the offset is shared with its copy). */
-        if (ftruncate(w->fd, 0) < 0 || pwrite(w->fd, head, len, 0) != (ssize_t)len ||
-            lseek(w->fd, (off_t)len, SEEK_SET) < 0) {
+        /* The daemon's copy writes the state right after the header. */
+        if (ftruncate(w->fd, 0) < 0 || pwrite(w->fd, head, len, 0) != (ssize_t)len) {
                 free(head);
                 answer_later(w, -EIO, strerror(errno));
                 return;
@@ -541,7 +637,8 @@ static void start_snapshot(struct state_wait *w) {
         free(w->head);
         w->head = head;
         w->head_len = len;
-        e = xfer_start(s->owner, s, -1, NULL, w->fd, false, on_snapshot_done, w);
+        w->finish = snapshot_finish;
+        e = state_move_start(w, true, w->fd, (off_t)len, xfer_state_bound(s), false);
         if (e < 0)
                 answer_later(w, e, strerror(-e));
 }
@@ -611,11 +708,10 @@ static void apply_settings(struct session *s, const json_t *meta) {
         }
 }
 
-static void on_restore_done(void *data, int err, const char *why, json_t *notes, json_t *packages) {
-        struct state_wait *w = data;
+static void restore_finish(struct state_wait *w, int err, const char *why) {
         struct session *s = w->s;
+        json_t *notes = w->notes;
 
-        (void)packages;
         if (err == 0 && s) {
                 apply_settings(s, w->meta);
                 json_decref(s->restore_notes);
@@ -629,8 +725,10 @@ static void on_restore_done(void *data, int err, const char *why, json_t *notes,
         }
         /* The worker's own word on the state (R could not read it, it
          * crashed the checking child): not a valid snapshot.  Its death:
-         * EIO. */
-        w->fn(w->data, err, why);
+         * EIO.  A saved session's own restore has nobody to tell once it
+         * closed (its data is the session). */
+        if (s || w->fn != on_saved_restored)
+                w->fn(w->data, err, why);
         state_wait_free(w);
 }
 
@@ -743,8 +841,9 @@ static int restore_start(struct session *s, int fd, off_t size, json_t *settings
                 return -ENOMEM;
         }
         w->meta = info.meta;
-        /* The worker gets a read-only open file of its own (its offset, no
-         * way to change what was checked), not the caller's descriptor. */
+        /* The daemon's copy reads a read-only open file of its own, not
+         * the caller's descriptor (which may close before the copy ends);
+         * the worker gets a pipe (docs/security.md, "Round 4", finding 7). */
         {
                 char path[64];
 
@@ -756,14 +855,9 @@ static int restore_start(struct session *s, int fd, off_t size, json_t *settings
                         state_wait_free(w);
                         return e;
                 }
-                fd = w->ro_fd;
         }
-        if (lseek(fd, info.stream_off, SEEK_SET) < 0) {
-                e = -errno;
-                state_wait_free(w);
-                return e;
-        }
-        e = xfer_start(s->owner, NULL, fd, s, -1, true, on_restore_done, w);
+        w->finish = restore_finish;
+        e = state_move_start(w, false, w->ro_fd, info.stream_off, (long long)(size - info.stream_off), true);
         if (e < 0) {
                 snprintf(why, n, "%s", strerror(-e));
                 state_wait_free(w);
@@ -784,5 +878,16 @@ static void fail_state_waiters(struct session *s) {
         list_for_each(w, tmp, &s->state_waiters, struct state_wait, link) {
                 w->s = NULL;
                 answer_later(w, -ENOENT, "the session closed");
+        }
+}
+
+/* s closes: its snapshots and restores under way end later (their copy's
+ * thread, their answer), without s. */
+static void forget_moving(struct session *s) {
+        struct state_wait *w;
+
+        list_for_each(w, tmp, &s->state_moving, struct state_wait, link) {
+                list_unlink(&w->link);
+                w->s = NULL;
         }
 }

@@ -2,9 +2,10 @@
  * snapshot"): out of a session's worker into a descriptor, into a worker
  * from one, or from one worker straight into another (a fork: a pipe
  * between the two, nothing in between).  The worker writes and reads its
- * own state (sandbox/worker/state.c); the daemon only hands out the
- * descriptors, waits for the answers with a deadline, and never reads the
- * bytes.
+ * own state (sandbox/worker/state.c) through a pipe; the daemon hands
+ * out the ends, waits for the answers with a deadline, and — for a
+ * snapshot file — copies between the pipe and its own file on a thread
+ * (sessions/state_copy.h), never parsing the stream.
  *
  * A transfer has two ends, each a session or a descriptor.  While a
  * session is an end, it is busy: a run written meanwhile is queued and sent
@@ -33,6 +34,12 @@ struct xfer;
  * be carried; packages (borrowed, may be NULL) what the snapshotting worker
  * had attached. */
 typedef void (*xfer_done_fn)(void *data, int err, const char *why, json_t *notes, json_t *packages);
+
+/* The most bytes a state of s's may take (its memory limit, twice its
+ * workspace's quota, the header and metadata, a MiB), or -1 when s has no
+ * memory limit: the file-size limit of a worker at a transfer, and the
+ * bound of the daemon's copy of a snapshot into its file. */
+long long xfer_state_bound(struct session *s);
 
 /* Move src's state to dst (check: the restoring worker tries the R part in
  * a child process first: for a state that comes from a file).  src is an idle session (its worker attached, no

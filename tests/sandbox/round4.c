@@ -2,6 +2,7 @@
  * the daemon gets as -o r_libs=DIR): what hostile native code does in a
  * worker between runs. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -103,20 +104,25 @@ static int hijack_mib;
 static volatile int hijack_done_mib = -1;
 
 /* Find the descriptor the daemon passes with a snapshot frame (a memfd, or
- * state_dir's .NAME.snap.tmp), keep a copy, point the worker's own number
- * at a pipe (its writes then wait), write hijack_mib MiB into the copy,
- * then let the worker go on (drain the pipe). */
+ * state_dir's .NAME.snap.tmp; since finding 7 the pipe the daemon copies
+ * from: the first write-only pipe that was not there when this started),
+ * keep a copy, point the worker's own number at a pipe (its writes then
+ * wait), write hijack_mib MiB into the copy, then let the worker go on
+ * (drain the pipe). */
 static void *hijack_thread(void *arg) {
-        char buf[1 << 16];
-        int n = -1, copy, p[2];
+        char buf[1 << 16], seen[1024] = {0};
+        int n = -1, copy, p[2], pipe_end = 0;
 
         signal(SIGXFSZ, SIG_IGN);
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
         for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
                 while (d && (de = readdir(d))) {
                         char path[300], link[300];
+                        int fd = atoi(de->d_name);
                         ssize_t len;
 
                         snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
@@ -125,7 +131,13 @@ static void *hijack_thread(void *arg) {
                                 continue;
                         link[len] = '\0';
                         if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
-                                n = atoi(de->d_name);
+                                n = fd;
+                                break;
+                        }
+                        if (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                            (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+                                n = fd;
+                                pipe_end = 1;
                                 break;
                         }
                 }
@@ -136,15 +148,19 @@ static void *hijack_thread(void *arg) {
         }
         if (n < 0 || (copy = dup(n)) < 0 || pipe(p) < 0)
                 return arg;
+        if (pipe_end)
+                signal(SIGPIPE, SIG_IGN);
         dup2(p[1], n);
         close(p[1]);
         memset(buf, 'x', sizeof(buf));
         {
-                off_t off = lseek(copy, 0, SEEK_CUR);
+                off_t off = pipe_end ? 0 : lseek(copy, 0, SEEK_CUR);
                 long long done = 0;
 
                 for (long long left = (long long)hijack_mib << 20; left > 0; left -= (long long)sizeof(buf)) {
-                        if (pwrite(copy, buf, sizeof(buf), off + done) != (ssize_t)sizeof(buf))
+                        ssize_t w = pipe_end ? write(copy, buf, sizeof(buf)) : pwrite(copy, buf, sizeof(buf), off + done);
+
+                        if (w != (ssize_t)sizeof(buf))
                                 break;
                         done += (long long)sizeof(buf);
                 }
@@ -168,19 +184,26 @@ void hijack_state_fd(int *mib, int *ret) {
                 pthread_detach(t);
 }
 
-static int keep_later_ms;
+static int keep_later_ms, keep_result = -1;
 
-/* Keep a copy of the descriptor a checkpoint or snapshot brings; when the
- * transfer is long over, write into it. */
+/* Keep a copy of the descriptor a checkpoint or snapshot brings (the
+ * daemon's file; since finding 7 the pipe the daemon copies from: the
+ * first write-only pipe that was not there when this started); when the
+ * transfer is long over, write into it.  keep_result: -1 until then, 0 if
+ * the write went through, else its errno. */
 static void *keep_thread(void *arg) {
-        int n = -1, copy;
+        char seen[1024] = {0};
+        int n = -1, copy, pipe_end = 0;
 
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
         for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
                 while (d && (de = readdir(d))) {
                         char path[300], link[300];
+                        int fd = atoi(de->d_name);
                         ssize_t len;
 
                         snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
@@ -189,7 +212,13 @@ static void *keep_thread(void *arg) {
                                 continue;
                         link[len] = '\0';
                         if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
-                                n = atoi(de->d_name);
+                                n = fd;
+                                break;
+                        }
+                        if (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                            (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+                                n = fd;
+                                pipe_end = 1;
                                 break;
                         }
                 }
@@ -201,10 +230,17 @@ static void *keep_thread(void *arg) {
         if (n < 0 || (copy = dup(n)) < 0)
                 return arg;
         usleep((useconds_t)keep_later_ms * 1000);
-        if (pwrite(copy, "EVILSNAP", 8, 0) != 8)
-                return arg;
+        if (pipe_end) {
+                signal(SIGPIPE, SIG_IGN);
+                keep_result = write(copy, "EVILSNAP", 8) == 8 ? 0 : errno;
+        } else {
+                keep_result = pwrite(copy, "EVILSNAP", 8, 0) == 8 ? 0 : errno;
+        }
         return arg;
 }
+
+/* keep_state_result(ret): what the kept descriptor's late write got (above). */
+void keep_state_result(int *ret) { *ret = keep_result; }
 
 /* keep_state_fd(later_ms, ret): a thread left behind that keeps the next
  * transfer's descriptor and, later_ms after it came, overwrites the file's
@@ -220,21 +256,28 @@ void keep_state_fd(int *later_ms, int *ret) {
 
 static int stall_children, access_mode_read;
 
-/* At the next transfer: point the worker's descriptor at a pipe nobody
- * reads (its writes wait for ever, and so does the transfer, until its
- * deadline) and spin meanwhile. */
+/* At the next transfer: point the worker's descriptor (the daemon's file,
+ * or — since finding 7 — the pipe the daemon copies from or into: the
+ * first pipe of the transfer's direction that was not there when this
+ * started) at a pipe nobody reads or writes (the worker's writes or reads
+ * wait for ever, and so does the transfer, until its deadline) and spin
+ * meanwhile. */
 static void *stall_thread(void *arg) {
         sigset_t all;
+        char seen[1024] = {0};
         int n = -1, p[2];
 
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, NULL);
+        for (int fd = 0; fd < 1024; fd++)
+                seen[fd] = fcntl(fd, F_GETFD) >= 0;
         for (int i = 0; i < 60000 && n < 0; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
 
                 while (d && (de = readdir(d))) {
                         char path[300], link[300];
+                        int fd = atoi(de->d_name);
                         ssize_t len;
 
                         snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
@@ -242,7 +285,9 @@ static void *stall_thread(void *arg) {
                         if (len <= 0)
                                 continue;
                         link[len] = '\0';
-                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp")) {
+                        if (strstr(link, "memfd:securerfs-snapshot") || strstr(link, ".snap.tmp") ||
+                            (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                             (fcntl(fd, F_GETFL) & O_ACCMODE) == (access_mode_read ? O_RDONLY : O_WRONLY))) {
                                 n = atoi(de->d_name);
                                 break;
                         }

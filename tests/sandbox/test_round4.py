@@ -301,8 +301,10 @@ def test_a_snapshot_is_no_larger_than_a_state_can_be(daemons, native_dir):
     any amount would have, or, with state_dir, of the host's disk.  Now the
     limit for a transfer is what a state can take (the memory limit, twice
     the workspace's quota for its files and their headers, the metadata):
-    past it the write fails (EFBIG).  Outside: the snapshot the user reads
-    is no larger than that (or the snapshot fails)."""
+    past it the write fails (EFBIG).  Since finding 7 the worker gets a
+    pipe and the thread writes into that: the daemon's copy stops at the
+    same bound and the snapshot fails.  Outside: the snapshot the user
+    reads is no larger than that (or the snapshot fails)."""
     d = daemons.start("pool=0", "files_max_bytes=1M", "r_libs=%s" % native_dir)
     so = str(native_dir / "round4.so")
     s = d.clone()
@@ -322,8 +324,6 @@ def test_a_snapshot_is_no_larger_than_a_state_can_be(daemons, native_dir):
     assert n <= bound, "a snapshot of %d MiB" % (n >> 20)
 
 
-@pytest.mark.xfail(strict=True, reason="a worker keeps the descriptor of the daemon's file after the transfer "
-                   "(docs/security.md, Round 4, finding 7: needs a pipe the daemon copies from)")
 @pytest.mark.timeout_s(120)
 def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, tmp_path):
     """A checkpoint's worker gets the descriptor of DIR/.NAME.snap.tmp,
@@ -334,7 +334,9 @@ def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, t
     what it checked and renamed, and each kept descriptor also pins a file
     the next checkpoint unlinked (up to RLIMIT_NOFILE of them, each as
     large as a state).  Outside: the saved file keeps the bytes the
-    checkpoint wrote."""
+    checkpoint wrote.  Now the worker gets a pipe the daemon copies from:
+    inside, the kept write end's late write fails with EPIPE (the daemon
+    closed its end when the checkpoint was over)."""
     state = tmp_path / "state"
     d = daemons.start("pool=0", "state_dir=%s" % state, "checkpoint_interval=3600", "r_libs=%s" % native_dir)
     so = str(native_dir / "round4.so")
@@ -346,6 +348,9 @@ def test_a_saved_state_is_not_the_workers_to_change_later(daemons, native_dir, t
     assert saved.read_bytes()[:8] == MAGIC
     time.sleep(util.scaled(2.5))
     assert saved.read_bytes()[:8] == MAGIC, "the worker changed the saved state after its checkpoint"
+    # Inside: what the thread kept (the pipe's write end) reaches nothing now.
+    r = s.result(".C('keep_state_result', ret = 0L)$ret")
+    assert r["status"] == "ok" and r["value"] == errno.EPIPE, r
 
 
 # ---- 8. CPU during a transfer ------------------------------------------------------------
