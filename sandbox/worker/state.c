@@ -254,6 +254,7 @@ static int clear_tree(int top) {
                                 close(dfd);
                         break;
                 }
+                rewinddir(d); /* a dup shares the offset */
                 while ((de = readdir(d))) {
                         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
                                 continue;
@@ -265,11 +266,14 @@ static int clear_tree(int top) {
                         }
                         if (unlinkat(cur, de->d_name, AT_REMOVEDIR) == 0)
                                 continue;
-                        if (errno != ENOTEMPTY && errno != EEXIST && errno != EACCES && errno != EPERM) {
+                        /* Only a directory that is not empty is gone into:
+                         * each visit then removes something or fails, so
+                         * that the walk ends (an empty one that would not
+                         * go would be gone into again and again). */
+                        if (errno != ENOTEMPTY && errno != EEXIST) {
                                 e = -errno;
                                 break;
                         }
-                        /* Not empty, or not ours to empty yet: go in. */
                         sub = openat(cur, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
                         if (sub < 0 && errno == EACCES && (e = chmod_dir_at(cur, de->d_name, 0700)) == 0)
                                 sub = openat(cur, de->d_name,
@@ -459,6 +463,7 @@ static int list_names(int dirfd, const char *skip1, const char *skip2, char ***o
                         close(dfd);
                 return e;
         }
+        rewinddir(d); /* a dup shares the offset */
         while ((de = readdir(d))) {
                 char **grown;
 
@@ -758,9 +763,9 @@ void state_snapshot(int fd) {
                 UNPROTECT(1);
                 r_hold(R_SLOT_VALUE, R_NilValue);
                 if (e == 0) {
-                        _cleanup_close_ int root = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                        _cleanup_close_ int root = worker_workspace();
 
-                        e = root < 0 ? -errno : write_tree(fd, root, "", 0);
+                        e = root < 0 ? root : write_tree(fd, root, "", 0);
                 }
                 if (e == 0)
                         e = write_record(fd, 'E', NULL, 0, NULL, 0);
@@ -856,8 +861,10 @@ void state_restore(int fd, bool check) {
                 goto done;
         }
         r_hold(R_SLOT_VALUE, state); /* the blob goes */
-        if ((plan.root = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-                snprintf(err, sizeof(err), "the workspace cannot be opened: %s", strerror(errno));
+        if ((plan.root = worker_workspace()) < 0) {
+                snprintf(err, sizeof(err), "the workspace cannot be opened: %s; nothing restored",
+                         strerror(-plan.root));
+                plan.root = -1;
                 goto done;
         }
         plan.stage = make_own_dir(plan.root, "new", plan.stage_name, sizeof(plan.stage_name));

@@ -494,6 +494,30 @@ def test_a_restore_that_does_not_fit_beside_the_old_files_changes_nothing(daemon
     assert os.listdir(v.files()) == ["big"]
 
 
+@pytest.mark.timeout_s(120)
+def test_snapshot_and_restore_take_the_workspace_not_the_working_directory(d):
+    """The worker took its working directory for the workspace, and the
+    session's code moves it (setwd): a session that had run
+    setwd('/tmp/elsewhere') gave a snapshot of that directory instead of
+    /work, and a restore into such a session made its files in /tmp and
+    emptied that directory, /work left as it was.  Now both take the
+    workspace the worker was attached to.  Inside and outside: the
+    snapshot holds /work's file only, the copy's /work gets it, the copy's
+    /tmp directory is untouched."""
+    src = d.clone()
+    src.run("writeLines('w', 'inwork'); dir.create('/tmp/elsewhere'); writeLines('t', '/tmp/elsewhere/intmp'); "
+            "setwd('/tmp/elsewhere'); y <- 1")
+    snap = take(src)
+    assert [r[1] for r in parse(snap)[1] if r[0] == b"F"] == ["inwork"]
+    v = d.clone()
+    v.run("writeLines('m', 'mine'); dir.create('/tmp/other'); writeLines('o', '/tmp/other/o'); "
+          "setwd('/tmp/other'); 1")
+    put(v, snap)
+    assert os.listdir(v.files()) == ["inwork"]
+    assert v.value("paste(list.files('/tmp/other'), collapse = ',')") == "o"
+    assert v.value("y") == "1"
+
+
 # ---- What held: a fork whose source writes garbage ---------------------------------------
 
 @pytest.mark.timeout_s(120)
