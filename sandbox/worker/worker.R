@@ -390,10 +390,13 @@ snapshot_state <- function(code = character()) {
 
 raw_alloc <- function(n) raw(n)
 
-# The inverse, in the session restored into: R reads the whole state before
-# anything changes (an error leaves the global environment as it was), then
-# the old bindings go, the packages the copy lacks are attached in the
-# original's order, and the bindings come in.  Returns the notes: the
+# The inverse, in the session restored into, in two steps so that a restore
+# that fails changes nothing (docs/security.md, "Round 4", finding 9):
+# read_state() reads the whole state and checks that it can go in, before
+# anything changes (an error leaves the session as it was); state.c then
+# stages the files and swaps them in, and only then commit_state() makes the
+# old bindings go, attaches the packages the copy lacks in the original's
+# order, and lets the bindings come in.  It returns the notes: the
 # original's and what failed here.
 state_shape_ok <- function(state) {
     is.list(state) && identical(state$format, "securerfs-state") &&
@@ -407,10 +410,19 @@ state_shape_ok <- function(state) {
 # read it without dying?  (The parent then reads it for real.)
 check_state <- function(blob) state_shape_ok(unserialize(blob))
 
-restore_state <- function(blob) {
+read_state <- function(blob) {
     state <- unserialize(blob)
     if (!state_shape_ok(state))
         stop("not a securerfs state")
+    # The session's code may have locked the global environment
+    # (lockEnvironment): commit_state() could not empty it.  Locked bindings
+    # are no obstacle: rm() removes them.
+    if (environmentIsLocked(globalenv()))
+        stop("the global environment is locked")
+    state
+}
+
+commit_state <- function(state) {
     notes <- state$notes
     env <- globalenv()
     rm(list = ls(env, all.names = TRUE), envir = env)

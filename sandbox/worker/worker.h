@@ -295,13 +295,19 @@ int tool_bridge_define(json_t *msg);
 
 /* ---- state.c: the session's state as a stream (docs/protocol.md) -------- */
 
+/* A new descriptor (O_CLOEXEC) of the session's workspace as it was
+ * attached, whatever the working directory is now; -ESTALE when the
+ * worker's own descriptor of it is gone or is another directory. */
+int worker_workspace(void);
+
 int state_init(char *err, size_t errlen);
 /* snapshot: write this session's state (the R global environment's
  * bindings, the attached packages, /work's files) into fd, close it and
  * answer snapshot_done with what could not be carried. */
 void state_snapshot(int fd);
-/* restore: read a state from fd into this session (the global environment
- * replaced once R has read it all, then /work's files), close it and
+/* restore: read a state from fd into this session (R reads it all, /work's
+ * files are staged and swapped in, then the global environment is
+ * replaced; a failure before the swap changes nothing), close it and
  * answer restored.  check: unserialize it in a child process first (a state
  * from a file, which could be made to crash R). */
 void state_restore(int fd, bool check);

@@ -36,7 +36,26 @@ static struct {
         /* The descriptor that came with the daemon's last bytes (snapshot,
          * restore), -1 when none. */
         int passed_fd;
-} W = {.sock = -1, .passed_fd = -1};
+        /* The workspace (/work), opened when it was attached: the working
+         * directory is the session's code's to change (setwd), so a
+         * snapshot or restore must not take "." for it. */
+        int work_fd;
+        dev_t work_dev;
+        ino_t work_ino;
+} W = {.sock = -1, .passed_fd = -1, .work_fd = -1};
+
+int worker_workspace(void) {
+        struct stat st;
+        int fd;
+
+        /* Native code of the session could have closed it or put another
+         * directory at its number: the same directory as attached, or
+         * nothing. */
+        if (W.work_fd < 0 || fstat(W.work_fd, &st) < 0 || st.st_dev != W.work_dev || st.st_ino != W.work_ino)
+                return -ESTALE;
+        fd = fcntl(W.work_fd, F_DUPFD_CLOEXEC, 0);
+        return fd < 0 ? -errno : fd;
+}
 
 /* ---- the channel ----------------------------------------------------------- */
 
@@ -280,6 +299,17 @@ void worker_main(int sock, const struct jail_options *o) {
                         _exit(1);
                 }
                 close(ws);
+        }
+        {
+                struct stat st;
+
+                W.work_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (W.work_fd < 0 || fstat(W.work_fd, &st) < 0) {
+                        send_fatal("the workspace cannot be opened");
+                        _exit(1);
+                }
+                W.work_dev = st.st_dev;
+                W.work_ino = st.st_ino;
         }
         /* From here on: inside the jail, no capabilities. */
         channel_send(json_pack("{s:s}", "type", "attached"));

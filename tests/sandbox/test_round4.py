@@ -423,23 +423,104 @@ def test_a_restore_is_held_to_the_session_s_processes(daemons, native_dir):
 
 # ---- 9. A restore that fails in the worker after the global environment went ------------
 
-@pytest.mark.xfail(strict=True, reason="the worker replaces the global environment before it restores the files "
-                   "(docs/security.md, Round 4, finding 9: needs the files staged first)")
+HOSTILE_TREE = ("p <- paste(rep('a', 70), collapse = '/'); dir.create(p, recursive = TRUE); "
+                "writeLines('deep', file.path(p, 'leaf')); dir.create('ro/sub', recursive = TRUE); "
+                "writeLines('x', 'ro/sub/x'); Sys.chmod('ro', '555', use_umask = FALSE); "
+                "dir.create('shut'); writeLines('s', 'shut/s'); Sys.chmod('shut', '000', use_umask = FALSE); "
+                "file.symlink('/tmp', 'out'); writeLines('keep', '/tmp/outside'); "
+                "close(fifo('fifo', 'w+')); 1")
+
+
 @pytest.mark.timeout_s(120)
-def test_a_restore_that_fails_in_the_worker_changes_nothing(d):
-    """What the host cannot check fails in the worker, after it replaced
-    the global environment and emptied the workspace: here the session's
-    own tree is deeper than the worker's clear_tree() goes (66 levels), so
-    the snapshot's directory of that name cannot be made (EEXIST).  The
-    write answers EINVAL, and the session has lost its variables.  Inside:
-    the variable is still there after the refused write."""
+def test_a_restore_that_fails_in_the_worker_changes_nothing(daemons):
+    """What the host cannot check fails in the worker.  Before, the worker
+    replaced the global environment and emptied the workspace first: a
+    session's own tree deeper than clear_tree() went (66 levels) kept the
+    snapshot's directory `a` from being made (EEXIST), the write answered
+    EINVAL and the session had lost its variables.  Now the worker stages
+    the files beside the session's, swaps them in, and only then replaces
+    the global environment.  The session's tree here is hostile (70 levels
+    deep, a 0000 and a 0555 directory, a link out of /work, a FIFO, and
+    700 KiB of a 1 MiB workspace).  A snapshot of 600 KiB whose directory
+    is `a` fails in the staging (no room beside the old files): EINVAL, and
+    variables, files and modes are as they were, nothing staged left.  With
+    room made, the same snapshot goes in whole: the deep tree is gone (at
+    any depth), the snapshot's `a` is there with its mode, and the link's
+    target outside /work is untouched."""
+    d = daemons.start("pool=0", "files_max_bytes=1M")
     src = d.clone()
-    src.run("dir.create('a'); y <- 1")
+    src.run("dir.create('a'); writeBin(as.raw(rep(7L, 600 * 1024)), 'a/f'); "
+            "Sys.chmod('a', '555', use_umask = FALSE); y <- 1")
     good = take(src)
     v = d.clone()
-    v.run("mark <- 'intact'; p <- paste(rep('a', 70), collapse = '/'); dir.create(p, recursive = TRUE); 1")
+    v.run("mark <- 'intact'; writeBin(as.raw(rep(1L, 700 * 1024)), 'mine'); " + HOSTILE_TREE)
+    deep = v.files(*(["a"] * 70 + ["leaf"]))
+    names = ["a", "fifo", "mine", "out", "ro", "shut"]
+    assert sorted(os.listdir(v.files())) == names
     util.expect_errno(errno.EINVAL, put, v, good)
-    assert v.value("exists('mark')") == "TRUE", "a refused snapshot cost the session its variables"
+    assert v.value("exists('mark') && !exists('y')") == "TRUE", "a refused snapshot cost the session its variables"
+    assert sorted(os.listdir(v.files())) == names, "the staging was left behind, or files went"
+    assert util.read_text(deep) == "deep\n"
+    assert os.stat(v.files("ro")).st_mode & 0o777 == 0o555
+    assert os.stat(v.files("shut")).st_mode & 0o777 == 0o000
+    assert os.path.islink(v.files("out"))
+    v.run("unlink('mine')")
+    put(v, good)
+    assert v.value("exists('y') && !exists('mark')") == "TRUE"
+    assert sorted(os.listdir(v.files())) == ["a"]
+    assert os.listdir(v.files("a")) == ["f"]
+    assert os.path.getsize(v.files("a", "f")) == 600 * 1024
+    assert os.stat(v.files("a")).st_mode & 0o777 == 0o555
+    assert v.value("readLines('/tmp/outside')") == "keep", "the clear followed the link out of /work"
+
+
+@pytest.mark.timeout_s(120)
+def test_a_restore_that_does_not_fit_beside_the_old_files_changes_nothing(daemons):
+    """The staged files need room beside the session's own until the swap:
+    with a 1 MiB workspace, a session holding 700 KiB cannot stage a
+    snapshot of 600 KiB (the host's check passes it: it fits alone).  The
+    write fails (EINVAL, the reason in the session's log) before anything
+    changed: its variables and files are all there, and nothing staged is
+    left.  With room made, the same snapshot goes in."""
+    d = daemons.start("pool=0", "files_max_bytes=1M")
+    src = d.clone()
+    src.run("writeBin(as.raw(rep(7L, 600 * 1024)), 'big'); y <- 1")
+    good = take(src)
+    v = d.clone()
+    v.run("mark <- 'intact'; writeBin(as.raw(rep(1L, 700 * 1024)), 'mine'); 1")
+    util.expect_errno(errno.EINVAL, put, v, good)
+    assert v.value("exists('mark') && !exists('y')") == "TRUE"
+    assert os.listdir(v.files()) == ["mine"]
+    assert os.path.getsize(v.files("mine")) == 700 * 1024
+    assert "beside its own" in util.read_text(v.p("log"))
+    v.run("unlink('mine')")
+    put(v, good)
+    assert v.value("y") == "1"
+    assert os.listdir(v.files()) == ["big"]
+
+
+@pytest.mark.timeout_s(120)
+def test_snapshot_and_restore_take_the_workspace_not_the_working_directory(d):
+    """The worker took its working directory for the workspace, and the
+    session's code moves it (setwd): a session that had run
+    setwd('/tmp/elsewhere') gave a snapshot of that directory instead of
+    /work, and a restore into such a session made its files in /tmp and
+    emptied that directory, /work left as it was.  Now both take the
+    workspace the worker was attached to.  Inside and outside: the
+    snapshot holds /work's file only, the copy's /work gets it, the copy's
+    /tmp directory is untouched."""
+    src = d.clone()
+    src.run("writeLines('w', 'inwork'); dir.create('/tmp/elsewhere'); writeLines('t', '/tmp/elsewhere/intmp'); "
+            "setwd('/tmp/elsewhere'); y <- 1")
+    snap = take(src)
+    assert [r[1] for r in parse(snap)[1] if r[0] == b"F"] == ["inwork"]
+    v = d.clone()
+    v.run("writeLines('m', 'mine'); dir.create('/tmp/other'); writeLines('o', '/tmp/other/o'); "
+          "setwd('/tmp/other'); 1")
+    put(v, snap)
+    assert os.listdir(v.files()) == ["inwork"]
+    assert v.value("paste(list.files('/tmp/other'), collapse = ',')") == "o"
+    assert v.value("y") == "1"
 
 
 # ---- What held: a fork whose source writes garbage ---------------------------------------
