@@ -49,6 +49,7 @@ static void on_saved_restored(void *data, int err, const char *why);
 static void restore_saved(struct session *s);
 static void fail_state_waiters(struct session *s);
 static void forget_moving(struct session *s);
+static void on_fork_done(void *data, int err, const char *why, json_t *notes, json_t *packages);
 
 bool xfer_busy(const struct session *s) { return s->xfer != NULL; }
 bool session_moving(const struct session *s) { return s->xfer != NULL; }
@@ -287,6 +288,12 @@ void xfer_session_lost(struct session *s, const char *why) {
         e = x->src.s == s ? &x->src : &x->dst;
         s->xfer = NULL;
         e->s = NULL;
+        /* A fork's completion is its copy's: the copy closed (rmdir of it
+         * while the source still writes) is freed when this returns, and
+         * the source's answer must not complete it (docs/security.md,
+         * "Round 6", finding 1). */
+        if (x->done == on_fork_done && x->data == s)
+                x->data = NULL;
         if (!e->done)
                 end_fail(e, why);
         maybe_complete(x);
@@ -322,6 +329,8 @@ static void on_fork_done(void *data, int err, const char *why, json_t *notes, js
         char msg[1024];
 
         (void)packages;
+        if (!copy)
+                return; /* it closed during the fork (xfer_session_lost) */
         if (err < 0) {
                 snprintf(msg, sizeof(msg), "the fork of %s failed: %s", copy->fork_name, why);
                 session_created(copy, -EIO, msg);
