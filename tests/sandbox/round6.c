@@ -47,7 +47,7 @@ static int find_new_pipe(const char *seen, int mode) {
                         closedir(d);
                 if (n >= 0)
                         return n;
-                usleep(2000);
+                usleep(1000);
         }
         return -1;
 }
