@@ -18,26 +18,44 @@
 #include <time.h>
 #include <unistd.h>
 
+/* What each descriptor number was when a thread began (its /proc link:
+ * "pipe:[INODE]" names one pipe): a number that the run had open then and
+ * the transfer's descriptor took later is still a new one. */
+struct seen {
+        char link[1024][64];
+};
+
+static void fd_link(int fd, char *out, size_t n) {
+        char path[64];
+        ssize_t len;
+
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        len = readlink(path, out, n - 1);
+        out[len > 0 ? len : 0] = '\0';
+}
+
+static void mark_seen(struct seen *seen) {
+        for (int fd = 0; fd < 1024; fd++)
+                fd_link(fd, seen->link[fd], sizeof(seen->link[fd]));
+}
+
 /* The first pipe end of the given access mode (O_WRONLY: a snapshot's,
- * O_RDONLY: a restore's) that was not open when seen[] was filled: the
- * end the daemon passes with the transfer's frame.  -1 after ~2 min. */
-static int find_new_pipe(const char *seen, int mode) {
+ * O_RDONLY: a restore's) that was not open when seen was filled: the end
+ * the daemon passes with the transfer's frame.  -1 after ~1 min. */
+static int find_new_pipe(const struct seen *seen, int mode) {
         for (int i = 0; i < 60000; i++) {
                 DIR *d = opendir("/proc/self/fd");
                 struct dirent *de;
                 int n = -1;
 
                 while (d && (de = readdir(d))) {
-                        char path[300], link[300];
+                        char link[64];
                         int fd = atoi(de->d_name);
-                        ssize_t len;
 
-                        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-                        len = readlink(path, link, sizeof(link) - 1);
-                        if (len <= 0)
+                        if (fd >= 1024)
                                 continue;
-                        link[len] = '\0';
-                        if (fd < 1024 && !seen[fd] && !strncmp(link, "pipe:", 5) &&
+                        fd_link(fd, link, sizeof(link));
+                        if (!strncmp(link, "pipe:", 5) && strcmp(link, seen->link[fd]) != 0 &&
                             (fcntl(fd, F_GETFL) & O_ACCMODE) == mode) {
                                 n = fd;
                                 break;
@@ -50,11 +68,6 @@ static int find_new_pipe(const char *seen, int mode) {
                 usleep(1000);
         }
         return -1;
-}
-
-static void mark_seen(char *seen) {
-        for (int fd = 0; fd < 1024; fd++)
-                seen[fd] = fcntl(fd, F_GETFD) >= 0;
 }
 
 static void nap_ms(int ms) {
@@ -73,12 +86,13 @@ static volatile int slow_state = -1; /* -1 waiting, 1 under way, 0 over */
  * slow_tick_ms: the worker's own writes (or reads) wait on ours, so the
  * daemon's copy of it lasts as long as we like, with no CPU spent. */
 static void *slow_thread(void *arg) {
-        char seen[1024], *buf = malloc((size_t)slow_kib << 10);
+        static struct seen seen;
+        char *buf = malloc((size_t)slow_kib << 10);
         int n, real, q[2];
 
         signal(SIGPIPE, SIG_IGN);
-        mark_seen(seen);
-        n = find_new_pipe(seen, slow_reading ? O_RDONLY : O_WRONLY);
+        mark_seen(&seen);
+        n = find_new_pipe(&seen, slow_reading ? O_RDONLY : O_WRONLY);
         if (!buf || n < 0 || (real = dup(n)) < 0 || pipe(q) < 0)
                 return arg;
         if (slow_reading) {
@@ -136,11 +150,11 @@ void slow_transfer(int *reading, int *kib, int *tick_ms, int *ret) {
  * takes a copy of the pipe's write end and writes into it for ever, after
  * the worker answered and into whatever the end reaches then. */
 static void *child_thread(void *arg) {
-        char seen[1024];
+        static struct seen seen;
         int n;
 
-        mark_seen(seen);
-        n = find_new_pipe(seen, O_WRONLY);
+        mark_seen(&seen);
+        n = find_new_pipe(&seen, O_WRONLY);
         if (n < 0)
                 return arg;
         /* Process context: a child of the worker, then its child, in the
@@ -201,12 +215,12 @@ static int send_fd_to(const struct sockaddr_un *a, socklen_t len, int fd) {
 /* At the next snapshot: send the pipe's write end to another session's
  * listener, by abstract name and by path (/tmp/NAME). */
 static void *pass_thread(void *arg) {
-        char seen[1024];
+        static struct seen seen;
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         int n;
 
-        mark_seen(seen);
-        n = find_new_pipe(seen, O_WRONLY);
+        mark_seen(&seen);
+        n = find_new_pipe(&seen, O_WRONLY);
         if (n < 0)
                 return arg;
         a.sun_path[0] = '\0';
