@@ -205,8 +205,12 @@ void session_worker_attached(struct session *s) {
         session_set_state(s, SESSION_IDLE);
         s->start_retries = 0;
         session_apply_limits(s);
-        /* A fork's copy is created once its state came (sessions/snapshot.h). */
-        if (s->creating && !s->fork_src)
+        /* A fork's copy is created once its state came (sessions/snapshot.h),
+         * by the fork's completion only: not when a new worker of its
+         * attaches after the one the state was going into died (the copy
+         * was reported made, empty, and closed when the fork then failed:
+         * docs/security.md, "Round 6", finding 3). */
+        if (s->creating && !s->fork_src && !s->fork_name[0])
                 session_created(s, 0, NULL);
         /* Its tools come before its first run. */
         tool_scope_worker_ready(s->tools);

@@ -108,6 +108,8 @@ struct sessions {
         char last_start_error[512];    /* why the last worker could not start */
         struct session_stats stats;
         struct persist *persist;       /* -o state_dir (sessions/persist.h); NULL without */
+        struct list xfers;             /* transfers under way (sessions/snapshot.c) */
+        struct list state_all;         /* snapshots and restores of files not yet answered (ditto) */
 };
 
 /* Index s (its id and name set) for sessions_find*() and sessions_next():

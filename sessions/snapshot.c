@@ -42,6 +42,7 @@ struct xfer {
         void *data;
         struct loop_timer *timer; /* the deadline; then, at once, the completion */
         bool completing;
+        struct list all;          /* in t->xfers */
 };
 
 static void start_state_waiter(struct session *s);
@@ -49,6 +50,7 @@ static void on_saved_restored(void *data, int err, const char *why);
 static void restore_saved(struct session *s);
 static void fail_state_waiters(struct session *s);
 static void forget_moving(struct session *s);
+static void on_fork_done(void *data, int err, const char *why, json_t *notes, json_t *packages);
 
 bool xfer_busy(const struct session *s) { return s->xfer != NULL; }
 bool session_moving(const struct session *s) { return s->xfer != NULL; }
@@ -165,6 +167,7 @@ static void on_xfer_timer(void *data) {
                 json_decref(ends[i]->notes);
                 json_decref(ends[i]->packages);
         }
+        list_unlink(&x->all);
         loop_timer_free(x->timer);
         free(x);
 }
@@ -199,6 +202,7 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
                 return -ENOMEM;
         }
         x->t = t;
+        list_init(&x->all);
         x->done = done;
         x->data = data;
         x->src = (struct xfer_end){.s = src, .session_end = src != NULL, .done = !src};
@@ -245,6 +249,7 @@ int xfer_start(struct sessions *t, struct session *src, int src_fd, struct sessi
                 close(pipefd[0]);
                 close(pipefd[1]);
         }
+        list_append(&t->xfers, &x->all);
         loop_timer_arm(x->timer, now_ns() + XFER_TIMEOUT_MS * 1000000ULL);
         maybe_complete(x);
         return 0;
@@ -287,6 +292,13 @@ void xfer_session_lost(struct session *s, const char *why) {
         e = x->src.s == s ? &x->src : &x->dst;
         s->xfer = NULL;
         e->s = NULL;
+        /* A fork's completion is its copy's: the copy closed (rmdir of it
+         * while the source still writes) is freed when this returns, and
+         * the source's answer must not complete it (docs/security.md,
+         * "Round 6", finding 1).  A copy that only lost its worker is
+         * still there: the completion fails it. */
+        if (s->closing && x->done == on_fork_done && x->data == s)
+                x->data = NULL;
         if (!e->done)
                 end_fail(e, why);
         maybe_complete(x);
@@ -322,6 +334,8 @@ static void on_fork_done(void *data, int err, const char *why, json_t *notes, js
         char msg[1024];
 
         (void)packages;
+        if (!copy)
+                return; /* it closed during the fork (xfer_session_lost) */
         if (err < 0) {
                 snprintf(msg, sizeof(msg), "the fork of %s failed: %s", copy->fork_name, why);
                 session_created(copy, -EIO, msg);
@@ -432,6 +446,7 @@ struct state_wait {
         session_state_fn fn;
         void *data;
         struct list link; /* in s->state_waiters until it starts, then in s->state_moving */
+        struct list all;  /* in the table's state_all until it is answered */
         json_t *meta;     /* restore: the file's metadata */
         int ro_fd;        /* restore: the file opened afresh, read-only, for the copy */
         struct loop_timer *later; /* an answer that must not come from inside the caller */
@@ -452,6 +467,7 @@ struct state_wait {
 
 static void state_wait_free(struct state_wait *w) {
         list_unlink(&w->link);
+        list_unlink(&w->all);
         if (w->ro_fd >= 0)
                 close(w->ro_fd);
         json_decref(w->meta);
@@ -745,6 +761,7 @@ static struct state_wait *state_wait_new(struct session *s, int fd, session_stat
         w->data = data;
         w->ro_fd = -1;
         list_init(&w->link);
+        list_append(&s->owner->state_all, &w->all);
         return w;
 }
 
@@ -890,4 +907,32 @@ static void forget_moving(struct session *s) {
                 list_unlink(&w->link);
                 w->s = NULL;
         }
+}
+
+void snapshot_sessions_stop(struct sessions *t) {
+        struct xfer *x;
+        struct state_wait *w;
+
+        /* Each session end failed when its session closed; a descriptor end
+         * is done from the start.  Completed now, not on the loop's next
+         * turn: the loop does not turn again. */
+        list_for_each(x, tmp, &t->xfers, struct xfer, all) {
+                if (!x->src.done)
+                        end_fail(&x->src, "the daemon stopped");
+                if (!x->dst.done)
+                        end_fail(&x->dst, "the daemon stopped");
+                x->completing = true;
+                on_xfer_timer(x);
+        }
+        /* Every one is answered now (on_xfer_answer stopped its copy); the
+         * copies end (their threads joined), and w with them; what is left
+         * waited for an answer on the next turn (answer_later). */
+        list_for_each(w, tmp, &t->state_all, struct state_wait, all) {
+                if (w->copying)
+                        state_copy_end_now(w->copy);
+                else if (!w->err)
+                        answer_later(w, -ENOENT, "the daemon stopped");
+        }
+        list_for_each(w, tmp, &t->state_all, struct state_wait, all)
+                on_state_later(w);
 }

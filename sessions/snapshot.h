@@ -67,6 +67,14 @@ void snapshot_session_idle(struct session *s);
  * for its original it leaves that queue. */
 void snapshot_session_closing(struct session *s);
 
+/* The daemon stops (sessions_free): every session is closed and every
+ * worker reaped.  The transfers and the daemon's copies still under way end
+ * now — each copy's thread stopped and joined, before the files it writes
+ * (a snapshot read's memfd, a checkpoint's file) are closed — and their
+ * callers are answered with an error (a checkpoint's file is not kept).
+ * Without this they were leaked and their threads outlived the files. */
+void snapshot_sessions_stop(struct sessions *t);
+
 /* s's timeout, limits and tools as a snapshot's metadata has them (a new
  * object, NULL when out of memory): what state_dir keeps in the daemon's
  * own file beside a saved session's snapshot (sessions/persist.c). */

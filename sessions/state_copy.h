@@ -20,6 +20,9 @@
 struct loop;
 struct state_copy;
 
+/* The name of a copy's thread (its comm). */
+#define STATE_COPY_THREAD_NAME "securerfs-copy"
+
 /* Called once, on the loop, when the copy is over and its thread gone:
  * err 0, or err < 0 with why (-EFBIG: the worker wrote more than the
  * bound; -EIO: the file could not be read or written). */
@@ -39,3 +42,8 @@ int state_copy_start(struct loop *l, int pipe_fd, int file_fd, off_t off, long l
  * the pipe now (an honest worker wrote everything before it answered) and
  * ends; a copy out of the file ends now.  fn still comes, from the loop. */
 void state_copy_stop(struct state_copy *c);
+
+/* The daemon stops: as state_copy_stop, then wait for the thread here and
+ * call fn now (c is freed).  Off the loop's turn: the loop does not run
+ * again. */
+void state_copy_end_now(struct state_copy *c);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "snapshot.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"
 #include "tools.h"
@@ -167,6 +168,8 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         list_init(&t->sessions);
         list_init(&t->workers);
         list_init(&t->pool);
+        list_init(&t->xfers);
+        list_init(&t->state_all);
         locate_worker(o, worker_path, sizeof(worker_path));
         sc.worker_path = worker_path;
         /* A root daemon's jailed workers each get a host id of the range
@@ -227,6 +230,9 @@ void sessions_free(struct sessions *t) {
         }
         while (!list_empty(&t->workers))
                 worker_free(list_first(&t->workers, struct worker, link));
+        /* Every worker is dead: the transfers and the copies' threads still
+         * under way end now (no thread outlives the files it writes). */
+        snapshot_sessions_stop(t);
         cgroup_tree_free(t->cgroups);
         workspaces_free(t->workspaces);
         pool_free(t);
