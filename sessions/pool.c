@@ -11,8 +11,20 @@
 
 /* After a pool worker failed to start. */
 #define POOL_BACKOFF_NS 2000000000ULL
+/* How long a refill waits after a worker left the pool (pool_fill_soon). */
+#define POOL_REFILL_DELAY_NS 25000000ULL
 
-static void on_pool_timer(void *data) { pool_fill(data); }
+static void arm(struct sessions *t, uint64_t due) {
+        t->pool_timer_due = due;
+        loop_timer_arm(t->pool_timer, due);
+}
+
+static void on_pool_timer(void *data) {
+        struct sessions *t = data;
+
+        t->pool_timer_due = 0;
+        pool_fill(t);
+}
 
 int pool_init(struct sessions *t) {
         list_init(&t->pool);
@@ -26,7 +38,7 @@ void pool_fill(struct sessions *t) {
         uint64_t now = now_ns();
 
         if (now < t->pool_backoff_until) {
-                loop_timer_arm(t->pool_timer, t->pool_backoff_until);
+                arm(t, t->pool_backoff_until);
                 return;
         }
         while (t->pool_ready + t->pool_starting < t->opt->pool) {
@@ -43,6 +55,16 @@ void pool_fill(struct sessions *t) {
                         return;
                 t->pool_starting++;
         }
+}
+
+void pool_fill_soon(struct sessions *t) {
+        uint64_t due = now_ns() + POOL_REFILL_DELAY_NS;
+
+        if (t->pool_ready + t->pool_starting >= t->opt->pool)
+                return;
+        if (t->pool_timer_due && t->pool_timer_due <= due)
+                return; /* a refill (or the back-off's end) comes sooner */
+        arm(t, due > t->pool_backoff_until ? due : t->pool_backoff_until);
 }
 
 struct worker *pool_first(struct sessions *t) { return list_first(&t->pool, struct worker, pool_link); }
