@@ -1,7 +1,8 @@
 /* The warm pool (-o pool=N): N workers kept ready — cloned, jailed but for
  * /work, said "ready" — and unassigned, so that a new session gets one at
  * once instead of waiting for a clone.  It refills in the background (a
- * little after a worker left it, pool_fill_soon), and backs off for 2 s after a pool worker failed to start (a jail that cannot
+ * little after a worker left it, pool_fill_soon), warms a worker that has
+ * waited 10 ms (worker_warm), and backs off for 2 s after a pool worker failed to start (a jail that cannot
  * be built must not spin).  A root daemon's pooled workers each have a host
  * id of their own, which the session they go to adopts.
  *

@@ -114,7 +114,7 @@ static const struct message daemon_messages[] = {
          "the first frame of a worker assigned to a session, with the workspace's descriptor (SCM_RIGHTS): what "
          "the worker may touch of the host is that one tree"},
         {"warm", IN(PHASE_WAITING), 0, 0, {{NULL}},
-         "to a pooled worker: run 1+1 once for itself, nothing sent back, so that the copy-on-write faults of a "
+         "to a worker that waited 10 ms in the pool: run 1+1 once for itself, nothing sent back, so that the copy-on-write faults of a "
          "first run come before a session takes it; the code is the worker's own constant, nothing the daemon or a "
          "user chose"},
         {"exec", IN(PHASE_IDLE), 0, 0,

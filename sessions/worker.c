@@ -126,6 +126,16 @@ static void worker_finish(struct worker *w) {
         pool_fill(t);
 }
 
+void worker_warm(struct worker *w) {
+        _cleanup_json_ json_t *m = protocol_warm();
+
+        w->warmed = true;
+        if (m && worker_send(w, m) < 0) {
+                worker_close_fd(w);
+                worker_kill(w, "could not send to the worker");
+        }
+}
+
 void worker_describe_exit(const struct worker *w, char *buf, size_t n) {
         int st = w->exit_status;
 
@@ -175,22 +185,6 @@ static void on_worker_start_timeout(void *data) {
         }
 }
 
-/* A pooled worker runs 1+1 once for itself while it waits (docs/protocol.md,
- * "warm"): a fresh clone's first run writes about a hundred pages that are
- * still the zygote's, and each such write copies one, about half a
- * millisecond in all that would otherwise be on the path of the first
- * result of the session that takes it.  Only pooled workers: a worker
- * cloned for a waiting session would pay it on that path all the same, and
- * idle sessions would keep the copied pages. */
-static void worker_warm(struct worker *w) {
-        _cleanup_json_ json_t *m = protocol_warm();
-
-        if (m && worker_send(w, m) < 0) {
-                worker_close_fd(w);
-                worker_kill(w, "could not send to the worker");
-        }
-}
-
 /* A worker is ready once both its "ready" frame and the zygote's word of its
  * pid have come (they travel on different sockets, in either order): only
  * then may it be signalled or limited. */
@@ -201,10 +195,8 @@ static void worker_check_ready(struct worker *w) {
         loop_timer_arm(w->start_timer, 0);
         if (w->session)
                 worker_assign(w);
-        else if (!w->abandoned) {
+        else if (!w->abandoned)
                 pool_add(w->owner, w);
-                worker_warm(w);
-        }
 }
 
 void worker_on_ready(struct worker *w, long long reserved_bytes) {
