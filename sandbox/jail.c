@@ -154,10 +154,13 @@ static int jail_lock(const struct jail_options *o, int last_cap, struct jail_err
          * are gone; from here on the process is an ordinary uid 1000. */
         if ((r = capabilities_drop_all(last_cap, e)) < 0)
                 return r;
-        /* The filter needs no_new_privs, set just above; the allowlist it
-         * ends with refuses seccomp(2) itself, so nothing can be added
-         * after it. */
-        if (o->syscall_filter && (r = syscall_filter_install(e->buf, e->len)) < 0)
+        /* The filter's first two programs came when the jail was built
+         * (jail_enter_strict) for a worker that waits for its workspace,
+         * else now (no_new_privs was set just above); then the lock, which
+         * refuses seccomp(2) itself, so nothing can be added after it. */
+        if (o->syscall_filter && !o->workspace_later && (r = syscall_filter_install(e->buf, e->len)) < 0)
+                return r;
+        if (o->syscall_filter && (r = syscall_filter_lock(e->buf, e->len)) < 0)
                 return r;
         return 0;
 }
@@ -225,8 +228,16 @@ static int jail_enter_strict(const struct jail_options *o, struct jail_error *e)
         if (o->workspace_later) {
                 /* Capabilities are kept (inside our namespace) until the
                  * workspace is attached (jail_attach_workspace); no user
-                 * code runs before that. */
+                 * code runs before that.  The filter but for its lock now,
+                 * so that loading it is not on a new session's path
+                 * (sandbox/seccomp.h). */
                 jail_last_cap = last_cap;
+                if (o->syscall_filter) {
+                        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                                return jail_fail(e, -errno, "prctl PR_SET_NO_NEW_PRIVS");
+                        if ((r = syscall_filter_install(e->buf, e->len)) < 0)
+                                return r;
+                }
                 return 0;
         }
         if (chdir("/work") < 0)

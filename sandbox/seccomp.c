@@ -1,7 +1,7 @@
 /* The worker's seccomp policy (docs/security.md, "seccomp", gives every rule
  * its reason; keep the two in step).
  *
- * Two programs, installed one after the other:
+ * Three programs, installed one after the other:
  *
  *   1. Argument checks on calls the allowlist lets through: namespace flags
  *      of clone, set-id and sticky bits in modes, socket families, the
@@ -18,8 +18,16 @@
  *      capabilities minus what R has no use for and what is attacked
  *      (tests/unit/docker_default_seccomp.txt is that profile as data, and
  *      tests/unit/test_seccomp.c checks that this filter never allows a
- *      call Docker refuses).  It is installed last because it refuses
- *      seccomp(2) itself: nothing can be added after it.
+ *      call Docker refuses).  Until the worker is attached to a session it
+ *      lets two calls more through (until_attach: move_mount and
+ *      seccomp), which the worker's attach uses.
+ *   3. The lock, installed at the attach: those two calls answered as the
+ *      allowlist answers them otherwise (move_mount EPERM, seccomp ENOSYS),
+ *      so that nothing can be added after it.  The first two programs are
+ *      loaded when the jail is built, before the worker may wait in the
+ *      pool, which takes their loading (the kernel checks and compiles
+ *      each, about 0.2 ms) off a new session's path; the lock is a few
+ *      instructions.
  *
  * Why two: libseccomp can test each argument only once per rule, and a rule
  * without conditions overrides every conditional rule of the same call, so
@@ -41,6 +49,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,9 +73,25 @@
 #endif
 
 /* The compiled programs, built in the zygote and inherited by every worker,
- * in the order they are installed. */
-static struct sock_fprog filter_progs[2];
+ * in the order they are installed: FILTER_BASE of them when the jail is
+ * built, the last (the lock) when the workspace is attached. */
+#define FILTER_BASE 2
+static struct sock_fprog filter_progs[FILTER_BASE + 1];
 static size_t filter_count;
+
+/* What the worker still does after its jail is built and before it is
+ * attached to a session (jail_attach_workspace): move the workspace's mount
+ * onto /work and install the lock.  The allowlist lets these through, and
+ * the lock, installed right after, answers them as the allowlist otherwise
+ * would (move_mount EPERM, with the mount API; seccomp ENOSYS). */
+static const char *const until_attach[] = {"move_mount", "seccomp"};
+
+static bool is_until_attach(const char *name) {
+        for (size_t i = 0; i < ARRAY_SIZE(until_attach); i++)
+                if (!strcmp(name, until_attach[i]))
+                        return true;
+        return false;
+}
 
 static int filter_fail(char *err, size_t errlen, int r, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int filter_fail(char *err, size_t errlen, int r, const char *fmt, ...) {
@@ -207,10 +232,16 @@ static int add_allowlist(scmp_filter_ctx ctx, bool allow_exec, char *err, size_t
                         return filter_fail(err, errlen, r, "rule for %s", allowed[i]);
         }
         for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
-                if ((nr = native_nr(refused[i])) < 0)
+                if ((nr = native_nr(refused[i])) < 0 || is_until_attach(refused[i]))
                         continue;
                 if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0)) < 0)
                         return filter_fail(err, errlen, r, "rule for %s", refused[i]);
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(until_attach); i++) {
+                if ((nr = native_nr(until_attach[i])) < 0)
+                        continue;
+                if ((r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0)) < 0)
+                        return filter_fail(err, errlen, r, "rule for %s", until_attach[i]);
         }
         /* No new programs once the worker runs (DESIGN §4). */
         if (!allow_exec && ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execve), 0)) < 0 ||
@@ -381,6 +412,30 @@ static int export_program(scmp_filter_ctx ctx, struct sock_fprog *prog, char *er
 }
 
 /* One program: default action def, rules from add. */
+/* ---- program 3: the lock ---------------------------------------------------- */
+
+/* The calls of until_attach answered as the allowlist would without them:
+ * EPERM for those it refuses, ENOSYS (its default) for the others.  Its own
+ * default is "allow": it only takes away, and for an errno the kernel
+ * answers the most recently installed program's. */
+static int add_lock(scmp_filter_ctx ctx, bool allow_exec, char *err, size_t errlen) {
+        int nr, r;
+
+        (void)allow_exec;
+        for (size_t i = 0; i < ARRAY_SIZE(until_attach); i++) {
+                int answer = ENOSYS;
+
+                if ((nr = native_nr(until_attach[i])) < 0)
+                        continue;
+                for (size_t j = 0; j < ARRAY_SIZE(refused); j++)
+                        if (!strcmp(refused[j], until_attach[i]))
+                                answer = EPERM;
+                if ((r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(answer), nr, 0)) < 0)
+                        return filter_fail(err, errlen, r, "lock rule for %s", until_attach[i]);
+        }
+        return 0;
+}
+
 static int build_one(uint32_t def, int (*add)(scmp_filter_ctx, bool, char *, size_t), bool allow_exec,
                      struct sock_fprog *prog, char *err, size_t errlen) {
         scmp_filter_ctx ctx = seccomp_init(def);
@@ -409,36 +464,48 @@ static int build_one(uint32_t def, int (*add)(scmp_filter_ctx, bool, char *, siz
 }
 
 int syscall_filter_build(bool allow_exec, char *err, size_t errlen) {
-        struct sock_fprog progs[2] = {{0}};
+        struct sock_fprog progs[FILTER_BASE + 1] = {{0}};
         int r;
 
         r = build_one(SCMP_ACT_ALLOW, add_argument_checks, allow_exec, &progs[0], err, errlen);
         if (r >= 0)
                 r = build_one(SCMP_ACT_ERRNO(ENOSYS), add_allowlist, allow_exec, &progs[1], err, errlen);
+        if (r >= 0)
+                r = build_one(SCMP_ACT_ALLOW, add_lock, allow_exec, &progs[2], err, errlen);
         if (r < 0) {
-                free(progs[0].filter);
-                free(progs[1].filter);
+                for (size_t i = 0; i < ARRAY_SIZE(progs); i++)
+                        free(progs[i].filter);
                 return r;
         }
         for (size_t i = 0; i < filter_count; i++)
                 free(filter_progs[i].filter);
-        filter_progs[0] = progs[0];
-        filter_progs[1] = progs[1];
-        filter_count = 2;
+        memcpy(filter_progs, progs, sizeof(progs));
+        filter_count = ARRAY_SIZE(progs);
         return 0;
 }
 
-int syscall_filter_install(char *err, size_t errlen) {
+/* Programs first to last-1 of filter_progs. */
+static int install(size_t first, size_t last, char *err, size_t errlen) {
         if (filter_count == 0)
                 return filter_fail(err, errlen, -ENOENT, "no filter was built");
         /* No TSYNC: the worker is single-threaded here (a fresh clone of the
-         * zygote's one thread).  The allowlist last: it refuses seccomp(2),
-         * and for two errnos the kernel answers with the later program's. */
-        for (size_t i = 0; i < filter_count; i++)
+         * zygote's one thread). */
+        for (size_t i = first; i < last; i++)
                 if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter_progs[i]) < 0)
                         return filter_fail(err, errlen, -errno, "install filter %zu (seccomp SECCOMP_SET_MODE_FILTER)",
                                            i + 1);
         return 0;
+}
+
+int syscall_filter_install(char *err, size_t errlen) {
+        return install(0, FILTER_BASE, err, errlen);
+}
+
+int syscall_filter_lock(char *err, size_t errlen) {
+        /* The lock last: it refuses seccomp(2), so nothing can be added after
+         * it, and for two errnos the kernel answers with the later
+         * program's. */
+        return install(FILTER_BASE, FILTER_BASE + 1, err, errlen);
 }
 
 size_t syscall_filter_programs(const struct sock_fprog **progs) {

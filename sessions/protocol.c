@@ -113,6 +113,10 @@ static const struct message daemon_messages[] = {
         {"workspace", IN(PHASE_WAITING), 0, 0, {{NULL}},
          "the first frame of a worker assigned to a session, with the workspace's descriptor (SCM_RIGHTS): what "
          "the worker may touch of the host is that one tree"},
+        {"warm", IN(PHASE_WAITING), 0, 0, {{NULL}},
+         "to a worker that waited 10 ms in the pool: run 1+1 once for itself, nothing sent back, so that the copy-on-write faults of a "
+         "first run come before a session takes it; the code is the worker's own constant, nothing the daemon or a "
+         "user chose"},
         {"exec", IN(PHASE_IDLE), 0, 0,
          {SEQ, {"code", F_STRING, true, 0, INT64_MAX, 0, NULL}, {"limits", F_OBJECT, true, 0, 0, 0, NULL}},
          "the user's code, to run in the jail; the limits only word messages (the daemon sets the real ones "
@@ -336,6 +340,7 @@ int protocol_check_daemon_frame(const json_t *m, enum worker_phase phase, const 
 }
 
 json_t *protocol_workspace(void) { return json_pack("{s:s}", "type", "workspace"); }
+json_t *protocol_warm(void) { return json_pack("{s:s}", "type", "warm"); }
 
 json_t *protocol_exec(uint64_t seq, const char *code, size_t len, const struct limits *l) {
         return json_pack("{s:s, s:I, s:s%, s:o}", "type", "exec", "seq", (json_int_t)seq, "code", code, len, "limits",

@@ -153,6 +153,7 @@ int protocol_check_daemon_frame(const json_t *m, enum worker_phase phase, const 
 /* Daemon -> worker: the frames, NULL when out of memory.  Values passed
  * in are copied (json_t ones referenced), never stolen. */
 json_t *protocol_workspace(void);
+json_t *protocol_warm(void);
 json_t *protocol_exec(uint64_t seq, const char *code, size_t len, const struct limits *l);
 json_t *protocol_interrupt(uint64_t seq);
 json_t *protocol_define_tool(const char *name, json_t *args, const char *description);

@@ -162,11 +162,11 @@ static void session_acquire_worker(struct session *s) {
         if (w) {
                 w->session = s;
                 s->worker = w;
-                /* The pool refills once this worker is attached
-                 * (session_worker_attached) or lost (worker_finish): a
-                 * refill's clone, jail and cgroup moves would compete with
-                 * the keeper and this worker for the CPUs, on the new
-                 * session's path. */
+                /* The pool refills a little after this worker is attached
+                 * (session_worker_attached: pool_fill_soon) or once it is
+                 * lost (worker_finish): a refill's clone, jail and cgroup
+                 * moves would compete with the keeper and this worker for
+                 * the CPUs, on the new session's path to its first result. */
                 worker_assign(w);
                 return;
         }
@@ -216,7 +216,7 @@ void session_worker_attached(struct session *s) {
         tool_scope_worker_ready(s->tools);
         /* A queued run is sent, or the forks waiting for it start. */
         snapshot_session_idle(s);
-        pool_fill(t);
+        pool_fill_soon(t);
 }
 
 void session_worker_lost(struct session *s, struct worker *w) {

@@ -126,6 +126,16 @@ static void worker_finish(struct worker *w) {
         pool_fill(t);
 }
 
+void worker_warm(struct worker *w) {
+        _cleanup_json_ json_t *m = protocol_warm();
+
+        w->warmed = true;
+        if (m && worker_send(w, m) < 0) {
+                worker_close_fd(w);
+                worker_kill(w, "could not send to the worker");
+        }
+}
+
 void worker_describe_exit(const struct worker *w, char *buf, size_t n) {
         int st = w->exit_status;
 

@@ -59,6 +59,8 @@ struct worker {
         uint64_t ws_token;              /* ... under this token */
         long long reserved_as;   /* address space its build reserves (its "ready" frame) */
         bool got_ready;          /* its "ready" frame came */
+        bool warmed;             /* pooled, and sent "warm" (sessions/pool.c) */
+        uint64_t pooled_ns;      /* when it joined the pool */
         bool attached;           /* its "attached" frame came: /work is its session's */
         bool abandoned;          /* its session closed or restarted; just reap it */
         bool watched;            /* its pid has a child-exit watch on the loop */
@@ -119,6 +121,14 @@ void worker_describe_exit(const struct worker *w, char *buf, size_t n);
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only);
 /* The CPU time w has used (seconds; 0 when it cannot be read). */
 double worker_cpu_s(const struct worker *w);
+
+/* A worker waiting in the pool runs 1+1 once for itself (docs/protocol.md,
+ * "warm"): a fresh clone's first run writes about a hundred pages that are
+ * still the zygote's, and each such write copies one, about half a
+ * millisecond in all that would otherwise be on the path of the first
+ * result of the session that takes it.  Sent by the pool (sessions/pool.c)
+ * to workers it has held a while; a send that fails kills the worker. */
+void worker_warm(struct worker *w);
 
 /* ---- its socket (sessions/worker_io.c) ---------------------------------- */
 

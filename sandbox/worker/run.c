@@ -480,6 +480,25 @@ static int parse_exec(json_t *msg, struct run *r) {
         return 0;
 }
 
+void run_warm(void) {
+        static const char code[] = "1+1";
+        struct run r = {.code = code, .code_len = sizeof(code) - 1};
+        ParseStatus status = PARSE_ERROR;
+        SEXP exprs;
+
+        cstack_update();
+        exprs = r_parse(r.code, r.code_len, &status);
+        if (exprs && status == PARSE_OK && TYPEOF(exprs) == EXPRSXP && R_ToplevelExec(eval_cb, &r))
+                R_ToplevelExec(present_cb, &r);
+        r_hold(R_SLOT_EXPRS, R_NilValue);
+        r_hold(R_SLOT_VALUE, R_NilValue);
+        capture_reset();
+        value_json_deadline_clear();
+        free(r.output);
+        json_decref(r.value);
+        free(r.value_note);
+}
+
 int run_serve(json_t *exec) {
         struct run r;
 

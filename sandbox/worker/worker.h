@@ -280,6 +280,11 @@ int run_init(char *err, size_t errlen);
  * frames.  -EBADMSG when the frame is not a well-formed exec (the daemon
  * and this program disagree). */
 int run_serve(json_t *exec);
+/* A pooled worker's "warm" (docs/protocol.md): 1+1 parsed, evaluated and
+ * presented as a run would, nothing sent, nothing kept; before the
+ * workspace, so before any user code.  Its point is the pages a first run
+ * writes: copied from the zygote's here, not on a session's first result. */
+void run_warm(void);
 /* Is a run under way (between its exec frame and its result)? */
 bool run_active(void);
 /* The seq of the run under way. */

@@ -172,8 +172,9 @@ static int redirect_stdio(char *err, size_t errlen) {
 
 /* Wait for the daemon's workspace frame, which carries the workspace's
  * descriptor (SCM_RIGHTS on its bytes: recvmsg, not read, or the kernel
- * would drop it).  Bytes of later frames stay in W.reader.  Returns the
- * descriptor, or -1 (anything else first, or no descriptor). */
+ * would drop it); a pooled worker may get "warm" before it.  Bytes of
+ * later frames stay in W.reader.  Returns the descriptor, or -1 (anything
+ * else first, or no descriptor). */
 static int receive_workspace(void) {
         int fd = -1;
 
@@ -187,10 +188,15 @@ static int receive_workspace(void) {
                 if (e < 0)
                         break;
                 if (e == 1) {
-                        bool ok = !strcmp(frame_type(m), "workspace");
+                        bool warm = !strcmp(frame_type(m), "warm"), ok = warm || !strcmp(frame_type(m), "workspace");
+
                         json_decref(m);
                         if (!ok)
                                 break;
+                        if (warm) {
+                                run_warm(); /* pooled: the session's first run will not pay its page copies */
+                                continue;
+                        }
                         return fd;
                 }
                 n = fdpass_recv(W.sock, buf, sizeof(buf), &got, 1, &n_got, 0);

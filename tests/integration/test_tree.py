@@ -285,6 +285,57 @@ def test_pool_fills(daemons):
     s.close()
 
 
+def _minflt(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+def _first_run_faults(d, pooled):
+    """A new session, the minor page faults its worker took for its first
+    run (1+1), and what ls(all.names = TRUE) gives after it.  The session's
+    worker is the one that was there before the clone (pooled: it left the
+    pool) or else the one that came (a zygote still starting may be counted
+    among the workers before it names itself, hence not "the only one")."""
+    before = set(util.session_worker_pids(d.pid))
+    s = d.clone()
+    after = set(util.session_worker_pids(d.pid))
+    mine = (after & before) if pooled else (after - before)
+    assert len(mine) == 1, (before, after)
+    pid = mine.pop()
+    f0 = _minflt(pid)
+    assert s.run("1+1") == "2\n"
+    faults = _minflt(pid) - f0
+    return s, s.run("ls(all.names = TRUE)"), faults
+
+
+def test_pooled_worker_is_warmed_and_keeps_nothing(daemons):
+    # A worker that waited in the pool is sent "warm" and evaluates 1+1 for
+    # itself (docs/protocol.md): the session that takes it finds the pages a
+    # first run writes already copied from the zygote, and nothing of the
+    # warm-up (no variable, no result, no run counted).
+    cold = daemons.start("pool=0")
+    s, out, cold_faults = _first_run_faults(cold, False)
+    assert out == "character(0)\n"
+    s.close()
+    d = daemons.start("pool=1")
+    util.wait_for(lambda: d.json("stats")["pool_idle"] == 1, 20, "the pool full")
+    pooled = set(util.session_worker_pids(d.pid))
+    time.sleep(util.scaled(0.5))
+    st = d.json("stats")
+    # warm sent nothing back: no protocol violation, the pooled worker kept
+    assert st["protocol_violations"] == 0 and st["crashes"] == 0, st
+    assert set(util.session_worker_pids(d.pid)) == pooled
+    s, out, warm_faults = _first_run_faults(d, True)
+    assert out == "character(0)\n"
+    assert json.loads(util.read_text(s.p("result.json")))["seq"] == 2
+    assert d.json("stats")["executions"] == 2
+    # the first 1+1 of a cold worker writes shared pages (about a hundred
+    # faults); a warmed one has had them copied already
+    assert cold_faults > 20, cold_faults
+    assert warm_faults < cold_faults / 2, (warm_faults, cold_faults)
+    s.close()
+
+
 def test_stats_json_parses_repeatedly(shared):
     # the file is generated on open; two reads must each be whole JSON
     for _ in range(5):

@@ -68,6 +68,19 @@ def test_unknown_and_unneeded_calls_answer_enosys(sess, jail, witness):
     still_fine(jail, witness)
 
 
+def test_the_attach_calls_are_locked(sess, jail, witness):
+    # The two calls a worker's attach needs, which the filter lets through
+    # until its lock is loaded (docs/security.md, "Three programs"): after
+    # it, move_mount is the mount API's EPERM (the kernel alone would say
+    # EBADF for descriptor -1) and seccomp ENOSYS, whatever the operation
+    # (SECCOMP_SET_MODE_FILTER with no program: EFAULT from the kernel).
+    MOVE_MOUNT_F_EMPTY_PATH = 4
+    SECCOMP_SET_MODE_FILTER = 1
+    assert raw(sess, jail.probe, "move_mount", -1, 0, -1, 0, MOVE_MOUNT_F_EMPTY_PATH) == [-1, EPERM]
+    assert raw(sess, jail.probe, "seccomp", SECCOMP_SET_MODE_FILTER, 0, 0) == [-1, ENOSYS]
+    still_fine(jail, witness)
+
+
 # ---------------------------------------------------------------- set-id bits (issue 16 item 1)
 
 

@@ -254,6 +254,7 @@ static void test_daemon_frames(void) {
                 {protocol_tool_result(5, value, NULL), PHASE_RUNNING},
                 {protocol_tool_result(6, NULL, NULL), PHASE_RUNNING},
                 {protocol_tool_result(7, NULL, "bad \xff byte"), PHASE_RUNNING},
+                {protocol_warm(), PHASE_WAITING},
         };
         const char *why;
 
@@ -266,6 +267,9 @@ static void test_daemon_frames(void) {
                 CHECK(frame_encode(f[i].m, &buf, &len) == 0);
                 free(buf);
         }
+        /* warm goes only to a pooled worker, before its workspace. */
+        CHECK(protocol_check_daemon_frame(f[10].m, PHASE_IDLE, &why) == -EBADMSG);
+        CHECK(protocol_check_daemon_frame(f[10].m, PHASE_RUNNING, &why) == -EBADMSG);
         /* A tool's message is made valid UTF-8 (jansson refuses anything
          * else). */
         CHECK(strcmp(json_string_value(json_object_get(f[9].m, "error")), "bad \xef\xbf\xbd byte") == 0);

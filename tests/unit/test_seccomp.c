@@ -32,6 +32,7 @@
 #include <linux/seccomp.h>
 
 #include "check.h"
+#include "macros.h"
 #include "sandbox/seccomp.h"
 
 #ifndef F_SETPIPE_SZ
@@ -144,6 +145,10 @@ static uint32_t bpf_run(const struct sock_fprog *prog, const struct seccomp_data
         return 0xdeadbeef; /* fell off the end: the kernel refuses such a program */
 }
 
+/* How many of the programs are installed: all (an attached worker), or all
+ * but the lock (a worker waiting for its session). */
+static size_t installed = (size_t)-1;
+
 /* The kernel's answer for a process with these programs installed. */
 static uint32_t kernel_answer(uint32_t arch, int nr, const uint64_t args[6]) {
         const struct sock_fprog *progs;
@@ -151,6 +156,8 @@ static uint32_t kernel_answer(uint32_t arch, int nr, const uint64_t args[6]) {
         struct seccomp_data d = {.nr = nr, .arch = arch};
         uint32_t ret = SECCOMP_RET_ALLOW;
 
+        if (installed < n)
+                n = installed;
         memcpy(d.args, args, sizeof(d.args));
         /* seccomp_run_filters(): from the most recently installed on, a
          * strictly lower (signed) action replaces the answer. */
@@ -451,6 +458,33 @@ static void check_decisions(bool allow_exec) {
         CHECK(kernel_answer(AUDIT_ARCH_I386, 20, none) == SECCOMP_RET_KILL_PROCESS);
 }
 
+/* A worker waiting for its session has all but the lock: exactly move_mount
+ * and seccomp answer otherwise then (allowed, for its attach), every other
+ * call and argument vector as the whole policy answers it. */
+static void check_until_attach(void) {
+        static const uint64_t vectors[][6] = {{0}, {1, 2, 3, 4, 5, 6}, {~0ULL, ~0ULL, ~0ULL, ~0ULL, 0, 0}};
+        int differ = 0, nr_move = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, "move_mount"),
+            nr_seccomp = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, "seccomp");
+
+        CHECK(answer("move_mount", 0, 0, 0, 0) == EPERM_ && answer("seccomp", 0, 0, 0, 0) == ENOSYS_);
+        for (int nr = 0; nr < 512; nr++) {
+                for (size_t v = 0; v < ARRAY_SIZE(vectors); v++) {
+                        uint32_t all, before;
+
+                        installed = (size_t)-1;
+                        all = kernel_answer(AUDIT_ARCH_X86_64, nr, vectors[v]);
+                        installed = 2;
+                        before = kernel_answer(AUDIT_ARCH_X86_64, nr, vectors[v]);
+                        installed = (size_t)-1;
+                        if (all == before)
+                                continue;
+                        differ++;
+                        CHECK((nr == nr_move || nr == nr_seccomp) && before == ALLOW);
+                }
+        }
+        CHECK(differ == 2 * (int)ARRAY_SIZE(vectors));
+}
+
 int main(int argc, char **argv) {
         char err[512];
         const struct sock_fprog *progs;
@@ -465,10 +499,11 @@ int main(int argc, char **argv) {
         CHECK(syscall_filter_programs(&progs) == 0);
 
         CHECK(syscall_filter_build(false, err, sizeof(err)) == 0);
-        CHECK(syscall_filter_programs(&progs) == 2);
-        printf("# programs: %u and %u instructions\n", progs[0].len, progs[1].len);
+        CHECK(syscall_filter_programs(&progs) == 3);
+        printf("# programs: %u, %u and %u instructions\n", progs[0].len, progs[1].len, progs[2].len);
         check_floor();
         check_decisions(false);
+        check_until_attach();
 
         /* -o allow_exec changes execve only, and stays above the floor. */
         CHECK(syscall_filter_build(true, err, sizeof(err)) == 0);
