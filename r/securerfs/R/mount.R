@@ -6,7 +6,7 @@
 .securerfs$info <- list()     # mount dir -> its config (mount_info())
 .securerfs$given <- list()    # a mount named by the caller -> its checked path
 .securerfs$limits_seen <- NULL # the last limits' JSON to write (limits_to_write())
-.securerfs$eval_cons <- list() # session dir -> its open eval connection
+.securerfs$eval_cons <- list() # session dir -> its open eval descriptor (src/eval.c)
 
 is_mount <- function(dir) {
   !is.null(dir) && file.exists(file.path(dir, "README")) &&

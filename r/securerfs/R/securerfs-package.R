@@ -74,4 +74,5 @@
 #' * `securerfs.tool_timeout`: seconds per tool call (default 60).
 #'
 #' @importFrom R6 R6Class
+#' @useDynLib securerfs, .registration = TRUE
 "_PACKAGE"

@@ -662,17 +662,11 @@ SecureSession <- R6::R6Class("SecureSession",
     # every call cost more R time than the system calls they end in
     # (docs/performance.md, issue 14).  NULL when the mount refused (the
     # caller then diagnoses why).
+    # The run through the session's eval descriptor: the code written at
+    # offset 0, result.json read back (src/eval.c: a pwrite and a pread);
+    # NULL when either failed.
     eval_run = function(bytes) {
-      con <- private$eval_con
-      txt <- tryCatch({
-        seek.connection(con, 0, "start", "write")
-        writeBin(bytes, con)
-        flush.connection(con)
-        seek.connection(con, 0, "start", "read")
-        readLines(con, n = 1L, warn = FALSE, encoding = "UTF-8")
-      }, error = function(e) character(), warning = function(w) character())
-      if (length(txt) != 1L || !nzchar(txt)) return(NULL)
-      txt
+      .Call(securerfs_eval_run, private$eval_con, bytes)
     },
 
     close_eval = function() {
@@ -711,8 +705,7 @@ SecureSession <- R6::R6Class("SecureSession",
                                                   silent = TRUE))
       }, onexit = TRUE)
       private$gc_env <- gc_env
-      con <- tryCatch(file(file.path(private$dir, "eval"), open = "r+b"),
-                      error = function(e) NULL, warning = function(w) NULL)
+      con <- .Call(securerfs_eval_open, file.path(private$dir, "eval"))
       if (is.null(con)) {
         self$close()
         abort(paste0("the securerfs mount at ", private$mount,
@@ -1061,9 +1054,10 @@ SecureSession <- R6::R6Class("SecureSession",
   )
 )
 
-# The open eval connections, by session directory: kept here, not only in
-# the objects, so that one is closed by its session's finalizer (or close())
-# and never found unused by the garbage collector, which would warn.
+# The open eval descriptors (src/eval.c), by session directory: kept here,
+# not only in the objects, so that one is closed by its session's finalizer
+# (or close()) and by unmount_all() before its mount goes (an open file
+# keeps a mount busy); a handle's own finalizer closes it at the latest.
 eval_con_keep <- function(dir, con) {
   .securerfs$eval_cons[[dir]] <- con
 }
@@ -1071,7 +1065,7 @@ eval_con_drop <- function(dir) {
   con <- .securerfs$eval_cons[[dir]]
   if (!is.null(con)) {
     .securerfs$eval_cons[[dir]] <- NULL
-    try(close(con), silent = TRUE)
+    .Call(securerfs_eval_close, con)
   }
 }
 
