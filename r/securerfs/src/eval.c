@@ -1,4 +1,5 @@
-/* A session's eval file from R without R's connections.
+/* A session's eval file (and the mount's clone file) from R without R's
+ * connections.
  *
  * SecureSession$execute() is one program written to sessions/N/eval at
  * offset 0 and its result.json read back from the same descriptor (the
@@ -135,10 +136,41 @@ SEXP securerfs_eval_run(SEXP handle, SEXP code) {
         return ScalarString(mkCharLenCE(buf, (int)got, CE_UTF8));
 }
 
+/* read_clone(path): the name a read of the mount's clone file gives (a new
+ * session), without its newline: one open, one read, one close (an R
+ * connection's set-up cost more than the request).  An R error naming the
+ * file and errno when it fails. */
+SEXP securerfs_read_clone(SEXP path) {
+        char name[4096];
+        const char *p;
+        ssize_t n;
+        int fd, e;
+
+        if (TYPEOF(path) != STRSXP || XLENGTH(path) != 1 || STRING_ELT(path, 0) == NA_STRING)
+                error("read_clone: path must be a string");
+        p = translateChar(STRING_ELT(path, 0));
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                error("cannot open %s: %s", p, strerror(errno));
+        do
+                n = read(fd, name, sizeof(name));
+        while (n < 0 && errno == EINTR);
+        e = errno;
+        close(fd);
+        if (n < 0)
+                error("cannot read %s: %s", p, strerror(e));
+        while (n > 0 && name[n - 1] == '\n')
+                n--;
+        if (n == 0 || memchr(name, '\0', (size_t)n))
+                error("the clone file gave no name");
+        return ScalarString(mkCharLenCE(name, (int)n, CE_UTF8));
+}
+
 static const R_CallMethodDef call_methods[] = {
         {"securerfs_eval_open", (DL_FUNC)&securerfs_eval_open, 1},
         {"securerfs_eval_close", (DL_FUNC)&securerfs_eval_close, 1},
         {"securerfs_eval_run", (DL_FUNC)&securerfs_eval_run, 2},
+        {"securerfs_read_clone", (DL_FUNC)&securerfs_read_clone, 1},
         {NULL, NULL, 0},
 };
 
