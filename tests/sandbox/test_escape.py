@@ -8,7 +8,10 @@ answer).  Raw system calls go through tests/sandbox/probe.c (see there).
 Nothing is skipped: a missing kernel feature is a failure.
 """
 import errno
+import faulthandler
+import ctypes
 import os
+import signal
 import re
 import socket
 import subprocess
@@ -547,6 +550,23 @@ def test_tiocsti(sess, jail, witness):
     still_fine(jail, witness)
 
 
+def host_signal_of(so, fn):
+    """The signal that kills a host process (outside any sandbox) calling
+    fn of so, or 0 if it returns: some kernels offer no i386 ABI at all (on
+    this project's VM, int 0x80 is SIGSEGV in any process)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            faulthandler.disable()  # the child's crash is the expected answer
+            lib = ctypes.CDLL(str(so))
+            ret, err = ctypes.c_int(0), ctypes.c_int(0)
+            getattr(lib, fn)(ctypes.byref(ret), ctypes.byref(err))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
 @pytest.mark.parametrize("fn", ["probe_x32", "probe_int80"])
 def test_other_syscall_abis_kill(fn, daemons, probe_dir):
     d, s, other = with_bystander(daemons, "r_libs=%s" % probe_dir)
@@ -554,8 +574,13 @@ def test_other_syscall_abis_kill(fn, daemons, probe_dir):
     s.submit("dyn.load('%s'); .C('%s', ret = integer(1), err = integer(1))" % (probe_dir / "probe.so", fn))
     r = s.result()
     assert r["status"] == "crashed", r
-    assert "signal 31" in s.read("error") or "SIGSYS" in s.read("error") or "Bad system call" in s.read("error"), \
-        s.read("error")
+    if fn == "probe_int80" and host_signal_of(probe_dir / "probe.so", fn) == signal.SIGSEGV:
+        # The host's kernel refuses the ABI to every process: the call
+        # never reaches a system call, inside as outside.
+        assert "signal 11" in s.read("error"), s.read("error")
+    else:
+        assert "signal 31" in s.read("error") or "SIGSYS" in s.read("error") or \
+            "Bad system call" in s.read("error"), s.read("error")
     # Replaced with a fresh worker; the other session did not notice.
     assert s.value("exists('y')") == "FALSE"
     assert other.value("z") == "5"
