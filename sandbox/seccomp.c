@@ -337,6 +337,17 @@ static int add_argument_checks(scmp_filter_ctx ctx, bool allow_exec, char *err, 
                                   SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, PR_SET_SECCOMP))) < 0)
                 return filter_fail(err, errlen, r, "rule for prctl");
 
+        /* prctl(PR_SET_DUMPABLE, 0) makes the process's /proc/PID files
+         * root's: an unprivileged daemon (no CAP_SYS_PTRACE) could then
+         * read neither its fd directory nor smaps_rollup, so that its
+         * monitor counted none of the socket and pipe buffers of the worker
+         * and of the children that inherit the flag (docs/security.md,
+         * "Round 7", finding 2).  Core dumps are stopped by RLIMIT_CORE
+         * (jail.c) instead. */
+        if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(prctl), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, PR_SET_DUMPABLE))) < 0)
+                return filter_fail(err, errlen, r, "rule for prctl");
+
         /* Only AF_UNIX sockets (R's own and the worker's socketpair): no
          * AF_INET/AF_INET6 (the net namespace has no route anyway),
          * AF_NETLINK, AF_PACKET, AF_VSOCK, AF_ALG and the rest.  A 64-bit

@@ -169,3 +169,12 @@ void r7_mount_api(int *which, int *ret, int *err) {
         if (r >= 0 && *which == 1)
                 close((int)r);
 }
+
+/* prctl(PR_SET_DUMPABLE, *value): a process that is not dumpable has its
+ * /proc/PID files owned by root and closed to a daemon of the same uid
+ * without CAP_SYS_PTRACE (its fd directory, smaps_rollup). */
+void r7_set_dumpable(int *value, int *ret, int *err) {
+        errno = 0;
+        *ret = prctl(PR_SET_DUMPABLE, (unsigned long)*value, 0, 0, 0);
+        *err = *ret < 0 ? errno : 0;
+}

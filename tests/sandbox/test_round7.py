@@ -8,6 +8,7 @@ daemon's processes).  Run it with the ASan daemon too
 (SECURERFS_BUILD=build-asan): the daemon's stop fails the test on any
 sanitizer report."""
 import errno
+import json
 import os
 import re
 import subprocess
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-import conftest
 import harness
 import util
 from jailtools import value
 
 HERE = Path(__file__).resolve().parent
+MIB = 1 << 20
 
 # seccomp(2)'s operations (linux/seccomp.h) as round7.c's r7_seccomp makes
 # them, then prctl's.
@@ -31,7 +32,9 @@ PRCTL_FILTER, PRCTL_LOG_FILTER, PRCTL_STRICT, PRCTL_GET = range(6, 10)
 
 @pytest.fixture(scope="module")
 def native_dir(tmp_path_factory):
-    return harness.build_r_lib(tmp_path_factory.mktemp("round7"), HERE / "round7.c")
+    d = tmp_path_factory.mktemp("round7")
+    harness.build_r_lib(d, HERE / "round3.c", ["-pthread"])  # socket_hog
+    return harness.build_r_lib(d, HERE / "round7.c")
 
 
 def start(daemons, native_dir, *opts, **kw):
@@ -163,3 +166,33 @@ def test_no_program_is_added_after_restart_restore_or_fork(daemons, native_dir):
         with d.session(name) as f:
             assert f.value("x") == "2"
             check_locked(f, d, "fork")
+
+
+# ---- 2. prctl(PR_SET_DUMPABLE, 0) hid the session's processes from the monitor -----
+
+
+@pytest.mark.timeout_s(90)
+def test_processes_cannot_make_themselves_undumpable(daemons, native_dir):
+    """Before: prctl(PR_SET_DUMPABLE, 0) made the worker's /proc/PID/fd and
+    smaps_rollup root's, closed to an unprivileged daemon (no
+    CAP_SYS_PTRACE): its monitor then counted none of the socket and pipe
+    buffers of the worker and of the children it forks (they inherit the
+    flag), the one bound on them without a memory cgroup ("Round 3",
+    finding 4) -- 13 processes queued 3 x the memory limit and the run
+    ended "ok".  Now EPERM: inside, the call fails and the processes stay
+    dumpable; outside, the daemon's uid still lists the worker's fd
+    directory, and the run ends on the memory limit as before."""
+    d = start(daemons, native_dir, "pool=0")
+    with d.clone() as s:
+        pid = worker_pid(s, d)
+        assert r7(s, d, "r7_set_dumpable", 0, 0, 0)[1:] == [-1, errno.EPERM]
+        assert os.listdir("/proc/%d/fd" % pid)  # outside: still readable by the daemon's uid
+        assert value(s, "readLines('/proc/self/status')[1]")  # the session goes on
+        limit = 192 * MIB
+        s.write("limits", json.dumps({"memory": limit}))
+        r = s.result("dyn.load('%s'); .C('socket_hog', as.double(%d), 13L, 5000L, queued = 0)$queued"
+                     % (native_dir / "round3.so", 3 * limit))
+        assert r["status"] != "ok" and r.get("limit") == "memory", r
+        if os.getuid() != 0:
+            assert "socket and pipe buffers" in r["error"], r
+        assert s.value("1+1") == "2"

@@ -427,6 +427,11 @@ static void check_decisions(bool allow_exec) {
         CHECK(expect("prctl", PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, EPERM_));
         CHECK(expect("prctl", 0xffffffff00000000ULL | PR_SET_SECCOMP, SECCOMP_MODE_FILTER, 0, 0, EPERM_));
         CHECK(expect("prctl", PR_GET_SECCOMP, 0, 0, 0, ALLOW));
+        /* Nor an undumpable process, whose /proc files an unprivileged
+         * daemon cannot read. */
+        CHECK(expect("prctl", PR_SET_DUMPABLE, 0, 0, 0, EPERM_));
+        CHECK(expect("prctl", PR_SET_DUMPABLE, 1, 0, 0, EPERM_));
+        CHECK(expect("prctl", PR_GET_DUMPABLE, 0, 0, 0, ALLOW));
         CHECK(expect("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, ALLOW));
         CHECK(expect("prctl", PR_SET_NAME, 0, 0, 0, ALLOW));
         /* Socket buffers keep their default sizes; other options pass. */
