@@ -157,7 +157,8 @@ static int jail_lock(const struct jail_options *o, int last_cap, struct jail_err
         /* The filter's first two programs came when the jail was built
          * (jail_enter_strict) for a worker that waits for its workspace,
          * else now (no_new_privs was set just above); then the lock, which
-         * refuses seccomp(2) itself, so nothing can be added after it. */
+         * refuses seccomp(2) itself (and program 1 prctl(PR_SET_SECCOMP)),
+         * so nothing can be added after it. */
         if (o->syscall_filter && !o->workspace_later && (r = syscall_filter_install(e->buf, e->len)) < 0)
                 return r;
         if (o->syscall_filter && (r = syscall_filter_lock(e->buf, e->len)) < 0)

@@ -324,6 +324,30 @@ static int add_argument_checks(scmp_filter_ctx ctx, bool allow_exec, char *err, 
         if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(prlimit64), 1, SCMP_A2(SCMP_CMP_NE, 0))) < 0)
                 return filter_fail(err, errlen, r, "rule for prlimit64");
 
+        /* prctl(PR_SET_SECCOMP) installs a program as seccomp(2) does: the
+         * lock answers seccomp(2) ENOSYS, and a program added here came after
+         * it all the same (docs/security.md, "Round 7", finding 1).  A later
+         * program cannot loosen the policy, but one answering
+         * SECCOMP_RET_LOG turns every system call of the process into a line
+         * of the host's kernel log (audit type 1326), and each program is
+         * kernel memory.  The worker loads its own programs with seccomp(2);
+         * the query (PR_GET_SECCOMP) stays.  The kernel reads the option's
+         * low 32 bits. */
+        if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(prctl), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, PR_SET_SECCOMP))) < 0)
+                return filter_fail(err, errlen, r, "rule for prctl");
+
+        /* prctl(PR_SET_DUMPABLE, 0) makes the process's /proc/PID files
+         * root's: an unprivileged daemon (no CAP_SYS_PTRACE) could then
+         * read neither its fd directory nor smaps_rollup, so that its
+         * monitor counted none of the socket and pipe buffers of the worker
+         * and of the children that inherit the flag (docs/security.md,
+         * "Round 7", finding 2).  Core dumps are stopped by RLIMIT_CORE
+         * (jail.c) instead. */
+        if ((r = seccomp_rule_add(ctx, eperm, SCMP_SYS(prctl), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, PR_SET_DUMPABLE))) < 0)
+                return filter_fail(err, errlen, r, "rule for prctl");
+
         /* Only AF_UNIX sockets (R's own and the worker's socketpair): no
          * AF_INET/AF_INET6 (the net namespace has no route anyway),
          * AF_NETLINK, AF_PACKET, AF_VSOCK, AF_ALG and the rest.  A 64-bit

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -420,6 +421,19 @@ static void check_decisions(bool allow_exec) {
         CHECK(expect("fcntl", 3, F_SETSIG, 0, 0, EPERM_));
         CHECK(expect("fcntl", 3, F_GETLEASE, 0, 0, ALLOW));
         CHECK(expect("fcntl", 3, F_GETOWN, 0, 0, ALLOW));
+        /* Round 7: no program through prctl either (the lock answers
+         * seccomp(2)); the query and other options pass. */
+        CHECK(expect("prctl", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, 0, 0, EPERM_));
+        CHECK(expect("prctl", PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, EPERM_));
+        CHECK(expect("prctl", 0xffffffff00000000ULL | PR_SET_SECCOMP, SECCOMP_MODE_FILTER, 0, 0, EPERM_));
+        CHECK(expect("prctl", PR_GET_SECCOMP, 0, 0, 0, ALLOW));
+        /* Nor an undumpable process, whose /proc files an unprivileged
+         * daemon cannot read. */
+        CHECK(expect("prctl", PR_SET_DUMPABLE, 0, 0, 0, EPERM_));
+        CHECK(expect("prctl", PR_SET_DUMPABLE, 1, 0, 0, EPERM_));
+        CHECK(expect("prctl", PR_GET_DUMPABLE, 0, 0, 0, ALLOW));
+        CHECK(expect("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, ALLOW));
+        CHECK(expect("prctl", PR_SET_NAME, 0, 0, 0, ALLOW));
         /* Socket buffers keep their default sizes; other options pass. */
         CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_SNDBUF, 0, EPERM_));
         CHECK(expect("setsockopt", 3, SOL_SOCKET, SO_RCVBUF, 0, EPERM_));
