@@ -223,6 +223,8 @@ void loop_timer_arm(struct loop_timer *t, uint64_t due_ns) {
         heap_fix(l, t->slot);
 }
 
+uint64_t loop_timer_due(const struct loop_timer *t) { return t->due; }
+
 void loop_timer_arm_idle(struct loop_timer *t, uint64_t due_ns) {
         loop_timer_arm(t, due_ns);
         if (due_ns)

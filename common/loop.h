@@ -42,6 +42,9 @@ void loop_timer_arm(struct loop_timer *t, uint64_t due_ns);
  * work that yields to the rest of the loop only while the rest wants it.
  * Arming again (either way) or disarming drops that. */
 void loop_timer_arm_idle(struct loop_timer *t, uint64_t due_ns);
+/* When t fires (the now_ns() time it was armed for), 0 if disarmed: a timer
+ * is disarmed before its callback runs. */
+uint64_t loop_timer_due(const struct loop_timer *t);
 void loop_timer_free(struct loop_timer *t);
 
 /* Child exits.  The daemon reaps every child through the loop: on SIGCHLD

@@ -21,11 +21,6 @@
  * alone, whose first result the warm-up shortens. */
 #define POOL_WARM_DELAY_NS 10000000ULL
 
-static void arm(struct sessions *t, uint64_t due) {
-        t->pool_timer_due = due;
-        loop_timer_arm(t->pool_timer, due);
-}
-
 /* Warm each worker that has waited POOL_WARM_DELAY_NS; again for the next. */
 static void on_warm_timer(void *data) {
         struct sessions *t = data;
@@ -42,15 +37,11 @@ static void on_warm_timer(void *data) {
                 else if (!next || due < next)
                         next = due;
         }
-        t->warm_timer_due = next;
         loop_timer_arm(t->warm_timer, next);
 }
 
 static void on_pool_timer(void *data) {
-        struct sessions *t = data;
-
-        t->pool_timer_due = 0;
-        pool_fill(t);
+        pool_fill(data);
 }
 
 int pool_init(struct sessions *t) {
@@ -69,7 +60,7 @@ void pool_fill(struct sessions *t) {
         uint64_t now = now_ns();
 
         if (now < t->pool_backoff_until) {
-                arm(t, t->pool_backoff_until);
+                loop_timer_arm(t->pool_timer, t->pool_backoff_until);
                 return;
         }
         while (t->pool_ready + t->pool_starting < t->opt->pool) {
@@ -89,13 +80,13 @@ void pool_fill(struct sessions *t) {
 }
 
 void pool_fill_soon(struct sessions *t) {
-        uint64_t due = now_ns() + POOL_REFILL_DELAY_NS;
+        uint64_t due = now_ns() + POOL_REFILL_DELAY_NS, armed = loop_timer_due(t->pool_timer);
 
         if (t->pool_ready + t->pool_starting >= t->opt->pool)
                 return;
-        if (t->pool_timer_due && t->pool_timer_due <= due)
+        if (armed && armed <= due)
                 return; /* a refill (or the back-off's end) comes sooner */
-        arm(t, due > t->pool_backoff_until ? due : t->pool_backoff_until);
+        loop_timer_arm(t->pool_timer, due > t->pool_backoff_until ? due : t->pool_backoff_until);
 }
 
 struct worker *pool_first(struct sessions *t) { return list_first(&t->pool, struct worker, pool_link); }
@@ -111,17 +102,15 @@ struct worker *pool_take(struct sessions *t, const struct host_id *h) {
 }
 
 void pool_add(struct sessions *t, struct worker *w) {
-        uint64_t due;
+        uint64_t due, armed = loop_timer_due(t->warm_timer);
 
         t->pool_starting--;
         list_prepend(&t->pool, &w->pool_link);
         t->pool_ready++;
         w->pooled_ns = now_ns();
         due = w->pooled_ns + POOL_WARM_DELAY_NS;
-        if (!t->warm_timer_due || due < t->warm_timer_due) {
-                t->warm_timer_due = due;
+        if (!armed || due < armed)
                 loop_timer_arm(t->warm_timer, due);
-        }
 }
 
 void pool_worker_gone(struct sessions *t, struct worker *w) {

@@ -102,10 +102,8 @@ struct sessions {
         struct list workers;           /* every worker not yet freed */
         struct list pool;              /* ready, unassigned workers (sessions/pool.h) */
         unsigned pool_ready, pool_starting;
-        struct loop_timer *pool_timer;
-        uint64_t pool_timer_due;       /* when pool_timer fires; 0: disarmed */
+        struct loop_timer *pool_timer; /* the refill, or the back-off's end */
         struct loop_timer *warm_timer; /* warms the workers that waited (pool.c) */
-        uint64_t warm_timer_due;       /* when it fires; 0: disarmed */
         uint64_t pool_backoff_until;
         uint64_t start_ns;
         char last_start_error[512];    /* why the last worker could not start */

@@ -311,7 +311,8 @@ static void idle_log(int what) {
                 it.order[it.n++] = what;
 }
 
-static void on_idle_fired(void *data) { idle_log(1); }
+/* A timer is disarmed before its callback runs. */
+static void on_idle_fired(void *data) { idle_log(loop_timer_due(it.idle) == 0 ? 1 : -1); }
 static void on_plain_fired(void *data) { idle_log(3); }
 static void on_stop(void *data) { loop_stop(it.l); }
 
@@ -351,13 +352,16 @@ static void test_loop_idle_timers(void) {
         loop_timer_arm_idle(it.idle, far);
         loop_timer_arm(it.plain, far);
         loop_timer_arm(it.stopper, start + 50ull * 1000 * 1000);
+        CHECK(loop_timer_due(it.plain) == far && loop_timer_due(it.idle) == far);
         CHECK(loop_run(it.l) == 0);
         CHECK(it.n == 2 && it.order[0] == 2 && it.order[1] == 1);
         CHECK(now_ns() - start < 30ull * 1000 * 1000 * 1000);
+        CHECK(loop_timer_due(it.idle) == 0 && loop_timer_due(it.plain) == far);
         /* Disarmed, or armed again plainly: no early firing. */
         it.n = 0;
         loop_timer_arm_idle(it.idle, far);
         loop_timer_arm(it.idle, 0);
+        CHECK(loop_timer_due(it.idle) == 0);
         loop_timer_arm_idle(it.plain, far);
         loop_timer_arm(it.plain, far);
         loop_timer_arm(it.stopper, now_ns() + 20ull * 1000 * 1000);
