@@ -6,7 +6,8 @@
       (build/roundtrip rt), the creation and removal of 100 more sessions
       (ms each), ls sessions (ms), memory per idle session (the fall of
       MemAvailable over the sessions made, MiB), the daemon's RSS (MiB)
-      and descriptors.
+      and descriptors, and the CPU of the kernel's DAMON threads (% of one
+      CPU, at rest and while the 100 are made), where the kernel runs them.
   scale.py MNT DAEMON_PID ROUNDTRIP neighbour [ITERATIONS]
       A witness's 1+1 round trip alone, then beside a session with 60,000
       files looping runs.
@@ -33,6 +34,30 @@ def mem_available_kib():
     return 0
 
 
+def kdamond_ticks():
+    """CPU ticks of the kernel's DAMON threads (kdamond.N), which this VM
+    runs on physical memory: their rmap walks grow with the processes that
+    map a page, here every worker mapping the zygote's (docs/performance.md,
+    "Creation with 5,000 sessions on this VM")."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.index("(") + 1:st.rindex(")")].startswith("kdamond"):
+            fields = st[st.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def kdamond_pct(t0_ticks, seconds):
+    return (kdamond_ticks() - t0_ticks) * 100.0 / os.sysconf("SC_CLK_TCK") / seconds
+
+
 def run(mnt, name, code):
     with open(os.path.join(mnt, "sessions", name, "input"), "w") as f:
         f.write(code)
@@ -54,18 +79,22 @@ def levels(mnt, pid, rt, counts, n):
             os.mkdir(os.path.join(mnt, "sessions", "idle%d" % serial))
             serial += 1
             made += 1
-        time.sleep(1)  # let the pool refill
+        k0 = kdamond_ticks()
+        time.sleep(3)  # let the pool refill; the kernel's DAMON threads at rest
+        print("kdamond%d_idle_pct %.1f" % (count, kdamond_pct(k0, 3)))
         r = roundtrip(rt, mnt, n)
         print("rt%d_us_p50 %s" % (count, r["rt_us_p50"]))
         print("rt%d_us_p90 %s" % (count, r["rt_us_p90"]))
         # 100 more sessions made, one at a time, then removed.
         extra = []
+        k0 = kdamond_ticks()
         t0 = time.perf_counter()
         for i in range(100):
             name = "extra%d_%d" % (count, i)
             os.mkdir(os.path.join(mnt, "sessions", name))
             extra.append(name)
         t1 = time.perf_counter()
+        print("kdamond%d_create_pct %.1f" % (count, kdamond_pct(k0, t1 - t0)))
         for name in extra:
             os.rmdir(os.path.join(mnt, "sessions", name))
         t2 = time.perf_counter()
