@@ -5,10 +5,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sys/wait.h>
 
 #include "audit.h"
 #include "hostid.h"
@@ -219,6 +222,17 @@ void session_worker_attached(struct session *s) {
         pool_fill_soon(t);
 }
 
+/* Did w fail to start through no fault of the jail's, so that another
+ * worker is worth trying?  A helper's fault or a stall (fatal with
+ * -EAGAIN), or a SIGKILL the daemon did not send: the OOM killer, an
+ * administrator, or a pooled worker killed before its death was seen (no
+ * user code has run in a worker before it attached). */
+static bool start_failure_transient(const struct worker *w) {
+        if (w->fatal)
+                return w->start_err == -EAGAIN;
+        return w->exited && !w->kill_reason && WIFSIGNALED(w->exit_status) && WTERMSIG(w->exit_status) == SIGKILL;
+}
+
 void session_worker_lost(struct session *s, struct worker *w) {
         struct sessions *t = s->owner;
         struct run *r = s->run;
@@ -244,7 +258,7 @@ void session_worker_lost(struct session *s, struct worker *w) {
         /* It never attached: its start failed. */
         worker_describe_exit(w, how, sizeof(how));
         snprintf(msg, sizeof(msg), "the sandboxed R worker could not start: %s", w->fatal ? w->fatal : how);
-        if (w->fatal && w->start_err == -EAGAIN && s->start_retries < SESSION_START_RETRIES && !s->closing) {
+        if (start_failure_transient(w) && s->start_retries < SESSION_START_RETRIES && !s->closing) {
                 /* A helper's fault, not the jail's: a fresh worker (a queued
                  * run waits for it; a creating session's deadline still
                  * holds). */
@@ -256,8 +270,8 @@ void session_worker_lost(struct session *s, struct worker *w) {
                         return;
         }
         if (s->creating) {
-                session_created(s, w->fatal && (w->start_err == -EAGAIN || w->start_err == -ETIMEDOUT) ? -EAGAIN
-                                                                                                       : -EPERM,
+                session_created(s, start_failure_transient(w) || (w->fatal && w->start_err == -ETIMEDOUT) ? -EAGAIN
+                                                                                                           : -EPERM,
                                 msg);
                 return;
         }

@@ -315,7 +315,12 @@ static void worker_hand_workspace(struct worker *w, int err, int fd, const char 
         if (err < 0) {
                 snprintf(msg, sizeof(msg), "could not hand the workspace to the worker: %s",
                          why ? why : strerror(-err));
-                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err : -EPERM, msg);
+                /* EPIPE, ECONNRESET: the worker is gone (killed meanwhile),
+                 * which another worker may not be. */
+                worker_set_fatal(w, err == -EAGAIN || err == -ETIMEDOUT ? err
+                                    : err == -EPIPE || err == -ECONNRESET ? -EAGAIN
+                                                                         : -EPERM,
+                                 msg);
                 worker_close_fd(w);
                 worker_kill(w, NULL);
         }

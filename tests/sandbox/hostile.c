@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +46,41 @@ void flood_calls(int *seq, double *count, double *first_id, int *read_replies, i
                                 ;
         }
         *written = n;
+}
+
+/* dear_calls(seq, first_id, count, bytes, worst): once the daemon has been
+ * quiet for 100 ms (the replies to a flood before, thrown away), count
+ * tool_call frames calling tool "bogus" with one string argument of bytes
+ * bytes, each written when the reply to the one before came (first_id,
+ * first_id + 1, ...).  *worst: the longest wait for a reply, in seconds. */
+void dear_calls(int *seq, double *first_id, int *count, int *bytes, double *worst) {
+        struct pollfd p = {.fd = WORKER_FD, .events = POLLIN};
+        size_t cap = (size_t)*bytes + 256;
+        char *frame = malloc(cap);
+
+        *worst = -1;
+        if (!frame)
+                return;
+        while (poll(&p, 1, 100) > 0)
+                drain();
+        for (int i = 0; i < *count; i++) {
+                struct timespec t0, t1;
+                int n = snprintf(frame, cap, "{\"type\":\"tool_call\",\"seq\":%d,\"id\":%.0f,\"tool\":\"bogus\",\"args\":{\"a\":\"",
+                                 *seq, *first_id + i);
+
+                memset(frame + n, 'x', (size_t)*bytes);
+                strcpy(frame + n + *bytes, "\"}}");
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                if (send_frame(frame) != 0)
+                        break;
+                while (poll(&p, 1, -1) < 0 && errno == EINTR)
+                        ;
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                drain();
+                if ((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 > *worst)
+                        *worst = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        }
+        free(frame);
 }
 
 /* A child that spins until it is killed (it ignores SIGINT and SIGTERM). */

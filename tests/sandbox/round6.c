@@ -79,7 +79,8 @@ static void nap_ms(int ms) {
 /* ---- a slow transfer --------------------------------------------------- */
 
 static int slow_reading, slow_kib, slow_tick_ms;
-static volatile int slow_state = -1; /* -1 waiting, 1 under way, 0 over */
+enum { SLOW_NONE, SLOW_WAITING, SLOW_UNDER_WAY, SLOW_OVER };
+static volatile int slow_state = SLOW_NONE;
 
 /* At the next transfer, put a pipe of our own between the worker and the
  * daemon's end and move the stream through it slow_kib KiB every
@@ -102,7 +103,7 @@ static void *slow_thread(void *arg) {
                 dup2(q[1], n);
                 close(q[1]);
         }
-        slow_state = 1;
+        slow_state = SLOW_UNDER_WAY;
         /* Seen from the host in files/: the transfer has begun (for a
          * fork: both workers are at it).  Not while a restore stages the
          * workspace. */
@@ -127,7 +128,7 @@ out:
         close(real);
         close(slow_reading ? q[1] : q[0]);
         free(buf);
-        slow_state = 0;
+        slow_state = SLOW_OVER;
         return arg;
 }
 
@@ -139,9 +140,20 @@ void slow_transfer(int *reading, int *kib, int *tick_ms, int *ret) {
         slow_reading = *reading;
         slow_kib = *kib;
         slow_tick_ms = *tick_ms;
+        slow_state = SLOW_WAITING;
         *ret = pthread_create(&t, NULL, slow_thread, NULL);
         if (*ret == 0)
                 pthread_detach(t);
+        else
+                slow_state = SLOW_NONE;
+}
+
+/* slow_waiting(waiting): whether a thread of slow_transfer() still waits
+ * for its transfer in this worker.  One that found its pipe too late (the
+ * transfer was through, or the worker already reading it: two readers of
+ * one pipe, and the transfer fails its checks, as it should) is used up. */
+void slow_waiting(int *waiting) {
+        *waiting = slow_state == SLOW_WAITING;
 }
 
 /* ---- a process that keeps the pipe ------------------------------------- */

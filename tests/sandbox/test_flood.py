@@ -217,3 +217,28 @@ def test_worker_that_stops_reading_its_replies_is_killed(daemons, hostile_dir, t
     # The session gets a fresh worker; the witness never noticed.
     assert s.value("1+1") == "2"
     assert w.value("y") == "3"
+
+
+# Cheap calls, as fast as the daemon reads them (hostile.c's flood), then
+# calls whose frames are dear to read and parse (800 KB of arguments each),
+# each one timed inside: the daemon's pause of a worker whose read was dear
+# must be counted from now, however often the loop resumed it early while its
+# reads were cheap (it had nothing else to do).  CI saw a timeout's result
+# wait over 2 s behind such a pause.
+PAUSE_PROBE = ("dyn.load('%s'); fl <- .C('flood_calls', %dL, as.double(%d), 1, 1L, 0L, 'bogus', written = 0, err = 0L); "
+               "dc <- .C('dear_calls', %dL, as.double(%d + 1), %dL, 800000L, worst = 0); c(fl$written, dc$worst)")
+
+
+@pytest.mark.timeout_s(90)
+def test_a_dear_read_after_a_long_flood_pauses_the_worker_briefly(daemons, hostile_dir, tmp_path):
+    d = start(daemons, hostile_dir, tmp_path, "max_tool_calls=1000000")
+    s = d.clone()
+    s.write("timeout", "60")
+    seq = next_seq(s)
+    calls = 100000
+    r = s.result(PAUSE_PROBE % (d.hostile, seq, calls, seq, calls, 20))
+    assert r["status"] == "ok", r
+    n, worst = r["value"]
+    assert n == calls and worst >= 0, r
+    # A pause is at most WORKER_PAUSE_MAX_NS (0.5 s) plus the read itself.
+    assert worst < util.scaled(1.5), "a dear call waited %.2f s after %d cheap ones" % (worst, n)

@@ -58,6 +58,13 @@ def slow(s, d, reading=False, kib=SLOW[0], tick=SLOW[1]):
     assert native(s, d, ".C('slow_transfer', %dL, %dL, %dL, ret = 0L)$ret" % (reading, kib, tick)) == 0
 
 
+def slow_again(s, d, reading=False):
+    """slow() once more, unless the thread of the last one still waits in
+    s's worker (it may be a new worker, after a restore)."""
+    if not native(s, d, ".C('slow_waiting', waiting = 0L)$waiting"):
+        slow(s, d, reading)
+
+
 def copy_threads(d):
     """The daemon's copy threads (sessions/state_copy.c names them)."""
     n = 0
@@ -128,13 +135,17 @@ def error_of(bg, timeout=30):
     return e.value.errno
 
 
-def copy_under_way(host, what, start, tries=3):
+def copy_under_way(host, what, start, arm, tries=3):
     """start() a transfer (a Background, or anything with done()) until one
     is slowed: the thread of round6.c finds the pipe by looking at the
     worker's descriptors every ms, and a state can be through the pipe
-    before it looks (a loaded machine); it then waits for the next one."""
+    before it looks (a loaded machine), or be read already when it takes
+    the pipe (and then fail); arm() (slow_again) before each next try
+    makes sure a thread waits for it."""
     outcomes = []
-    for _ in range(tries):
+    for i in range(tries):
+        if i:
+            arm()
         bg = start()
         util.wait_for(lambda: host.copying() or bg.done(), 20, "%s: the daemon's copy thread" % what, step=0.01)
         if host.copying():
@@ -168,7 +179,8 @@ def test_worker_killed_while_its_checkpoint_is_copied(daemons, native_dir, tmp_p
     pid = worker_of(d, before)
     host = Host(d)
     slow(s, d)
-    bg = copy_under_way(host, "a checkpoint", lambda: round3tools.Background(lambda: s.write("ctl", "checkpoint")))
+    bg = copy_under_way(host, "a checkpoint", lambda: round3tools.Background(lambda: s.write("ctl", "checkpoint")),
+                        lambda: slow_again(s, d))
     tmp = state / (".%s.snap.tmp" % s.name)
     util.wait_for(lambda: tmp.exists() and tmp.stat().st_size > (1 << 20), 20, "the checkpoint's copy", step=0.01)
     assert host.copying()
@@ -200,7 +212,8 @@ def test_session_removed_while_its_snapshot_is_read(daemons, native_dir):
     s = d.clone()
     s.run(BIG)
     slow(s, d)
-    bg = copy_under_way(host, "a snapshot read", lambda: round3tools.Background(lambda: take(s)))
+    bg = copy_under_way(host, "a snapshot read", lambda: round3tools.Background(lambda: take(s)),
+                        lambda: slow_again(s, d))
     assert memfds(d), "no memfd for the snapshot read"
     witness_during(d, w, lambda: True, 1)
     os.rmdir(s.dir)
@@ -228,7 +241,8 @@ def test_restart_while_a_restore_is_copied(daemons, native_dir):
     v = d.clone()
     v.run("mark <- 'old'")
     slow(v, d, reading=True)
-    bg = copy_under_way(host, "a restore", lambda: round3tools.Background(lambda: put(v, good)))
+    bg = copy_under_way(host, "a restore", lambda: round3tools.Background(lambda: put(v, good)),
+                        lambda: slow_again(v, d, reading=True))
     witness_during(d, w, lambda: True, 1)
     v.write("ctl", "restart")
     witness_during(d, w, lambda: not bg.done(), 10)
@@ -252,7 +266,8 @@ def test_removed_while_a_restore_is_copied(daemons, native_dir):
     host = Host(d)
     v = d.clone()
     slow(v, d, reading=True)
-    bg = copy_under_way(host, "a restore", lambda: round3tools.Background(lambda: put(v, good)))
+    bg = copy_under_way(host, "a restore", lambda: round3tools.Background(lambda: put(v, good)),
+                        lambda: slow_again(v, d, reading=True))
     witness_during(d, w, lambda: True, 1)
     os.rmdir(v.dir)
     witness_during(d, w, lambda: not bg.done(), 10)
@@ -407,7 +422,8 @@ def test_transfers_on_one_session_are_serialised(daemons, native_dir):
     s.run("tag <- 'mine'")
     good = take(s)
     slow(s, d)
-    first = copy_under_way(host, "the first snapshot", lambda: round3tools.Background(lambda: take(s)))
+    first = copy_under_way(host, "the first snapshot", lambda: round3tools.Background(lambda: take(s)),
+                           lambda: slow_again(s, d))
     second = round3tools.Background(lambda: take(s))
     fork = round3tools.Background(lambda: s.read("fork").strip())
     run = round3tools.Background(lambda: s.value("tag"))
@@ -519,7 +535,8 @@ def test_checkpoint_cut_keeps_the_saved_file(daemons, native_dir, tmp_path):
         host = Host(d)
         slow(s, d)
         bg = copy_under_way(host, "a checkpoint",
-                            lambda: round3tools.Background(lambda: s.write("ctl", "checkpoint")))
+                            lambda: round3tools.Background(lambda: s.write("ctl", "checkpoint")),
+                            lambda: slow_again(s, d))
         util.wait_for(lambda: tmp.exists() and tmp.stat().st_size > (1 << 20), 20, "the checkpoint's copy",
                       step=0.01)
         if cut == "kill":
@@ -612,7 +629,7 @@ def test_reader_killed_while_its_snapshot_is_copied(daemons, native_dir):
         def done(self):
             return self.p.poll() is not None
 
-    reader = copy_under_way(host, "a snapshot read", Reader).p
+    reader = copy_under_way(host, "a snapshot read", Reader, lambda: slow_again(s, d)).p
     reader.kill()
     reader.wait(util.scaled(20))
     host.back("after the reader's death")

@@ -80,12 +80,31 @@ SEXP securerfs_eval_close(SEXP handle) {
  * interrupt: the caller finds out which).  An interrupt (Ctrl-C: the mount
  * interrupts the run and the read answers EINTR) is taken by R as soon as
  * this returns. */
+/* The result's text as a length-one character vector (under
+ * R_ExecWithCleanup when its buffer is this run's own). */
+struct result_text {
+        const char *p;
+        size_t len;
+};
+
+static SEXP result_string(void *data) {
+        struct result_text *t = data;
+
+        return ScalarString(mkCharLenCE(t->p, (int)t->len, CE_UTF8));
+}
+
 SEXP securerfs_eval_run(SEXP handle, SEXP code) {
-        static char *buf;
-        static size_t cap;
+        /* Kept between runs: the one read most results take.  A larger
+         * result is read into a buffer of this run's own, freed once its
+         * string is made, so that one big result does not leave the R
+         * process holding its size. */
+        static char first[FIRST_READ];
+        char *buf = first, *big = NULL;
+        size_t cap = FIRST_READ;
         int fd = handle_fd(handle);
         size_t len, off = 0, got = 0;
         ssize_t n;
+        struct result_text t;
 
         if (TYPEOF(code) != RAWSXP)
                 error("eval_run: code must be a raw vector");
@@ -100,40 +119,40 @@ SEXP securerfs_eval_run(SEXP handle, SEXP code) {
                         return R_NilValue;
                 off += (size_t)n;
         }
-        if (!buf) {
-                buf = malloc(FIRST_READ);
-                if (!buf)
-                        return R_NilValue;
-                cap = FIRST_READ;
-        }
         /* The first read starts the run and answers when it ends.  A read
          * shorter than asked is the end of the result (FUSE direct I/O):
          * no second request to find the end. */
         for (;;) {
                 size_t want = cap - got;
+                char *more;
 
                 n = pread(fd, buf + got, want, (off_t)got);
                 if (n < 0)
-                        return R_NilValue;
+                        goto fail;
                 got += (size_t)n;
                 if ((size_t)n < want)
                         break;
                 if (cap > (size_t)INT_MAX / 2)
-                        return R_NilValue;
-                {
-                        char *more = realloc(buf, cap * 2);
-
-                        if (!more)
-                                return R_NilValue;
-                        buf = more;
-                        cap *= 2;
-                }
+                        goto fail;
+                more = realloc(big, cap * 2);
+                if (!more)
+                        goto fail;
+                if (!big)
+                        memcpy(more, first, got);
+                buf = big = more;
+                cap *= 2;
         }
         while (got > 0 && buf[got - 1] == '\n')
                 got--;
         if (got == 0 || memchr(buf, '\0', got))
-                return R_NilValue;
-        return ScalarString(mkCharLenCE(buf, (int)got, CE_UTF8));
+                goto fail;
+        t = (struct result_text){buf, got};
+        if (!big)
+                return result_string(&t);
+        return R_ExecWithCleanup(result_string, &t, free, big);
+fail:
+        free(big);
+        return R_NilValue;
 }
 
 /* read_clone(path): the name a read of the mount's clone file gives (a new
