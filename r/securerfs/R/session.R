@@ -828,8 +828,11 @@ SecureSession <- R6::R6Class("SecureSession",
         stop("`max_tool_calls` must be NULL or a non-negative number.",
              call. = FALSE)
       }
-      if (isTRUE(validate)) {
-        # Only the parse of validate_code(): its warnings are advisory.
+      # Only the parse of validate_code(): its warnings are advisory.  ASCII
+      # code the parser takes whole is checked in C (src/eval.c), without
+      # parse()'s connection and condition handlers; anything else by
+      # parse(), which says why.
+      if (isTRUE(validate) && !isTRUE(.Call(securerfs_parses, code))) {
         perr <- tryCatch({
           parse(text = code, keep.source = FALSE)
           NULL

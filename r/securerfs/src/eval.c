@@ -22,6 +22,7 @@
 
 #include <R.h>
 #include <Rinternals.h>
+#include <R_ext/Parse.h>
 #include <R_ext/Rdynload.h>
 
 /* result.json is one line; most are far below this, one read takes them. */
@@ -185,11 +186,43 @@ SEXP securerfs_read_clone(SEXP path) {
         return ScalarString(mkCharLenCE(name, (int)n, CE_UTF8));
 }
 
+/* parses(code): whether execute()'s validate may skip parse(): TRUE when
+ * code (one string, ASCII) is a program R's parser takes whole; FALSE when
+ * it is not, NA when it is not ASCII (whose parse depends on the locale):
+ * for both, parse() decides and says why.  The parser raises an R error for
+ * some lexer errors instead of returning one: R_tryCatchError takes it,
+ * silently, as FALSE. */
+static SEXP parse_body(void *data) {
+        ParseStatus status = PARSE_ERROR;
+
+        R_ParseVector((SEXP)data, -1, &status, R_NilValue);
+        return ScalarLogical(status == PARSE_OK);
+}
+
+static SEXP parse_failed(SEXP cond, void *data) {
+        return ScalarLogical(FALSE);
+}
+
+SEXP securerfs_parses(SEXP code) {
+        const unsigned char *p;
+        int n;
+
+        if (TYPEOF(code) != STRSXP || XLENGTH(code) != 1 || STRING_ELT(code, 0) == NA_STRING)
+                return ScalarLogical(FALSE);
+        p = (const unsigned char *)CHAR(STRING_ELT(code, 0));
+        n = LENGTH(STRING_ELT(code, 0));
+        for (int i = 0; i < n; i++)
+                if (p[i] > 0x7f)
+                        return ScalarLogical(NA_LOGICAL);
+        return R_tryCatchError(parse_body, code, parse_failed, NULL);
+}
+
 static const R_CallMethodDef call_methods[] = {
         {"securerfs_eval_open", (DL_FUNC)&securerfs_eval_open, 1},
         {"securerfs_eval_close", (DL_FUNC)&securerfs_eval_close, 1},
         {"securerfs_eval_run", (DL_FUNC)&securerfs_eval_run, 2},
         {"securerfs_read_clone", (DL_FUNC)&securerfs_read_clone, 1},
+        {"securerfs_parses", (DL_FUNC)&securerfs_parses, 1},
         {NULL, NULL, 0},
 };
 
