@@ -75,12 +75,6 @@ SEXP securerfs_eval_close(SEXP handle) {
         return R_NilValue;
 }
 
-/* eval_run(handle, code): write code (raw) at offset 0, then read the run's
- * result.json from offset 0; the line without its newline, or NULL when
- * either fails (the session went away, a run of another writer, an
- * interrupt: the caller finds out which).  An interrupt (Ctrl-C: the mount
- * interrupts the run and the read answers EINTR) is taken by R as soon as
- * this returns. */
 /* The result's text as a length-one character vector (under
  * R_ExecWithCleanup when its buffer is this run's own). */
 struct result_text {
@@ -94,6 +88,12 @@ static SEXP result_string(void *data) {
         return ScalarString(mkCharLenCE(t->p, (int)t->len, CE_UTF8));
 }
 
+/* eval_run(handle, code): write code (raw) at offset 0, then read the run's
+ * result.json from offset 0; the line without its newline, or NULL when
+ * either fails (the session went away, a run of another writer, an
+ * interrupt: the caller finds out which).  An interrupt (Ctrl-C: the mount
+ * interrupts the run and the read answers EINTR) is taken by R as soon as
+ * this returns. */
 SEXP securerfs_eval_run(SEXP handle, SEXP code) {
         /* Kept between runs: the one read most results take.  A larger
          * result is read into a buffer of this run's own, freed once its
