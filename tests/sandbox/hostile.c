@@ -65,6 +65,7 @@ void dear_calls(int *seq, double *first_id, int *count, int *bytes, double *wors
                 drain();
         for (int i = 0; i < *count; i++) {
                 struct timespec t0, t1;
+                double waited;
                 int n = snprintf(frame, cap, "{\"type\":\"tool_call\",\"seq\":%d,\"id\":%.0f,\"tool\":\"bogus\",\"args\":{\"a\":\"",
                                  *seq, *first_id + i);
 
@@ -77,8 +78,9 @@ void dear_calls(int *seq, double *first_id, int *count, int *bytes, double *wors
                         ;
                 clock_gettime(CLOCK_MONOTONIC, &t1);
                 drain();
-                if ((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 > *worst)
-                        *worst = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+                waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+                if (waited > *worst)
+                        *worst = waited;
         }
         free(frame);
 }
