@@ -36,6 +36,12 @@
 #define WORKER_ATTACH_TIMEOUT_MS 5000
 #define MS(x) ((uint64_t)(x) * 1000000ULL)
 
+/* Its workspace's copy, if still on its way, is not wanted. */
+static void worker_cancel_workspace(struct worker *w) {
+        workspaces_cancel(w->owner->workspaces, w->ws_token);
+        w->ws_token = 0;
+}
+
 void worker_kill(struct worker *w, const char *reason) {
         if (reason && !w->kill_reason)
                 w->kill_reason = strdup(reason);
@@ -45,11 +51,7 @@ void worker_kill(struct worker *w, const char *reason) {
                 spawner_cancel(w->owner->spawner, w->token);
                 w->token = 0;
         }
-        if (w->ws_token) {
-                workspace_cancel(w->ws_pending, w->ws_token);
-                w->ws_token = 0;
-                w->ws_pending = NULL;
-        }
+        worker_cancel_workspace(w);
         loop_timer_arm(w->start_timer, 0);
 }
 
@@ -81,8 +83,7 @@ void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
         worker_close_fd(w);
-        if (w->ws_token)
-                workspace_cancel(w->ws_pending, w->ws_token);
+        worker_cancel_workspace(w);
         if (w->watched)
                 loop_unwatch_child(t->loop, w->pid);
         if (t->opt->sandbox_none && w->pid > 0 && w->exited)
@@ -330,7 +331,6 @@ static void on_worker_fd(void *data, int err, int fd, const char *why) {
         struct worker *w = data;
 
         w->ws_token = 0;
-        w->ws_pending = NULL;
         worker_hand_workspace(w, err, fd, why);
 }
 
@@ -340,10 +340,8 @@ void worker_assign(struct worker *w) {
 
         loop_timer_arm(w->start_timer, now_ns() + MS(WORKER_ATTACH_TIMEOUT_MS));
         e = workspace_worker_fd(s->workspace, on_worker_fd, w, &fd, &w->ws_token);
-        if (e == -EINPROGRESS) {
-                w->ws_pending = s->workspace;
+        if (e == -EINPROGRESS)
                 return;
-        }
         worker_hand_workspace(w, e, fd, NULL);
 }
 

@@ -55,8 +55,7 @@ struct worker {
                                   * deadline: report it), -EPERM (the jail: the default) */
         char *kill_reason;       /* set when we killed it on purpose */
         struct loop_timer *start_timer; /* its start or attach deadline */
-        struct workspace *ws_pending;   /* the keeper's copy of it is on its way ... */
-        uint64_t ws_token;              /* ... under this token */
+        uint64_t ws_token;              /* the keeper's copy of its workspace is on its way */
         long long reserved_as;   /* address space its build reserves (its "ready" frame) */
         bool got_ready;          /* its "ready" frame came */
         bool warmed;             /* pooled, and sent "warm" (sessions/pool.c) */

@@ -413,9 +413,9 @@ int workspace_worker_fd(struct workspace *w, workspace_done_fn fn, void *data, i
         return 0;
 }
 
-void workspace_cancel(struct workspace *w, uint64_t token) {
-        if (w->owner->strict && token)
-                keeper_cancel(w->owner->keeper, token);
+void workspaces_cancel(struct workspaces *t, uint64_t token) {
+        if (t && t->strict && token)
+                keeper_cancel(t->keeper, token);
 }
 
 /* Strict: w's tmpfs's bytes and inodes in use, from one statfs.  0, or

@@ -70,13 +70,15 @@ int workspace_own(const struct workspace *w, int fd);
 /* A descriptor to hand to a new worker (strict: a detached copy of the mount
  * for move_mount; none: the directory, for fchdir).  0 with *fd at once
  * (none mode; owned by the caller).  -EINPROGRESS: fn(data, err, fd, why)
- * comes later, *token names the request for workspace_cancel().  Other
+ * comes later, *token names the request for workspaces_cancel().  Other
  * -errno: failed now.  A workspace still being made may be asked: the
  * keeper answers in order, so the copy is made after the mount. */
 int workspace_worker_fd(struct workspace *w, workspace_done_fn fn, void *data, int *fd, uint64_t *token);
-/* The callback of token will not be called (a descriptor still on its way
- * is closed). */
-void workspace_cancel(struct workspace *w, uint64_t token);
+/* The callback of token (of workspace_worker_fd() on any workspace of t)
+ * will not be called (a descriptor still on its way is closed).  Asked of
+ * the set, not of the workspace: the workspace may already be freed when its
+ * worker's request is given up. */
+void workspaces_cancel(struct workspaces *t, uint64_t token);
 
 /* Bytes in use now. */
 long long workspace_usage(struct workspace *w);

@@ -65,6 +65,19 @@ def proc_stat(pid):
     return rest[0], int(rest[1]), int(rest[19])
 
 
+def proc_status(pid, key):
+    """A field of /proc/PID/status (its first word); None once the process
+    is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return None
+
+
 def proc_comm(pid):
     try:
         with open("/proc/%d/comm" % pid) as f:

@@ -84,18 +84,6 @@ def r7(s, d, fn, *args):
                  % (fn, d.so, fn, ", ".join("%dL" % a for a in args)))
 
 
-def host_status(pid, key):
-    """A field of /proc/PID/status; None once the process is gone."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return line.split()[1]
-    except OSError:
-        pass
-    return None
-
-
 def worker_pid(s, d):
     """The host pid of s's worker: the session worker of d in the pid
     namespace the session reads for itself (nsfs inode numbers are the
@@ -136,7 +124,7 @@ def check_locked(s, d, what):
     log_before = log_records(kernel_log(), uid)
 
     assert r7(s, d, "r7_filters", 0, 0) == [3, 0], what
-    assert host_status(pid, "Seccomp") == "2" and host_status(pid, "Seccomp_filters") == "3", what
+    assert util.proc_status(pid, "Seccomp") == "2" and util.proc_status(pid, "Seccomp_filters") == "3", what
     for how in (SET_FILTER, SET_FILTER_TSYNC, SET_FILTER_LISTENER, SET_STRICT, GET_ACTION_AVAIL, GET_NOTIF_SIZES):
         # The lock answers seccomp(2) as the allowlist answers a call it
         # does not know: ENOSYS, whatever the operation.
@@ -162,7 +150,7 @@ def check_locked(s, d, what):
     assert s.value("1 + 1") == "2"
     # Outside: the same three on the worker, nothing logged for the
     # session's uid.
-    assert host_status(pid, "Seccomp_filters") == "3", what
+    assert util.proc_status(pid, "Seccomp_filters") == "3", what
     if log_before is not None:
         assert log_records(kernel_log(), uid) == log_before, what
 
@@ -290,7 +278,7 @@ def mkdir_bounded(d, name, timeout=STALL_BOUND):
 
 def pooled(d):
     """The pooled workers (two programs: not attached yet)."""
-    return [p for p in util.session_worker_pids(d.pid) if host_status(p, "Seccomp_filters") == "2"]
+    return [p for p in util.session_worker_pids(d.pid) if util.proc_status(p, "Seccomp_filters") == "2"]
 
 
 def answers(d, label):
