@@ -111,6 +111,9 @@ struct sessions {
         struct persist *persist;       /* -o state_dir (sessions/persist.h); NULL without */
         struct list xfers;             /* transfers under way (sessions/snapshot.c) */
         struct list state_all;         /* snapshots and restores of files not yet answered (ditto) */
+        /* The loop time of the workers with dear reads, all together, in
+         * the slice that began at dear_slice_start_ns (sessions/worker_io.c). */
+        uint64_t dear_slice_start_ns, dear_used_ns;
 };
 
 /* Index s (its id and name set) for sessions_find*() and sessions_next():

@@ -57,6 +57,16 @@
  * at most one read of the worker's budget; a worker with a dearer read
  * waits out its pause whatever the loop does. */
 #define WORKER_CHEAP_READ_NS (1000ull * 1000)
+/* The workers with dear reads, all together, get at most this much of each
+ * WORKER_SLICE_NS; past it, each of them is paused until that slice ends,
+ * whatever the loop does.  A worker is dear from a read over
+ * WORKER_CHEAP_READ_NS until a slice after the pause that read earns it
+ * (worker_share_pause()).  Each one's share alone let six dear floods take
+ * more than the whole loop, and a witness's round trip, which waits for the
+ * loop three times, took 100-190 ms.  A worker alone never reaches it (its
+ * own share is half of it); one whose reads are cheap (a run's result, its
+ * output) never waits for it. */
+#define WORKERS_DEAR_BUDGET_NS (20ull * 1000 * 1000)
 /* After a frame this large, the heap is trimmed: jansson's nodes for it
  * were freed, but glibc keeps freed memory (and after a large mmap'ed block
  * is freed, raises its mmap threshold, so the next ones come from the heap). */
@@ -299,13 +309,29 @@ static void worker_pause(struct worker *w, uint64_t due, bool idle) {
                 loop_timer_arm(w->resume, due);
 }
 
-/* worker_read_frames within the worker's share of the loop (unless all). */
+/* How long a worker that used this much of its slice is not read: what it
+ * used is its budget's part of the slice, up to WORKER_PAUSE_MAX_NS. */
+static uint64_t worker_share_pause(uint64_t used) {
+        return MIN(used * (WORKER_SLICE_NS / WORKER_SLICE_BUDGET_NS), WORKER_PAUSE_MAX_NS);
+}
+
+/* worker_read_frames within the worker's share of the loop, and the dear
+ * workers' (unless all). */
 static void worker_read(struct worker *w, bool all) {
+        struct sessions *t = w->owner;
         uint64_t start = now_ns(), pause, used;
         bool cheap;
 
         if (all) {
                 worker_read_frames(w, true);
+                return;
+        }
+        if (start >= t->dear_slice_start_ns + WORKER_SLICE_NS) {
+                t->dear_slice_start_ns = start;
+                t->dear_used_ns = 0;
+        }
+        if (start < w->dear_until_ns && t->dear_used_ns >= WORKERS_DEAR_BUDGET_NS) {
+                worker_pause(w, t->dear_slice_start_ns + WORKER_SLICE_NS, false);
                 return;
         }
         /* A new slice when the last one is over, or when this read comes
@@ -325,6 +351,10 @@ static void worker_read(struct worker *w, bool all) {
         used = now_ns() - start;
         w->slice_used_ns += used;
         w->slice_max_batch_ns = MAX(w->slice_max_batch_ns, used);
+        if (used > WORKER_CHEAP_READ_NS)
+                w->dear_until_ns = start + used + worker_share_pause(used) + WORKER_SLICE_NS;
+        if (start < w->dear_until_ns)
+                t->dear_used_ns += used;
         if (w->slice_used_ns < WORKER_SLICE_BUDGET_NS)
                 return;
         cheap = w->slice_max_batch_ns <= WORKER_CHEAP_READ_NS;
@@ -332,7 +362,7 @@ static void worker_read(struct worker *w, bool all) {
          * in WORKER_SLICE_NS, so that one frame dearer than a slice's
          * budget is paid for too (up to WORKER_PAUSE_MAX_NS, for a large
          * result: the next run must not wait long). */
-        pause = MIN(w->slice_used_ns * (WORKER_SLICE_NS / WORKER_SLICE_BUDGET_NS), WORKER_PAUSE_MAX_NS);
+        pause = worker_share_pause(w->slice_used_ns);
         w->slice_start_ns = MAX(w->slice_start_ns + pause, now_ns());
         w->slice_used_ns = 0;
         w->slice_max_batch_ns = 0;
