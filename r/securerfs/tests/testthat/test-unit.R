@@ -193,3 +193,25 @@ test_that("global functions carry the globals they use to the tool process", {
   on.exit()
   expect_identical(p2(), 42)
 })
+
+test_that("the C parse check never raises and agrees with parse()", {
+  parses <- function(x) .Call(getFromNamespace("securerfs_parses", "securerfs"), x)
+  by_parse <- function(x) {
+    tryCatch({ parse(text = x, keep.source = FALSE); TRUE }, error = function(e) FALSE)
+  }
+  # Code on which R's parser raises an error rather than answering: each is
+  # left to parse() (NA), never a raise out of the check.
+  raising <- c(paste0(strrep("(", 60), "1", strrep(")", 60)),
+               paste0("{", strrep("if (1) ", 100), "1}"),
+               paste0("x[", strrep("a[", 60), "1", strrep("]", 61)),
+               paste0("a", strrep("b", 9000)), "function(x, x) 1",
+               "1 |> f(_)", "x => y", "r\"abc\"", "'\\q'", "'\\x'", "``",
+               "1e5 ~ _", "#line 3 \"f\"\n1")
+  for (x in raising) expect_identical(parses(x), NA, info = x)
+  plain <- c("1+1", "x <- ", "", "f(a = 1)", ")", "'abc", "`a", "0x", "1.5",
+             "if (TRUE) 1 else 2", "x[[1]]", "a::b", "my_var <- 2", "{",
+             paste0(strrep("(", 30), "1", strrep(")", 30)))
+  for (x in plain) expect_identical(parses(x), by_parse(x), info = x)
+  expect_identical(parses("\u00e9 <- 1"), NA)
+  expect_false(parses(c("a", "b")))
+})
