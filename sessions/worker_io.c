@@ -63,9 +63,10 @@
  * WORKER_CHEAP_READ_NS until a slice after the pause that read earns it
  * (worker_share_pause()).  Each one's share alone let six dear floods take
  * more than the whole loop, and a witness's round trip, which waits for the
- * loop three times, took 100-190 ms.  A worker alone never reaches it (its
- * own share is half of it); one whose reads are cheap (a run's result, its
- * output) never waits for it. */
+ * loop three times, took 100-190 ms.  A worker alone is never held back by
+ * it (its own share is half of it, and a read that spends it alone earns a
+ * pause longer than the slice); one whose reads are cheap (a run's result,
+ * its output) never waits for it. */
 #define WORKERS_DEAR_BUDGET_NS (20ull * 1000 * 1000)
 /* After a frame this large, the heap is trimmed: jansson's nodes for it
  * were freed, but glibc keeps freed memory (and after a large mmap'ed block

@@ -7,6 +7,8 @@ import os
 import re
 import time
 
+import pytest
+
 import util
 
 ID_BASE = 1879048192  # the default -o id_range (common/hostids.h)
@@ -145,3 +147,20 @@ def wait_gone(pids, timeout=10):
             return True
         time.sleep(0.02)
     return False
+
+
+# The longest helper deadline (5 s per spawn) plus slack, as in
+# tests/integration/test_faults.py: what a mkdir or a first run may take
+# while helpers are stalled or killed (test_round7.py, test_round8.py).
+STALL_BOUND = 12
+
+
+def answers(d, label):
+    """A new session answers 1+1 within the bound."""
+    try:
+        s = util.bounded(d.clone, util.scaled(STALL_BOUND), d.kill)
+    except OSError as e:
+        pytest.fail("%s: clone: %s; daemon log:\n%s" % (label, e, d.stderr()[-3000:]))
+    r = util.bounded(lambda: s.result("1+1"), util.scaled(STALL_BOUND), d.kill)
+    assert r["status"] == "ok" and r["value"] == 2, (label, r)
+    s.close()

@@ -22,7 +22,7 @@ import pytest
 import conftest
 import harness
 import util
-from jailtools import value
+from jailtools import STALL_BOUND, answers, value
 
 HERE = Path(__file__).resolve().parent
 MIB = 1 << 20
@@ -256,7 +256,6 @@ def test_warm_leaves_nothing_for_the_session(daemons, native_dir):
 
 # ---- the pool's timers: storms, stalls, the stop with timers pending ----------------
 
-STALL_BOUND = 12  # the longest helper deadline (5 s per spawn) plus slack, as in test_faults.py
 POOL_EXPECT = conftest.EXPECTED_ERRORS + (r"pool worker could not start", r"did not", r"could not hand",
                                           r"could not send")
 
@@ -279,17 +278,6 @@ def mkdir_bounded(d, name, timeout=STALL_BOUND):
 def pooled(d):
     """The pooled workers (two programs: not attached yet)."""
     return [p for p in util.session_worker_pids(d.pid) if util.proc_status(p, "Seccomp_filters") == "2"]
-
-
-def answers(d, label):
-    """A new session answers 1+1 within the bound."""
-    try:
-        s = util.bounded(d.clone, util.scaled(STALL_BOUND), d.kill)
-    except OSError as e:
-        pytest.fail("%s: clone: %s; daemon log:\n%s" % (label, e, d.stderr()[-3000:]))
-    r = util.bounded(lambda: s.result("1+1"), util.scaled(STALL_BOUND), d.kill)
-    assert r["status"] == "ok" and r["value"] == 2, (label, r)
-    s.close()
 
 
 @pytest.mark.timeout_s(120)

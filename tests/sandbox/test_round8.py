@@ -17,8 +17,8 @@ import pytest
 
 import conftest
 import util
+from jailtools import STALL_BOUND, answers
 
-STALL_BOUND = 12  # the longest helper deadline (5 s per spawn) plus slack, as in test_round7.py
 EXPECT = conftest.EXPECTED_ERRORS + (r"pool worker could not start", r"did not", r"could not hand",
                                      r"could not send", r"keeper", r"workspace")
 
@@ -43,17 +43,6 @@ def mkdir_in_thread(d, name):
 
     threading.Thread(target=body, daemon=True).start()
     return box
-
-
-def answers(d, label):
-    """A new session answers 1+1 within the bound."""
-    try:
-        s = util.bounded(d.clone, util.scaled(STALL_BOUND), d.kill)
-    except OSError as e:
-        pytest.fail("%s: clone: %s; daemon log:\n%s" % (label, e, d.stderr()[-3000:]))
-    r = util.bounded(lambda: s.result("1+1"), util.scaled(STALL_BOUND), d.kill)
-    assert r["status"] == "ok" and r["value"] == 2, (label, r)
-    s.close()
 
 
 def test_workers_killed_while_the_keeper_stalls_their_workspace(daemons):
