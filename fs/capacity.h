@@ -9,10 +9,10 @@
 
 #include "options.h"
 
-/* Descriptors the daemon holds per session (its worker's socket and its
- * workspace's root) and for everything else (FUSE, epoll, helpers, the
+/* Descriptors the daemon holds per session (its worker's socket, its
+ * workspace's root and, with a cgroup, its worker's OOM kill counter) and for everything else (FUSE, epoll, helpers, the
  * pool's workers, files/ handles open at once, tools). */
-#define CAPACITY_FDS_PER_SESSION 2
+#define CAPACITY_FDS_PER_SESSION 3
 #define CAPACITY_FDS_BASE 1024
 /* What an idle session costs the machine, measured (docs/performance.md):
  * about 1.4 MB of RAM across the worker and the daemon; 2 MiB is the

@@ -348,7 +348,11 @@ static void write_limits(fuse_req_t req, struct session *s, struct handle *h, co
                 fuse_reply_err(req, EINVAL);
                 return;
         }
-        session_set_limits(s, &l);
+        if (session_set_limits(s, &l) == -EBUSY) { /* below what the session holds: logged */
+                h->buf.len = 0;
+                fuse_reply_err(req, EBUSY);
+                return;
+        }
         h->applied = true;
         fuse_reply_write(req, size);
 }

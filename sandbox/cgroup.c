@@ -27,6 +27,7 @@ struct hierarchy {
         const char *pids_file;
         const char *unlimited;  /* how "no limit" is written to memory_file */
         const char *oom_file;   /* where the kernel counts its OOM kills ("oom_kill N") */
+        const char *usage_file; /* the bytes it holds */
 };
 
 struct cgroup_tree {
@@ -178,7 +179,8 @@ static int open_v2(struct cgroup_tree *t, char *reason, size_t size) {
                 return r;
         }
         *h = (struct hierarchy){.dir_fd = -1, .memory_file = "memory.max", .swap_file = "memory.swap.max",
-                                .pids_file = "pids.max", .unlimited = "max", .oom_file = "memory.events"};
+                                .pids_file = "pids.max", .unlimited = "max", .oom_file = "memory.events",
+                                .usage_file = "memory.current"};
         if ((r = hierarchy_open(h, mnt)) < 0) {
                 snprintf(reason, size, "mkdir %s: %s", h->path, strerror(-r));
                 return r;
@@ -200,7 +202,7 @@ static int open_v1(struct cgroup_tree *t, char *reason, size_t size) {
         } want[] = {
                 {"memory", {.dir_fd = -1, .memory_file = "memory.limit_in_bytes",
                             .swap_file = "memory.memsw.limit_in_bytes", .unlimited = "-1",
-                            .oom_file = "memory.oom_control"}},
+                            .oom_file = "memory.oom_control", .usage_file = "memory.usage_in_bytes"}},
                 {"pids", {.dir_fd = -1, .pids_file = "pids.max"}},
         };
         char mnt[PATH_MAX];
@@ -260,6 +262,36 @@ static void limit_text(char *buf, size_t size, long long v, const char *unlimite
                 snprintf(buf, size, "%lld", v);
 }
 
+static int memory_held(int dir_fd, const struct hierarchy *h, unsigned long long *out) {
+        char buf[64], *end;
+
+        if (small_file_read(dir_fd, h->usage_file, buf, sizeof(buf)) < 0)
+                return -EIO;
+        errno = 0;
+        *out = strtoull(buf, &end, 10);
+        return errno || end == buf ? -EIO : 0;
+}
+
+int cgroup_worker_memory_held(struct cgroup_tree *t, unsigned long long id, unsigned long long *out) {
+        char name[32];
+
+        if (!t)
+                return -ENOENT;
+        snprintf(name, sizeof(name), "w%llu", id);
+        for (unsigned i = 0; i < t->n; i++) {
+                struct hierarchy *h = &t->h[i];
+                _cleanup_close_ int fd = -1;
+
+                if (!h->memory_file)
+                        continue;
+                fd = openat(h->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0)
+                        return -errno;
+                return memory_held(fd, h, out);
+        }
+        return -ENOENT;
+}
+
 int cgroup_worker_prepare(struct cgroup_tree *t, unsigned long long id, long long memory_max, long long pids_max) {
         char name[32], value[32];
         int r;
@@ -277,6 +309,11 @@ int cgroup_worker_prepare(struct cgroup_tree *t, unsigned long long id, long lon
                 if (fd < 0)
                         return -errno;
                 if (h->memory_file) {
+                        unsigned long long held;
+                        /* Below what it holds, v1 refuses the limit (EBUSY)
+                         * and v2 kills in the cgroup: both refused here. */
+                        if (memory_max >= 0 && memory_held(fd, h, &held) == 0 && held > (unsigned long long)memory_max)
+                                return -EBUSY;
                         limit_text(value, sizeof(value), memory_max, h->unlimited);
                         /* v1 refuses a memory limit above memsw (EINVAL) and
                          * memsw below the memory limit: raise memsw first
@@ -323,28 +360,41 @@ int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
         return r;
 }
 
-int cgroup_worker_oom_kills(struct cgroup_tree *t, unsigned long long id, unsigned long long *out) {
-        char name[64], buf[1024], *line;
+int cgroup_worker_oom_open(struct cgroup_tree *t, unsigned long long id) {
+        char name[64];
 
         if (!t)
                 return -ENOENT;
         for (unsigned i = 0; i < t->n; i++) {
                 struct hierarchy *h = &t->h[i];
-                long n;
+                int fd;
 
                 if (!h->oom_file)
                         continue;
                 snprintf(name, sizeof(name), "w%llu/%s", id, h->oom_file);
-                if ((n = small_file_read(h->dir_fd, name, buf, sizeof(buf))) < 0)
-                        return (int)n;
-                /* Both files are "key value" lines; the key is at a line's start. */
-                for (line = buf; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-                        if (strncmp(line, "oom_kill ", 9) == 0) {
-                                *out = strtoull(line + 9, NULL, 10);
-                                return 0;
-                        }
-                return -ENOENT;
+                fd = openat(h->dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                return fd < 0 ? -errno : fd;
         }
+        return -ENOENT;
+}
+
+int cgroup_oom_kills(int fd, unsigned long long *out) {
+        char buf[1024], *line;
+        ssize_t n;
+
+        /* A read at offset 0 of a cgroup file formats it anew. */
+        do
+                n = pread(fd, buf, sizeof(buf) - 1, 0);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        buf[n] = '\0';
+        /* Both files are "key value" lines; the key is at a line's start. */
+        for (line = buf; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+                if (strncmp(line, "oom_kill ", 9) == 0) {
+                        *out = strtoull(line + 9, NULL, 10);
+                        return 0;
+                }
         return -ENOENT;
 }
 

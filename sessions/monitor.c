@@ -110,22 +110,6 @@ static void arm_look(struct worker *w, uint64_t due) {
         loop_timer_arm(w->leftover_check, due);
 }
 
-/* Remember what the daemon did to s between runs, for its next result. */
-static void idle_notice(struct session *s, const char *what) {
-        size_t old = s->idle_notice ? strlen(s->idle_notice) : 0, add = strlen(what);
-        char *n;
-
-        if (old > 4096)
-                return;
-        n = realloc(s->idle_notice, old + add + 3);
-        if (!n)
-                return;
-        if (old)
-                memcpy(n + old, "; ", 2), old += 2;
-        memcpy(n + old, what, add + 1);
-        s->idle_notice = n;
-}
-
 static void idle_watch(struct session *s, struct worker *w) {
         uint64_t gap;
         double cpu;
@@ -152,7 +136,7 @@ static void idle_watch(struct session *s, struct worker *w) {
                 log_warn("session %s: %s", s->name, what);
                 session_audit(s, json_pack("{s:s, s:i, s:s}", "event", "processes_killed", "count", MAX(n, 0), "when",
                                            "between runs"));
-                idle_notice(s, what);
+                session_notice(s, what);
                 if (n == -EAGAIN && !why[0])
                         snprintf(why, sizeof(why), "the session's processes kept forking between runs");
                 else if (!why[0])
@@ -166,7 +150,7 @@ static void idle_watch(struct session *s, struct worker *w) {
                 snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost", why);
                 log_warn("session %s: %s", s->name, what);
                 session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
-                idle_notice(s, what);
+                session_notice(s, what);
                 worker_kill(w, why); /* its reaping brings a new one (session_worker_lost) */
                 return;
         }
@@ -184,7 +168,7 @@ static void replace_moving(struct session *s, struct worker *w, const char *why)
         snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost", why);
         log_warn("session %s: %s", s->name, what);
         session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));
-        idle_notice(s, what);
+        session_notice(s, what);
         worker_kill(w, why); /* its loss fails the transfer (EIO) */
 }
 
@@ -299,13 +283,12 @@ static double run_cpu_s(const struct run *r, const struct procs_usage *u) {
 
 /* Past the session's memory limit?  Then 1 with reason written. */
 static int memory_over(struct session *s, const struct procs_usage *u, char *reason, size_t n) {
-        struct sessions *t = s->owner;
         struct run *r = s->run;
         struct worker *w = s->worker;
         long long mem = s->limits.v[LIMIT_MEMORY];
         unsigned long long oom, held = u->estimate_bytes, pss;
 
-        if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) {
+        if (w->oom_fd >= 0 && cgroup_oom_kills(w->oom_fd, &oom) == 0 && oom > w->oom_kills_seen) {
                 w->oom_kills_seen = oom;
                 snprintf(reason, n,
                          "Memory limit of %lld MiB reached by the session's processes together (the kernel killed "
@@ -334,7 +317,6 @@ static int memory_over(struct session *s, const struct procs_usage *u, char *rea
 
 void monitor_on_run_timer(void *data) {
         struct session *s = data;
-        struct sessions *t = s->owner;
         struct run *r = s->run;
         struct worker *w = s->worker;
         long long cpu = s->limits.v[LIMIT_CPU];
@@ -347,11 +329,8 @@ void monitor_on_run_timer(void *data) {
         if (procs_usage(w->pid, &u) < 0)
                 return; /* it is gone: its reaping ends the run */
         if (!r->monitored) {
-                unsigned long long oom;
                 r->monitored = true;
                 r->reaped_base_s = u.worker_reaped_s;
-                if (cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0)
-                        w->oom_kills_seen = oom;
         }
         if (cpu != LIMIT_UNSET && run_cpu_s(r, &u) >= (double)cpu) {
                 snprintf(reason, sizeof(reason),

@@ -154,6 +154,12 @@ static void run_send_now(struct session *s) {
          * when the worker is assigned and when limits is written): keep
          * this path to two cheap syscalls. */
         worker_apply_limits(w, &s->limits, r->cpu_base_s, true);
+        /* The OOM kills from here on are the run's.  Until 2026-12-03 the
+         * monitor's first look, 50 ms in, took this base, and a kill before
+         * it (the worker's own, at memory speed) read as a crash
+         * (docs/security.md, "Session-wide limits"). */
+        if (s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET && w->oom_fd >= 0)
+                (void)cgroup_oom_kills(w->oom_fd, &w->oom_kills_seen);
         m = protocol_exec(r->seq, r->code, r->code_len, &s->limits);
         free(r->code);
         r->code = NULL;
@@ -415,7 +421,7 @@ void run_worker_died(struct session *s, const struct worker *w) {
                          r->stop_reason, t->opt->grace_s);
         } else if (!w->kill_reason && WIFSIGNALED(w->exit_status) && WTERMSIG(w->exit_status) == SIGKILL &&
                    s->limits.v[LIMIT_MEMORY] != LIMIT_UNSET &&
-                   ((cgroup_worker_oom_kills(t->cgroups, w->cgroup_id, &oom) == 0 && oom > w->oom_kills_seen) ||
+                   ((w->oom_fd >= 0 && cgroup_oom_kills(w->oom_fd, &oom) == 0 && oom > w->oom_kills_seen) ||
                     (r->stop_limit && strcmp(r->stop_limit, "memory") == 0))) {
                 /* The memory cgroup's OOM killer chose the worker.  The
                  * monitor may have read that kill's count first (it saw the

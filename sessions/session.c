@@ -371,6 +371,7 @@ static int session_alloc(struct sessions *t, const char *name, struct session **
                 return session_new_undo(s, e);
         s->timeout_s = t->opt->timeout_s;
         s->limits = t->opt->limits;
+        s->memory_in_force = s->limits.v[LIMIT_MEMORY];
         list_init(&s->fork_link);
         list_init(&s->fork_waiters);
         list_init(&s->state_waiters);
@@ -549,18 +550,74 @@ int session_set_timeout(struct session *s, double seconds) {
         return 0;
 }
 
-void session_apply_limits(struct session *s) {
+void session_notice(struct session *s, const char *what) {
+        size_t old = s->idle_notice ? strlen(s->idle_notice) : 0, add = strlen(what);
+        char *n;
+
+        if (old > 4096)
+                return;
+        n = realloc(s->idle_notice, old + add + 3);
+        if (!n)
+                return;
+        if (old)
+                memcpy(n + old, "; ", 2), old += 2;
+        memcpy(n + old, what, add + 1);
+        s->idle_notice = n;
+}
+
+/* The memory limit of s's limits was refused (it holds more already): say
+ * why in what, for the log and the notice, and put the one in force back in
+ * s's limits. */
+static void memory_limit_refused(struct session *s, char *what, size_t n) {
+        long long want = s->limits.v[LIMIT_MEMORY], old = s->memory_in_force;
+        char was[32];
+
+        if (old == LIMIT_UNSET)
+                snprintf(was, sizeof(was), "none");
+        else
+                snprintf(was, sizeof(was), "%lld MiB", old >> 20);
+        snprintf(what, n,
+                 "the memory limit of %lld MiB was not set: the session holds %llu MiB already (its processes, "
+                 "and its files in /tmp and /work); the limit stays %s",
+                 want >> 20, worker_memory_held(s->worker) >> 20, was);
+        s->limits.v[LIMIT_MEMORY] = old;
+}
+
+int session_apply_limits(struct session *s) {
+        char what[256];
+
         s->limits_pending = false;
-        worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false);
+        if (worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false) != -EBUSY) {
+                s->memory_in_force = s->limits.v[LIMIT_MEMORY];
+                return 0;
+        }
+        memory_limit_refused(s, what, sizeof(what));
+        (void)worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false);
+        log_info("session %s: limits: %s", s->name, what);
+        session_notice(s, what);
+        return -EBUSY;
 }
 
 int session_set_limits(struct session *s, const struct limits *l) {
+        struct limits old = s->limits;
+        char what[256];
+
         s->limits = *l;
         /* A run re-arms only its CPU limit; the rest wait for its end (a
          * starting worker gets them all when it attaches). */
-        if (s->state == SESSION_IDLE)
-                session_apply_limits(s);
-        else if (s->state == SESSION_RUNNING)
+        if (s->state == SESSION_RUNNING) {
                 s->limits_pending = true;
+        } else if (s->state == SESSION_IDLE) {
+                s->limits_pending = false;
+                if (worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false) == -EBUSY) {
+                        /* The writer hears it (EBUSY): every limit stays. */
+                        memory_limit_refused(s, what, sizeof(what));
+                        log_info("session %s: limits: %s; unchanged", s->name, what);
+                        s->limits = old;
+                        (void)worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false);
+                        return -EBUSY;
+                }
+                s->memory_in_force = s->limits.v[LIMIT_MEMORY];
+        }
         return 0;
 }

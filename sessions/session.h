@@ -189,7 +189,10 @@ void session_restart(struct session *s);
 int session_set_timeout(struct session *s, double seconds);
 /* The limits file: in force from now for the session-wide monitor and the
  * next run; set on the worker at once when it is idle, after the run under
- * way, or when a starting worker attaches.  0. */
+ * way, or when a starting worker attaches.  0, or -EBUSY (idle) when its
+ * memory limit is below what the worker's cgroup holds already: nothing
+ * changed.  Written during a run, such a limit is refused at the run's end
+ * and the next result's notice says so (session_apply_limits()). */
 int session_set_limits(struct session *s, const struct limits *l);
 
 /* ---- what the fs layer reads of a session ------------------------------ */

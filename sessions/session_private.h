@@ -25,12 +25,13 @@ struct session {
         double timeout_s;
         struct limits limits;
         bool limits_pending;   /* written during a run: set on the worker when it ends */
+        long long memory_in_force; /* the memory limit its worker's cgroup last took */
         uint64_t next_seq;
         struct run *run;       /* under way or queued; NULL when none */
         struct result *last;   /* last finished run; NULL before the first */
         struct text log;       /* this session's audit events, JSON lines */
         char *dead_reason;     /* why the worker could not start, when DEAD */
-        char *idle_notice;     /* what the daemon did between runs (sessions/monitor.c), for the next result */
+        char *idle_notice;     /* what the daemon did between runs (session_notice()), for the next result */
         bool creating;         /* waiting for its first worker */
         struct loop_timer *create_deadline; /* the creating mkdir's answer is due */
         unsigned start_retries; /* workers replaced in a row after a helper failed */
@@ -133,8 +134,14 @@ static inline void session_set_state(struct session *s, enum session_state st) {
 int sessions_create_saved(struct sessions *t, const char *name, struct session **out);
 /* Valid session name: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool session_name_valid(const char *name);
-/* Set s's limits on its worker, now idle (sessions/worker.h). */
-void session_apply_limits(struct session *s);
+/* Set s's limits on its worker, now idle (sessions/worker.h).  A memory
+ * limit below what the worker's cgroup holds already (its processes, its
+ * files in /tmp and /work) is refused: the memory limit goes back to the one
+ * in force, the next result's notice says why, and -EBUSY.  Else 0. */
+int session_apply_limits(struct session *s);
+/* Remember what the daemon did to s between runs, for its next result's
+ * "notice". */
+void session_notice(struct session *s, const char *what);
 /* Add an audit event (stolen; NULL is ignored) to the audit log and to the
  * session's own log (its last SESSION_LOG_MAX bytes). */
 void session_audit(struct session *s, json_t *ev);

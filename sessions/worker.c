@@ -88,6 +88,8 @@ void worker_free(struct worker *w) {
                 loop_unwatch_child(t->loop, w->pid);
         if (t->opt->sandbox_none && w->pid > 0 && w->exited)
                 sweep_private_dir(w->pid);
+        if (w->oom_fd >= 0)
+                close(w->oom_fd);
         if (w->cgroup_id)
                 cgroup_worker_remove(t->cgroups, w->cgroup_id);
         list_unlink(&w->link);
@@ -267,6 +269,7 @@ struct worker *worker_spawn(struct sessions *t, struct session *s, struct host_i
         w->session = s;
         w->host_id = host_id_ref(h);
         w->fd = -1;
+        w->oom_fd = -1;
         list_init(&w->link);
         list_init(&w->pool_link);
         w->resume = loop_timer_new(t->loop, worker_on_resume, w);
@@ -290,6 +293,8 @@ struct worker *worker_spawn(struct sessions *t, struct session *s, struct host_i
         e = cgroup_worker_prepare(t->cgroups, w->cgroup_id, l->v[LIMIT_MEMORY], l->v[LIMIT_NPROC]);
         if (e < 0)
                 log_warn("worker cgroup: %s", strerror(-e));
+        else if ((e = cgroup_worker_oom_open(t->cgroups, w->cgroup_id)) >= 0)
+                w->oom_fd = e;
         /* The worker's end goes to the zygote, which hands it to the clone. */
         w->token = spawner_request(t->spawner, sv[1], host_uid(w->host_id), host_gid(w->host_id), spawn_done, w);
         if (!w->token) {
@@ -369,14 +374,23 @@ int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_bas
 
         if (!w || w->pid <= 0 || w->exited)
                 return 0;
-        first_error = rlimits_apply(w->pid, l, cpu_base_s, w->reserved_as, cpu_only);
+        if (cpu_only)
+                return rlimits_apply(w->pid, l, cpu_base_s, w->reserved_as, true);
         /* The same memory and process counts as a cgroup (where the host
          * allows one): it also counts the worker's tmpfs pages and its
-         * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not. */
-        if (cpu_only)
-                return first_error;
+         * children, which RLIMIT_AS and the per-uid RLIMIT_NPROC do not.
+         * Refused below what the cgroup holds: then nothing changes. */
         e = cgroup_worker_prepare(w->owner->cgroups, w->cgroup_id, l->v[LIMIT_MEMORY], l->v[LIMIT_NPROC]);
-        if (e < 0 && !first_error)
-                first_error = e;
-        return first_error;
+        if (e == -EBUSY)
+                return e;
+        first_error = rlimits_apply(w->pid, l, cpu_base_s, w->reserved_as, false);
+        return first_error ? first_error : e;
+}
+
+unsigned long long worker_memory_held(const struct worker *w) {
+        unsigned long long held = 0;
+
+        if (w && w->cgroup_id)
+                (void)cgroup_worker_memory_held(w->owner->cgroups, w->cgroup_id, &held);
+        return held;
 }

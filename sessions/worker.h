@@ -46,7 +46,8 @@ struct worker {
         uint64_t last_leftover_check_ns;
         uint64_t leftover_check_due_ns; /* when the armed look comes */
         double xfer_cpu_base_s;  /* its CPU when its transfer began (sessions/monitor.c) */
-        unsigned long long oom_kills_seen; /* its cgroup's OOM kill count, last read */
+        int oom_fd;              /* its cgroup's OOM kill counter (cgroup_worker_oom_open()), or -1 */
+        unsigned long long oom_kills_seen; /* the counter when its run began, or at its monitor's last look */
         struct text out;         /* frames not yet written */
         size_t out_off;
         char *fatal;             /* reason from a "fatal" frame, or why it failed to start */
@@ -117,9 +118,13 @@ void worker_describe_exit(const struct worker *w, char *buf, size_t n);
  * worker is not trusted to set its own) and its cgroup's memory and process
  * counts; cpu is per run: the soft limit is cpu_base_s (the CPU it used so
  * far) plus the limit.
- * cpu_only: the CPU limit alone (the start of a run).  0, or the first
- * -errno (the others are still set); 0 when w has no live pid. */
+ * cpu_only: the CPU limit alone (the start of a run).  0, -EBUSY when its
+ * cgroup holds more than l's memory limit already (nothing was set), or
+ * the first -errno (the others are still set); 0 when w has no live pid. */
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only);
+/* What w's cgroup holds now (its processes, its tmpfs pages), in bytes; 0
+ * without a cgroup. */
+unsigned long long worker_memory_held(const struct worker *w);
 /* The CPU time w has used (seconds; 0 when it cannot be read). */
 double worker_cpu_s(const struct worker *w);
 
