@@ -94,7 +94,10 @@ strip_error_prefix <- function(msg) {
 #' integers. A value with no JSON form (a function, an environment), or one
 #' the worker would not convert (too large, too deeply nested, too slow),
 #' comes back as its printed text: a string with an attribute `"value_note"`
-#' saying why. What the code printed (the session's `console`: `cat()`,
+#' saying why. A value that jsonlite would simplify into far more cells than
+#' its JSON has bytes (an array of objects with many distinct keys, each
+#' key a column) comes back as the parsed lists, not simplified, with a
+#' `"value_note"` saying so. What the code printed (the session's `console`: `cat()`,
 #' `print()`, messages, warnings) is in the attribute `"output"`, one element
 #' a line (not set when there were none, or on `NULL`).
 #'
@@ -1044,7 +1047,17 @@ SecureSession <- R6::R6Class("SecureSession",
         # simplified as jsonlite simplifies value.json (vectors, data frames).
         val <- res$value
         if (is.list(val)) {
-          val <- jsonlite::fromJSON(private$last_txt, simplifyVector = TRUE)$value
+          # Unless simplifying would take memory out of proportion to the
+          # text (an array of objects with many distinct keys: inst/json_shape.R).
+          budget <- json_simplify_budget(nchar(private$last_txt, "bytes"))
+          cells <- json_simplify_cells(val, budget)
+          if (cells <= budget) {
+            val <- jsonlite::fromJSON(private$last_txt, simplifyVector = TRUE)$value
+          } else {
+            attr(val, "value_note") <- sprintf(paste(
+              "left as lists: simplified, its arrays of objects would make",
+              "data frames of more than %.0f cells"), budget)
+          }
         }
         if (is.null(val) && identical(res$output, "NA")) val <- NA
       }

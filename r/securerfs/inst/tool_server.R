@@ -19,6 +19,10 @@ local({
     quit(save = "no", status = 2)
   }
   if (length(args) != 1L) fail("usage: tool_server.R STATE_FILE")
+  # json_simplify_cells(), json_simplify_budget(): next to this script.
+  me <- sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))
+  if (length(me) != 1L) fail("run me with Rscript")
+  sys.source(file.path(dirname(me), "json_shape.R"), envir = environment())
   path <- args[[1]]
   info <- file.info(path, extra_cols = TRUE)
   if (is.na(info$size) || info$isdir) fail("no state file ", path)
@@ -115,11 +119,22 @@ local({
     line <- readLines(input, n = 1L, warn = FALSE)
     if (length(line) == 0L) break
     if (!nzchar(line)) next
-    req <- tryCatch(jsonlite::fromJSON(line, simplifyVector = TRUE),
+    # Arguments are simplified as jsonlite does (vectors, data frames),
+    # unless that would take memory out of proportion to the line: then
+    # the call is refused (inst/json_shape.R).
+    req <- tryCatch(jsonlite::parse_json(line, simplifyVector = FALSE),
                     error = function(e) NULL)
     id <- if (is.list(req)) req$id else NULL
-    res <- if (is.list(req)) call_tool(req) else
+    budget <- json_simplify_budget(nchar(line, "bytes"))
+    res <- if (!is.list(req) || is.null(names(req))) {
       list(error = "malformed request (not a JSON object)")
+    } else if (json_simplify_cells(req, budget) > budget) {
+      list(error = sprintf(paste(
+        "Tool arguments refused: simplified as jsonlite does, their arrays",
+        "of objects would make data frames of more than %.0f cells"), budget))
+    } else {
+      call_tool(jsonlite::fromJSON(line, simplifyVector = TRUE))
+    }
     reply <- if (is.null(res$error)) {
       tryCatch(to_json(list(id = id, value = res$value)),
                error = function(e) to_json(list(

@@ -240,3 +240,37 @@ test_that("the ellmer tool copies images with their size checked first", {
   res <- getFromNamespace("tool_result_with_images", "securerfs")
   expect_match(res(s, "7", list("small.png"), images_supported = FALSE), "small.png")
 })
+
+# Values and tool arguments whose simplification would grow with the square
+# of their text (docs/security.md, "Round 9", findings 2 and 3): an array of
+# objects, each with its own key, is a data frame of one column per key.
+irregular <- "lapply(1:16000, function(i) setNames(list(1L), paste0('k', i)))"
+
+test_that("a value simplified out of proportion to its text comes back as lists", {
+  s <- SecureSession$new()
+  on.exit(s$close())
+  before <- gc(reset = TRUE)
+  v <- s$execute(irregular)
+  # jsonlite's data frame would have been 16000 x 16000 cells (3.1 GB).
+  expect_true(max(gc()[, 6]) < before[2, 2] + 500)
+  expect_false(is.data.frame(v))
+  expect_length(v, 16000)
+  expect_identical(v[[7]], list(k7 = 1L))
+  expect_match(attr(v, "value_note"), "left as lists")
+  # Regular records are still a data frame, without a note.
+  df <- s$execute("data.frame(a = 1:3, b = c('x', 'y', 'z'))")
+  expect_true(is.data.frame(df))
+  expect_null(attr(df, "value_note"))
+})
+
+test_that("tool arguments simplified out of proportion are refused, the server goes on", {
+  skip_if_no_tools()
+  tools <- list(securer_tool("echo", "Echo anything", fn = function(x) length(x),
+                             args = list(x = "")))
+  s <- SecureSession$new(tools = tools)
+  on.exit(s$close())
+  msg <- s$execute(sprintf(
+    "tryCatch(echo(%s), error = function(e) conditionMessage(e))", irregular))
+  expect_match(msg, "Tool arguments refused")
+  expect_identical(s$execute("echo(list(list(a = 1), list(a = 2, b = 3)))"), 2L)
+})
