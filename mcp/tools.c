@@ -473,6 +473,30 @@ static bool start_execute(struct server *s, struct request *req, json_t *args) {
         }
 }
 
+/* Whether v nests deeper than max arrays and objects (a scalar: 0). */
+static bool deeper_than(const json_t *v, int max) {
+        const char *key;
+        json_t *e;
+        size_t i;
+
+        if (!json_is_array(v) && !json_is_object(v))
+                return false;
+        if (max <= 0)
+                return true;
+        if (json_is_array(v)) {
+                json_array_foreach(v, i, e) {
+                        if (deeper_than(e, max - 1))
+                                return true;
+                }
+        } else {
+                json_object_foreach((json_t *)v, key, e) {
+                        if (deeper_than(e, max - 1))
+                                return true;
+                }
+        }
+        return false;
+}
+
 void tools_run_ended(struct server *s, struct request *req, json_t *result, const char *err) {
         _cleanup_json_ json_t *res = result;
         json_t *content, *structured = NULL, *files, *v;
@@ -541,7 +565,15 @@ void tools_run_ended(struct server *s, struct request *req, json_t *result, cons
                 if (structured && !json_is_string(json_object_get(structured, "console")))
                         json_object_set_new(structured, "console", json_string(""));
                 v = json_object_get(structured, "value");
-                if (v && !json_is_null(v)) {
+                if (v && deeper_than(v, MCP_VALUE_DEPTH_MAX)) {
+                        char note[200];
+                        snprintf(note, sizeof(note),
+                                 "the value nests deeper than the %d levels this server sends; its text form is in "
+                                 "the content",
+                                 MCP_VALUE_DEPTH_MAX);
+                        json_object_set_new(structured, "value", json_null());
+                        json_object_set_new(structured, "value_note", json_string(note));
+                } else if (v && !json_is_null(v)) {
                         size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
                         if (n > MCP_VALUE_MAX) {
                                 char note[200];

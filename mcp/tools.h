@@ -13,6 +13,9 @@
 #define MCP_IMAGES_TOTAL_MAX (4u << 20) /* all images of one result */
 #define MCP_IMAGES_COUNT_MAX 8
 #define MCP_VALUE_MAX (1u << 20)         /* the value in structuredContent, as JSON */
+/* Its nesting: with the reply's own levels (result, structuredContent) it
+ * stays under the 200 of pydantic, which Python MCP clients parse with. */
+#define MCP_VALUE_DEPTH_MAX 128
 #define MCP_CONSOLE_TEXT_MAX (32u << 10) /* the console in the text content */
 #define MCP_READ_TEXT_MAX (1u << 20)     /* read_file, text */
 

@@ -101,6 +101,22 @@ test('execute_r_code: a value, as text and as structuredContent', async () => {
   assert.equal(printed.structuredContent.console, 'hello\n');
 });
 
+test('execute_r_code: a value nested past 128 levels is left out of structuredContent, with a note', async () => {
+  // 190 lists deep: the worker sends it (its cap is 200), and the reply
+  // would nest past the 200 levels that Python MCP clients (pydantic) parse.
+  const deep = await run('x <- 1; for (i in 1:190) x <- list(x); x');
+  assert.equal(deep.isError, undefined);
+  assert.equal(deep.structuredContent.status, 'ok');
+  assert.equal(deep.structuredContent.value, null);
+  assert.match(deep.structuredContent.value_note, /nests deeper than the 128 levels/);
+  const shallow = await run('x <- 1; for (i in 1:100) x <- list(x); x');
+  let v = shallow.structuredContent.value, depth = 0;
+  while (Array.isArray(v)) { v = v[0]; depth++; }
+  assert.equal(depth, 100); // 100 lists around the number (a scalar)
+  assert.equal(v, 1);
+  assert.equal(shallow.structuredContent.value_note, undefined);
+});
+
 test('execute_r_code: state persists across calls', async () => {
   await run('x <- 41; f <- function(v) v + 1');
   const r = await run('f(x)');
