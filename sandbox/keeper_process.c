@@ -95,7 +95,7 @@ static void serve(int sock, bool own_user_ns, uid_t host_uid, gid_t host_gid) {
                 line[n] = '\0';
                 if (parse_create(line, &id, &bytes, &uid, &gid) == 0) {
                         char opts[160];
-                        unsigned long long inodes = mounts_tmpfs_inodes(bytes);
+                        unsigned long long inodes = tmpfs_inodes(bytes);
 
                         /* In a user namespace of our own the only host id
                          * that exists is the daemon's, as 0: the tmpfs

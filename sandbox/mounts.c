@@ -223,7 +223,7 @@ int mounts_writable(unsigned long long tmp_bytes, unsigned long long work_bytes,
         if (!work_bytes)
                 work_bytes = DEFAULT_BYTES;
         if ((r = mount_tmpfs(e, "/tmp", NEW_ROOT "/tmp", flags, "mode=1777,size=%llu,nr_inodes=%llu", tmp_bytes,
-                             mounts_tmpfs_inodes(tmp_bytes))) < 0)
+                             tmpfs_inodes(tmp_bytes))) < 0)
                 return r;
         /* The session's workspace is attached here later
          * (mounts_attach_workspace): for now an empty mount point on the
@@ -234,7 +234,7 @@ int mounts_writable(unsigned long long tmp_bytes, unsigned long long work_bytes,
                 return 0;
         }
         return mount_tmpfs(e, "/work", NEW_ROOT "/work", flags, "mode=0755,uid=%d,gid=%d,size=%llu,nr_inodes=%llu",
-                           JAIL_UID, JAIL_GID, work_bytes, mounts_tmpfs_inodes(work_bytes));
+                           JAIL_UID, JAIL_GID, work_bytes, tmpfs_inodes(work_bytes));
 }
 
 int mounts_host_tree(const char *const *r_libs, size_t n_r_libs, struct jail_error *e) {

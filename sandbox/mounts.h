@@ -25,6 +25,7 @@
 #include <stddef.h>
 
 #include "jail_error.h"
+#include "tmpfs.h"
 
 /* The jail's host name: its UTS namespace's (jail.c sets it) and
  * /etc/hostname's. */
@@ -33,14 +34,6 @@
 /* Where the new root's procfs sits until mounts_switch_root(), for
  * user_ns_limit(). */
 #define MOUNTS_NEW_PROC "/newroot/proc"
-
-/* The inode cap of a tmpfs of bytes (nr_inodes=): without one a tmpfs
- * allows half of RAM's pages in inodes, and empty files cost kernel memory
- * that size= does not count.  One inode per 4 KiB page of the cap, at least
- * 1024.  The jail's /tmp and /work and the keeper's workspaces use it. */
-static inline unsigned long long mounts_tmpfs_inodes(unsigned long long bytes) {
-        return bytes / 4096 > 1024 ? bytes / 4096 : 1024;
-}
 
 /* Step 2: make every mount private (nothing propagates back to the host,
  * and pivot_root refuses shared mounts), mount a tmpfs on /tmp (in our

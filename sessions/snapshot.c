@@ -449,6 +449,11 @@ struct state_wait {
         struct list all;  /* in the table's state_all until it is answered */
         json_t *meta;     /* restore: the file's metadata */
         int ro_fd;        /* restore: the file opened afresh, read-only, for the copy */
+        /* Restore: the file's size and the workspace's quota, for the check
+         * of its stream on the copy's thread, which fills info. */
+        off_t size;
+        long long quota;
+        struct snapshot_info info;
         struct loop_timer *later; /* an answer that must not come from inside the caller */
         char *head;               /* snapshot: the header and metadata the daemon wrote */
         size_t head_len;
@@ -460,7 +465,7 @@ struct state_wait {
         struct state_copy *copy;
         bool copying, answered;
         int copy_err, xfer_err;
-        char copy_why[128];
+        char copy_why[256];
         json_t *notes;
         void (*finish)(struct state_wait *w, int err, const char *why);
 };
@@ -525,7 +530,9 @@ static void maybe_finish(struct state_wait *w) {
         if (w->copying || !w->answered)
                 return;
         if (w->copy_err < 0) {
-                err = -EIO;
+                /* The check of the file's stream (check_stream()) says what
+                 * is wrong with it; the copy's own failures are I/O. */
+                err = w->copy_err == -EINVAL || w->copy_err == -ENOSPC ? w->copy_err : -EIO;
                 why = w->copy_why;
         }
         w->finish(w, err, why);
@@ -561,7 +568,8 @@ static void on_xfer_answer(void *data, int err, const char *why, json_t *notes, 
  * limit into it) on a thread.  The worker never holds a descriptor of the
  * daemon's file (docs/security.md, "Round 4", finding 7).  0, or -errno
  * (nothing started). */
-static int state_move_start(struct state_wait *w, bool to_file, int file_fd, off_t off, long long limit, bool check) {
+static int state_move_start(struct state_wait *w, bool to_file, int file_fd, off_t off, long long limit, bool check,
+                            state_copy_check_fn check_file) {
         struct session *s = w->s;
         int p[2], worker_end, e;
 
@@ -580,8 +588,8 @@ static int state_move_start(struct state_wait *w, bool to_file, int file_fd, off
         list_unlink(&w->link);
         list_append(&s->state_moving, &w->link);
         w->copying = true;
-        e = state_copy_start(s->owner->loop, to_file ? p[0] : p[1], file_fd, off, limit, to_file, on_copy_done, w,
-                             &w->copy);
+        e = state_copy_start(s->owner->loop, to_file ? p[0] : p[1], file_fd, off, limit, to_file, check_file, w,
+                             on_copy_done, w, &w->copy);
         if (e < 0) {
                 /* Its end is closed: the worker sees a broken pipe or a cut
                  * stream and answers; w is answered then. */
@@ -654,7 +662,7 @@ static void start_snapshot(struct state_wait *w) {
         w->head = head;
         w->head_len = len;
         w->finish = snapshot_finish;
-        e = state_move_start(w, true, w->fd, (off_t)len, xfer_state_bound(s), false);
+        e = state_move_start(w, true, w->fd, (off_t)len, xfer_state_bound(s), false, NULL);
         if (e < 0)
                 answer_later(w, e, strerror(-e));
 }
@@ -826,6 +834,18 @@ static void restore_saved(struct session *s) {
                 log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
 }
 
+/* On the copy's thread (sessions/state_copy.h): the snapshot's state
+ * stream checked (sessions/snapshot_file.h) before the worker is sent a
+ * byte of it.  Until 2026-12-03 this ran on the loop, which 64,000 entries
+ * held for 1.2 s and a forged 240,000 for 5.1 s (docs/security.md, "Round
+ * 9", finding 1).  It reads w's size, quota and info, which the loop does
+ * not touch until the copy's end, and writes info's counts. */
+static int check_stream(void *arg, int fd, char *why, size_t n) {
+        struct state_wait *w = arg;
+
+        return snapshot_file_stream(fd, w->size, w->quota, &w->info, why, n);
+}
+
 /* settings: NULL, or the timeout, limits and tools to take instead of the
  * file's (a saved session's, from the daemon's own file). */
 static int restore_start(struct session *s, int fd, off_t size, json_t *settings, session_state_fn fn, void *data,
@@ -835,7 +855,10 @@ static int restore_start(struct session *s, int fd, off_t size, json_t *settings
         struct limits l;
         int e;
 
-        e = snapshot_file_check(fd, size, s->owner->opt->files_max_bytes, &info, why, n);
+        /* The header and metadata here (at most 1 MiB); the stream, whose
+         * check grows with its entries, on the copy's thread before the
+         * worker gets a byte of it (check_stream()). */
+        e = snapshot_file_head(fd, size, &info, why, n);
         if (e < 0)
                 return e;
         if (settings) {
@@ -858,6 +881,10 @@ static int restore_start(struct session *s, int fd, off_t size, json_t *settings
                 return -ENOMEM;
         }
         w->meta = info.meta;
+        w->size = size;
+        w->quota = s->owner->opt->files_max_bytes;
+        w->info = info;
+        w->info.meta = NULL; /* w->meta holds it */
         /* The daemon's copy reads a read-only open file of its own, not
          * the caller's descriptor (which may close before the copy ends);
          * the worker gets a pipe (docs/security.md, "Round 4", finding 7). */
@@ -874,7 +901,8 @@ static int restore_start(struct session *s, int fd, off_t size, json_t *settings
                 }
         }
         w->finish = restore_finish;
-        e = state_move_start(w, false, w->ro_fd, info.stream_off, (long long)(size - info.stream_off), true);
+        e = state_move_start(w, false, w->ro_fd, info.stream_off, (long long)(size - info.stream_off), true,
+                             check_stream);
         if (e < 0) {
                 snprintf(why, n, "%s", strerror(-e));
                 state_wait_free(w);

@@ -4,62 +4,76 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "hash.h"
+#include "macros.h"
 #include "state_format.h"
+#include "tmpfs.h"
 
 #define PAGE 4096u
 
 static int fail(char *why, size_t n, int err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-/* The entries seen so far, by path: a restoring worker that meets a name
- * twice, or an entry whose directory the stream did not make before it (or
- * made as a file or a link), fails half-way — after it replaced the global
- * environment and emptied the workspace.  So the container is refused
- * here, before the worker is sent anything (docs/security.md, "Round 4"). */
+/* The entries seen so far: a restoring worker that meets a name twice, or
+ * an entry whose directory the stream did not make before it (or made as a
+ * file or a link), fails half-way.  So the container is refused here,
+ * before the worker is sent anything (docs/security.md, "Round 4").
+ *
+ * An index of names, not of paths: an entry is its directory's entry and
+ * its last component (at most 255 bytes), so that what the index holds
+ * grows with the names, not with the paths' lengths (64,000 paths of 4 KiB
+ * held 976 MB: "Round 9", finding 1), and each path is looked up a
+ * component at a time from the root (its length in hashing, once). */
 struct seen {
         struct hash_node node;
         struct seen *next_all; /* every one, to free them */
+        const struct seen *dir; /* NULL: the workspace's root */
         char kind;
-        size_t len;
-        char path[];
+        unsigned char len;
+        char name[];
 };
 
 struct seen_set {
         struct hash table;
         struct seen *all;
+        /* The directory the last entry was in, by its path: a stream lists a
+         * directory's entries together, and a memcmp is cheaper than a walk. */
+        const struct seen *last_dir;
+        size_t last_dir_len;
+        char last_dir_path[STATE_PATH_MAX];
 };
 
-static uint64_t hash_bytes(const char *p, size_t len) {
-        uint64_t h = 0xcbf29ce484222325ULL;
+static uint64_t hash_name(const struct seen *dir, const char *p, size_t len) {
+        uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)dir;
 
         for (size_t i = 0; i < len; i++)
                 h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
         return hash_u64(h);
 }
 
-static struct seen *seen_find(const struct seen_set *set, const char *path, size_t len) {
-        uint64_t h = hash_bytes(path, len);
+static struct seen *seen_find(const struct seen_set *set, const struct seen *dir, const char *name, size_t len) {
         struct seen *e;
 
-        HASH_FOR_EACH(e, &set->table, h, struct seen, node) {
-                if (e->len == len && !memcmp(e->path, path, len))
+        HASH_FOR_EACH(e, &set->table, hash_name(dir, name, len), struct seen, node) {
+                if (e->dir == dir && e->len == len && !memcmp(e->name, name, len))
                         return e;
         }
         return NULL;
 }
 
-static int seen_add(struct seen_set *set, const char *path, size_t len, char kind) {
+static int seen_add(struct seen_set *set, const struct seen *dir, const char *name, size_t len, char kind) {
         struct seen *e = malloc(sizeof(*e) + len);
 
         if (!e)
                 return -ENOMEM;
-        memcpy(e->path, path, len);
-        e->len = len;
+        memcpy(e->name, name, len);
+        e->dir = dir;
+        e->len = (unsigned char)len;
         e->kind = kind;
-        if (hash_insert(&set->table, &e->node, hash_bytes(path, len)) < 0) {
+        if (hash_insert(&set->table, &e->node, hash_name(dir, name, len)) < 0) {
                 free(e);
                 return -ENOMEM;
         }
@@ -78,20 +92,37 @@ static void seen_free(struct seen_set *set) {
         hash_free(&set->table);
 }
 
-/* path (len bytes, checked) may come next: not seen before, and its
- * directory, if it is not the root, seen as a directory.  0, -EINVAL with
- * why, or -ENOMEM. */
+/* path (len bytes, checked by state_path_check(): components of 1 to 255
+ * bytes) may come next: not seen before, and each of its directories seen
+ * as a directory.  0, -EINVAL with why, or -ENOMEM. */
 static int entry_place_ok(struct seen_set *set, const char *path, size_t len, char kind, char *why, size_t n) {
-        const char *slash = memrchr(path, '/', len);
-        const struct seen *dir;
+        const struct seen *dir = NULL;
+        const char *p = path, *end = path + len, *slash, *last = memrchr(path, '/', len);
+        size_t dir_len = last ? (size_t)(last - path) : 0;
 
-        if (seen_find(set, path, len))
+        if (last && set->last_dir && dir_len == set->last_dir_len && !memcmp(path, set->last_dir_path, dir_len)) {
+                dir = set->last_dir;
+                p = last + 1;
+        }
+        while ((slash = memchr(p, '/', (size_t)(end - p)))) {
+                const struct seen *d = seen_find(set, dir, p, (size_t)(slash - p));
+
+                if (!d || d->kind != 'D')
+                        return fail(why, n, -EINVAL,
+                                    "the workspace entry \"%.200s\" is not under a directory the snapshot made "
+                                    "before it",
+                                    path);
+                dir = d;
+                p = slash + 1;
+        }
+        if (last && dir != set->last_dir) {
+                set->last_dir = dir;
+                set->last_dir_len = dir_len;
+                memcpy(set->last_dir_path, path, dir_len);
+        }
+        if (seen_find(set, dir, p, (size_t)(end - p)))
                 return fail(why, n, -EINVAL, "the workspace entry \"%.200s\" comes twice", path);
-        if (slash && (!(dir = seen_find(set, path, (size_t)(slash - path))) || dir->kind != 'D'))
-                return fail(why, n, -EINVAL,
-                            "the workspace entry \"%.200s\" is not under a directory the snapshot made before it",
-                            path);
-        return seen_add(set, path, len, kind);
+        return seen_add(set, dir, p, (size_t)(end - p), kind);
 }
 
 static int fail(char *why, size_t n, int err, const char *fmt, ...) {
@@ -165,14 +196,12 @@ static int check_meta(const json_t *m, char *why, size_t n) {
         return 0;
 }
 
-int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_info *out, char *why, size_t n) {
+int snapshot_file_head(int fd, off_t size, struct snapshot_info *out, char *why, size_t n) {
         unsigned char h[SNAPSHOT_HEADER];
         struct snapshot_info info = {0};
-        struct seen_set seen = {0};
         json_error_t jerr;
         uint32_t version, meta_len;
         char *meta;
-        off_t off;
         int e;
 
         if (read_at(fd, h, sizeof(h), 0, size) < 0 || memcmp(h, SNAPSHOT_MAGIC, 8) != 0)
@@ -195,10 +224,25 @@ int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_inf
         free(meta);
         if (!info.meta)
                 return fail(why, n, -EINVAL, "its metadata is not JSON (%.100s)", jerr.text);
-        if ((e = check_meta(info.meta, why, n)) < 0)
-                goto bad;
-        off = SNAPSHOT_HEADER + (off_t)meta_len;
-        info.stream_off = off;
+        if ((e = check_meta(info.meta, why, n)) < 0) {
+                json_decref(info.meta);
+                return e;
+        }
+        info.stream_off = SNAPSHOT_HEADER + (off_t)meta_len;
+        *out = info;
+        return 0;
+}
+
+int snapshot_file_stream(int fd, off_t size, long long quota, struct snapshot_info *info, char *why, size_t n) {
+        /* Each entry is an inode of the workspace's tmpfs: a file of more
+         * entries than it has could not be restored, and each costs the
+         * check's index memory (empty files take no pages). */
+        uint64_t inodes = quota > 0 ? tmpfs_inodes((unsigned long long)quota) : STATE_ENTRIES_MAX;
+        struct seen_set seen = {0};
+        off_t off = info->stream_off;
+        int e;
+
+        info->r_bytes = info->entries = info->files_bytes = 0;
         for (bool first = true;; first = false) {
                 unsigned char rh[STATE_RECORD_HEADER];
                 struct state_record r;
@@ -207,75 +251,81 @@ int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_inf
                 if ((e = read_at(fd, rh, sizeof(rh), off, size)) < 0) {
                         if (e == -EINVAL)
                                 fail(why, n, e, "it is cut short (no end record)");
-                        goto bad;
+                        goto out;
                 }
                 off += STATE_RECORD_HEADER;
                 if (state_record_decode(rh, &r) < 0) {
                         e = fail(why, n, -EINVAL, "a malformed record at offset %lld", (long long)off - 16);
-                        goto bad;
+                        goto out;
                 }
                 if (first != (r.kind == 'R')) {
                         e = fail(why, n, -EINVAL, first ? "its state does not start with the R record"
                                                          : "a second R record");
-                        goto bad;
+                        goto out;
                 }
                 if (r.kind == 'E')
                         break;
                 if (r.data_len > (uint64_t)size) {
                         e = fail(why, n, -EINVAL, "a record larger than the file");
-                        goto bad;
+                        goto out;
                 }
                 if (r.kind == 'R') {
-                        info.r_bytes = r.data_len;
+                        info->r_bytes = r.data_len;
                         off += (off_t)r.data_len;
                         continue;
                 }
                 if ((e = read_at(fd, path, r.path_len, off, size)) < 0) {
                         if (e == -EINVAL)
                                 fail(why, n, e, "it is cut short in a path");
-                        goto bad;
+                        goto out;
                 }
                 path[r.path_len] = '\0';
                 off += r.path_len;
                 if (state_path_check(path, r.path_len) < 0) {
                         e = fail(why, n, -EINVAL, "a workspace path that is absolute, has '.' or '..', or is too deep");
-                        goto bad;
+                        goto out;
                 }
-                if (++info.entries > STATE_ENTRIES_MAX) {
-                        e = fail(why, n, -EINVAL, "over %u workspace entries", STATE_ENTRIES_MAX);
-                        goto bad;
+                if (++info->entries > MIN((uint64_t)STATE_ENTRIES_MAX, inodes)) {
+                        e = info->entries > STATE_ENTRIES_MAX
+                                    ? fail(why, n, -EINVAL, "over %u workspace entries", STATE_ENTRIES_MAX)
+                                    : fail(why, n, -ENOSPC, "over the %llu entries (inodes) of the workspace",
+                                           (unsigned long long)inodes);
+                        goto out;
                 }
                 if ((e = entry_place_ok(&seen, path, r.path_len, r.kind, why, n)) < 0)
-                        goto bad;
+                        goto out;
                 if (r.kind == 'L') {
                         if (r.data_len > STATE_PATH_MAX ||
                             (e = read_at(fd, target, (size_t)r.data_len, off, size)) < 0 ||
                             state_link_check(path, target, (size_t)r.data_len) < 0) {
                                 e = fail(why, n, -EINVAL, "a link whose target is absolute or leads out of the workspace");
-                                goto bad;
+                                goto out;
                         }
-                        info.files_bytes += PAGE;
+                        info->files_bytes += PAGE;
                 } else if (r.kind == 'D') {
-                        info.files_bytes += PAGE;
+                        info->files_bytes += PAGE;
                 } else {
-                        info.files_bytes += (r.data_len + PAGE - 1) / PAGE * PAGE;
+                        info->files_bytes += (r.data_len + PAGE - 1) / PAGE * PAGE;
                 }
                 off += (off_t)r.data_len;
-                if (quota > 0 && info.files_bytes > (uint64_t)quota) {
+                if (quota > 0 && info->files_bytes > (uint64_t)quota) {
                         e = fail(why, n, -ENOSPC, "its files take more than the workspace's %lld bytes", quota);
-                        goto bad;
+                        goto out;
                 }
         }
-        if (off != size) {
-                e = fail(why, n, -EINVAL, "bytes after its end record");
-                goto bad;
+        e = off == size ? 0 : fail(why, n, -EINVAL, "bytes after its end record");
+out:
+        seen_free(&seen);
+        return e;
+}
+
+int snapshot_file_check(int fd, off_t size, long long quota, struct snapshot_info *out, char *why, size_t n) {
+        int e = snapshot_file_head(fd, size, out, why, n);
+
+        if (e == 0 && (e = snapshot_file_stream(fd, size, quota, out, why, n)) < 0) {
+                json_decref(out->meta);
+                out->meta = NULL;
         }
-        seen_free(&seen);
-        *out = info;
-        return 0;
-bad:
-        seen_free(&seen);
-        json_decref(info.meta);
         return e;
 }
 

@@ -29,10 +29,13 @@ struct state_copy {
         int stop_efd; /* the loop to the thread: stop */
         int done_efd; /* the thread to the loop: it ended */
         pthread_t thread;
+        state_copy_check_fn check;
+        void *check_arg;
         state_copy_fn fn;
         void *data;
         int err;      /* the thread's result, read once it ended */
         const char *why;
+        char check_why[256];
 };
 
 static int fail(struct state_copy *c, int err, const char *why) {
@@ -172,6 +175,8 @@ static void *copy_main(void *arg) {
         pthread_setname_np(pthread_self(), STATE_COPY_THREAD_NAME);
         if (!buf)
                 fail(c, -ENOMEM, "out of memory");
+        else if (c->check && (c->err = c->check(c->check_arg, c->file_fd, c->check_why, sizeof(c->check_why))) < 0)
+                c->why = c->check_why;
         else if (c->to_file)
                 to_file(c, buf);
         else
@@ -202,7 +207,8 @@ static void on_done(int fd, uint32_t events, void *data) {
 }
 
 int state_copy_start(struct loop *l, int pipe_fd, int file_fd, off_t off, long long limit, bool to_file,
-                     state_copy_fn fn, void *data, struct state_copy **out) {
+                     state_copy_check_fn check, void *check_arg, state_copy_fn fn, void *data,
+                     struct state_copy **out) {
         struct state_copy *c = calloc(1, sizeof(*c));
         int e;
 
@@ -211,7 +217,8 @@ int state_copy_start(struct loop *l, int pipe_fd, int file_fd, off_t off, long l
                 return -ENOMEM;
         }
         *c = (struct state_copy){.loop = l, .pipe_fd = pipe_fd, .file_fd = file_fd, .off = off, .limit = limit,
-                                 .to_file = to_file, .fn = fn, .data = data, .stop_efd = -1, .done_efd = -1};
+                                 .to_file = to_file, .check = check, .check_arg = check_arg, .fn = fn, .data = data,
+                                 .stop_efd = -1, .done_efd = -1};
         /* The daemon's end only (the worker's is a file description of its
          * own): the thread polls it with the stop eventfd. */
         if (fcntl(pipe_fd, F_SETFL, O_NONBLOCK) < 0 || (c->stop_efd = eventfd(0, EFD_CLOEXEC)) < 0 ||

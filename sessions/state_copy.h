@@ -28,15 +28,24 @@ struct state_copy;
  * bound; -EIO: the file could not be read or written). */
 typedef void (*state_copy_fn)(void *data, int err, const char *why);
 
+/* Run by a copy out of a file on its thread, before the first byte goes
+ * into the pipe (a check of the file whose time grows with it: the loop
+ * must not wait on it).  0 to copy; else -errno with why (at most n bytes):
+ * the pipe is closed with nothing in it and fn gets err and why. */
+typedef int (*state_copy_check_fn)(void *arg, int file_fd, char *why, size_t n);
+
 /* Start a copy.  to_file: from pipe_fd (a pipe's read end) into file_fd at
  * off, at most limit bytes (limit < 0: no bound), until the writer closes
  * its end or state_copy_stop; then fsync(file_fd).  Else: limit bytes of
  * file_fd from off into pipe_fd (a write end), which is then closed (the
  * reader sees the end of the stream).  pipe_fd is taken in every case
  * (closed when the copy ends, or at once on failure); file_fd stays the
- * caller's and must stay open until fn.  0 (fn comes later), or -errno. */
+ * caller's and must stay open until fn.  check: NULL, or (a copy out of
+ * the file) what the thread runs first, with check_arg, which must stay
+ * until fn.  0 (fn comes later), or -errno. */
 int state_copy_start(struct loop *l, int pipe_fd, int file_fd, off_t off, long long limit, bool to_file,
-                     state_copy_fn fn, void *data, struct state_copy **out);
+                     state_copy_check_fn check, void *check_arg, state_copy_fn fn, void *data,
+                     struct state_copy **out);
 
 /* The worker answered, or is gone: a copy into the file takes what is in
  * the pipe now (an honest worker wrote everything before it answered) and
