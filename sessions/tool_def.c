@@ -12,6 +12,8 @@
 
 #define TIMEOUT_DEFAULT_S 10.0
 #define TIMEOUT_MAX_S 3600.0
+/* Below this an R or Python program does not start. */
+#define MEMORY_MIN_BYTES (64 << 20)
 
 static const char *const type_names[TOOL_TYPE_COUNT] = {"", "character", "numeric", "integer", "logical", "list",
                                                         "data.frame"};
@@ -165,8 +167,8 @@ static char **exec_paths(const char *argv0, char *const *envp) {
 /* The shape of the definition's JSON: -EINVAL with err, or 0 with the
  * fields (borrowed from j) and the number of env entries. */
 static int check_fields(json_t *j, json_t **args, json_t **cmd, json_t **mode, json_t **timeout, json_t **env,
-                        size_t *n_env, char *err, size_t errlen) {
-        static const char *const known[] = {"description", "args", "command", "mode", "timeout", "env"};
+                        json_t **memory, size_t *n_env, char *err, size_t errlen) {
+        static const char *const known[] = {"description", "args", "command", "mode", "timeout", "env", "memory"};
         json_t *v, *desc;
         const char *key;
         size_t i;
@@ -181,7 +183,8 @@ static int check_fields(json_t *j, json_t **args, json_t **cmd, json_t **mode, j
                                 break;
                 if (i == ARRAY_SIZE(known)) {
                         snprintf(err, errlen,
-                                 "unknown field \"%.64s\" (known: description, args, command, mode, timeout, env)",
+                                 "unknown field \"%.64s\" (known: description, args, command, mode, timeout, env, "
+                                 "memory)",
                                  key);
                         return -EINVAL;
                 }
@@ -192,6 +195,7 @@ static int check_fields(json_t *j, json_t **args, json_t **cmd, json_t **mode, j
         *mode = json_object_get(j, "mode");
         *timeout = json_object_get(j, "timeout");
         *env = json_object_get(j, "env");
+        *memory = json_object_get(j, "memory");
         if (!desc || !*args || !*cmd) {
                 snprintf(err, errlen, "missing field \"%s\"", !desc ? "description" : !*args ? "args" : "command");
                 return -EINVAL;
@@ -221,6 +225,10 @@ static int check_fields(json_t *j, json_t **args, json_t **cmd, json_t **mode, j
         if (*timeout && (!json_is_number(*timeout) || !(json_number_value(*timeout) > 0) ||
                          json_number_value(*timeout) > TIMEOUT_MAX_S)) {
                 snprintf(err, errlen, "\"timeout\" must be a number of seconds above 0, at most %g", TIMEOUT_MAX_S);
+                return -EINVAL;
+        }
+        if (*memory && (!json_is_integer(*memory) || json_integer_value(*memory) < MEMORY_MIN_BYTES)) {
+                snprintf(err, errlen, "\"memory\" must be a whole number of bytes, at least %d MiB", MEMORY_MIN_BYTES >> 20);
                 return -EINVAL;
         }
         *n_env = 0;
@@ -318,7 +326,7 @@ int tool_def_parse(const char *name, const char *text, size_t len, const char *h
         _cleanup_json_ json_t *j = NULL;
         struct tool_def *d;
         json_error_t jerr;
-        json_t *args, *cmd, *mode, *timeout, *env, *v;
+        json_t *args, *cmd, *mode, *timeout, *env, *memory, *key, *v;
         size_t i, n_env;
         int e;
 
@@ -327,7 +335,7 @@ int tool_def_parse(const char *name, const char *text, size_t len, const char *h
                 snprintf(err, errlen, "not JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
                 return -EINVAL;
         }
-        e = check_fields(j, &args, &cmd, &mode, &timeout, &env, &n_env, err, errlen);
+        e = check_fields(j, &args, &cmd, &mode, &timeout, &env, &memory, &n_env, err, errlen);
         if (e < 0)
                 return e;
         d = calloc(1, sizeof(*d));
@@ -339,6 +347,7 @@ int tool_def_parse(const char *name, const char *text, size_t len, const char *h
         d->gen = gen;
         d->server = mode && strcmp(json_string_value(mode), "server") == 0;
         d->timeout_s = timeout ? json_number_value(timeout) : TIMEOUT_DEFAULT_S;
+        d->memory_bytes = memory ? json_integer_value(memory) : -1;
         e = -ENOMEM;
         if (!(d->name = strdup(name)) ||
             !(d->description = strdup(json_string_value(json_object_get(j, "description")))))
@@ -350,7 +359,10 @@ int tool_def_parse(const char *name, const char *text, size_t len, const char *h
         if (!d->argv)
                 goto fail;
         json_array_foreach(cmd, i, v) if (!(d->argv[i] = strdup(json_string_value(v)))) goto fail;
-        d->command_key = json_dumps(cmd, JSON_COMPACT);
+        /* One server per command and address-space limit. */
+        key = memory ? json_pack("[O, O]", cmd, memory) : json_incref(cmd);
+        d->command_key = key ? json_dumps(key, JSON_COMPACT) : NULL;
+        json_decref(key);
         if (!d->command_key || make_envp(d, env, n_env, home) < 0 || !(d->exec_paths = exec_paths(d->argv[0], d->envp)))
                 goto fail;
         *out = d;

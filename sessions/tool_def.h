@@ -39,11 +39,12 @@ struct tool_def {
         char *command_key;  /* the command as compact JSON: servers are shared by it */
         bool server;        /* mode "server" (else "exec") */
         double timeout_s;
+        long long memory_bytes; /* "memory": its process's RLIMIT_AS, or -1 */
 };
 
 /* Parse text[0..len) as the definition of tool name (a valid tool name):
  * a JSON object with description, args and command, and optionally mode,
- * timeout and env, nothing else.  home is HOME in the tool's environment
+ * timeout, env and memory, nothing else.  home is HOME in the tool's environment
  * unless env sets it; gen its generation.  0 with *out (one reference),
  * -EINVAL with the reason in err (a sentence for the .errors file), or
  * -ENOMEM. */

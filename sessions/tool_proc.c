@@ -9,11 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "child.h"
 #include "loop.h"
+#include "macros.h"
 #include "utf8.h"
 
 /* What is kept of a tool's stderr for the error message: its end. */
@@ -78,8 +80,17 @@ static void __attribute__((noreturn)) tool_child(const struct tool_def *d, const
         const struct child_setup c = {.fds = fds, .n_fds = 3, .first_fd = 0, .new_group = true, .parent = daemon};
         int saved = ENOENT;
 
+        struct rlimit as;
+
         if (child_after_fork(&c) < 0 || chdir("/") < 0)
                 _exit(126);
+        /* The definition's "memory": its address space and its children's,
+         * soft and hard (within the daemon's own hard limit). */
+        if (d->memory_bytes > 0 && getrlimit(RLIMIT_AS, &as) == 0) {
+                as.rlim_cur = as.rlim_max = MIN(as.rlim_max, (rlim_t)d->memory_bytes);
+                if (setrlimit(RLIMIT_AS, &as) < 0)
+                        _exit(126);
+        }
         for (char **p = d->exec_paths; *p; p++) {
                 execve(*p, d->argv, d->envp);
                 if (errno != ENOENT && errno != ENOTDIR)

@@ -342,6 +342,36 @@ def test_failing_exec_tools(shared, tmp_path):
             undefine(shared, name)
 
 
+def test_memory_bounds_the_tool_process(shared, tmp_path):
+    """A definition's "memory" is its process's address space (RLIMIT_AS,
+    soft and hard): a program that allocates past it fails there, on the
+    host, and the call is the tool's error; the same program with room, or
+    with no "memory", runs.  Seen from outside: the limit in the tool
+    process's /proc/PID/limits while it runs."""
+    alloc = write_script(tmp_path, "alloc.py", "import sys\nb = bytearray(int(sys.argv[1]) << 20)\nprint('true')\n")
+    peek = write_script(tmp_path, "peek.py", "import json\nprint(json.dumps([l for l in open('/proc/self/limits') "
+                                               "if l.startswith('Max address space')][0].split()[3:5]))\n")
+    define(shared, "t_big", {"description": "", "args": {}, "command": [PY, alloc, "400"], "memory": 256 << 20})
+    define(shared, "t_small", {"description": "", "args": {}, "command": [PY, alloc, "16"], "memory": 256 << 20})
+    define(shared, "t_free", {"description": "", "args": {}, "command": [PY, alloc, "400"]})
+    define(shared, "t_peek", {"description": "", "args": {}, "command": [PY, peek], "memory": 256 << 20})
+    s = shared.clone()
+    try:
+        r = s.result("t_big()")
+        assert r["status"] == "error" and "MemoryError" in r["error"], r
+        assert s.result("t_small()")["value"] is True
+        assert s.result("t_free()")["value"] is True
+        assert s.result("t_peek()")["value"] == [str(256 << 20)] * 2
+    finally:
+        s.close()
+        for name in ["t_big", "t_small", "t_free", "t_peek"]:
+            undefine(shared, name)
+    # Refused at the definition: not a whole number of bytes, or too small.
+    for bad in (1000, "1G", 2.5e8):
+        util.expect_errno(errno.EINVAL, define, shared, "t_bad",
+                          {"description": "", "args": {}, "command": [PY, alloc, "1"], "memory": bad})
+
+
 def test_run_timeout_while_waiting_for_a_tool(shared, tmp_path):
     hang = write_script(tmp_path, "hang.py", "import time\ntime.sleep(100)\n")
     define(shared, "slow_exec", {"description": "", "args": {}, "command": [PY, hang], "timeout": 60})

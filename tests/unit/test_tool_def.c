@@ -128,6 +128,16 @@ static void test_parse(void) {
                       strcmp(d->exec_paths[2], "/bin/cat") == 0 && !d->exec_paths[3]);
                 CHECK(has_env(d, "PATH=/opt/bin::/bin") && has_env(d, "HOME=/srv") && has_env(d, "DB=x=y") &&
                       has_env(d, "LANG=C.UTF-8"));
+                CHECK(d->memory_bytes == -1);
+                tool_def_unref(d);
+        }
+        /* memory: the process's address space; a server of its own. */
+        d = parse("{\"description\": \"\", \"args\": {}, \"command\": [\"/bin/cat\"], \"memory\": 1073741824}", err,
+                  sizeof(err));
+        CHECK(d != NULL);
+        if (d) {
+                CHECK(d->memory_bytes == 1073741824LL);
+                CHECK(strcmp(d->command_key, "[[\"/bin/cat\"],1073741824]") == 0);
                 tool_def_unref(d);
         }
 }
@@ -154,6 +164,9 @@ static void test_refusals(void) {
         CHECK(refused_def("{}", "\"timeout\": 0", "\"timeout\""));
         CHECK(refused_def("{}", "\"timeout\": 3601", "\"timeout\""));
         CHECK(refused_def("{}", "\"timeout\": \"5\"", "\"timeout\""));
+        CHECK(refused_def("{}", "\"memory\": 1000", "\"memory\""));
+        CHECK(refused_def("{}", "\"memory\": 1.5e9", "\"memory\""));
+        CHECK(refused_def("{}", "\"memory\": \"1G\"", "\"memory\""));
         CHECK(refused_def("{}", "\"env\": []", "\"env\""));
         CHECK(refused_def("{}", "\"env\": {\"A=B\": \"c\"}", "bad entry \"A=B\""));
         CHECK(refused_def("{}", "\"env\": {\"\": \"c\"}", "bad entry"));

@@ -72,6 +72,8 @@
 #' * `securerfs.download_max_bytes`: `$download()`'s default `max_bytes`
 #'   (256 MiB).
 #' * `securerfs.tool_timeout`: seconds per tool call (default 60).
+#' * `securerfs.tool_memory`: the tool process's address space, bytes
+#'   (default 4 GiB).
 #'
 #' @importFrom R6 R6Class
 #' @useDynLib securerfs, .registration = TRUE

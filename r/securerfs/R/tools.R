@@ -24,7 +24,9 @@ tool_types <- c("character", "numeric", "integer", "logical", "list",
 #' The tool process runs as the mount's user, in the client's working
 #' directory at the time the session was created, with the client's library
 #' paths, and ends with the session; its time per call is the option
-#' `securerfs.tool_timeout` (default 60 seconds).
+#' `securerfs.tool_timeout` (default 60 seconds). The tool process's address
+#' space is bounded by the option `securerfs.tool_memory` (bytes, default
+#' 4 GiB): an allocation past it is the tool's error.
 #'
 #' Nothing that comes from the sandbox is ever evaluated as code or
 #' unserialized: arguments and results cross as JSON, with jsonlite's
@@ -226,6 +228,15 @@ write_tool_state <- function(tools, session_id, audit_log) {
   list(state_file = state_file, budget_file = budget_file)
 }
 
+# The tool server's address space (the definition's "memory": docs/tools.md).
+tool_memory_bytes <- function() {
+  m <- getOption("securerfs.tool_memory", 4 * 2^30)
+  if (!is.numeric(m) || length(m) != 1L || is.na(m) || m < 64 * 2^20)
+    stop("option securerfs.tool_memory must be a number of bytes, at least 64 MiB",
+         call. = FALSE)
+  floor(m)
+}
+
 # The JSON definition of one tool for sessions/N/tools/NAME.json.
 tool_definition <- function(tool, state_file) {
   rscript <- file.path(R.home("bin"), "Rscript")
@@ -236,6 +247,7 @@ tool_definition <- function(tool, state_file) {
     command = c(rscript, "--vanilla", tool_server_script(), state_file),
     mode = "server",
     timeout = as.numeric(getOption("securerfs.tool_timeout", 60)),
+    memory = tool_memory_bytes(),
     env = list(R_LIBS = paste(.libPaths(), collapse = ":"))
   )
   as.character(jsonlite::toJSON(def, auto_unbox = TRUE, null = "null"))

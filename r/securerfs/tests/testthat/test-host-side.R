@@ -274,3 +274,20 @@ test_that("tool arguments simplified out of proportion are refused, the server g
   expect_match(msg, "Tool arguments refused")
   expect_identical(s$execute("echo(list(list(a = 1), list(a = 2, b = 3)))"), 2L)
 })
+
+test_that("the tool process's address space is securerfs.tool_memory", {
+  skip_if_no_tools()
+  old <- options(securerfs.tool_memory = 512 * 2^20)
+  on.exit(options(old))
+  tools <- list(
+    securer_tool("as_limit", "The tool process's RLIMIT_AS", fn = function() {
+      l <- grep("^Max address space", readLines("/proc/self/limits"), value = TRUE)
+      strsplit(l, " +")[[1]][4:5]
+    }),
+    securer_tool("hog", "Allocates 1 GiB", fn = function() length(numeric(2^27))))
+  s <- SecureSession$new(tools = tools)
+  on.exit(s$close(), add = TRUE)
+  expect_identical(s$execute("as_limit()"), rep("536870912", 2))
+  expect_error(s$execute("hog()"), "cannot allocate", class = "securerfs_runtime_error")
+  expect_identical(s$execute("as_limit()"), rep("536870912", 2))
+})
