@@ -34,6 +34,8 @@
  * killed. */
 #define WORKER_START_TIMEOUT_MS 15000
 #define WORKER_ATTACH_TIMEOUT_MS 5000
+/* An attached worker's exit, after its socket's end of file. */
+#define WORKER_CLOSED_GRACE_MS 1000
 #define MS(x) ((uint64_t)(x) * 1000000ULL)
 
 /* Its workspace's copy, if still on its way, is not wanted. */
@@ -168,11 +170,16 @@ static void worker_on_exit(pid_t pid, int status, const struct rusage *ru, void 
 }
 
 /* The worker missed its start or attach deadline: it is killed, and fails to
- * start as if it had died (worker_finish). */
+ * start as if it had died (worker_finish).  Or, attached, it closed its
+ * socket and did not exit (worker_connection_closed()). */
 static void on_worker_start_timeout(void *data) {
         struct worker *w = data;
         char why[160];
 
+        if (w->closed_socket) {
+                worker_kill(w, "it closed its connection to the daemon and did not exit");
+                return;
+        }
         snprintf(why, sizeof(why), "the worker did not %s within %d ms",
                  w->state == WORKER_READY ? "attach its workspace" : w->pid > 0 ? "become ready" : "get cloned",
                  w->state == WORKER_READY ? WORKER_ATTACH_TIMEOUT_MS : WORKER_START_TIMEOUT_MS);
@@ -186,6 +193,24 @@ static void on_worker_start_timeout(void *data) {
                 w->exited = true;
                 worker_finish(w);
         }
+}
+
+void worker_connection_closed(struct worker *w) {
+        worker_close_fd(w);
+        if (w->pid <= 0 || w->exited)
+                return;
+        if (!w->attached) {
+                kill(w->pid, SIGKILL); /* it fails to start: its reaping says how */
+                return;
+        }
+        /* A worker that is exiting (a crash) closes its socket before its
+         * exit is reaped, and its exit status says how: a kill now would
+         * be reported in its place.  One whose code closed the socket is
+         * killed with that reason if it is still there a moment later.
+         * Until 2026-12-03 both were killed at once, and the second
+         * reported as a crash by SIGKILL. */
+        w->closed_socket = true;
+        loop_timer_arm(w->start_timer, now_ns() + MS(WORKER_CLOSED_GRACE_MS));
 }
 
 /* A worker is ready once both its "ready" frame and the zygote's word of its

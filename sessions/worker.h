@@ -62,6 +62,7 @@ struct worker {
         bool warmed;             /* pooled, and sent "warm" (sessions/pool.c) */
         uint64_t pooled_ns;      /* when it joined the pool */
         bool attached;           /* its "attached" frame came: /work is its session's */
+        bool closed_socket;      /* attached, its socket ended: its exit is due (worker_connection_closed()) */
         bool abandoned;          /* its session closed or restarted; just reap it */
         bool watched;            /* its pid has a child-exit watch on the loop */
         bool exited;
@@ -122,6 +123,10 @@ void worker_describe_exit(const struct worker *w, char *buf, size_t n);
  * cgroup holds more than l's memory limit already (nothing was set), or
  * the first -errno (the others are still set); 0 when w has no live pid. */
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only);
+/* w's socket ended (read end of file, or a read failed): closed; w is
+ * killed at once before its attach, else with a reason if it has not
+ * exited a second later. */
+void worker_connection_closed(struct worker *w);
 /* What w's cgroup holds now (its processes, its tmpfs pages), in bytes; 0
  * without a cgroup. */
 unsigned long long worker_memory_held(const struct worker *w);

@@ -410,11 +410,7 @@ static void worker_read_frames(struct worker *w, bool all) {
                 if (n == -EAGAIN)
                         return;
                 if (n <= 0) {
-                        /* End of file: the worker is exiting.  Its exit status
-                         * (reaped soon) says how. */
-                        worker_close_fd(w);
-                        if (w->pid > 0 && !w->exited)
-                                kill(w->pid, SIGKILL);
+                        worker_connection_closed(w);
                         return;
                 }
                 bytes += (size_t)n;

@@ -160,3 +160,25 @@ def test_memory_limit_below_what_the_session_holds_is_refused(daemons, native_di
     assert json.loads(s.read("limits"))["memory"] == 64 * MIB
     assert cgroup_limit(worker) == str(64 * MIB)
     assert only_worker(d) == worker
+
+
+@pytest.mark.timeout_s(60)
+def test_a_worker_that_closes_its_socket_is_killed_with_that_reason(daemons, native_dir):
+    """Inside: the session's native code closes every socket it has (the
+    worker's connection to the daemon among them) and goes on for 20 s.
+    Until 2026-12-03 the daemon killed the worker at once and the run said
+    `crashed` by SIGKILL, as if R had died.  Now: `killed`, naming the closed connection, within a few
+    seconds; a worker that really crashes (abort()) still says `crashed`
+    with its own signal.  Outside: the session answers with a fresh worker."""
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    s = d.clone()
+    assert s.value("dyn.load('%s'); 'loaded'" % (native_dir / "round9.so")) == "loaded"
+    r = s.result(".C('close_sockets', 20000L, closed = 0L)$closed")
+    assert r["status"] == "killed", r
+    assert "closed its connection to the daemon" in r["error"], r
+    assert r["elapsed_ms"] < 10000, r
+    assert s.value("1+1") == "2"
+    r = s.result("dyn.load(Sys.glob(c('/lib/x86_64-linux-gnu/libc.so.6', '/lib*/libc.so.6', "
+                 "'/usr/lib/*/libc.so.6'))[1]); .C('abort')")
+    assert r["status"] == "crashed" and "signal" in r["error"] and "signal 9 " not in r["error"], r
+    assert s.value("1+1") == "2"
