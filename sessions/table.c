@@ -140,6 +140,7 @@ static void locate_worker(const struct options *o, char *path, size_t size) {
 
 /* Free a table sessions_new() made in part (every pointer may be NULL). */
 static void sessions_undo(struct sessions *t) {
+        loop_timer_free(t->trim);
         hash_free(&t->by_id);
         hash_free(&t->by_name);
         free(t->order);
@@ -170,6 +171,10 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         list_init(&t->pool);
         list_init(&t->xfers);
         list_init(&t->state_all);
+        if (!(t->trim = loop_timer_new(l, worker_on_trim, t))) {
+                sessions_undo(t);
+                return -ENOMEM;
+        }
         locate_worker(o, worker_path, sizeof(worker_path));
         sc.worker_path = worker_path;
         /* A root daemon's jailed workers each get a host id of the range
@@ -242,5 +247,6 @@ void sessions_free(struct sessions *t) {
         hash_free(&t->by_name);
         free(t->order);
         persist_free(t);
+        loop_timer_free(t->trim);
         free(t);
 }

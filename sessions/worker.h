@@ -123,6 +123,8 @@ void worker_describe_exit(const struct worker *w, char *buf, size_t n);
  * cgroup holds more than l's memory limit already (nothing was set), or
  * the first -errno (the others are still set); 0 when w has no live pid. */
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only);
+/* The trim timer of the table (struct sessions): malloc_trim(). */
+void worker_on_trim(void *data);
 /* w's socket ended (read end of file, or a read failed): closed; w is
  * killed at once before its attach, else with a reason if it has not
  * exited a second later. */

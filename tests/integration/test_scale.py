@@ -157,11 +157,15 @@ def test_thousands_of_sessions_leave_nothing_behind(daemons):
                                            len(util.session_worker_pids(d.pid)) > 4):
         time.sleep(0.2)
     assert len(util.session_worker_pids(d.pid)) <= 4
-    fds1, rss1 = util.fd_count(d.pid), util.rss_kib(d.pid)
+    fds1 = util.fd_count(d.pid)
     assert fds1 <= fds0 + 8, "descriptors: %d at start, %d after %d sessions came and went" % (fds0, fds1, n)
-    # Memory: what the sessions held is given back; the allocator may keep
-    # a little of its arenas (16 MiB is 8 KiB a session of 2,000).
-    assert rss1 <= rss0 + 16384, "RSS: %d KiB at start, %d KiB after" % (rss0, rss1)
+    # Memory: what the sessions held is given back (the daemon trims its
+    # heap a moment after the last worker went: 16 MB stayed before); the
+    # allocator may keep a little of its arenas (4 MiB, 2 KiB a session;
+    # ASan's, which keeps a quarantine and does not trim, 16 MiB).
+    slack = 16384 if asan else 4096
+    util.wait_for(lambda: util.rss_kib(d.pid) <= rss0 + slack, 10,
+                  "RSS back within %d KiB of its %d KiB" % (slack, rss0))
     stats = d.json("stats")
     assert stats["sessions"] == 0 and stats["running"] == 0
 
