@@ -598,6 +598,14 @@ int session_apply_limits(struct session *s) {
         return -EBUSY;
 }
 
+void session_take_limits(struct session *s, const struct limits *l) {
+        s->limits = *l;
+        if (s->state == SESSION_RUNNING)
+                s->limits_pending = true;
+        else if (s->state == SESSION_IDLE)
+                (void)session_apply_limits(s);
+}
+
 int session_set_limits(struct session *s, const struct limits *l) {
         struct limits old = s->limits;
         char what[256];

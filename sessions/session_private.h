@@ -140,6 +140,11 @@ bool session_name_valid(const char *name);
  * files in /tmp and /work) is refused: the memory limit goes back to the one
  * in force, the next result's notice says why, and -EBUSY.  Else 0. */
 int session_apply_limits(struct session *s);
+/* Limits that no writer waits on (a restored snapshot's or saved session's,
+ * a fork's copy's): as session_set_limits(), but a memory limit below what
+ * the session holds is refused alone (the one in force stays, the next
+ * result's notice says why) and every other limit is taken. */
+void session_take_limits(struct session *s, const struct limits *l);
 /* Remember what the daemon did to s between runs, for its next result's
  * "notice". */
 void session_notice(struct session *s, const char *what);

@@ -378,7 +378,7 @@ int sessions_fork(struct sessions *t, struct session *src, struct session **out)
         if (e < 0)
                 return e;
         copy->timeout_s = src->timeout_s;
-        session_set_limits(copy, &src->limits);
+        session_take_limits(copy, &src->limits);
         copy_tools(src, copy);
         copy->fork_src = src;
         snprintf(copy->fork_name, sizeof(copy->fork_name), "%s", src->name);
@@ -718,7 +718,7 @@ static void apply_settings(struct session *s, const json_t *meta) {
         if (v)
                 session_set_timeout(s, json_number_value(v));
         if (check_settings(meta, &s->limits, &l, why, sizeof(why)) == 0)
-                session_set_limits(s, &l);
+                session_take_limits(s, &l);
         while ((e = tools_entry_next(s->tools, 0))) {
                 char name[300];
 
