@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 #include "macros.h"
@@ -44,4 +46,22 @@ int rlimits_apply(pid_t pid, const struct limits *l, double cpu_base_s, long lon
                         first_error = -errno;
         }
         return first_error;
+}
+
+long long rlimits_unbacked_as(pid_t pid) {
+        char path[64];
+        unsigned long long size, resident;
+        long page = sysconf(_SC_PAGESIZE);
+        FILE *f;
+        int n;
+
+        snprintf(path, sizeof(path), "/proc/%ld/statm", (long)pid);
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        n = fscanf(f, "%llu %llu", &size, &resident);
+        fclose(f);
+        if (n != 2 || page <= 0)
+                return -EIO;
+        return size > resident ? (long long)((size - resident) * (unsigned long long)page) : 0;
 }

@@ -34,3 +34,11 @@
  * cpu_only: RLIMIT_CPU alone (a run's start: two system calls).  Every limit
  * is attempted; returns 0 or the first -errno (-ESRCH: pid is gone). */
 int rlimits_apply(pid_t pid, const struct limits *l, double cpu_base_s, long long reserved_as, bool cpu_only);
+
+/* The address space of process pid that no memory backs, in bytes: mapped
+ * but not resident (/proc/PID/statm: size - resident).  For a worker as it
+ * becomes ready, before any user code: the parts of its shared libraries
+ * it never touched (ICU's data alone is 30 MiB here) and what a sanitizer
+ * reserves.  RLIMIT_AS counts them; a memory limit is about memory, so the
+ * daemon adds them to it (reserved_as above).  -errno when unreadable. */
+long long rlimits_unbacked_as(pid_t pid);

@@ -106,7 +106,7 @@ int session_start_run(struct session *s, char *code, size_t len) {
         }
         /* A transfer of its state under way, or a fork's copy still
          * waiting for its state: the run waits (snapshot_session_idle). */
-        if (s->state == SESSION_IDLE && !s->xfer && !s->fork_src)
+        if (s->state == SESSION_IDLE && !session_moving(s) && !s->fork_src)
                 run_send(s);
         return 0;
 }

@@ -240,7 +240,11 @@ void session_worker_lost(struct session *s, struct worker *w) {
 
         s->worker = NULL;
         w->session = NULL;
-        xfer_session_lost(s, "its R worker died while the state was being moved");
+        if (s->xfer) {
+                worker_describe_exit(w, how, sizeof(how));
+                snprintf(msg, sizeof(msg), "its R worker died while the state was being moved (%s)", how);
+                xfer_session_lost(s, msg);
+        }
         if (w->attached) {
                 if (r && r->sent) {
                         run_worker_died(s, w);

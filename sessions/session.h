@@ -141,7 +141,8 @@ unsigned sessions_checkpoint_all(struct sessions *t, void (*fn)(void *data), voi
  * event says when, as for sessions_create (the open that asked waits for
  * it, like clone's).  0 with *out, or as sessions_create(). */
 int sessions_fork(struct sessions *t, struct session *src, struct session **out);
-/* Is a transfer of s's state under way (a fork or snapshot of it)? */
+/* Is a transfer of s's state under way (a fork, a snapshot or a restore of
+ * it, a restore until its settings are taken)? */
 bool session_moving(const struct session *s);
 
 

@@ -53,7 +53,7 @@ static void forget_moving(struct session *s);
 static void on_fork_done(void *data, int err, const char *why, json_t *notes, json_t *packages);
 
 bool xfer_busy(const struct session *s) { return s->xfer != NULL; }
-bool session_moving(const struct session *s) { return s->xfer != NULL; }
+static bool restore_finishing(const struct session *s);
 
 enum worker_phase xfer_phase(const struct session *s) {
         const struct xfer *x = s->xfer;
@@ -405,6 +405,12 @@ void snapshot_session_idle(struct session *s) {
                 if (s->xfer)
                         return;
         }
+        /* And a restore's settings before its first run: until 2026-12-03
+         * a run queued during it was sent as the worker answered, under the
+         * limits of before (a saved session's first run after a restart,
+         * under the daemon's defaults: docs/security.md, "Round 10"). */
+        if (restore_finishing(s))
+                return;
         if (s->state == SESSION_IDLE && s->run && !s->run->sent) {
                 run_send(s);
                 return;
@@ -469,6 +475,21 @@ struct state_wait {
         json_t *notes;
         void (*finish)(struct state_wait *w, int err, const char *why);
 };
+
+static void restore_finish(struct state_wait *w, int err, const char *why);
+
+/* A restore whose worker is done, but not the daemon (its copy's end, its
+ * settings): a run or a snapshot waits for it. */
+static bool restore_finishing(const struct session *s) {
+        const struct state_wait *w;
+
+        list_for_each(w, tmp, &s->state_moving, struct state_wait, link)
+                if (w->finish == restore_finish)
+                        return true;
+        return false;
+}
+
+bool session_moving(const struct session *s) { return s->xfer != NULL || restore_finishing(s); }
 
 static void state_wait_free(struct state_wait *w) {
         list_unlink(&w->link);
@@ -754,6 +775,9 @@ static void restore_finish(struct state_wait *w, int err, const char *why) {
         if (s || w->fn != on_saved_restored)
                 w->fn(w->data, err, why);
         state_wait_free(w);
+        /* What waited for the restore goes now (snapshot_session_idle). */
+        if (s && !s->closing && s->worker && s->state == SESSION_IDLE)
+                snapshot_session_idle(s);
 }
 
 static struct state_wait *state_wait_new(struct session *s, int fd, session_state_fn fn, void *data) {

@@ -242,8 +242,14 @@ static void worker_check_ready(struct worker *w) {
 
 void worker_on_ready(struct worker *w, long long reserved_bytes) {
         /* Sent before any user code ran in the worker: what its build
-         * reserves is believed, within the protocol's bound. */
-        w->reserved_as = reserved_bytes;
+         * reserves is believed, within the protocol's bound.  The daemon's
+         * own reading of its address space that no memory backs covers it
+         * and the libraries' untouched pages (about 60 of its 107 MiB
+         * here): a memory limit below the worker's address space at start
+         * left R crashing on a readLines() (docs/security.md, "Round 10"). */
+        long long unbacked = rlimits_unbacked_as(w->pid);
+
+        w->reserved_as = MAX(reserved_bytes, unbacked);
         w->got_ready = true;
         worker_check_ready(w);
 }

@@ -136,6 +136,58 @@ def test_saved_sessions_appear_dormant(daemons, tmp_path):
     assert d2.session(names[0]).status() in ("starting", "idle")
 
 
+LIMITS_SEEN = ("grep('^Max (processes|cpu time|file size|stack size)', readLines('/proc/self/limits'), "
+               "value = TRUE)")
+
+
+def soft_limits(text):
+    """{"Max processes": "13", ...}: the soft column of /proc/PID/limits."""
+    out = {}
+    for line in text.splitlines():
+        for name in ("Max processes", "Max cpu time", "Max file size", "Max stack size"):
+            if name in line:
+                out[name] = line.split(name)[1].split()[0]
+    return out
+
+
+@pytest.mark.timeout_s(90)
+def test_a_saved_sessions_first_run_has_its_settings(daemons, tmp_path):
+    """Inside: the first run of a saved session after a restart (written
+    before the session was ever looked at, so that it waits for the restore)
+    runs under the session's own limits and timeout.  Until 2026-12-03 a run
+    queued during the restore was sent as the worker answered, before the
+    settings were taken: it ran under the daemon's defaults (nproc 50, no
+    timeout of 2 s).  Outside: the worker's own /proc/PID/limits says the
+    same as the run saw."""
+    state = tmp_path / "state"
+    d = start(daemons, state, name="a")
+    lim = d.clone()
+    lim.write("limits", '{"nproc": 13, "cpu": 7, "fsize": 3145728, "stack": 6291456}')
+    lim.run("x <- 1")
+    slow = d.clone()
+    slow.write("timeout", "2")
+    slow.run("y <- 1")
+    stop(d, signal.SIGTERM)
+    d2 = start(daemons, state, name="b")
+    t = d2.session(lim.name)
+    t.submit(LIMITS_SEEN)
+    seen = soft_limits(t.read("output"))
+    assert seen["Max processes"] == "13", seen
+    assert seen["Max file size"] == "3145728", seen
+    assert seen["Max stack size"] == "6291456", seen
+    assert 7 <= int(seen["Max cpu time"]) <= 9, seen   # the worker's CPU so far + 7
+    (pid,) = util.session_worker_pids(d2.pid)
+    with open("/proc/%d/limits" % pid) as f:
+        outside = soft_limits(f.read())
+    assert outside["Max processes"] == "13" and outside["Max file size"] == "3145728", outside
+    u = d2.session(slow.name)
+    t0 = time.monotonic()
+    r = u.result("Sys.sleep(20); 'not stopped'")
+    assert r["status"] == "timeout", r
+    assert time.monotonic() - t0 < util.scaled(15)
+    assert u.value("y") == "1"   # the restore went in, and a timeout keeps the state
+
+
 def test_ctl_checkpoint_without_state_dir_is_enotsup(mount):
     s = mount.clone()
     util.expect_errno(errno.ENOTSUP, s.write, "ctl", "checkpoint")

@@ -164,3 +164,34 @@ def answers(d, label):
     r = util.bounded(lambda: s.result("1+1"), util.scaled(STALL_BOUND), d.kill)
     assert r["status"] == "ok" and r["value"] == 2, (label, r)
     s.close()
+
+
+def has_cgroup(d):
+    """Does daemon d give each worker a cgroup (root, a writable hierarchy)?"""
+    return "no per-worker cgroup" not in d.stderr()
+
+
+def only_worker(d, timeout=10):
+    """The one session worker of daemon d (a replacement may still be
+    starting: waited for within timeout)."""
+    deadline = time.monotonic() + util.scaled(timeout)
+    pids = util.session_worker_pids(d.pid)
+    while len(pids) != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pids = util.session_worker_pids(d.pid)
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def memory_cgroup(pid):
+    """pid's memory cgroup on the host: (directory, file of what it holds,
+    file of its limit), for v1 or v2; None without one."""
+    v2 = None
+    with open("/proc/%d/cgroup" % pid) as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "memory" in controllers.split(","):
+                return "/sys/fs/cgroup/memory" + path, "memory.usage_in_bytes", "memory.limit_in_bytes"
+            if controllers == "":
+                v2 = ("/sys/fs/cgroup" + path, "memory.current", "memory.max")
+    return v2

@@ -23,6 +23,7 @@ import pytest
 import harness
 import round3tools
 import util
+from jailtools import only_worker
 from round3tools import Background, cpu_s, next_seq, p90, rss_mib, witness_while
 
 HERE = Path(__file__).resolve().parent
@@ -47,11 +48,6 @@ def start(daemons, r3_dir, *opts):
 def load(d):
     return round3tools.load(d, "spin_thread")
 
-
-def only_worker(d):
-    pids = util.session_worker_pids(d.pid)
-    assert len(pids) == 1, pids
-    return pids[0]
 
 
 def idle_after(daemons, r3_dir, call):

@@ -13,6 +13,7 @@ import pytest
 
 import harness
 import util
+from jailtools import has_cgroup, memory_cgroup, only_worker
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -25,28 +26,7 @@ def native_dir(tmp_path_factory):
     return harness.build_r_lib(d, HERE / "round9.c")
 
 
-def has_cgroup(d):
-    return "no per-worker cgroup" not in d.stderr()
 
-
-def only_worker(d):
-    pids = util.session_worker_pids(d.pid)
-    assert len(pids) == 1, pids
-    return pids[0]
-
-
-def memory_cgroup(pid):
-    """pid's memory cgroup on the host: (directory, file of what it holds,
-    file of its limit), for v1 or v2."""
-    v2 = None
-    with open("/proc/%d/cgroup" % pid) as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(","):
-                return "/sys/fs/cgroup/memory" + path, "memory.usage_in_bytes", "memory.limit_in_bytes"
-            if controllers == "":
-                v2 = ("/sys/fs/cgroup" + path, "memory.current", "memory.max")
-    return v2
 
 
 def held(pid):

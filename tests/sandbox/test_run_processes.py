@@ -18,6 +18,7 @@ import pytest
 
 import harness
 import util
+from jailtools import only_worker
 
 HERE = Path(__file__).resolve().parent
 SPAWN = ("for (i in 1:2) parallel::mcparallel(repeat {}); "
@@ -69,15 +70,6 @@ class Sampler:
         self.thread.join(5)
         return self.seen
 
-
-def only_worker(d, timeout=10):
-    deadline = time.monotonic() + util.scaled(timeout)
-    pids = util.session_worker_pids(d.pid)
-    while len(pids) != 1 and time.monotonic() < deadline:
-        time.sleep(0.02)  # a replacement may still be starting
-        pids = util.session_worker_pids(d.pid)
-    assert len(pids) == 1, pids
-    return pids[0]
 
 
 def assert_all_gone(seen, timeout=0.0, zombies_ok=False):

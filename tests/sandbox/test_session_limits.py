@@ -16,6 +16,7 @@ import time
 import pytest
 
 import util
+from jailtools import has_cgroup, only_worker
 
 MIB = 1 << 20
 MEMORY_LIMIT = 320 * MIB
@@ -27,9 +28,6 @@ MEMORY_LIMIT = 320 * MIB
 POLLED_WINDOW = 0.75
 SPIN = "t <- proc.time(); while (sum((proc.time() - t)[1:2]) < %g) {}; 'done'"
 
-
-def has_cgroup(d):
-    return "no per-worker cgroup" not in d.stderr()
 
 
 def tree(pid):
@@ -61,11 +59,6 @@ def mem_available_mib():
                 return int(line.split()[1]) / 1024
     return 0
 
-
-def only_worker(d):
-    pids = util.session_worker_pids(d.pid)
-    assert len(pids) == 1, pids
-    return pids[0]
 
 
 def limited_session(daemons, limits):
