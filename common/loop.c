@@ -62,6 +62,7 @@ struct loop {
         size_t n_timers;
         uint64_t next_seq;
         struct list idle; /* armed timers that fire early when the loop has nothing to do */
+        uint64_t turn;
         bool stop;
 };
 
@@ -240,6 +241,8 @@ void loop_timer_free(struct loop_timer *t) {
 }
 
 void loop_stop(struct loop *l) { l->stop = true; }
+
+uint64_t loop_turn(const struct loop *l) { return l->turn; }
 
 /* ---- children ------------------------------------------------------------ */
 
@@ -436,7 +439,10 @@ int loop_run(struct loop *l) {
 
         l->stop = false;
         while (!l->stop) {
-                int timeout = run_timers(l), n;
+                int timeout, n;
+
+                l->turn++;
+                timeout = run_timers(l);
 
                 if (l->stop)
                         break;

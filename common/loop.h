@@ -75,3 +75,6 @@ void loop_reap_children(struct loop *l);
 /* Run until loop_stop().  Returns 0 or -errno from epoll. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);
+/* The loop's turns so far: one per pass of its due timers and then its
+ * ready descriptors (a callback can tell what else ran in its turn). */
+uint64_t loop_turn(const struct loop *l);

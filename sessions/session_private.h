@@ -116,6 +116,9 @@ struct sessions {
         /* The loop time of the workers with dear reads, all together, in
          * the slice that began at dear_slice_start_ns (sessions/worker_io.c). */
         uint64_t dear_slice_start_ns, dear_used_ns;
+        /* The loop time of the busy workers' reads in the loop's turn
+         * busy_turn (sessions/worker_io.c). */
+        uint64_t busy_turn, busy_turn_ns;
 };
 
 /* Index s (its id and name set) for sessions_find*() and sessions_next():

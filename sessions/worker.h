@@ -75,8 +75,10 @@ struct worker {
         bool read_paused;        /* its slice of loop time is spent (sessions/worker_io.c) */
         uint64_t slice_start_ns, slice_used_ns;
         uint64_t slice_max_batch_ns; /* the dearest read of its frames in this slice */
-        uint64_t dear_until_ns;      /* dear until then: a slice after the pause its last
-                                      * dear read earned (sessions/worker_io.c) */
+        uint64_t dear_until_ns;      /* dear until then: WORKER_DEAR_HOLD_NS after its last
+                                      * dear read (sessions/worker_io.c) */
+        uint64_t dear_read_ns;       /* what its last dear read took */
+        uint64_t busy_until_ns;      /* busy until then (sessions/worker_io.c) */
         const char *refused_why; /* why the protocol refused a frame's type (static) */
         bool leftover_check_armed;
         int exit_status;

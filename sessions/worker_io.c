@@ -68,6 +68,29 @@
  * pause longer than the slice); one whose reads are cheap (a run's result,
  * its output) never waits for it. */
 #define WORKERS_DEAR_BUDGET_NS (20ull * 1000 * 1000)
+/* How long a worker stays dear after a dear read, and what a dear read may
+ * cost of the dear budget.  Until 2026-12-03 a worker was dear for a slice
+ * after its pause only (about 160 ms after an 18 ms read), and a dear read
+ * was admitted while the budget was not yet spent, whatever it would cost:
+ * twelve sessions sending the dearest tool calls the protocol admits (1 MiB
+ * of 32,760 values, 18 ms each to parse and handle) came back each after
+ * its dear status had expired, were never held to the budget, and took the
+ * whole loop (a witness's 1+1: 365 ms p50; docs/security.md, "Round 10").
+ * Now a dear worker stays dear for a second after each dear read, and is
+ * read only when what its last dear read took still fits in the slice's
+ * budget (or nothing of it was used yet: one read per slice always goes). */
+#define WORKER_DEAR_HOLD_NS (1000ull * 1000 * 1000)
+/* A worker is busy once its reads took WORKER_CHEAP_READ_NS of its slice,
+ * and for a slice after that (a flood stays busy across its pauses);
+ * the busy ones together read for at most about that much in each turn of
+ * the loop (one more read may start below it), the others wait for a later
+ * turn, or for the loop to have nothing else to do.  Their cheap reads
+ * (16 small frames each, under a millisecond) were bounded each by its
+ * share only: twelve sessions sending 2 KiB tool calls as fast as they
+ * could made every turn of the loop read each of them (12 ms), and a
+ * witness's 1+1, which waits for three turns, took 41 ms p50
+ * (docs/security.md, "Round 10"). */
+#define WORKERS_TURN_BUSY_NS WORKER_CHEAP_READ_NS
 /* After a frame this large, the heap is trimmed: jansson's nodes for it
  * were freed, but glibc keeps freed memory (and after a large mmap'ed block
  * is freed, raises its mmap threshold, so the next ones come from the heap). */
@@ -321,7 +344,7 @@ static uint64_t worker_share_pause(uint64_t used) {
 static void worker_read(struct worker *w, bool all) {
         struct sessions *t = w->owner;
         uint64_t start = now_ns(), pause, used;
-        bool cheap;
+        bool cheap, busy;
 
         if (all) {
                 worker_read_frames(w, true);
@@ -331,7 +354,17 @@ static void worker_read(struct worker *w, bool all) {
                 t->dear_slice_start_ns = start;
                 t->dear_used_ns = 0;
         }
-        if (start < w->dear_until_ns && t->dear_used_ns >= WORKERS_DEAR_BUDGET_NS) {
+        if (loop_turn(t->loop) != t->busy_turn) {
+                t->busy_turn = loop_turn(t->loop);
+                t->busy_turn_ns = 0;
+        }
+        busy = start < w->busy_until_ns;
+        if (busy && t->busy_turn_ns >= WORKERS_TURN_BUSY_NS) {
+                worker_pause(w, start + WORKER_CHEAP_READ_NS, true);
+                return;
+        }
+        if (start < w->dear_until_ns && t->dear_used_ns > 0 &&
+            t->dear_used_ns + w->dear_read_ns > WORKERS_DEAR_BUDGET_NS) {
                 worker_pause(w, t->dear_slice_start_ns + WORKER_SLICE_NS, false);
                 return;
         }
@@ -350,10 +383,16 @@ static void worker_read(struct worker *w, bool all) {
         if (w->fd < 0)
                 return;
         used = now_ns() - start;
+        if (busy)
+                t->busy_turn_ns += used;
         w->slice_used_ns += used;
         w->slice_max_batch_ns = MAX(w->slice_max_batch_ns, used);
-        if (used > WORKER_CHEAP_READ_NS)
-                w->dear_until_ns = start + used + worker_share_pause(used) + WORKER_SLICE_NS;
+        if (w->slice_used_ns >= WORKER_CHEAP_READ_NS)
+                w->busy_until_ns = now_ns() + WORKER_SLICE_NS;
+        if (used > WORKER_CHEAP_READ_NS) {
+                w->dear_until_ns = start + used + WORKER_DEAR_HOLD_NS;
+                w->dear_read_ns = MIN(used, WORKERS_DEAR_BUDGET_NS);
+        }
         if (start < w->dear_until_ns)
                 t->dear_used_ns += used;
         if (w->slice_used_ns < WORKER_SLICE_BUDGET_NS)
