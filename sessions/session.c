@@ -587,7 +587,11 @@ static void memory_limit_refused(struct session *s, char *what, size_t n) {
         s->limits.v[LIMIT_MEMORY] = old;
 }
 
-int session_apply_limits(struct session *s) {
+/* Apply s's limits to its worker.  A memory limit below what the session
+ * holds is refused (-EBUSY): then, with revert, every limit goes back to
+ * *revert (the writer of limits hears it); without, the memory limit alone
+ * stays the one in force and the next result's notice says so. */
+static int apply_limits(struct session *s, const struct limits *revert) {
         char what[256];
 
         s->limits_pending = false;
@@ -596,11 +600,16 @@ int session_apply_limits(struct session *s) {
                 return 0;
         }
         memory_limit_refused(s, what, sizeof(what));
+        if (revert)
+                s->limits = *revert;
         (void)worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false);
-        log_info("session %s: limits: %s", s->name, what);
-        session_notice(s, what);
+        log_info("session %s: limits: %s%s", s->name, what, revert ? "; unchanged" : "");
+        if (!revert)
+                session_notice(s, what);
         return -EBUSY;
 }
+
+int session_apply_limits(struct session *s) { return apply_limits(s, NULL); }
 
 void session_take_limits(struct session *s, const struct limits *l) {
         s->limits = *l;
@@ -612,24 +621,13 @@ void session_take_limits(struct session *s, const struct limits *l) {
 
 int session_set_limits(struct session *s, const struct limits *l) {
         struct limits old = s->limits;
-        char what[256];
 
         s->limits = *l;
         /* A run re-arms only its CPU limit; the rest wait for its end (a
          * starting worker gets them all when it attaches). */
-        if (s->state == SESSION_RUNNING) {
+        if (s->state == SESSION_RUNNING)
                 s->limits_pending = true;
-        } else if (s->state == SESSION_IDLE) {
-                s->limits_pending = false;
-                if (worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false) == -EBUSY) {
-                        /* The writer hears it (EBUSY): every limit stays. */
-                        memory_limit_refused(s, what, sizeof(what));
-                        log_info("session %s: limits: %s; unchanged", s->name, what);
-                        s->limits = old;
-                        (void)worker_apply_limits(s->worker, &s->limits, worker_cpu_s(s->worker), false);
-                        return -EBUSY;
-                }
-                s->memory_in_force = s->limits.v[LIMIT_MEMORY];
-        }
+        else if (s->state == SESSION_IDLE)
+                return apply_limits(s, &old);
         return 0;
 }

@@ -121,10 +121,13 @@ def fd_kinds(pid):
 
 def counts(d):
     """What the daemon holds that a failed start must give back: its
-    descriptors, its workers' cgroup directories, the host's mounts."""
+    descriptors, its workers' cgroup directories, the host's mounts of its
+    own (under its work directory: other daemons on the host mount and
+    unmount theirs meanwhile)."""
     fds = fd_kinds(d.pid)
+    mine = str(d.workdir)
     with open("/proc/self/mountinfo") as f:
-        mounts = sum(1 for _ in f)
+        mounts = sum(1 for line in f if (line.split()[4] + "/").startswith(mine + "/"))
     return {"fds": fds, "cgroups": worker_cgroups(d.pid), "mounts": mounts}
 
 
@@ -157,6 +160,7 @@ def test_helpers_killed_at_random_during_a_mkdir_storm(daemons):
     util.wait_for(lambda: len(util.session_worker_pids(d.pid)) == 2, util.scaled(10), "two pooled workers")
     answers(d, "before")
     before = settled(d)
+    assert before["mounts"] >= 1, before   # its own FUSE mount at least
     stop = threading.Event()
     rng = random.Random(8)
     stopped = []
