@@ -649,6 +649,7 @@ SecureSession <- R6::R6Class("SecureSession",
     sanitize = FALSE,
     executing = FALSE,
     timeout_written = NULL,
+    timeout_asked = NULL, # the argument that gave timeout_written
     gc_env = NULL,
     eval_con = NULL,
     last_seq = -1,
@@ -802,7 +803,7 @@ SecureSession <- R6::R6Class("SecureSession",
       if (!is.character(code) || anyNA(code)) {
         stop("`code` must be a character string.", call. = FALSE)
       }
-      code <- paste(code, collapse = "\n")
+      if (length(code) != 1L) code <- paste(code, collapse = "\n")
       if (!is.null(private$max_executions) &&
           private$execution_count >= private$max_executions) {
         private$blocked(sprintf(
@@ -855,6 +856,11 @@ SecureSession <- R6::R6Class("SecureSession",
     },
 
     set_timeout = function(timeout) {
+      # The same argument as the last call's: nothing to check or write.
+      if (!is.null(private$timeout_written) &&
+          identical(timeout, private$timeout_asked)) {
+        return(private$timeout_written)
+      }
       t <- if (is.null(timeout)) 0 else timeout
       if (!is.numeric(t) || length(t) != 1L || is.na(t) || t < 0) {
         stop("`timeout` must be NULL or a non-negative number of seconds.",
@@ -866,12 +872,14 @@ SecureSession <- R6::R6Class("SecureSession",
                    paste0(format(t, scientific = FALSE), "\n"))
         private$timeout_written <- t
       }
+      private$timeout_asked <- timeout
       t
     },
 
     run = function(code, timeout, output_handler, max_tool_calls,
                    max_output_lines, text) {
-      timed <- private$verbose || !is.null(private$audit)
+      audited <- !is.null(private$audit)
+      timed <- private$verbose || audited
       if (timed) start <- Sys.time()
       t <- private$set_timeout(timeout)
       if (!is.null(private$state)) {
@@ -880,7 +888,7 @@ SecureSession <- R6::R6Class("SecureSession",
                              as.integer(max_tool_calls)),
                    private$state$budget_file)
       }
-      private$audit_log("execute_start", code = code)
+      if (audited) private$audit_log("execute_start", code = code)
       if (private$verbose) {
         private$log(sprintf("Executing code (%d chars)", nchar(code)))
       }
@@ -905,7 +913,7 @@ SecureSession <- R6::R6Class("SecureSession",
         res_txt <- private$eval_run(bytes)
         if (is.null(res_txt)) private$eval_failed(code)
       }
-      res <- jsonlite::parse_json(res_txt, simplifyVector = FALSE)
+      res <- parse_result(res_txt) # R/zzz.R
       if (!is.function(output_handler) &&
           !isTRUE(res$seq > private$last_seq)) {
         # Never the last result passed off as this one's.
@@ -948,8 +956,10 @@ SecureSession <- R6::R6Class("SecureSession",
           private$log(sprintf("Execution complete (%s, %s)", elapsed,
                               plural(n_calls, "tool call")))
         }
-        private$audit_log("execute_complete", elapsed = elapsed,
-                          tool_calls = n_calls)
+        if (audited) {
+          private$audit_log("execute_complete", elapsed = elapsed,
+                            tool_calls = n_calls)
+        }
         if (text) {
           return(list(output = res$output %||% "", console = console,
                       result = res))
@@ -1038,6 +1048,13 @@ SecureSession <- R6::R6Class("SecureSession",
     },
 
     rebuild = function(res, lines) {
+      val <- res$value
+      # The common answer, a scalar or nothing, alone: as it is.
+      if (!is.list(val) && !length(lines) && is.null(res$value_note) &&
+          is.null(res$restore_notes) &&
+          (!is.null(val) || !identical(res$output, "NA"))) {
+        return(val)
+      }
       if (!is.null(res$value_note)) {
         val <- res$output %||% ""
         attr(val, "value_note") <- res$value_note

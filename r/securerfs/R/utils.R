@@ -307,3 +307,7 @@ workspace_walk <- function(root, max_depth = 64L, max_entries = 100000L) {
   data.frame(name = names[o], size = sizes[o], mtime = mtimes[o],
              stringsAsFactors = FALSE, row.names = NULL)
 }
+
+# A result.json's text as lists, unsimplified (R/zzz.R puts a faster one of
+# the same answers in its place at load).
+parse_result <- function(txt) jsonlite::parse_json(txt, simplifyVector = FALSE)

@@ -215,3 +215,18 @@ test_that("the C parse check never raises and agrees with parse()", {
   expect_identical(parses("\u00e9 <- 1"), NA)
   expect_false(parses(c("a", "b")))
 })
+
+test_that("a result.json parses as parse_json() would parse it", {
+  parse_result <- getFromNamespace("parse_result", "securerfs")
+  texts <- c(
+    '{"seq":1,"status":"ok","value":2,"output":"2","warnings":[],"files":[]}',
+    '{"value":null,"output":"NULL","console":"a\\nb\\u00e9"}',
+    '{"value":[1,2.5,null],"x":{"y":[true,false],"z":{}},"big":9007199254740993}',
+    '{"value":"\\u2603 \\ud83d\\ude00","n":-1e300,"e":[[],[[]]]}',
+    '[1,"a",null]', '"x"', "3", "null")
+  for (t in texts) {
+    expect_identical(parse_result(t), jsonlite::parse_json(t, simplifyVector = FALSE),
+                     info = t)
+  }
+  expect_error(parse_result('{"seq":'))
+})
