@@ -66,7 +66,13 @@ int frame_member_text(const char *text, size_t n, const char *key, const char **
                         continue;
                 }
                 switch (c) {
-                case ' ': case '\t': case '\n': case '\r': return -EINVAL;
+                case ' ': case '\t': case '\n': case '\r':
+                        /* Between other tokens: skipped (a worker's id
+                         * padded with spaces); in the member's value, the
+                         * text is not the compact one. */
+                        if (in_value)
+                                return -EINVAL;
+                        break;
                 case '"':
                         in_string = true;
                         if (depth == 1 && want_key)

@@ -77,8 +77,11 @@ int frame_reader_feed(struct frame_reader *r, const void *data, size_t n);
 /* The text of member key of the JSON object text (n bytes, valid JSON, no
  * duplicate keys: a frame the reader took), in the compact form: *out
  * points into text.  The key must be written without escapes.  -ENOENT
- * when there is no such member, -EINVAL when text has whitespace outside
- * strings (it is not compact: the caller dumps the member instead). */
+ * when there is no such member, -EINVAL when its value has whitespace
+ * outside strings, or before or after it (it is not compact: the caller
+ * dumps the member instead); whitespace elsewhere in text is skipped.
+ * Until 2026-12-03 any whitespace gave -EINVAL, so that a frame whose id
+ * was padded with spaces cost its parse and a dump of its arguments. */
 int frame_member_text(const char *text, size_t n, const char *key, const char **out, size_t *out_len);
 
 /* Read what is available from fd into the buffer (one read(2)).  Returns the

@@ -106,6 +106,9 @@ int main(void) {
                 static const char m2[] = "{\"type\":\"x\",\"args\":7}";
                 static const char m3[] = "{\"type\":\"x\",\"b\":{\"args\":1}}";
                 static const char m4[] = "{\"type\":\"x\", \"args\":1}";
+                static const char m5[] = "{\"type\":\"x\",\"args\": 1}";
+                static const char m6[] = "{\"type\":\"x\",\"args\":{\"a\": 1}}";
+                static const char m7[] = "{\"type\":\"x\",\"id\":      5,\"args\":[1,{}]\n}";
                 static const char v3[] = "{\"a\":\"[,{\\\"\"}";
 
                 CHECK(frame_json_values("{}", 2) == 2);
@@ -115,7 +118,10 @@ int main(void) {
                 CHECK(tl == 13 && memcmp(t, "{\"a\":[1,\"}\"]}", tl) == 0);
                 CHECK(frame_member_text(m2, sizeof(m2) - 1, "args", &t, &tl) == 0 && tl == 1 && *t == '7');
                 CHECK(frame_member_text(m3, sizeof(m3) - 1, "args", &t, &tl) == -ENOENT);
-                CHECK(frame_member_text(m4, sizeof(m4) - 1, "args", &t, &tl) == -EINVAL);
+                CHECK(frame_member_text(m4, sizeof(m4) - 1, "args", &t, &tl) == 0 && tl == 1 && *t == '1');
+                CHECK(frame_member_text(m5, sizeof(m5) - 1, "args", &t, &tl) == -EINVAL);
+                CHECK(frame_member_text(m6, sizeof(m6) - 1, "args", &t, &tl) == -EINVAL);
+                CHECK(frame_member_text(m7, sizeof(m7) - 1, "args", &t, &tl) == -EINVAL);
         }
         {
                 struct frame_bounds want = {.max_bytes = 64, .max_values = 5};
