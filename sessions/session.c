@@ -471,8 +471,10 @@ void session_wake(struct session *s) {
                 return;
         s->dormant = false;
         e = persist_open_saved(s, &s->restore_fd, &s->restore_size);
-        if (e < 0)
+        if (e < 0) {
                 log_error("session %s: its saved state cannot be read (%s); it starts empty", s->name, strerror(-e));
+                snapshot_take_saved_settings(s);
+        }
         if ((e = session_provision(s)) < 0) {
                 snprintf(msg, sizeof(msg), "could not start the saved session: %s", strerror(-e));
                 session_set_state(s, SESSION_DEAD);

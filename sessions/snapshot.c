@@ -753,10 +753,27 @@ static void apply_settings(struct session *s, const json_t *meta) {
         }
 }
 
+void snapshot_take_saved_settings(struct session *s) {
+        json_t *settings = persist_load_settings(s);
+
+        if (settings)
+                apply_settings(s, settings);
+        json_decref(settings);
+}
+
 static void restore_finish(struct state_wait *w, int err, const char *why) {
         struct session *s = w->s;
         json_t *notes = w->notes;
 
+        /* A saved session's settings are the daemon's own file's: they hold
+         * whatever became of its state.  Until 2026-12-03 a restore that
+         * failed left the defaults, and the session's code could make its
+         * own fail (a serialize() of its making in the checkpoint): its
+         * limits, timeout and tools were gone after a restart, and the next
+         * checkpoint wrote the defaults over them (docs/security.md, "Round
+         * 10"). */
+        if (err < 0 && s && w->fn == on_saved_restored)
+                apply_settings(s, w->meta);
         if (err == 0 && s) {
                 apply_settings(s, w->meta);
                 json_decref(s->restore_notes);
@@ -852,10 +869,13 @@ static void restore_saved(struct session *s) {
                      : -ENOMEM;
         if (!settings)
                 snprintf(why, sizeof(why), "out of memory");
-        json_decref(settings);
         close(fd);
-        if (e < 0)
+        if (e < 0) {
                 log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
+                if (settings)
+                        apply_settings(s, settings);
+        }
+        json_decref(settings);
 }
 
 /* On the copy's thread (sessions/state_copy.h): the snapshot's state

@@ -63,6 +63,11 @@ void xfer_session_lost(struct session *s, const char *why);
 /* s became idle (a run ended, its worker attached, a transfer ended): send
  * its queued run, or start the forks waiting for it. */
 void snapshot_session_idle(struct session *s);
+/* A saved session whose state is not restored (its file unreadable, not a
+ * snapshot, or its restore failed or was cut off): it still takes its
+ * timeout, limits and tools from the daemon's own NAME.settings
+ * (sessions/persist.h), never the defaults. */
+void snapshot_take_saved_settings(struct session *s);
 /* s closes: the forks that wait for it fail, and if it is a fork waiting
  * for its original it leaves that queue. */
 void snapshot_session_closing(struct session *s);

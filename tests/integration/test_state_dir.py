@@ -4,6 +4,7 @@ each comes back as of its last checkpoint; saved sessions reappear at once
 and are restored on first use; rmdir removes the saved state; DIR is 0700
 and refused if it is a link or another user's)."""
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -14,8 +15,8 @@ import pytest
 import util
 
 
-def start(daemons, state, *opts, name=None):
-    return daemons.start("pool=0", "state_dir=%s" % state, *opts, name=name)
+def start(daemons, state, *opts, name=None, expect=()):
+    return daemons.start("pool=0", "state_dir=%s" % state, *opts, name=name, expect=expect)
 
 
 def stop(d, how):
@@ -225,3 +226,52 @@ def test_corrupt_saved_file_starts_empty(daemons, tmp_path):
     s = d.session("broken")
     assert s.value("exists('anything')") == "FALSE"
     assert s.status() == "idle"
+
+
+POISON = ("unlockBinding('serialize', baseenv()); "
+          "assign('serialize', function(...) as.raw(c(0x42, 0x0a, 1:64)), envir = baseenv()); 1")
+
+
+@pytest.mark.timeout_s(120)
+@pytest.mark.parametrize("how", ["poisoned", "corrupt", "missing"])
+def test_a_saved_session_that_starts_empty_keeps_its_settings(daemons, tmp_path, how):
+    """Inside: a saved session whose state does not come back — its own code
+    replaced base's serialize(), so that its checkpoint is bytes R cannot
+    read; or its .snap file is corrupt; or gone by its first use — starts
+    empty, but under its own limits and timeout and with its tools, which
+    are the daemon's own NAME.settings, never the state's.  Until 2026-12-03 it came back
+    under the daemon's defaults (nproc 50, no timeout: session code could
+    shed its limits across a restart), and the next stop wrote them over
+    its settings.  Outside: the worker's /proc/PID/limits, and the settings
+    file after the next stop."""
+    state = tmp_path / "state"
+    d = start(daemons, state, name="a")
+    s = d.clone()
+    s.write("limits", '{"nproc": 13, "fsize": 3145728}')
+    s.write("timeout", "2")
+    util.write_bytes(s.p("tools/echo.json"), json.dumps({"description": "", "args": {}, "command": ["/bin/cat"]}),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    assert s.value(POISON if how == "poisoned" else "x <- 1; 1") == "1"
+    stop(d, signal.SIGTERM)
+    snap = state / (s.name + ".snap")
+    if how == "corrupt":
+        snap.write_bytes(b"SRFSNAP\nnot a snapshot")
+    d2 = start(daemons, state, name="b", expect=[r"saved state (is not|could not be|cannot be) (restored|read)"])
+    if how == "missing":
+        snap.unlink()   # listed at start, gone by its first use
+    t = d2.session(s.name)
+    t.submit(LIMITS_SEEN)
+    seen = soft_limits(t.read("output"))
+    assert seen["Max processes"] == "13" and seen["Max file size"] == "3145728", seen
+    (pid,) = util.session_worker_pids(d2.pid)
+    with open("/proc/%d/limits" % pid) as f:
+        outside = soft_limits(f.read())
+    assert outside["Max processes"] == "13", outside
+    assert t.value("exists('x')") == "FALSE"
+    assert "echo.json" in os.listdir(t.p("tools"))
+    r = t.result("Sys.sleep(20); 'not stopped'")
+    assert r["status"] == "timeout", r
+    stop(d2, signal.SIGTERM)
+    kept = json.loads((state / (s.name + ".settings")).read_text())
+    assert kept["timeout"] == 2 and kept["limits"]["nproc"] == 13, kept
+    assert "echo.json" in kept["tools"], kept
