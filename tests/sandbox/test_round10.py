@@ -3,12 +3,16 @@ at their edges.  Each test asserts what the session's code sees and what the
 host sees from outside (the worker's /proc/PID/limits, its cgroup)."""
 import json
 import os
+import pathlib
+import time
 
 import pytest
 
+import harness
 import util
 from jailtools import has_cgroup, memory_cgroup, only_worker
 
+HERE = pathlib.Path(__file__).resolve().parent
 MIB = 1 << 20
 
 
@@ -58,3 +62,49 @@ def test_the_smallest_memory_limit_leaves_r_working(daemons):
     assert copy.value("x") == "kept"
     assert copy.value("length(numeric(2^19))") == "524288"
     assert json.loads(copy.read("limits"))["memory"] == limit
+
+
+@pytest.fixture(scope="module")
+def native_dir(tmp_path_factory):
+    return harness.build_r_lib(tmp_path_factory.mktemp("round10"), HERE / "round10.c")
+
+
+def pss_mib(pid):
+    return util.pss_kib(pid) / 1024
+
+
+@pytest.mark.timeout_s(120)
+def test_memory_held_past_the_limit_between_runs_is_taken_back(daemons, native_dir):
+    """Inside: native code unmaps ICU's untouched data and maps anonymous
+    memory in its place, as much as the address space allows, and keeps it
+    after its run.  Without a cgroup (unprivileged) nothing counted it
+    between runs until 2026-12-03: the idle worker held 137-145 MiB under a
+    128 MiB limit.  Now the daemon's first look after the run counts it and
+    replaces the worker: the next result's notice says so.  With a cgroup
+    (root) the kernel holds the limit.  Outside: the worker's PSS (or the
+    cgroup's charge) within the limit afterwards.  And a session that fills
+    its limit with R's own data keeps its state across those looks."""
+    limit = 128 * MIB
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    s = d.clone()
+    assert s.value("dyn.load('%s'); 1" % (native_dir / "round10.so")) == "1"
+    s.write("limits", json.dumps({"memory": limit}))
+    s.result(".C('hold_unmapped', 4000L, got = 0L)$got")
+    time.sleep(util.scaled(1.5))
+    pid = only_worker(d)
+    r = s.result("1+1")
+    assert r["status"] == "ok", r
+    if has_cgroup(d):
+        where, usage, _ = memory_cgroup(pid)
+        with open(os.path.join(where, usage)) as f:
+            assert int(f.read()) <= limit
+    else:
+        assert "over the session's memory limit of 128 MiB" in (r.get("notice") or ""), r
+        assert pss_mib(only_worker(d)) <= limit / MIB
+    # R's own data up to near the limit is the session's to keep.
+    t = d.clone()
+    t.write("limits", json.dumps({"memory": limit}))
+    assert t.value("x <- numeric(70 * 2^17); length(x)") == str(70 * 2 ** 17)
+    time.sleep(util.scaled(1.5))
+    r = t.result("length(x)")
+    assert r["status"] == "ok" and r["value"] == 70 * 2 ** 17 and not r.get("notice"), r
