@@ -63,6 +63,8 @@ struct loop {
         uint64_t next_seq;
         struct list idle; /* armed timers that fire early when the loop has nothing to do */
         uint64_t turn;
+        uint64_t spin_ns;   /* loop_set_spin() */
+        uint64_t events_ns; /* when descriptors were last ready */
         bool stop;
 };
 
@@ -243,6 +245,23 @@ void loop_timer_free(struct loop_timer *t) {
 void loop_stop(struct loop *l) { l->stop = true; }
 
 uint64_t loop_turn(const struct loop *l) { return l->turn; }
+
+void loop_set_spin(struct loop *l, uint64_t ns) { l->spin_ns = ns; }
+
+/* epoll_wait() for timeout ms, after up to spin_ns of looks that do not
+ * sleep since descriptors were last ready. */
+static int wait_events(struct loop *l, struct epoll_event *events, int max, int timeout) {
+        int n = 0;
+
+        if (l->spin_ns && timeout != 0)
+                while (now_ns() - l->events_ns < l->spin_ns && (n = epoll_wait(l->epfd, events, max, 0)) == 0)
+                        ;
+        if (n == 0)
+                n = epoll_wait(l->epfd, events, max, timeout);
+        if (n > 0)
+                l->events_ns = now_ns();
+        return n;
+}
 
 /* ---- children ------------------------------------------------------------ */
 
@@ -455,7 +474,7 @@ int loop_run(struct loop *l) {
                                 continue;
                         }
                 } else {
-                        n = epoll_wait(l->epfd, events, (int)ARRAY_SIZE(events), timeout);
+                        n = wait_events(l, events, (int)ARRAY_SIZE(events), timeout);
                 }
                 if (n < 0) {
                         if (errno == EINTR)

@@ -75,6 +75,16 @@ void loop_reap_children(struct loop *l);
 /* Run until loop_stop().  Returns 0 or -errno from epoll. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);
+/* After descriptors were ready, look again without sleeping for up to ns
+ * before blocking (0: never; the default).  A reply to a client or a frame
+ * to a worker is often answered within that window, and a process that
+ * sleeps in epoll_wait is woken through the scheduler, across CPUs: on a
+ * VM with halted vCPUs that wake-up is the dearest part of a round trip
+ * (docs/performance.md, "Fewer cross-CPU wake-ups").  It costs CPU only
+ * for the window after each burst of events, none when idle; on one CPU it
+ * would take the CPU from the process it waits for, so the caller sets it
+ * only when it may run on several. */
+void loop_set_spin(struct loop *l, uint64_t ns);
 /* The loop's turns so far: one per pass of its due timers and then its
  * ready descriptors (a callback can tell what else ran in its turn). */
 uint64_t loop_turn(const struct loop *l);

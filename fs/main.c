@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,10 @@ static void clear_stale_mount(const char *mountpoint) {
 
 /* A clean stop waits this long for the sessions' last checkpoints. */
 #define STOP_CHECKPOINT_TIMEOUT_MS 60000
+/* The loop's look before sleeping (loop_set_spin): a 1+1 through eval kept
+ * open is answered within it; 50, 100 and 200 us measured 84-89, 82-88 and
+ * 82-84 us against 120-131 without, on an idle 2-vCPU VM. */
+#define LOOP_SPIN_NS 100000ull
 
 static void stop_loop(void *data) { loop_stop(data); }
 
@@ -245,6 +250,14 @@ int main(int argc, char *argv[]) {
         if (e < 0) {
                 log_error("epoll: %s", strerror(-e));
                 goto out;
+        }
+        /* The loop's look before it sleeps, where it may run beside the
+         * processes it waits for (common/loop.h, loop_set_spin). */
+        {
+                cpu_set_t cpus;
+
+                if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1)
+                        loop_set_spin(l, LOOP_SPIN_NS);
         }
         if (fs_new(l, &c.opt, &args, fo.mountpoint, &fs) < 0)
                 goto out; /* libfuse printed why */
