@@ -122,7 +122,7 @@ static void on_before_scanned(void *data, struct workspace_snapshot *now) {
 
         r->scan = NULL;
         r->before = now;
-        if (s->state == SESSION_IDLE && s->worker && !r->sent)
+        if (s->state == SESSION_IDLE && s->worker && !s->worker->killed && !r->sent)
                 run_send_now(s);
 }
 
@@ -130,6 +130,12 @@ void run_send(struct session *s) {
         struct run *r = s->run;
         struct workspace_snapshot *now;
 
+        /* A worker the daemon killed (the idle watch, a limit) until its
+         * death is seen: the run waits for the next one.  Sent to it, it
+         * was reported killed for the reason of before (test_round4's run
+         * after the spinning idle worker, under CI's load). */
+        if (!s->worker || s->worker->killed)
+                return;
         if (r->scan)
                 return; /* the before-scan's end sends it */
         /* What the workspace held, to tell what the run changes: the last

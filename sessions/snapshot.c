@@ -176,7 +176,7 @@ static bool session_ready_for_xfer(const struct session *s) {
         const struct worker *w = s->worker;
 
         return s->state == SESSION_IDLE && !s->xfer && (!s->run || !s->run->sent) && w && w->fd >= 0 &&
-               w->attached && !w->exited;
+               w->attached && !w->exited && !w->killed;
 }
 
 static int send_end(struct session *s, json_t *frame, int fd) {

@@ -50,6 +50,7 @@ static void worker_cancel_workspace(struct worker *w) {
 void worker_kill(struct worker *w, const char *reason) {
         if (reason && !w->kill_reason)
                 w->kill_reason = strdup(reason);
+        w->killed = true;
         if (w->pid > 0 && !w->exited)
                 kill(w->pid, SIGKILL);
         if (w->token) {

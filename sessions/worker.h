@@ -55,6 +55,7 @@ struct worker {
                                   * stalled: worth another worker), -ETIMEDOUT (a helper missed a
                                   * deadline: report it), -EPERM (the jail: the default) */
         char *kill_reason;       /* set when we killed it on purpose */
+        bool killed;             /* SIGKILLed by the daemon: its death is coming */
         struct loop_timer *start_timer; /* its start or attach deadline */
         uint64_t ws_token;              /* the keeper's copy of its workspace is on its way */
         long long reserved_as;   /* address space its build reserves (its "ready" frame) */
