@@ -772,10 +772,9 @@ static void restore_finish(struct state_wait *w, int err, const char *why) {
          * limits, timeout and tools were gone after a restart, and the next
          * checkpoint wrote the defaults over them (docs/security.md, "Round
          * 10"). */
-        if (err < 0 && s && w->fn == on_saved_restored)
+        if (s && (err == 0 || w->fn == on_saved_restored))
                 apply_settings(s, w->meta);
         if (err == 0 && s) {
-                apply_settings(s, w->meta);
                 json_decref(s->restore_notes);
                 s->restore_notes = json_incref(notes);
                 audit_notes(s, "restored", notes);
@@ -870,11 +869,10 @@ static void restore_saved(struct session *s) {
         if (!settings)
                 snprintf(why, sizeof(why), "out of memory");
         close(fd);
-        if (e < 0) {
+        if (e < 0 && settings)
+                apply_settings(s, settings);
+        if (e < 0)
                 log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
-                if (settings)
-                        apply_settings(s, settings);
-        }
         json_decref(settings);
 }
 
