@@ -138,9 +138,9 @@ static void keeper_kill(struct keeper *k, const char *why) {
         if (!k->kill_reason[0])
                 snprintf(k->kill_reason, sizeof(k->kill_reason), "%s", why);
         log_warn("keeper (pid %d): %s; killing it", (int)k->pid, why);
-        close_channel(k);
         if (k->pid > 0)
-                kill(k->pid, SIGKILL);
+                kill(k->pid, SIGKILL); /* before the close, as the zygote's (spawner.c) */
+        close_channel(k);
         k->state = KEEPER_DOWN;
 }
 

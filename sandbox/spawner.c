@@ -122,14 +122,16 @@ static struct request *find_request(struct spawner *s, uint64_t token) {
         return NULL;
 }
 
+/* Killed before its socket is closed: closing with its answers unread
+ * would first show the zygote a reset connection, which it would report. */
 static void zygote_stop(struct spawner *s) {
+        if (s->zygote_pid > 0)
+                kill(s->zygote_pid, SIGKILL); /* reaped by the SIGCHLD handling */
         if (s->ctl_fd >= 0) {
                 loop_del_fd(s->loop, s->ctl_fd);
                 close(s->ctl_fd);
                 s->ctl_fd = -1;
         }
-        if (s->zygote_pid > 0)
-                kill(s->zygote_pid, SIGKILL); /* reaped by the SIGCHLD handling */
         s->ready = false;
 }
 

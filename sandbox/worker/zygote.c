@@ -173,7 +173,8 @@ static void serve_spawn_requests(const struct zygote_options *z) {
                 long n = control_recv(line, sizeof(line), &sock);
                 pid_t pid;
 
-                if (n == 0)
+                /* ECONNRESET: it closed its end with our answers unread. */
+                if (n == 0 || n == -ECONNRESET)
                         return; /* the daemon closed its end */
                 if (n < 0) {
                         if (n == -EBADMSG) {
