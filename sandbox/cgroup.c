@@ -34,6 +34,8 @@ struct cgroup_tree {
         struct hierarchy h[2];
         unsigned n;
         char dirs[2 * PATH_MAX + 2]; /* for cgroup_tree_dirs() */
+        unsigned long long *busy;    /* worker cgroups whose rmdir found them busy, for cgroup_sweep() */
+        size_t n_busy, busy_cap;
 };
 
 /* cgroupfs applies each write(2) as one request: a limit or a move is one
@@ -334,12 +336,12 @@ int cgroup_worker_prepare(struct cgroup_tree *t, unsigned long long id, long lon
         return 0;
 }
 
-int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
+/* rmdir w<id> in every hierarchy: 0, -EBUSY when a process is still in it
+ * (killed through cgroup.kill on v2, Linux 5.14), or -errno. */
+static int remove_dirs(struct cgroup_tree *t, unsigned long long id) {
         char name[32];
         int r = 0;
 
-        if (!t)
-                return 0;
         snprintf(name, sizeof(name), "w%llu", id);
         for (unsigned i = 0; i < t->n; i++) {
                 struct hierarchy *h = &t->h[i];
@@ -348,16 +350,49 @@ int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
                 if (unlinkat(h->dir_fd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
                         continue;
                 if (errno != EBUSY) {
-                        r = -errno;
+                        r = r ? r : -errno;
                         continue;
                 }
-                /* Something still runs in it: kill it (v2, Linux 5.14); the
-                 * directory goes at cgroup_tree_free() at the latest. */
                 snprintf(kill_file, sizeof(kill_file), "%s/cgroup.kill", name);
                 (void)write_at(h->dir_fd, kill_file, "1");
                 r = -EBUSY;
         }
         return r;
+}
+
+int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id) {
+        int r;
+
+        if (!t)
+                return 0;
+        r = remove_dirs(t, id);
+        if (r != -EBUSY)
+                return r;
+        /* Kept for cgroup_sweep(); without room, cgroup_tree_free() is the
+         * directory's last chance. */
+        if (t->n_busy == t->busy_cap) {
+                size_t cap = t->busy_cap ? 2 * t->busy_cap : 8;
+                unsigned long long *b = realloc(t->busy, cap * sizeof(*b));
+
+                if (!b)
+                        return r;
+                t->busy = b;
+                t->busy_cap = cap;
+        }
+        t->busy[t->n_busy++] = id;
+        return r;
+}
+
+size_t cgroup_sweep(struct cgroup_tree *t) {
+        size_t kept = 0;
+
+        if (!t)
+                return 0;
+        for (size_t i = 0; i < t->n_busy; i++)
+                if (remove_dirs(t, t->busy[i]) == -EBUSY)
+                        t->busy[kept++] = t->busy[i];
+        t->n_busy = kept;
+        return kept;
 }
 
 int cgroup_worker_oom_open(struct cgroup_tree *t, unsigned long long id) {
@@ -403,6 +438,7 @@ void cgroup_tree_free(struct cgroup_tree *t) {
                 return;
         for (unsigned i = 0; i < t->n; i++)
                 hierarchy_close(&t->h[i]);
+        free(t->busy);
         free(t);
 }
 

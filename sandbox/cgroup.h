@@ -51,8 +51,14 @@ int cgroup_worker_memory_held(struct cgroup_tree *t, unsigned long long id, unsi
 
 /* After the worker was reaped: remove its cgroup.  Processes still in it
  * (none, normally: the worker is pid 1 of its pid namespace and its
- * children die with it) are killed through cgroup.kill.  0 or -errno. */
+ * children die with it; a worker whose zygote was killed before it said so
+ * is still on its way out) are killed through cgroup.kill on v2, and the
+ * cgroup is kept for cgroup_sweep(): -EBUSY.  0 or -errno. */
 int cgroup_worker_remove(struct cgroup_tree *t, unsigned long long id);
+
+/* Try again to remove the cgroups cgroup_worker_remove() found busy; how
+ * many are still there.  Accepts NULL. */
+size_t cgroup_sweep(struct cgroup_tree *t);
 
 /* A descriptor of worker id's OOM kill counter (oom_kill in memory.events
  * on v2, memory.oom_control on v1), for cgroup_oom_kills(): kept open, a

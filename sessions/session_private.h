@@ -105,6 +105,7 @@ struct sessions {
         unsigned pool_ready, pool_starting;
         struct loop_timer *pool_timer; /* the refill, or the back-off's end */
         struct loop_timer *trim; /* gives freed memory back, after workers went (sessions/worker.c) */
+        struct loop_timer *cgroup_sweep; /* removes the worker cgroups that were busy (ditto) */
         struct loop_timer *warm_timer; /* warms the workers that waited (pool.c) */
         uint64_t pool_backoff_until;
         uint64_t start_ns;

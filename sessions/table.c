@@ -141,6 +141,7 @@ static void locate_worker(const struct options *o, char *path, size_t size) {
 /* Free a table sessions_new() made in part (every pointer may be NULL). */
 static void sessions_undo(struct sessions *t) {
         loop_timer_free(t->trim);
+        loop_timer_free(t->cgroup_sweep);
         hash_free(&t->by_id);
         hash_free(&t->by_name);
         free(t->order);
@@ -171,7 +172,8 @@ int sessions_new(struct loop *l, const struct options *o, const struct session_e
         list_init(&t->pool);
         list_init(&t->xfers);
         list_init(&t->state_all);
-        if (!(t->trim = loop_timer_new(l, worker_on_trim, t))) {
+        if (!(t->trim = loop_timer_new(l, worker_on_trim, t)) ||
+            !(t->cgroup_sweep = loop_timer_new(l, worker_on_cgroup_sweep, t))) {
                 sessions_undo(t);
                 return -ENOMEM;
         }
@@ -248,5 +250,6 @@ void sessions_free(struct sessions *t) {
         free(t->order);
         persist_free(t);
         loop_timer_free(t->trim);
+        loop_timer_free(t->cgroup_sweep);
         free(t);
 }

@@ -37,6 +37,8 @@
 #define WORKER_ATTACH_TIMEOUT_MS 5000
 /* The heap's free pages go back this long after the last worker was freed. */
 #define TRIM_AFTER_MS 200
+/* A busy worker cgroup's processes are on their way out (sessions/worker.h). */
+#define CGROUP_SWEEP_MS 100
 /* An attached worker's exit, after its socket's end of file. */
 #define WORKER_CLOSED_GRACE_MS 1000
 #define MS(x) ((uint64_t)(x) * 1000000ULL)
@@ -90,6 +92,13 @@ void worker_on_trim(void *data) {
         malloc_trim(0);
 }
 
+void worker_on_cgroup_sweep(void *data) {
+        struct sessions *t = data;
+
+        if (cgroup_sweep(t->cgroups))
+                loop_timer_arm(t->cgroup_sweep, now_ns() + MS(CGROUP_SWEEP_MS));
+}
+
 void worker_free(struct worker *w) {
         struct sessions *t = w->owner;
 
@@ -106,8 +115,9 @@ void worker_free(struct worker *w) {
                 sweep_private_dir(w->pid);
         if (w->oom_fd >= 0)
                 close(w->oom_fd);
-        if (w->cgroup_id)
-                cgroup_worker_remove(t->cgroups, w->cgroup_id);
+        if (w->cgroup_id && cgroup_worker_remove(t->cgroups, w->cgroup_id) == -EBUSY &&
+            !loop_timer_due(t->cgroup_sweep))
+                loop_timer_arm(t->cgroup_sweep, now_ns() + MS(CGROUP_SWEEP_MS));
         list_unlink(&w->link);
         list_unlink(&w->pool_link);
         frame_reader_free(&w->rd);

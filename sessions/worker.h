@@ -128,6 +128,11 @@ void worker_describe_exit(const struct worker *w, char *buf, size_t n);
 int worker_apply_limits(struct worker *w, const struct limits *l, double cpu_base_s, bool cpu_only);
 /* The trim timer of the table (struct sessions): malloc_trim(). */
 void worker_on_trim(void *data);
+
+/* The cgroup sweep timer of the table: the worker cgroups that were still
+ * busy when their worker was freed, tried again every CGROUP_SWEEP_MS while
+ * any is left. */
+void worker_on_cgroup_sweep(void *data);
 /* w's socket ended (read end of file, or a read failed): closed; w is
  * killed at once before its attach, else with a reason if it has not
  * exited a second later. */

@@ -102,6 +102,22 @@ def worker_cgroups(pid):
     return n
 
 
+def cgroup_members(pid):
+    """What is still in the workers' cgroups: {cgroup: [pid comm]}."""
+    out = {}
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(top) == "securerfs-%d" % pid:
+            for x in dirs:
+                try:
+                    with open(os.path.join(top, x, "cgroup.procs")) as f:
+                        out[os.path.join(top, x)] = ["%s %s" % (p, util.proc_status(int(p), "Name"))
+                                                     for p in f.read().split()]
+                except OSError as e:
+                    out[os.path.join(top, x)] = str(e)
+            dirs[:] = []
+    return out
+
+
 def fd_kinds(pid):
     """The daemon's descriptors by what they are (socket, pipe, anon_inode:
     kind, or a path), with counts."""
@@ -219,4 +235,5 @@ def test_helpers_killed_at_random_during_a_mkdir_storm(daemons):
     answers(d, "after the storm")
     # What the failed starts held is given back.
     now = settled(d)
-    assert now == before, "not back: before %s, now %s; stats %s" % (before, now, d.read("stats"))
+    assert now == before, "not back: before %s, now %s; left in cgroups %s; stats %s" % (
+        before, now, cgroup_members(d.pid), d.read("stats"))
