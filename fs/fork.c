@@ -53,7 +53,6 @@ struct snap_wait {
         struct fuse_file_info fi;
         struct handle *h;
         struct fs *fs;
-        char name[65];
 };
 
 /* The open of a snapshot for reading: answered once the file is made.
@@ -61,8 +60,8 @@ struct snap_wait {
 static void on_snapshot_ready(void *data, int err, const char *why) {
         struct snap_wait *w = data;
 
+        (void)why; /* logged where it happened (sessions/snapshot.c) */
         if (err < 0) {
-                log_info("session %s: snapshot failed: %s", w->name, why ? why : strerror(-err));
                 handle_free(w->h);
                 fuse_reply_err(w->req, err == -ENOENT ? ENOENT : err == -ENOMEM ? ENOMEM : EIO);
         } else {
@@ -118,7 +117,6 @@ void snapshot_file_open(fuse_req_t req, struct fs *fs, const struct inode_ref *r
                 return;
         }
         *w = (struct snap_wait){.req = req, .fi = *fi, .h = h, .fs = fs};
-        snprintf(w->name, sizeof(w->name), "%s", session_name(s));
         r = session_snapshot_to(s, h->state_fd, on_snapshot_ready, w);
         if (r < 0) {
                 free(w);
@@ -170,12 +168,12 @@ void snapshot_file_write(fuse_req_t req, struct fs *fs, struct handle *h, const 
         fuse_reply_write(req, (size_t)n);
 }
 
-/* Valid replies: err. */
+/* Valid replies: err.  A failure is logged where it happened
+ * (sessions/snapshot.c). */
 static void on_restored(void *data, int err, const char *why) {
         struct snap_wait *w = data;
 
-        if (err < 0)
-                log_info("session %s: snapshot not restored: %s", w->name, why ? why : strerror(-err));
+        (void)why;
         fuse_reply_err(w->req, -err);
         free(w);
 }
@@ -201,7 +199,6 @@ void snapshot_file_flush(fuse_req_t req, struct session *s, struct handle *h) {
                 return;
         }
         w->req = req;
-        snprintf(w->name, sizeof(w->name), "%s", session_name(s));
         /* close(2) waits for this: its errno says whether the session took
          * the snapshot (EINVAL, ENOSPC, EBUSY: nothing changed). */
         r = session_restore_from(s, h->state_fd, st.st_size, on_restored, w, why, sizeof(why));

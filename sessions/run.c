@@ -113,6 +113,14 @@ int session_start_run(struct session *s, char *code, size_t len) {
 
 static void run_send_now(struct session *s);
 
+/* A worker the daemon killed (the idle watch, a limit) takes no run until
+ * its death is seen: the run waits for the next one.  Sent to it, it was
+ * reported killed for the reason of before (test_round4's run after the
+ * spinning idle worker, under CI's load). */
+static bool takes_runs(const struct worker *w) {
+        return w && !w->killed;
+}
+
 /* The before-scan ended (on the loop): the run goes to the worker, if the
  * session is still ready for it (else it stays queued, its before-scan
  * done, and goes when a worker attaches). */
@@ -122,7 +130,7 @@ static void on_before_scanned(void *data, struct workspace_snapshot *now) {
 
         r->scan = NULL;
         r->before = now;
-        if (s->state == SESSION_IDLE && s->worker && !s->worker->killed && !r->sent)
+        if (s->state == SESSION_IDLE && takes_runs(s->worker) && !r->sent)
                 run_send_now(s);
 }
 
@@ -130,11 +138,7 @@ void run_send(struct session *s) {
         struct run *r = s->run;
         struct workspace_snapshot *now;
 
-        /* A worker the daemon killed (the idle watch, a limit) until its
-         * death is seen: the run waits for the next one.  Sent to it, it
-         * was reported killed for the reason of before (test_round4's run
-         * after the spinning idle worker, under CI's load). */
-        if (!s->worker || s->worker->killed)
+        if (!takes_runs(s->worker))
                 return;
         if (r->scan)
                 return; /* the before-scan's end sends it */

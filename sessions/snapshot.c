@@ -657,6 +657,12 @@ static void snapshot_finish(struct state_wait *w, int err, const char *why) {
         state_wait_free(w);
 }
 
+/* A snapshot that could not start: logged as snapshot_finish() logs. */
+static void snapshot_fail_later(struct state_wait *w, int err, const char *why) {
+        log_info("session %s: snapshot failed: %s", w->s->name, why);
+        answer_later(w, err, why);
+}
+
 static void start_snapshot(struct state_wait *w) {
         struct session *s = w->s;
         char *head;
@@ -669,13 +675,13 @@ static void start_snapshot(struct state_wait *w) {
                          SNAPSHOT_VERSION, "session", s->name, "created", (json_int_t)time(NULL), "timeout",
                          s->timeout_s, "limits", limits_to_json(&s->limits), "tools", tools_json(s));
         if (!meta || snapshot_file_header(meta, &head, &len) < 0) {
-                answer_later(w, -ENOMEM, "out of memory");
+                snapshot_fail_later(w, -ENOMEM, "out of memory");
                 return;
         }
         /* The daemon's copy writes the state right after the header. */
         if (ftruncate(w->fd, 0) < 0 || pwrite(w->fd, head, len, 0) != (ssize_t)len) {
                 free(head);
-                answer_later(w, -EIO, strerror(errno));
+                snapshot_fail_later(w, -EIO, strerror(errno));
                 return;
         }
         /* Kept, to check the file against when the worker is done. */
@@ -685,7 +691,7 @@ static void start_snapshot(struct state_wait *w) {
         w->finish = snapshot_finish;
         e = state_move_start(w, true, w->fd, (off_t)len, xfer_state_bound(s), false, NULL);
         if (e < 0)
-                answer_later(w, e, strerror(-e));
+                snapshot_fail_later(w, e, strerror(-e));
 }
 
 static int check_settings(const json_t *meta, const struct limits *base, struct limits *l, char *why, size_t n) {
