@@ -1,6 +1,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -255,7 +256,7 @@ static int wait_events(struct loop *l, struct epoll_event *events, int max, int 
 
         if (l->spin_ns && timeout != 0)
                 while (now_ns() - l->events_ns < l->spin_ns && (n = epoll_wait(l->epfd, events, max, 0)) == 0)
-                        ;
+                        sched_yield(); /* what else would run on this CPU goes first */
         if (n == 0)
                 n = epoll_wait(l->epfd, events, max, timeout);
         if (n > 0)
