@@ -116,19 +116,20 @@ static void arm_look(struct worker *w, uint64_t due) {
  * free (a library's pages made writable, an unmapped region mapped again
  * within RLIMIT_AS's allowance for untouched pages) kept it between runs,
  * 137-145 MiB against a 128 MiB limit (docs/security.md, "Round 10",
- * finding 6).  The first look after a run counts it as the monitor does:
- * over the limit, the worker is replaced.  1 with why written. */
+ * finding 6).  Each look at the idle worker counts it as the monitor does:
+ * over the limit, the worker is replaced.  (Until 2026-12-03 only the first
+ * look after a run did, and a thread that filled it a second later kept it:
+ * finding 8.)  1 with why written. */
 static int idle_memory_over(struct session *s, struct worker *w, char *why, size_t n) {
         long long mem = s->limits.v[LIMIT_MEMORY];
         unsigned long long held, pss;
         struct procs_usage u;
 
-        if (mem == LIMIT_UNSET || w->oom_fd >= 0 || w->idle_checks != 0 || procs_usage(w->pid, &u) < 0)
+        if (mem == LIMIT_UNSET || w->oom_fd >= 0 || procs_usage(w->pid, &u) < 0)
                 return 0;
-        /* The exact count once the cheap bounds are past the limit (once a
-         * run, idle): pages the worker still shares with the zygote count
-         * their share only, so a session that filled its limit is not taken
-         * for one past it. */
+        /* The exact count once the cheap bounds are past the limit: pages
+         * the worker still shares with the zygote count their share only,
+         * so a session that filled its limit is not taken for one past it. */
         held = u.estimate_bytes;
         if (u.rss_bytes > (unsigned long long)mem && procs_pss(w->pid, &pss) == 0)
                 held = pss + u.kernel_bytes;

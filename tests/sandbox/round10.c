@@ -4,11 +4,17 @@
  * hold_unmapped(mib, got): unmap the read-only pages of ICU's data (30 MiB
  * of address space the worker never touched, which RLIMIT_AS allows for),
  * then map and touch anonymous memory 1 MiB at a time, up to mib or until
- * a mapping fails, and keep it: *got, the MiB held. */
+ * a mapping fails, and keep it: *got, the MiB held.
+ *
+ * hold_later(mib, ms): the same from a thread of its own, ms after the call
+ * returns: past the daemon's first look at the idle worker. */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 void hold_unmapped(int *mib, int *got) {
         FILE *f = fopen("/proc/self/maps", "re");
@@ -37,4 +43,26 @@ void hold_unmapped(int *mib, int *got) {
                         break;
                 memset(p, 1, 1 << 20);
         }
+}
+
+static int later_mib, later_ms, later_got;
+
+static void *hold_in_thread(void *arg) {
+        struct timespec ts = {later_ms / 1000, (later_ms % 1000) * 1000000L};
+
+        (void)arg;
+        nanosleep(&ts, NULL);
+        hold_unmapped(&later_mib, &later_got);
+        for (;;)
+                pause();
+        return NULL;
+}
+
+void hold_later(int *mib, int *ms) {
+        pthread_t t;
+
+        later_mib = *mib;
+        later_ms = *ms;
+        if (pthread_create(&t, NULL, hold_in_thread, NULL) == 0)
+                pthread_detach(t);
 }
