@@ -6,8 +6,11 @@
  * then map and touch anonymous memory 1 MiB at a time, up to mib or until
  * a mapping fails, and keep it: *got, the MiB held.
  *
- * hold_later(mib, ms): the same from a thread of its own, ms after the call
- * returns: past the daemon's first look at the idle worker. */
+ * hold_later(mib, ms): the same from a thread of its own (a small stack:
+ * the address space is the limit), ms after the call returns, past the
+ * daemon's first look at the idle worker; and first every read-only page of
+ * the libraries' data made the worker's own (written with what it holds),
+ * so that what it holds is well past the limit, not at it. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
@@ -47,11 +50,38 @@ void hold_unmapped(int *mib, int *got) {
 
 static int later_mib, later_ms, later_got;
 
+/* Each r--p mapping of a file but ICU's data: written page by page with
+ * what it holds, so that each page becomes a private copy. */
+static void copy_read_only(void) {
+        FILE *f = fopen("/proc/self/maps", "re");
+        char line[512];
+        long page = sysconf(_SC_PAGESIZE);
+
+        while (f && fgets(line, sizeof(line), f)) {
+                unsigned long a, b;
+                char perms[8];
+
+                if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) != 3 || strcmp(perms, "r--p") != 0 ||
+                    !strchr(line, '/') || strstr(line, "libicudata"))
+                        continue;
+                if (mprotect((void *)a, b - a, PROT_READ | PROT_WRITE) != 0)
+                        continue;
+                for (unsigned long p = a; p < b; p += (unsigned long)page) {
+                        volatile char *c = (volatile char *)p;
+                        *c = *c;
+                }
+                mprotect((void *)a, b - a, PROT_READ);
+        }
+        if (f)
+                fclose(f);
+}
+
 static void *hold_in_thread(void *arg) {
         struct timespec ts = {later_ms / 1000, (later_ms % 1000) * 1000000L};
 
         (void)arg;
         nanosleep(&ts, NULL);
+        copy_read_only();
         hold_unmapped(&later_mib, &later_got);
         for (;;)
                 pause();
@@ -59,10 +89,14 @@ static void *hold_in_thread(void *arg) {
 }
 
 void hold_later(int *mib, int *ms) {
+        pthread_attr_t attr;
         pthread_t t;
 
         later_mib = *mib;
         later_ms = *ms;
-        if (pthread_create(&t, NULL, hold_in_thread, NULL) == 0)
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 1 << 16);
+        if (pthread_create(&t, &attr, hold_in_thread, NULL) == 0)
                 pthread_detach(t);
+        pthread_attr_destroy(&attr);
 }
