@@ -8,6 +8,8 @@
  *   roundtrip MNT timeout [RUNS]      return after a timeout's deadline
  *   roundtrip MNT pss DAEMON_PID      idle session memory, 1 and 8 sessions
  *   roundtrip MNT concurrent [N]      N sessions running at once
+ *   roundtrip MNT floor KEY [N]       a pwrite and a pread of MNT/f, eval's
+ *                                     two requests, on bench/floorfs.c
  *
  * Timing uses CLOCK_MONOTONIC around the system calls only. */
 #include <dirent.h>
@@ -464,9 +466,40 @@ static void mode_concurrent(size_t n) {
         free(threads);
 }
 
+/* The machine's floor: eval's two requests on a file system that does
+ * nothing else (bench/floorfs.c mounted at mnt), printed as KEY_us. */
+static void mode_floor(const char *key, size_t iterations) {
+        double *v = calloc(iterations, sizeof(double));
+        const size_t warmup = 50;
+        char path[4096], res[4096];
+        int fd;
+
+        if (!v)
+                die("out of memory");
+        snprintf(path, sizeof(path), "%s/f", mnt);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                die("open %s: %s", path, strerror(errno));
+        for (size_t i = 0; i < warmup + iterations; i++) {
+                double t0 = now_us();
+                if (pwrite(fd, "1+1", 3, 0) != 3)
+                        die("floor write: %s", strerror(errno));
+                ssize_t n = pread(fd, res, sizeof(res) - 1, 0);
+                double t1 = now_us();
+                if (n <= 0)
+                        die("floor read gave %zd: %s", n, n < 0 ? strerror(errno) : "");
+                if (i >= warmup)
+                        v[i - warmup] = t1 - t0;
+        }
+        close(fd);
+        snprintf(path, sizeof(path), "%s_us", key);
+        print_stats(path, v, iterations, 1);
+        free(v);
+}
+
 int main(int argc, char **argv) {
         if (argc < 3)
-                die("usage: roundtrip MNT rt|new|timeout|pss|concurrent [N]");
+                die("usage: roundtrip MNT rt|new|timeout|pss|concurrent [N] | MNT floor KEY [N]");
         mnt = argv[1];
         const char *mode = argv[2];
         long n = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
@@ -481,6 +514,8 @@ int main(int argc, char **argv) {
                 mode_pss(n);
         else if (strcmp(mode, "concurrent") == 0)
                 mode_concurrent(n > 0 ? (size_t)n : 64);
+        else if (strcmp(mode, "floor") == 0 && argc > 3)
+                mode_floor(argv[3], argc > 4 && atol(argv[4]) > 0 ? (size_t)atol(argv[4]) : 2000);
         else
                 die("unknown mode %s", mode);
         return 0;
