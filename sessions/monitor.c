@@ -145,7 +145,7 @@ static void idle_watch(struct session *s, struct worker *w) {
         double cpu;
         int threads, n;
         bool threaded;
-        char why[256];
+        char why[512], mem[192];
 
         if (procs_worker_self(w->pid, &cpu, &threads) < 0)
                 return; /* gone: its reaping says how */
@@ -175,10 +175,14 @@ static void idle_watch(struct session *s, struct worker *w) {
                                  "the worker can start (it had %d threads then, %d when it started)",
                                  threads, w->threads_base);
         }
-        if (!why[0])
-                (void)idle_memory_over(s, w, why, sizeof(why));
+        /* Each reason is told, not the first alone: a thread that fills
+         * memory uses CPU doing it (where a page's first touch is dear, as
+         * on the project's VM, more than the CPU check allows), and what it
+         * held is what the session's user must hear. */
+        if (idle_memory_over(s, w, mem, sizeof(mem)))
+                snprintf(why + strlen(why), sizeof(why) - strlen(why), "%s%s", why[0] ? "; and " : "", mem);
         if (why[0]) {
-                char what[384];
+                char what[640];
                 snprintf(what, sizeof(what), "%s; the worker was replaced and the session's state was lost", why);
                 log_warn("session %s: %s", s->name, what);
                 session_audit(s, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", why));

@@ -40,6 +40,10 @@ void persist_checkpoint_forget(struct session *s);
 /* The saved file of s, opened read-only: 0 with *fd and *size, -ENOENT
  * (none: it starts empty), -errno. */
 int persist_open_saved(struct session *s, int *fd, off_t *size);
+/* s's saved state did not come back: its NAME.snap is renamed
+ * NAME.snap.unrestored (name in kept), so that the next checkpoint does
+ * not write over the only copy.  0, or -errno (-ENOENT: there is none). */
+int persist_keep_unrestored(struct session *s, char *kept, size_t n);
 /* The saved session's settings (timeout, limits, tools) from the daemon's
  * own NAME.settings: a JSON object (a reference), or NULL (missing or bad:
  * logged) — never the snapshot's metadata, which its worker could write. */

@@ -253,6 +253,7 @@ void session_worker_lost(struct session *s, struct worker *w) {
                         snprintf(msg, sizeof(msg),
                                  "the idle R worker died (%s); replacing it; the session's state was lost", how);
                         session_audit(s, json_pack("{s:s, s:s}", "event", "crash", "reason", msg));
+                        session_notice(s, msg);
                         t->stats.crashes++;
                 }
                 if (!s->closing)
@@ -472,7 +473,7 @@ void session_wake(struct session *s) {
         s->dormant = false;
         e = persist_open_saved(s, &s->restore_fd, &s->restore_size);
         if (e < 0) {
-                log_error("session %s: its saved state cannot be read (%s); it starts empty", s->name, strerror(-e));
+                snapshot_saved_lost(s, "cannot be read", strerror(-e), true);
                 snapshot_take_saved_settings(s);
         }
         if ((e = session_provision(s)) < 0) {

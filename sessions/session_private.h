@@ -63,6 +63,7 @@ struct session {
         off_t restore_size;
         bool dirty;                   /* changed since its last checkpoint */
         bool checkpointing;           /* a checkpoint of it is under way */
+        bool checkpoint_failing;      /* its last checkpoint failed (persist.c: told once) */
         uint64_t last_checkpoint_ns;
         void *checkpoint;             /* the checkpoint under way (sessions/persist.c), or NULL */
         struct list dirty_link;       /* in the table's persist dirty list */

@@ -699,8 +699,15 @@ static int check_settings(const json_t *meta, const struct limits *base, struct 
         const char *key;
         json_t *d;
 
-        if (v && (json_number_value(v) < 0 || json_number_value(v) > 1e7 || !isfinite(json_number_value(v)))) {
+        /* json_number_value() is 0 for what is not a number: until
+         * 2026-12-03 a "timeout" of "x" read as no deadline. */
+        if (v && (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e7 ||
+                  !isfinite(json_number_value(v)))) {
                 snprintf(why, n, "its timeout is not a number of seconds from 0 to 10000000");
+                return -EINVAL;
+        }
+        if (tools && !json_is_object(tools)) {
+                snprintf(why, n, "its tools are not an object of tool files");
                 return -EINVAL;
         }
         *l = *base;
@@ -717,10 +724,16 @@ static int check_settings(const json_t *meta, const struct limits *base, struct 
         }
         json_object_foreach((json_t *)tools, key, d) {
                 const char *bad;
-                char *name = tool_filename_to_name(key, &bad);
+                char *name = json_is_string(d) ? tool_filename_to_name(key, &bad) : NULL;
                 struct tool_def *def = NULL;
                 char err[256];
-                int e = name ? tool_def_parse(name, json_string_value(d), json_string_length(d), "/", 0, &def, err,
+                int e;
+
+                if (!json_is_string(d)) {
+                        snprintf(why, n, "its tool %.100s is not a string", key);
+                        return -EINVAL;
+                }
+                e = name ? tool_def_parse(name, json_string_value(d), json_string_length(d), "/", 0, &def, err,
                                               sizeof(err))
                              : -EINVAL;
 
@@ -742,8 +755,8 @@ static void apply_settings(struct session *s, const json_t *meta) {
         const char *key;
         char why[64];
 
-        if (v)
-                session_set_timeout(s, json_number_value(v));
+        if (json_is_number(v))
+                (void)session_set_timeout(s, json_number_value(v)); /* checked: it refuses what is out of bounds */
         if (check_settings(meta, &s->limits, &l, why, sizeof(why)) == 0)
                 session_take_limits(s, &l);
         while ((e = tools_entry_next(s->tools, 0))) {
@@ -759,8 +772,63 @@ static void apply_settings(struct session *s, const json_t *meta) {
         }
 }
 
+/* check_settings()'s why without its "its ", to say "its saved ...". */
+static const char *after_its(const char *why) { return strncmp(why, "its ", 4) == 0 ? why + 4 : why; }
+
+/* A saved session's NAME.settings, each of its members checked alone: one
+ * that does not check out (the file is the daemon's, but a person or a
+ * disk can spoil it) is dropped, so that the session takes the daemon's
+ * default for it and keeps the others and its state, and the log and the
+ * session's next result say which.  Until 2026-12-03 one bad member threw
+ * the whole saved state away, and the next checkpoint wrote over its file
+ * (docs/security.md, "Round 10", finding 9).  NULL: no file, or not an
+ * object (persist_load_settings logs it). */
+static json_t *load_saved_settings(struct session *s) {
+        json_t *settings = persist_load_settings(s), *tools, *d;
+        static const char *const members[] = {"timeout", "limits", "tools"};
+        struct limits l;
+        const char *key;
+        void *tmp;
+
+        if (!settings)
+                return NULL;
+        for (size_t i = 0; i < ARRAY_SIZE(members); i++) {
+                json_t *one = json_object(), *v = json_object_get(settings, members[i]);
+                char why[512], what[700];
+
+                if (!one || !v || json_object_set(one, members[i], v) < 0 ||
+                    check_settings(one, &s->limits, &l, why, sizeof(why)) != -EINVAL) {
+                        json_decref(one);
+                        continue;
+                }
+                json_decref(one);
+                /* A bad tool costs that tool only. */
+                tools = json_object_get(settings, "tools");
+                if (i == 2 && json_is_object(tools)) {
+                        json_object_foreach_safe(tools, tmp, key, d) {
+                                json_t *alone = json_pack("{s:{s:O}}", "tools", key, d);
+
+                                if (alone && check_settings(alone, &s->limits, &l, why, sizeof(why)) == -EINVAL) {
+                                        snprintf(what, sizeof(what), "its saved %s; that tool was not restored",
+                                                 after_its(why));
+                                        log_warn("session %s: %s", s->name, what);
+                                        session_notice(s, what);
+                                        json_object_del(tools, key);
+                                }
+                                json_decref(alone);
+                        }
+                        continue;
+                }
+                snprintf(what, sizeof(what), "its saved %s; the daemon's default applies", after_its(why));
+                log_warn("session %s: %s", s->name, what);
+                session_notice(s, what);
+                json_object_del(settings, members[i]);
+        }
+        return settings;
+}
+
 void snapshot_take_saved_settings(struct session *s) {
-        json_t *settings = persist_load_settings(s);
+        json_t *settings = load_saved_settings(s);
 
         if (settings)
                 apply_settings(s, settings);
@@ -849,14 +917,30 @@ int session_restore_from(struct session *s, int fd, off_t size, session_state_fn
         return restore_start(s, fd, size, NULL, fn, data, why, n);
 }
 
+void snapshot_saved_lost(struct session *s, const char *how, const char *why, bool audit) {
+        char kept[96], what[900];
+        int e = persist_keep_unrestored(s, kept, sizeof(kept));
+
+        if (e < 0 && e != -ENOENT)
+                log_error("session %s: its unrestored saved state could not be kept as %s: %s", s->name, kept,
+                          strerror(-e));
+        log_error("session %s: its saved state %s (%s); it starts empty%s%s", s->name, how, why,
+                  e == 0 ? "; the file is kept in state_dir as " : "", e == 0 ? kept : "");
+        if (audit)
+                session_audit(s, json_pack("{s:s, s:s}", "event", "restore_failed", "reason", why));
+        snprintf(what, sizeof(what), "its saved state %s (%.600s): it started empty%s%s", how, why,
+                 e == 0 ? "; the file is kept in state_dir as " : "", e == 0 ? kept : "");
+        session_notice(s, what);
+}
+
 /* A saved session's file, restored into its first worker
- * (sessions/persist.h): a failure leaves it empty, and says why. */
+ * (sessions/persist.h): a failure leaves it empty, and says why
+ * (restore_finish() wrote the log event). */
 static void on_saved_restored(void *data, int err, const char *why) {
         struct session *s = data;
 
         if (err < 0)
-                log_error("session %s: its saved state could not be restored (%s); it starts empty", s->name,
-                          why ? why : strerror(-err));
+                snapshot_saved_lost(s, "could not be restored", why ? why : strerror(-err), false);
 }
 
 static void restore_saved(struct session *s) {
@@ -865,7 +949,7 @@ static void restore_saved(struct session *s) {
         /* The settings are the daemon's own file's, never the snapshot's:
          * the worker that wrote the snapshot held its descriptor, and its
          * metadata names host commands (docs/security.md, "Round 4"). */
-        json_t *settings = persist_load_settings(s);
+        json_t *settings = load_saved_settings(s);
 
         if (!settings)
                 settings = json_object(); /* none: the daemon's defaults, no tools */
@@ -878,7 +962,7 @@ static void restore_saved(struct session *s) {
         if (e < 0 && settings)
                 apply_settings(s, settings);
         if (e < 0)
-                log_error("session %s: its saved state is not restored (%s); it starts empty", s->name, why);
+                snapshot_saved_lost(s, "is not restored", why, true);
         json_decref(settings);
 }
 

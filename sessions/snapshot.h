@@ -68,6 +68,12 @@ void snapshot_session_idle(struct session *s);
  * timeout, limits and tools from the daemon's own NAME.settings
  * (sessions/persist.h), never the defaults. */
 void snapshot_take_saved_settings(struct session *s);
+/* s's saved state did not come back (how: "cannot be read", "is not
+ * restored", ...; why: the reason): logged, told to the session in its next
+ * result's notice and, with audit, in its log; its file is kept beside
+ * (persist_keep_unrestored), so that its next checkpoint does not write over
+ * the only copy. */
+void snapshot_saved_lost(struct session *s, const char *how, const char *why, bool audit);
 /* s closes: the forks that wait for it fail, and if it is a fork waiting
  * for its original it leaves that queue. */
 void snapshot_session_closing(struct session *s);

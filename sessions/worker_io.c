@@ -130,6 +130,18 @@ void worker_protocol_violation(struct worker *w, const char *what) {
         t->stats.protocol_violations++;
         snprintf(reason, sizeof(reason), "the worker broke the protocol (%s)", what);
         log_warn("session %s: %s; killing it", w->session ? w->session->name : "(pool)", reason);
+        /* Between runs nobody else says it (a run's result does, and a
+         * killer of the monitor's says its own): the session's next
+         * result and its log.  Until 2026-12-03 its state went without a
+         * word (docs/security.md, "Round 10", finding 10). */
+        if (w->session && w->attached && !(w->session->run && w->session->run->sent)) {
+                char told[384];
+
+                snprintf(told, sizeof(told), "%s between runs; the worker was replaced and the session's state was lost",
+                         reason);
+                session_audit(w->session, json_pack("{s:s, s:s}", "event", "worker_replaced", "reason", reason));
+                session_notice(w->session, told);
+        }
         worker_close_fd(w);
         worker_kill(w, reason);
 }

@@ -10,14 +10,21 @@
  * the address space is the limit), ms after the call returns, past the
  * daemon's first look at the idle worker; and first every read-only page of
  * the libraries' data made the worker's own (written with what it holds),
- * so that what it holds is well past the limit, not at it. */
+ * so that what it holds is well past the limit, not at it.
+ *
+ * frame_later(ms) / exit_later(ms): ms after the call returns, between
+ * runs, a thread writes a result frame on the worker's socket (a message the
+ * worker may not send then), or ends the worker (_exit(3)). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "native_common.h"
 
 void hold_unmapped(int *mib, int *got) {
         FILE *f = fopen("/proc/self/maps", "re");
@@ -100,3 +107,29 @@ void hold_later(int *mib, int *ms) {
                 pthread_detach(t);
         pthread_attr_destroy(&attr);
 }
+
+static int idle_ms;
+
+static void *idle_act(void *arg) {
+        struct timespec ts = {idle_ms / 1000, (idle_ms % 1000) * 1000000L};
+
+        nanosleep(&ts, NULL);
+        if (arg)
+                _exit(3);
+        send_frame("{\"type\":\"result\",\"seq\":1,\"status\":\"ok\",\"output\":\"forged\"}");
+        for (;;)
+                pause();
+        return NULL;
+}
+
+static void idle_later(int ms, void *arg) {
+        pthread_t t;
+
+        idle_ms = ms;
+        if (pthread_create(&t, NULL, idle_act, arg) == 0)
+                pthread_detach(t);
+}
+
+void frame_later(int *ms) { idle_later(*ms, NULL); }
+
+void exit_later(int *ms) { idle_later(*ms, (void *)1); }

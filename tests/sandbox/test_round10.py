@@ -170,3 +170,32 @@ def test_a_worker_cgroup_still_busy_when_its_worker_went_is_removed(daemons):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.timeout_s(60)
+@pytest.mark.parametrize("how", ["frame_later", "exit_later"])
+def test_an_idle_worker_lost_between_runs_is_told_to_the_session(daemons, native_dir, how):
+    """Inside: a thread of the session's native code, between runs, writes a
+    frame the worker may not send then (or ends the worker).  Until
+    2026-12-03 (attack helper, round 10) the state went without a word: the
+    next result had no notice, and for the protocol breach the session's log
+    had no event.  Now the next result's notice and the log say it.
+    Outside: the worker was replaced (its pid gone) and the daemon's log
+    names the breach."""
+    d = daemons.start("pool=0", "r_libs=%s" % native_dir)
+    s = d.clone()
+    assert s.value("dyn.load('%s'); x <- 42; .C('%s', 300L); 1" % (native_dir / "round10.so", how)) == "1"
+    old = only_worker(d)
+    util.wait_for(lambda: old not in util.session_worker_pids(d.pid), util.scaled(10), "the worker replaced")
+    r = s.result("exists('x')")
+    assert r["status"] == "ok" and r["value"] is False, r
+    notice = r.get("notice") or ""
+    events = [json.loads(line) for line in s.read("log").splitlines() if line.strip()]
+    if how == "frame_later":
+        assert "broke the protocol" in notice and "state was lost" in notice, r
+        assert any(e.get("event") == "worker_replaced" and "broke the protocol" in e.get("reason", "")
+                   for e in events), events
+        assert "broke the protocol" in d.stderr()
+    else:
+        assert "the idle R worker died" in notice and "state was lost" in notice, r
+        assert any(e.get("event") == "crash" for e in events), events
