@@ -23,6 +23,10 @@ DEFAULT_TIMEOUT = 60
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout_s(seconds): per-test time limit")
+    config.addinivalue_line(
+        "markers", "load: loads the daemon's loop for tens of seconds (floods, thousands of sessions) "
+        "and measures what is left; what it measures is the loop's, whatever the daemon's uid, so "
+        "scripts/test runs it in the root suites only (-m 'not load' as nobody)")
     util.become_subreaper()
     if not util.DAEMON.exists():
         raise pytest.UsageError("%s does not exist: build first (ninja -C %s)"

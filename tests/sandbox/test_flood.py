@@ -87,6 +87,7 @@ def audit_lines(d, session, seq):
     return out
 
 
+@pytest.mark.load
 @pytest.mark.timeout_s(90)
 @pytest.mark.parametrize("how", ["plain_r", "native"])
 def test_flood_does_not_stall_the_daemon(daemons, hostile_dir, tmp_path, how):
@@ -229,6 +230,7 @@ PAUSE_PROBE = ("dyn.load('%s'); fl <- .C('flood_calls', %dL, as.double(%d), 1, 1
                "dc <- .C('dear_calls', %dL, as.double(%d + 1), %dL, 800000L, worst = 0); c(fl$written, dc$worst)")
 
 
+@pytest.mark.load
 @pytest.mark.timeout_s(90)
 def test_a_dear_read_after_a_long_flood_pauses_the_worker_briefly(daemons, hostile_dir, tmp_path):
     d = start(daemons, hostile_dir, tmp_path, "max_tool_calls=1000000")
